@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs everything pmv-data needs to build and test, idempotently (safe to run twice):
+#   - Debian packages: FFmpeg 5.1 development libraries, clang and pkg-config (for
+#     ffmpeg-next), the ffmpeg CLI (tests make videos with it), curl and aria2
+#     (benchmark peers), sqlite3 (inspecting catalogs);
+#   - libtorch: the torch==2.11.0 wheel from PyPI in .venv (git-ignored), which
+#     tch =0.24.0 builds against; .venv/libtorch links to it for the build.
+# Nothing is installed when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The one place the libtorch version is pinned (tch =0.24.0 expects 2.11.0).
+TORCH_VERSION=2.11.0
+
+PACKAGES=(
+  pkg-config clang
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
+  ffmpeg curl aria2 sqlite3 time
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# numpy: the tests read shards back with tarfile + numpy, and torch warns without it.
+have_torch() {
+  [ -x .venv/bin/python ] &&
+    .venv/bin/python -c "import numpy, torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null
+}
+if ! have_torch; then
+  echo "setup: installing torch==$TORCH_VERSION and numpy into .venv (about 4.6 GB)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" numpy
+  have_torch || { echo "setup: torch $TORCH_VERSION did not install" >&2; exit 1; }
+fi
+
+# .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds
+# libtorch wherever the venv's Python keeps site-packages (a relative link, so the
+# checkout may move).
+torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.relpath(os.path.dirname(torch.__file__), '.venv'))")
+if [ "$(readlink .venv/libtorch 2>/dev/null)" != "$torch_dir" ]; then
+  ln -sfn "$torch_dir" .venv/libtorch
+fi
+echo "setup: ready (FFmpeg $(pkg-config --modversion libavcodec) libavcodec, torch $TORCH_VERSION)"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: sets up (scripts/setup.sh), then runs every check CI runs:
+# formatting, lints, docs, the builds without default features, and all tests.
+# `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { echo; echo "== $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy (all targets, all features)"
+cargo clippy --all-targets --all-features -- -D warnings
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+step "build without default features, and with train only"
+cargo check --no-default-features --all-targets
+cargo check --no-default-features --features train --all-targets
+step "cargo test (all features)"
+cargo test --all-features

@@ -1,0 +1,241 @@
+//! Read-only summaries of the catalog for `pmv-data status`.
+//!
+//! Owns the counting queries (items, classes, splits, file states, bytes, sources,
+//! failures, manifests, recent runs). Everything here only reads.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Catalog, Dataset, FILE_STATES, Result};
+use crate::util::rfc3339;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub schema_version: u32,
+    pub journal_mode: &'static str,
+    pub datasets: Vec<DatasetStatus>,
+    pub runs: Vec<RunSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetStatus {
+    pub name: String,
+    pub format: String,
+    pub multi_label: bool,
+    /// Active items (listed by at least one manifest).
+    pub items: u64,
+    /// Items no manifest lists any more; their files are kept.
+    pub removed: u64,
+    pub classes: u64,
+    /// Active items per split; an item listed in two splits (PMV-400 val and test)
+    /// counts in both.
+    pub splits: BTreeMap<String, u64>,
+    /// Files of active items per state; expected files not yet taken are `pending`.
+    pub states: BTreeMap<String, u64>,
+    /// The same per role (video, cover).
+    pub roles: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Bytes of files stored (downloaded, verified or sharded), all items.
+    pub bytes: u64,
+    /// Active items with no video source yet.
+    pub no_source: u64,
+    /// Active items by the kind of their first video source.
+    pub sources: BTreeMap<String, u64>,
+    /// Failed files by error class.
+    pub failures: BTreeMap<String, u64>,
+    pub manifests: Vec<ManifestStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestStatus {
+    pub path: String,
+    pub sha256: String,
+    pub rows: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub ingested_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub command: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl Catalog {
+    /// Status of every dataset, or only of `only`.
+    pub fn status(&self, only: Option<&str>) -> Result<Status> {
+        let datasets = match only {
+            Some(name) => match self.dataset(name)? {
+                Some(d) => vec![d],
+                None => return Err(self.invalid(format!("no dataset named '{name}'"))),
+            },
+            None => self.datasets()?,
+        };
+        let mut out = Vec::with_capacity(datasets.len());
+        for d in &datasets {
+            out.push(self.dataset_status(d)?);
+        }
+        Ok(Status {
+            schema_version: self.schema_version()?,
+            journal_mode: self.journal_mode(),
+            datasets: out,
+            runs: self.recent_runs(5)?,
+        })
+    }
+
+    fn count(&self, sql: &str, id: i64) -> Result<u64> {
+        self.conn
+            .query_row(sql, [id], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.sql(e))
+    }
+
+    fn grouped(&self, sql: &str, id: i64) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    fn dataset_status(&self, d: &Dataset) -> Result<DatasetStatus> {
+        let id = d.id;
+        let items = self.count(
+            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'active'",
+            id,
+        )?;
+        let removed = self.count(
+            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'removed'",
+            id,
+        )?;
+        let classes = self.count("SELECT count(*) FROM classes WHERE dataset_id = ?1", id)?;
+        let splits = self.grouped(
+            "SELECT m.split, count(*) FROM memberships m JOIN items i ON i.id = m.item_id \
+             WHERE i.dataset_id = ?1 AND i.state = 'active' GROUP BY m.split",
+            id,
+        )?;
+
+        // Expected files: every active item's video, and its cover where it has a cover
+        // source. An expected file with no row yet is pending.
+        let mut roles: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "WITH expected(item_id, role) AS ( \
+                   SELECT id, 'video' FROM items WHERE dataset_id = ?1 AND state = 'active' \
+                   UNION ALL \
+                   SELECT id, 'cover' FROM items WHERE dataset_id = ?1 AND state = 'active' \
+                   AND cover_sources IS NOT NULL) \
+                 SELECT e.role, coalesce(f.state, 'pending'), count(*) FROM expected e \
+                 LEFT JOIN files f ON f.item_id = e.item_id AND f.role = e.role \
+                 GROUP BY 1, 2",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut states: BTreeMap<String, u64> =
+            FILE_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        for row in rows {
+            let (role, state, n) = row.map_err(|e| self.sql(e))?;
+            *states.entry(state.clone()).or_default() += n as u64;
+            *roles.entry(role).or_default().entry(state).or_default() += n as u64;
+        }
+
+        let bytes = self.count(
+            "SELECT coalesce(sum(f.size), 0) FROM files f JOIN items i ON i.id = f.item_id \
+             WHERE i.dataset_id = ?1 AND f.state IN ('downloaded', 'verified', 'sharded')",
+            id,
+        )?;
+        let no_source = self.count(
+            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'active' \
+             AND video_sources IS NULL",
+            id,
+        )?;
+        let sources = self.grouped(
+            "SELECT video_sources ->> '$[0].kind', count(*) FROM items \
+             WHERE dataset_id = ?1 AND state = 'active' AND video_sources IS NOT NULL GROUP BY 1",
+            id,
+        )?;
+        let failures = self.grouped(
+            "SELECT coalesce(f.error_class, 'unknown'), count(*) FROM files f \
+             JOIN items i ON i.id = f.item_id WHERE i.dataset_id = ?1 \
+             AND f.state IN ('failed_transient', 'failed_permanent', 'corrupt') GROUP BY 1",
+            id,
+        )?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, sha256, rows, accepted, rejected, ingested_at FROM manifests \
+                 WHERE dataset_id = ?1 ORDER BY path",
+            )
+            .map_err(|e| self.sql(e))?;
+        let manifests = stmt
+            .query_map([id], |r| {
+                Ok(ManifestStatus {
+                    path: r.get(0)?,
+                    sha256: r.get(1)?,
+                    rows: r.get::<_, i64>(2)? as u64,
+                    accepted: r.get::<_, i64>(3)? as u64,
+                    rejected: r.get::<_, i64>(4)? as u64,
+                    ingested_at: rfc3339(r.get(5)?),
+                })
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(DatasetStatus {
+            name: d.name.clone(),
+            format: d.format.as_str().to_owned(),
+            multi_label: d.multi_label,
+            items,
+            removed,
+            classes,
+            splits,
+            states,
+            roles,
+            bytes,
+            no_source,
+            sources,
+            failures,
+            manifests,
+        })
+    }
+
+    pub fn recent_runs(&self, n: u32) -> Result<Vec<RunSummary>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, command, status, started_at, finished_at FROM runs \
+                 ORDER BY started_at DESC, id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([n], |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    status: r.get(2)?,
+                    started_at: rfc3339(r.get(3)?),
+                    finished_at: r.get::<_, Option<i64>>(4)?.map(rfc3339),
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+}

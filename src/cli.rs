@@ -1,0 +1,130 @@
+//! The command line (clap derive): global options and one struct per subcommand.
+//!
+//! Only parsing lives here; what each command does is in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use pmv_data::manifest::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmv-data",
+    version,
+    about = "Turns link lists of short videos into verified downloads, frame shards and trained classifiers",
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 input rejected, 75 data root busy.\n\
+                  See README.md for the whole workflow."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data root holding the catalog, videos, shards and run reports
+    /// [default: ./pmv-data-root]
+    #[arg(long, global = true, env = "PMV_DATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Configuration file (TOML); command-line flags override it
+    #[arg(long, global = true, env = "PMV_DATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read manifests into the catalog; only what changed is written
+    Ingest(IngestArgs),
+    /// Show datasets: items, classes, splits, file states, bytes, recent runs
+    Status(StatusArgs),
+    /// Check this machine: data root, catalog, FFmpeg, libtorch
+    Doctor,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Dataset to ingest into (created on first use)
+    #[arg(long, value_name = "NAME")]
+    pub dataset: String,
+
+    /// Manifest format
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Format,
+
+    /// Split of rows that do not name one [default: from the file name for pmv400 and
+    /// videomae lists, else a stable hash of the id]
+    #[arg(long, value_name = "S")]
+    pub split: Option<String>,
+
+    /// Class list: `name,id` or `id,name` CSV, one name per line (.txt) or JSON
+    /// [default: built in for pmv400 and xinpianchang]
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+
+    /// Links file whose first column is each item's URL, ending in `=<id>` (PMV-400's
+    /// video_links.csv)
+    #[arg(long, value_name = "FILE")]
+    pub links: Option<PathBuf>,
+
+    /// URL with `{id}` for each item's source, tried after the manifest's own
+    #[arg(long, value_name = "T")]
+    pub url_template: Option<String>,
+
+    /// Hash-split ratios for rows without a split [default: train=0.9,val=0.1]
+    #[arg(long, value_name = "R")]
+    pub split_ratios: Option<String>,
+
+    /// Items may have several labels (default for xinpianchang)
+    #[arg(long, conflicts_with = "single_label")]
+    pub multi_label: bool,
+
+    /// Items have one label (default except for xinpianchang)
+    #[arg(long)]
+    pub single_label: bool,
+
+    /// Directory that relative local paths in the manifests start from
+    /// [default: each manifest's directory]
+    #[arg(long, value_name = "DIR")]
+    pub base_dir: Option<PathBuf>,
+
+    /// Any rejected row rejects the whole ingest: nothing is written
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Read manifests even if they are unchanged since their last ingest
+    #[arg(long)]
+    pub force: bool,
+
+    /// Manifests: files, or for xinpianchang also directories of <label>/<id>/<id>.txt
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this dataset
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+}

@@ -1,0 +1,66 @@
+//! One file per subcommand: each wires options to library calls and prints results.
+//!
+//! Nothing a test would want to check lives only here; the logic is in the library.
+
+mod doctor;
+mod ingest;
+mod status;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use pmv_data::config::Config;
+use pmv_data::root::{DEFAULT_ROOT, DataRoot};
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::exit::Exit;
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let app = App::new(&cli.global)?;
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&app, args),
+        Command::Status(args) => status::run(&app, args),
+        Command::Doctor => doctor::run(&app),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "pmv-data", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// What every command needs: the configuration, the root and the output mode.
+pub struct App {
+    pub config: Config,
+    pub root: DataRoot,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl App {
+    fn new(global: &GlobalArgs) -> Result<App> {
+        let config = match &global.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let root: PathBuf = global
+            .root
+            .clone()
+            .or_else(|| config.root.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        Ok(App {
+            config,
+            root: DataRoot::new(root),
+            json: global.json,
+            quiet: global.quiet,
+        })
+    }
+
+    /// Prints a JSON document on stdout.
+    pub fn print_json(&self, value: &impl serde::Serialize) -> Result<()> {
+        let text = serde_json::to_string_pretty(value).context("cannot render JSON")?;
+        println!("{text}");
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! `pmv-data status`: read-only summary of the catalog. Takes no lock and creates
+//! nothing, so it is safe while another command runs.
+
+use anyhow::Result;
+use pmv_data::catalog::{Catalog, Status};
+use pmv_data::util::{group_digits, human_bytes};
+
+use super::App;
+use crate::cli::StatusArgs;
+use crate::exit::Exit;
+
+pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
+    let catalog = Catalog::open_existing_readonly(&app.root.catalog_path())?;
+    let status = match &catalog {
+        Some(c) => Some(c.status(args.dataset.as_deref())?),
+        None => None,
+    };
+    if app.json {
+        let doc = serde_json::json!({
+            "root": app.root.path(),
+            "catalog": status.is_some().then(|| app.root.catalog_path()),
+            "schema_version": status.as_ref().map(|s| s.schema_version),
+            "datasets": status.as_ref().map(|s| &s.datasets).cloned().unwrap_or_default(),
+            "runs": status.as_ref().map(|s| &s.runs).cloned().unwrap_or_default(),
+        });
+        app.print_json(&doc)?;
+        return Ok(Exit::Ok);
+    }
+    match status {
+        None => {
+            if let Some(name) = &args.dataset {
+                anyhow::bail!(
+                    "no dataset named '{name}': the root {} has no catalog yet",
+                    app.root.path().display()
+                );
+            }
+            println!(
+                "{}: no catalog yet (run `pmv-data ingest` to create one)",
+                app.root.path().display()
+            );
+        }
+        Some(s) => print_human(app, &s),
+    }
+    Ok(Exit::Ok)
+}
+
+fn print_human(app: &App, s: &Status) {
+    println!(
+        "root {} (catalog schema v{}, {} journal)",
+        app.root.path().display(),
+        s.schema_version,
+        s.journal_mode
+    );
+    if s.datasets.is_empty() {
+        println!("no datasets");
+    }
+    for d in &s.datasets {
+        let kind = if d.multi_label {
+            "multi-label"
+        } else {
+            "single-label"
+        };
+        println!();
+        println!("{} ({}, {kind})", d.name, d.format);
+        println!(
+            "  items      {} active, {} removed; {} classes",
+            group_digits(d.items),
+            group_digits(d.removed),
+            group_digits(d.classes)
+        );
+        let splits: Vec<String> = d
+            .splits
+            .iter()
+            .map(|(k, v)| format!("{k} {}", group_digits(*v)))
+            .collect();
+        println!(
+            "  splits     {}",
+            if splits.is_empty() {
+                "-".into()
+            } else {
+                splits.join(", ")
+            }
+        );
+        for (role, states) in &d.roles {
+            let parts: Vec<String> = states
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, v)| format!("{k} {}", group_digits(*v)))
+                .collect();
+            println!("  {role:<10} {}", parts.join(", "));
+        }
+        println!("  stored     {}", human_bytes(d.bytes));
+        let sources: Vec<String> = d
+            .sources
+            .iter()
+            .map(|(k, v)| format!("{k} {}", group_digits(*v)))
+            .collect();
+        let mut line = if sources.is_empty() {
+            "-".to_string()
+        } else {
+            sources.join(", ")
+        };
+        if d.no_source > 0 {
+            line.push_str(&format!(
+                "; {} items have no source yet",
+                group_digits(d.no_source)
+            ));
+        }
+        println!("  sources    {line}");
+        if !d.failures.is_empty() {
+            let f: Vec<String> = d
+                .failures
+                .iter()
+                .map(|(k, v)| format!("{k} {}", group_digits(*v)))
+                .collect();
+            println!("  failures   {}", f.join(", "));
+        }
+        for m in &d.manifests {
+            println!(
+                "  manifest   {} ({} rows, {} rejected, {})",
+                m.path,
+                group_digits(m.rows),
+                group_digits(m.rejected),
+                m.ingested_at
+            );
+        }
+    }
+    if !s.runs.is_empty() {
+        println!();
+        println!("recent runs");
+        for r in &s.runs {
+            println!("  {}  {:<7} {}", r.id, r.status, r.started_at);
+        }
+    }
+}

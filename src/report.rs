@@ -1,0 +1,77 @@
+//! Progress events and run reports, without coupling library code to a terminal.
+//!
+//! Library code reports progress through the small [`Reporter`] trait; the binary
+//! decides whether that becomes a progress bar (a TTY), a log line every few seconds
+//! (cron) or nothing. Every command that changes the root also leaves a JSON report
+//! in `runs/<run-id>.json`; this module names runs and writes those files atomically.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::root::DataRoot;
+
+/// What a count measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Items,
+}
+
+/// Receives progress from long-running library calls. Every method has a no-op default.
+pub trait Reporter: Sync {
+    /// A phase starts; `total` is known for files of known size.
+    fn begin(&self, _label: &str, _total: Option<u64>, _unit: Unit) {}
+    /// `n` more units of the current phase are done.
+    fn advance(&self, _n: u64) {}
+    /// The current phase is done.
+    fn end(&self) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Reporter for Silent {}
+
+/// A new run id: UTC time, command and a per-process discriminator, e.g.
+/// `20261122T031502Z-ingest-3f9a`. Sorting run ids sorts runs by start time.
+pub fn new_run_id(command: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let stamp = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs()),
+    )
+    .to_string()
+    .replace(['-', ':'], "");
+    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{stamp}-{command}-{salt:04x}")
+}
+
+/// Writes `runs/<run-id>.json` atomically; returns its path.
+pub fn write_run_report(
+    root: &DataRoot,
+    run_id: &str,
+    report: &serde_json::Value,
+) -> std::io::Result<PathBuf> {
+    let dir = root.runs_dir();
+    fs_err::create_dir_all(&dir)?;
+    let path = dir.join(format!("{run_id}.json"));
+    let mut bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    crate::util::write_atomic(&path, &bytes)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time_and_name_the_command() {
+        let id = new_run_id("ingest");
+        let (stamp, rest) = id.split_once('-').unwrap();
+        assert_eq!(stamp.len(), "20261122T031502Z".len(), "{id}");
+        assert!(stamp.ends_with('Z'));
+        assert!(rest.starts_with("ingest-"));
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per area, each test in its own temp root.
+
+mod cli;
+mod ingest_bad;
+mod ingest_changes;
+mod ingest_formats;
+mod ingest_pmv400;
+mod util;

@@ -1,0 +1,140 @@
+//! Helpers: a temporary data root, running the binary, reading the catalog.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+/// A scratch directory with a data root inside it.
+pub struct Env {
+    pub dir: TempDir,
+    pub root: PathBuf,
+}
+
+/// What a run of the binary produced.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Rejection lines printed on stderr.
+    pub fn rejections(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| {
+                !l.starts_with("error") && !l.starts_with("  caused") && !l.starts_with("...")
+            })
+            .collect()
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pmv_list(name: &str) -> PathBuf {
+    repo().join("manifests/pmv400").join(name)
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("root");
+        Env { dir, root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file (creating parent directories) and returns its path.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pmv-data"));
+        c.env_remove("PMV_DATA_ROOT")
+            .env_remove("PMV_DATA_CONFIG")
+            .env_remove("RUST_LOG")
+            .arg("--root")
+            .arg(&self.root);
+        c
+    }
+
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Out {
+        let out = self.command().args(args).output().expect("run pmv-data");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `ingest --json` with the given arguments; the caller checks the exit code.
+    pub fn ingest<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Out {
+        let mut all: Vec<std::ffi::OsString> = vec!["--json".into(), "ingest".into()];
+        all.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self.run(&all)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.run(&["--json", "status"]);
+        assert_eq!(out.code, 0, "status failed: {}", out.stderr);
+        out.json()
+    }
+
+    pub fn dataset(&self, name: &str) -> serde_json::Value {
+        let s = self.status();
+        s["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no dataset {name} in {s}"))
+            .clone()
+    }
+
+    pub fn catalog(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.root.join("catalog.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
+    /// One value from the catalog.
+    pub fn query<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
+        self.catalog().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A column of strings from the catalog.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let c = self.catalog();
+        let mut stmt = c.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+/// Path as a str, for argument lists.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
