@@ -15,6 +15,11 @@ use clap::Parser;
 use crate::cli::Cli;
 use crate::exit::Exit;
 
+// mimalloc rather than glibc's allocator: ingest allocates millions of small records and
+// frees many on another thread, where glibc's arenas spent a quarter of the time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

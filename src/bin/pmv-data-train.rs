@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 #[path = "../train/mod.rs"]
 mod train;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "pmv-data-train", version, about = "pmv-data's libtorch half")]
 struct Cli {

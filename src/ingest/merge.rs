@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rusqlite::{OptionalExtension, Statement, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Statement, Transaction, params};
 
 use super::sort::{Dec, Enc, Kind, Record, Sorted, Sorter};
 use super::{IngestError, ItemCounts, SpillError, fingerprint};
@@ -22,6 +22,8 @@ type Sql<T> = rusqlite::Result<T>;
 pub(super) enum MergeError {
     Sql(rusqlite::Error),
     Io(std::io::Error),
+    /// The writing thread stopped on an error of its own (reported by it).
+    Stopped,
 }
 
 impl From<rusqlite::Error> for MergeError {
@@ -248,6 +250,7 @@ struct Staged {
 }
 
 /// The item as the catalog held it before this ingest.
+#[derive(Debug, Clone)]
 struct Existing {
     id: i64,
     labels: String,
@@ -264,28 +267,42 @@ struct Other {
     path: String,
 }
 
-/// The statements the merge runs once per item, prepared once.
-struct Stmts<'t> {
-    lookup: Statement<'t>,
-    memberships: Statement<'t>,
+/// Reads of the catalog as it was before this ingest.
+struct Lookups<'c> {
+    item: Statement<'c>,
+    memberships: Statement<'c>,
+}
+
+impl<'c> Lookups<'c> {
+    fn new(conn: &'c Connection) -> Sql<Lookups<'c>> {
+        Ok(Lookups {
+            item: conn.prepare(
+                "SELECT id, labels, fingerprint, state FROM items WHERE dataset_id = ?1 AND key = ?2",
+            )?,
+            memberships: conn.prepare(
+                "SELECT m.manifest_id, m.split, m.line, m.labels, f.path FROM memberships m \
+                 JOIN manifests f ON f.id = m.manifest_id WHERE m.item_id = ?1",
+            )?,
+        })
+    }
+}
+
+/// The writes the merge makes, prepared once.
+struct Writes<'t> {
+    conn: &'t Connection,
     insert_item: Statement<'t>,
     update_item: Statement<'t>,
     update_labels: Statement<'t>,
     mark_removed: Statement<'t>,
+    insert_membership: Statement<'t>,
     upsert_membership: Statement<'t>,
     delete_membership: Statement<'t>,
 }
 
-impl<'t> Stmts<'t> {
-    fn new(tx: &'t Transaction<'_>) -> Sql<Stmts<'t>> {
-        Ok(Stmts {
-            lookup: tx.prepare(
-                "SELECT id, labels, fingerprint, state FROM items WHERE dataset_id = ?1 AND key = ?2",
-            )?,
-            memberships: tx.prepare(
-                "SELECT m.manifest_id, m.split, m.line, m.labels, f.path FROM memberships m \
-                 JOIN manifests f ON f.id = m.manifest_id WHERE m.item_id = ?1",
-            )?,
+impl<'t> Writes<'t> {
+    fn new(tx: &'t Transaction<'_>) -> Sql<Writes<'t>> {
+        Ok(Writes {
+            conn: tx,
             insert_item: tx.prepare(
                 "INSERT INTO items (dataset_id, key, labels, text, duration_s, video_sources, \
                    cover_sources, expected_size, expected_sha256, fingerprint, created_at, updated_at) \
@@ -303,6 +320,10 @@ impl<'t> Stmts<'t> {
             mark_removed: tx.prepare(
                 "UPDATE items SET state = 'removed', removed_at = ?2, updated_at = ?2 \
                  WHERE id = ?1 AND state = 'active'",
+            )?,
+            insert_membership: tx.prepare(
+                "INSERT INTO memberships (item_id, manifest_id, split, line, labels) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
             upsert_membership: tx.prepare(
                 "INSERT INTO memberships (item_id, manifest_id, split, line, labels) \
@@ -325,8 +346,8 @@ pub(super) struct Outcome {
     pub rejected_per_manifest: BTreeMap<u32, u64>,
 }
 
-pub(super) struct Merger<'a, 't> {
-    pub tx: &'a Transaction<'t>,
+/// What the merge needs to know besides the records; shared by its two threads.
+pub(super) struct Merger<'a> {
     pub dataset_id: i64,
     pub multi_label: bool,
     /// Input index -> manifests.id, for the inputs read in this ingest.
@@ -353,40 +374,150 @@ struct Group {
     existing: Option<Existing>,
 }
 
-impl Merger<'_, '_> {
-    /// Merges every id of the sorted stream into the catalog.
+/// What to do for one id: decided from its records and the catalog as it was, then
+/// carried out by the thread that holds the write transaction.
+enum Plan {
+    Nothing,
+    /// The item has no new row and left some read manifests.
+    Vanished {
+        item_id: i64,
+        drop: Vec<i64>,
+        then: After,
+    },
+    /// Rows that conflict: the item stays as it was.
+    Rejected(Vec<(u32, Rejection)>),
+    Write(Box<WritePlan>),
+}
+
+enum After {
+    /// No manifest lists the item any more.
+    Remove,
+    /// Its labels are now these.
+    Relabel(String),
+    Keep,
+}
+
+struct WritePlan {
+    key: String,
+    existing: Option<Existing>,
+    labels: String,
+    content: ItemContent,
+    video_sources: Option<String>,
+    cover_sources: Option<String>,
+    fingerprint: String,
+    /// (manifest id, split, first line, labels) for each manifest that lists the item.
+    memberships: Vec<(i64, String, u64, String)>,
+    /// Manifests that no longer list it.
+    drop: Vec<i64>,
+    repeats: u64,
+}
+
+/// A batch of plans or the error that stopped planning, sent from the planning thread.
+type Planned = Result<Vec<Plan>, MergeError>;
+
+/// Plans sent to the writer at a time (one channel message per item costs more in
+/// thread wake-ups than the item's own work).
+const BATCH: usize = 512;
+
+impl Merger<'_> {
+    /// Merges every id of the sorted stream into the catalog. With `reader` (a WAL
+    /// catalog), one thread reads the stream and the catalog's earlier state and plans
+    /// each item while this one writes; without, both happen here.
     pub(super) fn run(
         &self,
-        mut sorted: Sorted,
+        tx: &Transaction<'_>,
+        reader: Option<&std::path::Path>,
+        sorted: Sorted,
         on_reject: &mut dyn FnMut(Rejection),
     ) -> Result<Outcome, MergeError> {
-        let mut st = Stmts::new(self.tx)?;
+        let mut writes = Writes::new(tx)?;
         let mut outcome = Outcome {
             counts: ItemCounts::default(),
             repeated_rows: 0,
             rejected_per_manifest: BTreeMap::new(),
         };
+        let Some(path) = reader else {
+            let mut lookups = Lookups::new(tx)?;
+            self.plan_all(sorted, &mut lookups, &mut |plan| {
+                self.apply(&mut writes, plan, &mut outcome, on_reject)
+            })?;
+            return Ok(outcome);
+        };
+        std::thread::scope(|scope| {
+            let (send, receive) = std::sync::mpsc::sync_channel::<Planned>(8);
+            let planner = scope.spawn(move || {
+                let result = (|| {
+                    let conn = Connection::open_with_flags(
+                        path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+                    let mut lookups = Lookups::new(&conn)?;
+                    let mut batch = Vec::with_capacity(BATCH);
+                    self.plan_all(sorted, &mut lookups, &mut |plan| {
+                        batch.push(plan);
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            // The writer stopped (an error): stop planning.
+                            send.send(Ok(full)).map_err(|_| MergeError::Stopped)?;
+                        }
+                        Ok(())
+                    })?;
+                    if !batch.is_empty() {
+                        send.send(Ok(batch)).map_err(|_| MergeError::Stopped)?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = result {
+                    let _ = send.send(Err(e));
+                }
+            });
+            let mut result = Ok(());
+            'receive: for planned in receive.iter() {
+                match planned {
+                    Ok(plans) => {
+                        for plan in plans {
+                            result = self.apply(&mut writes, plan, &mut outcome, on_reject);
+                            if result.is_err() {
+                                break 'receive;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(receive);
+            planner.join().expect("the planning thread does not panic");
+            result
+        })?;
+        Ok(outcome)
+    }
+
+    /// Groups the stream by id and hands each id's plan to `each`.
+    fn plan_all(
+        &self,
+        mut sorted: Sorted,
+        lookups: &mut Lookups<'_>,
+        each: &mut dyn FnMut(Plan) -> Result<(), MergeError>,
+    ) -> Result<(), MergeError> {
         let mut key: Option<Box<str>> = None;
         let mut group = Group::default();
         while let Some(rec) = sorted.next_record()? {
             if key.as_deref() != Some(&*rec.key) {
                 if let Some(done) = key.take() {
-                    self.merge_item(
-                        &mut st,
-                        &done,
-                        std::mem::take(&mut group),
-                        &mut outcome,
-                        on_reject,
-                    )?;
+                    each(self.plan(lookups, &done, std::mem::take(&mut group))?)?;
                 }
                 key = Some(rec.key.clone());
             }
             self.add(&mut group, rec)?;
         }
         if let Some(done) = key {
-            self.merge_item(&mut st, &done, group, &mut outcome, on_reject)?;
+            each(self.plan(lookups, &done, group)?)?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     fn add(&self, group: &mut Group, rec: Record) -> std::io::Result<()> {
@@ -455,7 +586,7 @@ impl Merger<'_, '_> {
     /// The item's memberships that this ingest keeps as they are.
     fn others(
         &self,
-        st: &mut Stmts<'_>,
+        lookups: &mut Lookups<'_>,
         item_id: i64,
         replaced: &BTreeSet<u32>,
     ) -> Sql<Vec<Other>> {
@@ -463,7 +594,7 @@ impl Merger<'_, '_> {
             .iter()
             .filter_map(|i| self.manifest_ids.get(i).copied())
             .collect();
-        let rows = st.memberships.query_map([item_id], |r| {
+        let rows = lookups.memberships.query_map([item_id], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 Other {
@@ -484,17 +615,11 @@ impl Merger<'_, '_> {
         Ok(out)
     }
 
-    fn merge_item(
-        &self,
-        st: &mut Stmts<'_>,
-        key: &str,
-        mut g: Group,
-        outcome: &mut Outcome,
-        on_reject: &mut dyn FnMut(Rejection),
-    ) -> Result<(), MergeError> {
+    /// Decides what one id needs, reading the catalog only through `lookups`.
+    fn plan(&self, lookups: &mut Lookups<'_>, key: &str, mut g: Group) -> Result<Plan, MergeError> {
         if g.existing.is_none() && !self.fresh && !g.rows.is_empty() {
-            g.existing = st
-                .lookup
+            g.existing = lookups
+                .item
                 .query_row(params![self.dataset_id, key], |r| {
                     Ok(Existing {
                         id: r.get(0)?,
@@ -513,39 +638,41 @@ impl Merger<'_, '_> {
             .filter(|i| !listed.contains(i) && !g.rejected.contains(i))
             .copied()
             .collect();
+        let drop: Vec<i64> = vanished.iter().map(|i| self.manifest_ids[i]).collect();
         // Memberships replaced by this ingest: those with a new row, and vanished ones.
         let replaced: BTreeSet<u32> = listed.iter().chain(&vanished).copied().collect();
         let others = match &g.existing {
             Some(e) if self.has_unread_manifests || !g.rejected.is_empty() => {
-                self.others(st, e.id, &replaced)?
+                self.others(lookups, e.id, &replaced)?
             }
             _ => vec![],
         };
 
         if g.rows.is_empty() {
             // Only rejected rows or vanished memberships.
-            if let (Some(e), false) = (&g.existing, vanished.is_empty()) {
-                for input in &vanished {
-                    st.delete_membership
-                        .execute(params![e.id, self.manifest_ids[input]])?;
-                }
-                if others.is_empty() && g.rejected.is_empty() {
-                    outcome.counts.removed +=
-                        st.mark_removed.execute(params![e.id, self.now])? as u64;
+            let Some(e) = g.existing.filter(|_| !vanished.is_empty()) else {
+                return Ok(Plan::Nothing);
+            };
+            let then = if others.is_empty() && g.rejected.is_empty() {
+                After::Remove
+            } else {
+                let labels = labels_text(
+                    others
+                        .iter()
+                        .flat_map(|o| parse_labels(&o.labels))
+                        .collect::<BTreeSet<_>>(),
+                );
+                if labels != e.labels && g.rejected.is_empty() {
+                    After::Relabel(labels)
                 } else {
-                    let labels = labels_text(
-                        others
-                            .iter()
-                            .flat_map(|o| parse_labels(&o.labels))
-                            .collect::<BTreeSet<_>>(),
-                    );
-                    if labels != e.labels && g.rejected.is_empty() {
-                        st.update_labels.execute(params![e.id, labels, self.now])?;
-                        outcome.counts.updated += 1;
-                    }
+                    After::Keep
                 }
-            }
-            return Ok(());
+            };
+            return Ok(Plan::Vanished {
+                item_id: e.id,
+                drop,
+                then,
+            });
         }
 
         // Per input: (split, first line, labels).
@@ -572,34 +699,34 @@ impl Merger<'_, '_> {
                 }
             }
         }
-        if conflict.is_none() && !self.multi_label {
-            if let Some(by_label) = self.places_by(
+        if conflict.is_none()
+            && !self.multi_label
+            && let Some(by_label) = self.places_by(
                 &g.rows,
                 &others,
                 |s| labels_text(s.labels.iter().copied()),
                 |o| o.labels.clone(),
-            ) {
-                let parts: Vec<String> = by_label
-                    .iter()
-                    .map(|(l, places)| format!("{} ({})", display_labels(l), places.join(", ")))
-                    .collect();
-                conflict = Some(format!("has conflicting labels: {}", parts.join(" vs ")));
-            }
+            )
+        {
+            let parts: Vec<String> = by_label
+                .iter()
+                .map(|(l, places)| format!("{} ({})", display_labels(l), places.join(", ")))
+                .collect();
+            conflict = Some(format!("has conflicting labels: {}", parts.join(" vs ")));
         }
-        if conflict.is_none() {
-            if let Some(by_split) = self
+        if conflict.is_none()
+            && let Some(by_split) = self
                 .places_by(&g.rows, &others, |s| s.split.clone(), |o| o.split.clone())
                 .filter(|m| m.contains_key("train"))
-            {
-                let parts: Vec<String> = by_split
-                    .iter()
-                    .map(|(s, places)| format!("{s} ({})", places.join(", ")))
-                    .collect();
-                conflict = Some(format!(
-                    "is in the train split and an evaluation split: {}",
-                    parts.join(" vs ")
-                ));
-            }
+        {
+            let parts: Vec<String> = by_split
+                .iter()
+                .map(|(s, places)| format!("{s} ({})", places.join(", ")))
+                .collect();
+            conflict = Some(format!(
+                "is in the train split and an evaluation split: {}",
+                parts.join(" vs ")
+            ));
         }
 
         // Content: the first row, completed by later rows; sources in order of appearance.
@@ -670,22 +797,27 @@ impl Merger<'_, '_> {
         }
         if let Some(reason) = conflict {
             // The item stays as it was: its memberships, including vanished ones, too.
-            for s in &g.rows {
-                *outcome.rejected_per_manifest.entry(s.input).or_default() += 1;
-                on_reject(Rejection {
-                    file: std::path::PathBuf::from(match &s.file {
-                        Some(f) => f.clone(),
-                        None => self.paths.get(&s.input).cloned().unwrap_or_default(),
-                    }),
-                    line: if s.file.is_some() { 1 } else { s.line },
-                    id: Some(key.to_owned()),
-                    reason: format!("id '{key}' {reason}"),
-                });
-            }
-            return Ok(());
+            let rejections = g
+                .rows
+                .iter()
+                .map(|s| {
+                    (
+                        s.input,
+                        Rejection {
+                            file: std::path::PathBuf::from(match &s.file {
+                                Some(f) => f.clone(),
+                                None => self.paths.get(&s.input).cloned().unwrap_or_default(),
+                            }),
+                            line: if s.file.is_some() { 1 } else { s.line },
+                            id: Some(key.to_owned()),
+                            reason: format!("id '{key}' {reason}"),
+                        },
+                    )
+                })
+                .collect();
+            return Ok(Plan::Rejected(rejections));
         }
 
-        outcome.repeated_rows += repeats;
         let mut labels: BTreeSet<u32> = BTreeSet::new();
         for (_, _, l) in per_input.values() {
             labels.extend(l);
@@ -693,69 +825,125 @@ impl Merger<'_, '_> {
         for o in &others {
             labels.extend(parse_labels(&o.labels));
         }
-        let labels = labels_text(labels);
-        let fp = fingerprint(&content, &origins);
-        let video_sources = sources_json(&content.video, &origins);
-        let cover_sources = sources_json(&content.cover, &[]);
-        let item_id = match &g.existing {
-            None => {
-                st.insert_item.execute(params![
-                    self.dataset_id,
-                    key,
-                    labels,
-                    content.text,
-                    content.duration_s,
-                    video_sources,
-                    cover_sources,
-                    content.size.map(|s| s as i64),
-                    content.sha256,
-                    fp,
-                    self.now
-                ])?;
-                outcome.counts.new += 1;
-                self.tx.last_insert_rowid()
-            }
-            Some(e) => {
-                let content_changed = e.fingerprint != fp;
-                let labels_changed = e.labels != labels;
-                if content_changed {
-                    st.update_item.execute(params![
-                        e.id,
-                        labels,
-                        content.text,
-                        content.duration_s,
-                        video_sources,
-                        cover_sources,
-                        content.size.map(|s| s as i64),
-                        content.sha256,
-                        fp,
-                        self.now
-                    ])?;
-                } else if labels_changed || e.removed {
-                    st.update_labels.execute(params![e.id, labels, self.now])?;
-                }
-                if e.removed {
-                    outcome.counts.restored += 1;
-                } else if content_changed || labels_changed {
-                    outcome.counts.updated += 1;
-                } else {
-                    outcome.counts.unchanged += 1;
-                }
-                e.id
-            }
-        };
-        for input in &vanished {
-            st.delete_membership
-                .execute(params![item_id, self.manifest_ids[input]])?;
-        }
-        for (input, (split, line, labels)) in &per_input {
-            st.upsert_membership.execute(params![
+        Ok(Plan::Write(Box::new(WritePlan {
+            key: key.to_owned(),
+            existing: g.existing,
+            labels: labels_text(labels),
+            fingerprint: fingerprint(&content, &origins),
+            video_sources: sources_json(&content.video, &origins),
+            cover_sources: sources_json(&content.cover, &[]),
+            content,
+            memberships: per_input
+                .into_iter()
+                .map(|(input, (split, line, labels))| {
+                    (self.manifest_ids[&input], split, line, labels_text(labels))
+                })
+                .collect(),
+            drop,
+            repeats,
+        })))
+    }
+
+    /// Carries out one plan inside the write transaction.
+    fn apply(
+        &self,
+        w: &mut Writes<'_>,
+        plan: Plan,
+        outcome: &mut Outcome,
+        on_reject: &mut dyn FnMut(Rejection),
+    ) -> Result<(), MergeError> {
+        match plan {
+            Plan::Nothing => {}
+            Plan::Vanished {
                 item_id,
-                self.manifest_ids[input],
-                split,
-                *line as i64,
-                labels_text(labels.iter().copied())
-            ])?;
+                drop,
+                then,
+            } => {
+                for manifest_id in drop {
+                    w.delete_membership.execute(params![item_id, manifest_id])?;
+                }
+                match then {
+                    After::Remove => {
+                        outcome.counts.removed +=
+                            w.mark_removed.execute(params![item_id, self.now])? as u64;
+                    }
+                    After::Relabel(labels) => {
+                        w.update_labels
+                            .execute(params![item_id, labels, self.now])?;
+                        outcome.counts.updated += 1;
+                    }
+                    After::Keep => {}
+                }
+            }
+            Plan::Rejected(rejections) => {
+                for (input, r) in rejections {
+                    *outcome.rejected_per_manifest.entry(input).or_default() += 1;
+                    on_reject(r);
+                }
+            }
+            Plan::Write(p) => {
+                let p = *p;
+                outcome.repeated_rows += p.repeats;
+                let c = &p.content;
+                let item_id = match &p.existing {
+                    None => {
+                        w.insert_item.execute(params![
+                            self.dataset_id,
+                            p.key,
+                            p.labels,
+                            c.text,
+                            c.duration_s,
+                            p.video_sources,
+                            p.cover_sources,
+                            c.size.map(|s| s as i64),
+                            c.sha256,
+                            p.fingerprint,
+                            self.now
+                        ])?;
+                        outcome.counts.new += 1;
+                        w.conn.last_insert_rowid()
+                    }
+                    Some(e) => {
+                        let content_changed = e.fingerprint != p.fingerprint;
+                        let labels_changed = e.labels != p.labels;
+                        if content_changed {
+                            w.update_item.execute(params![
+                                e.id,
+                                p.labels,
+                                c.text,
+                                c.duration_s,
+                                p.video_sources,
+                                p.cover_sources,
+                                c.size.map(|s| s as i64),
+                                c.sha256,
+                                p.fingerprint,
+                                self.now
+                            ])?;
+                        } else if labels_changed || e.removed {
+                            w.update_labels.execute(params![e.id, p.labels, self.now])?;
+                        }
+                        if e.removed {
+                            outcome.counts.restored += 1;
+                        } else if content_changed || labels_changed {
+                            outcome.counts.updated += 1;
+                        } else {
+                            outcome.counts.unchanged += 1;
+                        }
+                        e.id
+                    }
+                };
+                for manifest_id in &p.drop {
+                    w.delete_membership.execute(params![item_id, manifest_id])?;
+                }
+                // A new item has no memberships yet: a plain insert is enough.
+                let stmt = match p.existing {
+                    None => &mut w.insert_membership,
+                    Some(_) => &mut w.upsert_membership,
+                };
+                for (manifest_id, split, line, labels) in &p.memberships {
+                    stmt.execute(params![item_id, manifest_id, split, *line as i64, labels])?;
+                }
+            }
         }
         Ok(())
     }
@@ -805,12 +993,16 @@ fn sources_json(list: &[Locator], origins: &[&'static str]) -> Option<String> {
 /// Appends `s` as a JSON string literal.
 fn json_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s); // URLs and ordinary paths: nothing to escape
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
         }
     }
     out.push('"');
@@ -842,6 +1034,8 @@ mod tests {
             },
         ];
         let text = sources_json(&list, &["manifest", "links"]).unwrap();
+        // status reads the first kind by this prefix without parsing the JSON.
+        assert!(text.starts_with("[{\"kind\":\"local\""), "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v[0]["location"], "/data/a \"quoted\" \\ path\u{1}.mp4");
         assert_eq!(v[1]["kind"], "douyin");
