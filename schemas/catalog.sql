@@ -55,6 +55,10 @@ CREATE TABLE items (
     UNIQUE (dataset_id, key)
 ) STRICT;
 
+CREATE INDEX items_removed ON items (dataset_id) WHERE state = 'removed';
+
+CREATE INDEX items_no_source ON items (dataset_id, state) WHERE video_sources IS NULL;
+
 CREATE VIEW sources (item_id, role, rank, kind, location, origin) AS
     SELECT i.id, 'video', j.key, j.value ->> 'kind', j.value ->> 'location', j.value ->> 'origin'
     FROM items i, json_each(i.video_sources) j

@@ -28,11 +28,12 @@ results="$work/results.json"
 echo "[" >"$results"
 first=1
 
-# run_case NAME RUNS -- COMMAND...: runs COMMAND in a fresh root RUNS times; prints the
-# median wall time and the largest peak RSS, and appends them to results.json.
+# run_case NAME RUNS ROWS -- COMMAND...: runs COMMAND in a fresh root RUNS times; prints
+# the median wall time, rows per second and the largest peak RSS, and appends them to
+# results.json.
 run_case() {
-  local name=$1 runs=$2
-  shift 3
+  local name=$1 runs=$2 rows=$3
+  shift 4
   local walls=() rss_max=0
   for ((i = 0; i < runs; i++)); do
     rm -rf "$work/root"
@@ -46,11 +47,14 @@ run_case() {
   done
   local median
   median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  printf '%-44s %8s s  %7.1f MB peak  (%d runs: %s)\n' "$name" "$median" "$(awk "BEGIN {print $rss_max / 1024}")" "$runs" "${walls[*]}"
+  local rate
+  rate=$(awk "BEGIN {printf \"%.0f\", $rows / ($median > 0 ? $median : 0.001)}")
+  printf '%-50s %7s s %10s rows/s %7.1f MB peak  (runs: %s)\n' "$name" "$median" "$rate" \
+    "$(awk "BEGIN {print $rss_max / 1024}")" "${walls[*]}"
   ((first)) || echo "," >>"$results"
   first=0
-  printf '  {"case": "%s", "median_s": %s, "peak_rss_kb": %s, "runs": [%s]}' \
-    "$name" "$median" "$rss_max" "$(IFS=,; echo "${walls[*]}")" >>"$results"
+  printf '  {"case": "%s", "rows": %s, "median_s": %s, "rows_per_s": %s, "peak_rss_kb": %s, "runs": [%s]}' \
+    "$name" "$rows" "$median" "$rate" "$rss_max" "$(IFS=,; echo "${walls[*]}")" >>"$results"
 }
 
 bench_ingest() {
@@ -58,7 +62,7 @@ bench_ingest() {
   local pmv=(manifests/pmv400/train_pmv400.csv manifests/pmv400/val_pmv400.csv manifests/pmv400/test_pmv400.csv)
   local runs=5
   ((quick)) && runs=3
-  run_case "PMV-400 lists (96,442 rows, 76,447 items)" "$runs" -- \
+  run_case "PMV-400 lists (96,442 rows, 76,447 items)" "$runs" 96442 -- \
     "$bin" ingest --dataset pmv400 --format pmv400 "${pmv[@]}"
 
   # Unchanged re-ingest: ingest once, then time the second run in the same root.
@@ -67,19 +71,19 @@ bench_ingest() {
   /usr/bin/time -f "%e %M" -o "$work/time.txt" env PMV_DATA_ROOT="$work/root" \
     "$bin" ingest --dataset pmv400 --format pmv400 "${pmv[@]}" >/dev/null
   read -r wall rss <"$work/time.txt"
-  printf '%-44s %8s s  %7.1f MB peak\n' "PMV-400 unchanged re-ingest" "$wall" "$(awk "BEGIN {print $rss / 1024}")"
+  printf '%-50s %7s s %17s %7.1f MB peak\n' "PMV-400 unchanged re-ingest" "$wall" "" "$(awk "BEGIN {print $rss / 1024}")"
 
   local xpc="$work/xinpianchang-562342.jsonl"
   [ -s "$xpc" ] || python3 scripts/gen_xinpianchang.py "$xpc"
   runs=3
   ((quick)) && runs=1
-  run_case "xinpianchang JSONL (562,342 rows, 499,607 items)" "$runs" -- \
+  run_case "xinpianchang JSONL (562,342 rows, 499,607 items)" "$runs" 562342 -- \
     "$bin" ingest --dataset xpc --format xinpianchang "$xpc"
 
   if ((!quick)); then
     local big="$work/videomae-10M.txt"
     [ -s "$big" ] || awk 'BEGIN { for (i = 0; i < 10000000; i++) printf "clips/v%08d.mp4 %d\n", (i * 7919) % 10000000, i % 400 }' >"$big"
-    run_case "10,000,000-line VideoMAE list" 1 -- \
+    run_case "10,000,000-line VideoMAE list" 1 10000000 -- \
       "$bin" ingest --dataset big --format videomae --split train "$big"
   fi
 }

@@ -307,6 +307,25 @@ impl Catalog {
             .map_err(|e| self.sql(e))
     }
 
+    /// (active items, removed items, active items without a video source) of a
+    /// dataset, from indexes only.
+    pub fn item_counts(&self, dataset_id: i64) -> Result<(u64, u64, u64)> {
+        let count = |sql: &str| -> Result<u64> {
+            self.conn
+                .query_row(sql, [dataset_id], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(|e| self.sql(e))
+        };
+        let total = count("SELECT count(*) FROM items WHERE dataset_id = ?1")?;
+        let removed =
+            count("SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'removed'")?;
+        let no_source = count(
+            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'active' \
+             AND video_sources IS NULL",
+        )?;
+        Ok((total - removed, removed, no_source))
+    }
+
     /// Records the start of a command that changes the root.
     pub fn start_run(&self, run_id: &str, command: &str, args: &serde_json::Value) -> Result<()> {
         self.conn

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use super::{Catalog, Dataset, FILE_STATES, Result};
@@ -108,67 +107,93 @@ impl Catalog {
 
     fn dataset_status(&self, d: &Dataset) -> Result<DatasetStatus> {
         let id = d.id;
-        let items = self.count(
-            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'active'",
-            id,
-        )?;
-        let removed = self.count(
-            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'removed'",
-            id,
-        )?;
+        let (items, removed, no_source) = self.item_counts(id)?;
         let classes = self.count("SELECT count(*) FROM classes WHERE dataset_id = ?1", id)?;
+        // Removed items have no memberships left, so every membership counts.
         let splits = self.grouped(
-            "SELECT m.split, count(*) FROM memberships m JOIN items i ON i.id = m.item_id \
-             WHERE i.dataset_id = ?1 AND i.state = 'active' GROUP BY m.split",
+            "SELECT m.split, count(DISTINCT m.item_id) FROM memberships m \
+             JOIN manifests f ON f.id = m.manifest_id WHERE f.dataset_id = ?1 GROUP BY m.split",
             id,
         )?;
 
-        // Expected files: every active item's video, and its cover where it has a cover
-        // source. An expected file with no row yet is pending.
-        let mut roles: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        // One pass over the active items: whether each expects a cover, and the kind of
+        // its first video source. `video_sources` is written by ingest and always starts
+        // with `[{"kind":"<kind>"`, so the kind is read without parsing the JSON.
         let mut stmt = self
             .conn
             .prepare(
-                "WITH expected(item_id, role) AS ( \
-                   SELECT id, 'video' FROM items WHERE dataset_id = ?1 AND state = 'active' \
-                   UNION ALL \
-                   SELECT id, 'cover' FROM items WHERE dataset_id = ?1 AND state = 'active' \
-                   AND cover_sources IS NOT NULL) \
-                 SELECT e.role, coalesce(f.state, 'pending'), count(*) FROM expected e \
-                 LEFT JOIN files f ON f.item_id = e.item_id AND f.role = e.role \
-                 GROUP BY 1, 2",
+                "SELECT cover_sources IS NOT NULL, \
+                   substr(video_sources, 11, instr(substr(video_sources, 11), '\"') - 1), count(*) \
+                 FROM items WHERE dataset_id = ?1 AND state = 'active' GROUP BY 1, 2",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map(params![id], |r| {
+            .query_map([id], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)? as u64,
                 ))
             })
             .map_err(|e| self.sql(e))?;
-        let mut states: BTreeMap<String, u64> =
-            FILE_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut covers = 0;
+        let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+        for row in rows {
+            let (cover, kind, n) = row.map_err(|e| self.sql(e))?;
+            if cover {
+                covers += n;
+            }
+            if let Some(kind) = kind {
+                *sources.entry(kind).or_default() += n;
+            }
+        }
+
+        // Files per role and state; an expected file without a row is pending.
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.role, f.state, count(*) FROM files f JOIN items i ON i.id = f.item_id \
+                 WHERE i.dataset_id = ?1 AND i.state = 'active' GROUP BY 1, 2",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut roles: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (role, expected) in [("video", items), ("cover", covers)] {
+            if expected > 0 {
+                roles
+                    .entry(role.into())
+                    .or_default()
+                    .insert("pending".into(), expected);
+            }
+        }
         for row in rows {
             let (role, state, n) = row.map_err(|e| self.sql(e))?;
-            *states.entry(state.clone()).or_default() += n as u64;
-            *roles.entry(role).or_default().entry(state).or_default() += n as u64;
+            let per_state = roles.entry(role).or_default();
+            if state != "pending" {
+                let pending = per_state.entry("pending".into()).or_default();
+                *pending = pending.saturating_sub(n);
+                *per_state.entry(state).or_default() += n;
+            }
+        }
+        let mut states: BTreeMap<String, u64> =
+            FILE_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        for per_state in roles.values() {
+            for (state, n) in per_state {
+                *states.entry(state.clone()).or_default() += n;
+            }
         }
 
         let bytes = self.count(
             "SELECT coalesce(sum(f.size), 0) FROM files f JOIN items i ON i.id = f.item_id \
              WHERE i.dataset_id = ?1 AND f.state IN ('downloaded', 'verified', 'sharded')",
-            id,
-        )?;
-        let no_source = self.count(
-            "SELECT count(*) FROM items WHERE dataset_id = ?1 AND state = 'active' \
-             AND video_sources IS NULL",
-            id,
-        )?;
-        let sources = self.grouped(
-            "SELECT video_sources ->> '$[0].kind', count(*) FROM items \
-             WHERE dataset_id = ?1 AND state = 'active' AND video_sources IS NOT NULL GROUP BY 1",
             id,
         )?;
         let failures = self.grouped(

@@ -393,6 +393,7 @@ pub fn ingest(
 
     let now = now_unix();
     let catalog_path = catalog.path().to_owned();
+    let journal = catalog.journal_mode();
     let sql = |source: rusqlite::Error| CatalogError::Sqlite {
         path: catalog_path.clone(),
         source,
@@ -469,7 +470,6 @@ pub fn ingest(
         .map_err(&sql)?
         - manifest_ids.len() as i64;
     let merger = Merger {
-        tx: &tx,
         dataset_id,
         multi_label,
         manifest_ids: &manifest_ids,
@@ -480,11 +480,15 @@ pub fn ingest(
         fresh,
         has_unread_manifests: unread_manifests > 0,
     };
+    // With WAL, a second connection reads the catalog as it was while this one writes,
+    // so the merge plans items on one core and writes them on the other.
+    let reader = (journal == "wal").then_some(catalog_path.as_path());
     let outcome = merger
-        .run(sorted, &mut |r| rejections.push(r))
+        .run(&tx, reader, sorted, &mut |r| rejections.push(r))
         .map_err(|e| match e {
             merge::MergeError::Sql(e) => IngestError::Catalog(sql(e)),
             merge::MergeError::Io(e) => IngestError::Spill(spill(e)),
+            merge::MergeError::Stopped => IngestError::Invalid("the merge stopped".into()),
         })?;
     tracing::debug!(elapsed = ?started.elapsed(), "items merged");
     for (idx, n) in &outcome.rejected_per_manifest {
@@ -850,18 +854,12 @@ fn signature_of(content_sha: &str, options_sig: &str) -> String {
 
 /// (active items, active items without a video source) of a dataset.
 fn active_items(catalog: &Catalog, dataset_id: Option<i64>) -> Result<(u64, u64), CatalogError> {
-    let Some(id) = dataset_id else {
-        return Ok((0, 0));
-    };
-    catalog
-        .conn()
-        .query_row(
-            "SELECT count(*), coalesce(sum(video_sources IS NULL), 0) \
-             FROM items WHERE dataset_id = ?1 AND state = 'active'",
-            [id],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )
-        .map_err(|e| catalog.sql(e))
+    match dataset_id {
+        Some(id) => catalog
+            .item_counts(id)
+            .map(|(active, _, no_source)| (active, no_source)),
+        None => Ok((0, 0)),
+    }
 }
 
 fn links_report(opts: &IngestOptions, l: &Links) -> LinksReport {
