@@ -290,11 +290,16 @@ impl<'c> Lookups<'c> {
 /// The writes the merge makes, prepared once.
 struct Writes<'t> {
     conn: &'t Connection,
-    insert_item: Statement<'t>,
+    /// New items wait here and go in multi-row inserts of `ROWS` (ids are given
+    /// explicitly: this transaction is the only writer).
+    new_items: Vec<(i64, Box<WritePlan>)>,
+    new_memberships: Vec<(i64, i64, String, i64, String)>,
+    next_id: i64,
+    insert_items: Statement<'t>,
+    insert_memberships: Statement<'t>,
     update_item: Statement<'t>,
     update_labels: Statement<'t>,
     mark_removed: Statement<'t>,
-    insert_membership: Statement<'t>,
     upsert_membership: Statement<'t>,
     delete_membership: Statement<'t>,
 }
@@ -303,11 +308,13 @@ impl<'t> Writes<'t> {
     fn new(tx: &'t Transaction<'_>) -> Sql<Writes<'t>> {
         Ok(Writes {
             conn: tx,
-            insert_item: tx.prepare(
-                "INSERT INTO items (dataset_id, key, labels, text, duration_s, video_sources, \
-                   cover_sources, expected_size, expected_sha256, fingerprint, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-            )?,
+            new_items: Vec::with_capacity(ROWS),
+            new_memberships: Vec::with_capacity(ROWS),
+            next_id: tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM items", [], |r| {
+                r.get(0)
+            })?,
+            insert_items: tx.prepare(&insert_items_sql(ROWS))?,
+            insert_memberships: tx.prepare(&insert_memberships_sql(ROWS))?,
             update_item: tx.prepare(
                 "UPDATE items SET labels = ?2, text = ?3, duration_s = ?4, video_sources = ?5, \
                    cover_sources = ?6, expected_size = ?7, expected_sha256 = ?8, fingerprint = ?9, \
@@ -321,10 +328,6 @@ impl<'t> Writes<'t> {
                 "UPDATE items SET state = 'removed', removed_at = ?2, updated_at = ?2 \
                  WHERE id = ?1 AND state = 'active'",
             )?,
-            insert_membership: tx.prepare(
-                "INSERT INTO memberships (item_id, manifest_id, split, line, labels) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?,
             upsert_membership: tx.prepare(
                 "INSERT INTO memberships (item_id, manifest_id, split, line, labels) \
                  VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -336,6 +339,134 @@ impl<'t> Writes<'t> {
             delete_membership: tx
                 .prepare("DELETE FROM memberships WHERE item_id = ?1 AND manifest_id = ?2")?,
         })
+    }
+}
+
+/// Rows per multi-row insert: fewer statements, each with 12 x 64 parameters at most.
+const ROWS: usize = 64;
+
+fn insert_items_sql(rows: usize) -> String {
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT INTO items (id, dataset_id, key, labels, text, duration_s, video_sources, \
+           cover_sources, expected_size, expected_sha256, fingerprint, created_at, updated_at) \
+         VALUES {}",
+        vec![one; rows].join(", ")
+    )
+}
+
+fn insert_memberships_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO memberships (item_id, manifest_id, split, line, labels) VALUES {}",
+        vec!["(?, ?, ?, ?, ?)"; rows].join(", ")
+    )
+}
+
+impl Writes<'_> {
+    /// Queues a new item (and its memberships); returns its id.
+    fn queue_new(&mut self, dataset_id: i64, now: i64, p: Box<WritePlan>) -> Sql<i64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        for (manifest_id, split, line, labels) in &p.memberships {
+            self.new_memberships.push((
+                id,
+                *manifest_id,
+                split.clone(),
+                *line as i64,
+                labels.clone(),
+            ));
+        }
+        self.new_items.push((id, p));
+        if self.new_items.len() == ROWS {
+            self.flush_items(dataset_id, now)?;
+        }
+        if self.new_memberships.len() >= ROWS {
+            self.flush_memberships(false)?;
+        }
+        Ok(id)
+    }
+
+    fn flush_items(&mut self, dataset_id: i64, now: i64) -> Sql<()> {
+        if self.new_items.is_empty() {
+            return Ok(());
+        }
+        let sizes: Vec<Option<i64>> = self
+            .new_items
+            .iter()
+            .map(|(_, p)| p.content.size.map(|s| s as i64))
+            .collect();
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(self.new_items.len() * 13);
+        for ((id, p), size) in self.new_items.iter().zip(&sizes) {
+            values.extend([
+                id as &dyn rusqlite::ToSql,
+                &dataset_id,
+                &p.key,
+                &p.labels,
+                &p.content.text,
+                &p.content.duration_s,
+                &p.video_sources,
+                &p.cover_sources,
+                size,
+                &p.content.sha256,
+                &p.fingerprint,
+                &now,
+                &now,
+            ]);
+        }
+        if self.new_items.len() == ROWS {
+            self.insert_items.execute(values.as_slice())?;
+        } else {
+            self.conn
+                .prepare(&insert_items_sql(self.new_items.len()))?
+                .execute(values.as_slice())?;
+        }
+        drop(values);
+        self.new_items.clear();
+        Ok(())
+    }
+
+    /// Inserts queued memberships: whole batches, or all of them with `all`. Their items
+    /// must have been inserted first (foreign keys).
+    fn flush_memberships(&mut self, all: bool) -> Sql<()> {
+        let whole = self.new_memberships.len() / ROWS * ROWS;
+        let upto = if all {
+            self.new_memberships.len()
+        } else {
+            whole
+        };
+        if upto == 0 {
+            return Ok(());
+        }
+        // Items of these memberships may still be queued.
+        let pending_from = self.new_items.first().map(|(id, _)| *id);
+        if let Some(first_pending) = pending_from
+            && self.new_memberships[..upto]
+                .iter()
+                .any(|m| m.0 >= first_pending)
+        {
+            return Ok(()); // they go after the next item flush
+        }
+        for chunk in self.new_memberships[..upto].chunks(ROWS) {
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 5);
+            for (item, manifest, split, line, labels) in chunk {
+                values.extend([item as &dyn rusqlite::ToSql, manifest, split, line, labels]);
+            }
+            if chunk.len() == ROWS {
+                self.insert_memberships.execute(values.as_slice())?;
+            } else {
+                self.conn
+                    .prepare(&insert_memberships_sql(chunk.len()))?
+                    .execute(values.as_slice())?;
+            }
+        }
+        self.new_memberships.drain(..upto);
+        Ok(())
+    }
+
+    /// Writes everything still queued.
+    fn flush(&mut self, dataset_id: i64, now: i64) -> Sql<()> {
+        self.flush_items(dataset_id, now)?;
+        self.flush_memberships(true)
     }
 }
 
@@ -441,6 +572,7 @@ impl Merger<'_> {
             self.plan_all(sorted, &mut lookups, &mut |plan| {
                 self.apply(&mut writes, plan, &mut outcome, on_reject)
             })?;
+            writes.flush(self.dataset_id, self.now)?;
             return Ok(outcome);
         };
         std::thread::scope(|scope| {
@@ -493,6 +625,7 @@ impl Merger<'_> {
             planner.join().expect("the planning thread does not panic");
             result
         })?;
+        writes.flush(self.dataset_id, self.now)?;
         Ok(outcome)
     }
 
@@ -882,66 +1015,49 @@ impl Merger<'_> {
                 }
             }
             Plan::Write(p) => {
-                let p = *p;
                 outcome.repeated_rows += p.repeats;
+                let Some(e) = &p.existing else {
+                    outcome.counts.new += 1;
+                    w.queue_new(self.dataset_id, self.now, p)?;
+                    return Ok(());
+                };
                 let c = &p.content;
-                let item_id = match &p.existing {
-                    None => {
-                        w.insert_item.execute(params![
-                            self.dataset_id,
-                            p.key,
-                            p.labels,
-                            c.text,
-                            c.duration_s,
-                            p.video_sources,
-                            p.cover_sources,
-                            c.size.map(|s| s as i64),
-                            c.sha256,
-                            p.fingerprint,
-                            self.now
-                        ])?;
-                        outcome.counts.new += 1;
-                        w.conn.last_insert_rowid()
-                    }
-                    Some(e) => {
-                        let content_changed = e.fingerprint != p.fingerprint;
-                        let labels_changed = e.labels != p.labels;
-                        if content_changed {
-                            w.update_item.execute(params![
-                                e.id,
-                                p.labels,
-                                c.text,
-                                c.duration_s,
-                                p.video_sources,
-                                p.cover_sources,
-                                c.size.map(|s| s as i64),
-                                c.sha256,
-                                p.fingerprint,
-                                self.now
-                            ])?;
-                        } else if labels_changed || e.removed {
-                            w.update_labels.execute(params![e.id, p.labels, self.now])?;
-                        }
-                        if e.removed {
-                            outcome.counts.restored += 1;
-                        } else if content_changed || labels_changed {
-                            outcome.counts.updated += 1;
-                        } else {
-                            outcome.counts.unchanged += 1;
-                        }
-                        e.id
-                    }
-                };
-                for manifest_id in &p.drop {
-                    w.delete_membership.execute(params![item_id, manifest_id])?;
+                let content_changed = e.fingerprint != p.fingerprint;
+                let labels_changed = e.labels != p.labels;
+                if content_changed {
+                    w.update_item.execute(params![
+                        e.id,
+                        p.labels,
+                        c.text,
+                        c.duration_s,
+                        p.video_sources,
+                        p.cover_sources,
+                        c.size.map(|s| s as i64),
+                        c.sha256,
+                        p.fingerprint,
+                        self.now
+                    ])?;
+                } else if labels_changed || e.removed {
+                    w.update_labels.execute(params![e.id, p.labels, self.now])?;
                 }
-                // A new item has no memberships yet: a plain insert is enough.
-                let stmt = match p.existing {
-                    None => &mut w.insert_membership,
-                    Some(_) => &mut w.upsert_membership,
-                };
+                if e.removed {
+                    outcome.counts.restored += 1;
+                } else if content_changed || labels_changed {
+                    outcome.counts.updated += 1;
+                } else {
+                    outcome.counts.unchanged += 1;
+                }
+                for manifest_id in &p.drop {
+                    w.delete_membership.execute(params![e.id, manifest_id])?;
+                }
                 for (manifest_id, split, line, labels) in &p.memberships {
-                    stmt.execute(params![item_id, manifest_id, split, *line as i64, labels])?;
+                    w.upsert_membership.execute(params![
+                        e.id,
+                        manifest_id,
+                        split,
+                        *line as i64,
+                        labels
+                    ])?;
                 }
             }
         }
