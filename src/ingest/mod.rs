@@ -64,7 +64,7 @@ pub struct IngestOptions {
 }
 
 /// Default for [`IngestOptions::memory_budget`].
-pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+pub const DEFAULT_MEMORY_BUDGET: usize = 48 << 20;
 
 /// Writing the sort's run files failed.
 #[derive(Debug, thiserror::Error)]

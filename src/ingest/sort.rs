@@ -42,12 +42,12 @@ pub struct Record {
     pub seq: u64,
     pub input: u32,
     pub kind: Kind,
-    pub payload: Box<[u8]>,
+    pub payload: Vec<u8>,
 }
 
 impl Record {
     fn cost(&self) -> usize {
-        self.key.len() + self.payload.len() + std::mem::size_of::<Record>() + 32
+        self.key.len() + self.payload.capacity() + std::mem::size_of::<Record>() + 32
     }
 
     fn order(&self) -> (&str, u64) {
@@ -95,7 +95,7 @@ impl Sorter {
             seq: self.seq,
             input,
             kind,
-            payload: payload.into_boxed_slice(),
+            payload,
         };
         self.seq += 1;
         self.used += r.cost();
@@ -237,7 +237,7 @@ fn read_record(r: &mut impl Read) -> io::Result<Option<Record>> {
         seq: u64::from_le_bytes(seq),
         input: u32::from_le_bytes(input),
         kind: Kind::from_u8(kind[0])?,
-        payload: payload.into_boxed_slice(),
+        payload,
     }))
 }
 

@@ -34,14 +34,21 @@ pub enum Allow<'a> {
 
 /// Validates one location as written in a manifest (already trimmed by the caller).
 pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
-    if raw.is_empty() {
-        return Err("empty URL".into());
-    }
     if raw.len() > MAX_LOCATION_BYTES {
         return Err(format!(
             "URL is {} bytes long (at most {MAX_LOCATION_BYTES})",
             raw.len()
         ));
+    }
+    // Nearly every URL in practice is already canonical: no need for the full parser.
+    if let Some(host) = canonical_http(raw) {
+        return Ok(Locator {
+            kind: SourceKind::classify_host(host),
+            location: raw.to_owned(),
+        });
+    }
+    if raw.is_empty() {
+        return Err("empty URL".into());
     }
     if let Some(c) = raw.chars().find(|c| c.is_control()) {
         return Err(format!(
@@ -53,12 +60,6 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
     // Paths may hold spaces; URLs may not (a space is where a list's next column starts).
     if scheme.is_some() && raw.contains(char::is_whitespace) {
         return Err(format!("URL '{}' contains whitespace", shorten(raw)));
-    }
-    if let Some(host) = canonical_http(raw) {
-        return Ok(Locator {
-            kind: SourceKind::classify_host(host),
-            location: raw.to_owned(),
-        });
     }
     match scheme {
         Some(scheme)

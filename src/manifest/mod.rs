@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use classes::{ClassFileError, ClassTable};
 pub use ids::{IdError, ItemId, MAX_ID_BYTES, file_stem};
 pub use lines::MAX_LINE_BYTES;
+
 pub use links::{Links, UrlTemplate, read_links_file};
 pub use locator::{Allow, Locator, parse_location};
 pub use split::{Split, SplitRatios};
@@ -270,27 +271,58 @@ pub fn read<E: std::error::Error + 'static>(
             progress,
         );
     }
-    // The SHA-256 of the file is computed on another core while this one parses.
-    // Both read the same bytes unless the file changes meanwhile, which its size and
+    // The SHA-256 of the file is computed on another core while this one parses. Both
+    // read the same bytes unless the file changes meanwhile, which its size and
     // modification time then tell.
-    let stamp = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
-    let before = stamp(&meta);
+    let stamp = FileStamp::of(&meta);
     std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| crate::util::sha256_file(path));
+        let hashing = scope.spawn(|| hash_manifest(path, stamp));
         let parsed = read_lines(path, opts, classes, sink, progress);
         let hashed = hashing.join().expect("the hashing thread does not panic");
         let mut summary = parsed?;
-        let (sha256, bytes) = hashed.map_err(io)?;
-        let after = fs_err::metadata(path).map_err(io)?;
-        if stamp(&after) != before || bytes != summary.bytes {
-            return Err(ReadError::Unusable {
-                path: path.to_owned(),
-                reason: "the manifest changed while it was read; ingest it again".into(),
-            });
-        }
-        summary.sha256 = sha256;
+        summary.sha256 = hashed.map_err(|e| match e {
+            ReadError::Io { path, source } => ReadError::Io { path, source },
+            ReadError::Unusable { path, reason } => ReadError::Unusable { path, reason },
+            ReadError::Sink(never) => match never {},
+        })?;
         Ok(summary)
     })
+}
+
+/// The size and modification time of a manifest file when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// The SHA-256 of a manifest that was read with `stamp`; an error if it changed since.
+fn hash_manifest(
+    path: &Path,
+    stamp: FileStamp,
+) -> Result<String, ReadError<std::convert::Infallible>> {
+    let io = |source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let (sha256, len) = crate::util::sha256_file(path).map_err(io)?;
+    let after = FileStamp::of(&fs_err::metadata(path).map_err(io)?);
+    if after != stamp || len != stamp.len {
+        return Err(ReadError::Unusable {
+            path: path.to_owned(),
+            reason: "the manifest changed while it was read; ingest it again".into(),
+        });
+    }
+    Ok(sha256)
 }
 
 /// Parses a line-based manifest; the summary's hash is left to the caller.
@@ -305,107 +337,146 @@ fn read_lines<E: std::error::Error + 'static>(
         path: path.to_owned(),
         source,
     };
-    let validator = match opts.format {
-        Format::Jsonl => Some(jsonl::Validator::new()),
-        _ => None,
-    };
-    let mut ctx = Ctx {
-        opts,
-        classes,
-        jsonl: validator.as_ref(),
-    };
     let file = fs_err::File::open(path).map_err(io)?;
-    let mut reader = LineReader::unhashed(file);
     let mut summary = ReadSummary::default();
+    let mut parser = LineParser::new(path, opts, classes);
+    let mut reader = LineReader::unhashed(file);
     let mut reported = 0u64;
     while let Some(line) = reader.next_line().map_err(io)? {
-        let number = line.number;
-        if number % 16384 == 0 {
+        if line.number % 16384 == 0 {
             progress(line.end_offset - reported);
             reported = line.end_offset;
         }
-        let text = match line.text {
-            LineText::Text(t) if t.trim().is_empty() => {
-                summary.blank_lines += 1;
-                continue;
+        let parsed = parser.parse(line.number, line.text, line.terminated);
+        if let Some(result) = summary.count(parsed) {
+            sink(result).map_err(ReadError::Sink)?;
+        }
+    }
+    progress(reader.bytes_read() - reported);
+    summary.bytes = reader.finish().1;
+    require_rows(path, summary)
+}
+
+/// A manifest without rows is refused: taking it for a list of nothing would mark every
+/// item it used to list as removed.
+fn require_rows<E: std::error::Error + 'static>(
+    path: &Path,
+    summary: ReadSummary,
+) -> Result<ReadSummary, ReadError<E>> {
+    if summary.rows > 0 {
+        return Ok(summary);
+    }
+    Err(ReadError::Unusable {
+        path: path.to_owned(),
+        reason: if summary.bytes == 0 {
+            "the manifest is empty".into()
+        } else {
+            "the manifest has no rows (only blank lines)".into()
+        },
+    })
+}
+
+/// One line's outcome.
+enum LineOutcome {
+    Blank,
+    Row(Row),
+    Rejected(Rejection),
+}
+
+impl ReadSummary {
+    /// Counts one line; returns what goes to the sink.
+    fn count(&mut self, outcome: LineOutcome) -> Option<Result<Row, Rejection>> {
+        match outcome {
+            LineOutcome::Blank => {
+                self.blank_lines += 1;
+                None
             }
+            LineOutcome::Row(row) => {
+                self.rows += 1;
+                self.accepted += 1;
+                Some(Ok(row))
+            }
+            LineOutcome::Rejected(r) => {
+                self.rows += 1;
+                self.rejected += 1;
+                Some(Err(r))
+            }
+        }
+    }
+}
+
+/// Turns one line of a line-based manifest into a row or a rejection.
+struct LineParser<'a> {
+    path: &'a Path,
+    opts: &'a ReadOptions,
+    classes: &'a mut ClassTable,
+    jsonl: Option<jsonl::Validator>,
+}
+
+impl<'a> LineParser<'a> {
+    fn new(path: &'a Path, opts: &'a ReadOptions, classes: &'a mut ClassTable) -> Self {
+        LineParser {
+            path,
+            opts,
+            classes,
+            jsonl: (opts.format == Format::Jsonl).then(jsonl::Validator::new),
+        }
+    }
+
+    fn parse(&mut self, number: u64, text: LineText<'_>, terminated: bool) -> LineOutcome {
+        let reject = |reason: String, id: Option<String>| {
+            LineOutcome::Rejected(Rejection {
+                file: self.path.to_owned(),
+                line: number,
+                id,
+                reason,
+            })
+        };
+        let text = match text {
+            LineText::Text(t) if t.trim().is_empty() => return LineOutcome::Blank,
             LineText::Text(t) => t,
             LineText::NotUtf8 { column, byte } => {
-                summary.rows += 1;
-                summary.rejected += 1;
-                sink(Err(Rejection {
-                    file: path.to_owned(),
-                    line: number,
-                    id: None,
-                    reason: format!(
-                        "not valid UTF-8 (byte {byte:#04x} at byte {column} of the line)"
-                    ),
-                }))
-                .map_err(ReadError::Sink)?;
-                continue;
+                return reject(
+                    format!("not valid UTF-8 (byte {byte:#04x} at byte {column} of the line)"),
+                    None,
+                );
             }
             LineText::TooLong { bytes } => {
-                summary.rows += 1;
-                summary.rejected += 1;
-                sink(Err(Rejection {
-                    file: path.to_owned(),
-                    line: number,
-                    id: None,
-                    reason: format!("line of {bytes} bytes is longer than {MAX_LINE_BYTES}"),
-                }))
-                .map_err(ReadError::Sink)?;
-                continue;
+                return reject(
+                    format!("line of {bytes} bytes is longer than {MAX_LINE_BYTES}"),
+                    None,
+                );
             }
         };
-        summary.rows += 1;
-        let parsed = match opts.format {
+        let mut ctx = Ctx {
+            opts: self.opts,
+            classes: self.classes,
+            jsonl: self.jsonl.as_ref(),
+        };
+        let parsed = match self.opts.format {
             Format::Pmv400 => pmv400::parse_line(text, &mut ctx),
             Format::Videomae => videomae::parse_line(text, &mut ctx),
             Format::Jsonl => jsonl::parse_line(text, &mut ctx),
             Format::Xinpianchang => xinpianchang::parse_json_line(text, &mut ctx),
         };
-        let result = match parsed {
-            Ok(p) => {
-                summary.accepted += 1;
-                Ok(Row {
-                    line: number,
-                    file: None,
-                    split: opts.split.assign(p.split, &p.id),
-                    id: p.id,
-                    labels: p.labels,
-                    content: p.content,
-                })
-            }
+        match parsed {
+            Ok(p) => LineOutcome::Row(Row {
+                line: number,
+                file: None,
+                split: self.opts.split.assign(p.split, &p.id),
+                id: p.id,
+                labels: p.labels,
+                content: p.content,
+            }),
             Err(r) => {
-                summary.rejected += 1;
                 let mut reason = r.reason;
-                if !line.terminated {
+                if !terminated {
                     reason.push_str(" (the last line has no line end: is the file truncated?)");
                 }
-                Err(Rejection {
-                    file: path.to_owned(),
-                    line: number,
-                    id: r.id,
-                    reason,
-                })
+                reject(reason, r.id)
             }
-        };
-        sink(result).map_err(ReadError::Sink)?;
+        }
     }
-    progress(reader.bytes_read() - reported);
-    let (_, bytes) = reader.finish();
-    summary.bytes = bytes;
-    if summary.rows == 0 {
-        return Err(ReadError::Unusable {
-            path: path.to_owned(),
-            reason: if bytes == 0 {
-                "the manifest is empty".into()
-            } else {
-                "the manifest has no rows (only blank lines)".into()
-            },
-        });
-    }
-    Ok(summary)
 }
 
 fn has_extension(path: &Path, ext: &str) -> bool {

@@ -53,7 +53,7 @@ impl SourceKind {
 
     /// Classifies an http(s) URL by its host name.
     pub fn classify_host(host: &str) -> SourceKind {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = host.trim_end_matches('.');
         // Play links (`aweme/v1/play/?video_id=`) answer with a redirect to the CDN,
         // and share or video pages need the platform's item lookup: both are `douyin`.
         // The CDN hosts themselves (douyinvod.com, ...) serve bytes and stay `direct`.
@@ -64,9 +64,9 @@ impl SourceKind {
             "api.onedrive.com",
             "sharepoint.com",
         ];
-        if DOUYIN.iter().any(|d| host_is_within(&host, d)) {
+        if DOUYIN.iter().any(|d| host_is_within(host, d)) {
             SourceKind::Douyin
-        } else if ONEDRIVE.iter().any(|d| host_is_within(&host, d)) {
+        } else if ONEDRIVE.iter().any(|d| host_is_within(host, d)) {
             SourceKind::Onedrive
         } else {
             SourceKind::Direct
@@ -74,12 +74,12 @@ impl SourceKind {
     }
 }
 
-/// True when `host` is `domain` or one of its subdomains.
+/// True when `host` is `domain` or one of its subdomains (ASCII case-insensitive).
 fn host_is_within(host: &str, domain: &str) -> bool {
-    host == domain
-        || (host.len() > domain.len()
-            && host.ends_with(domain)
-            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+    let (h, d) = (host.as_bytes(), domain.as_bytes());
+    h.len() >= d.len()
+        && h[h.len() - d.len()..].eq_ignore_ascii_case(d)
+        && (h.len() == d.len() || h[h.len() - d.len() - 1] == b'.')
 }
 
 impl fmt::Display for SourceKind {
