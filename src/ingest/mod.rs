@@ -91,13 +91,7 @@ pub enum IngestError {
 
 impl From<ReadError<std::convert::Infallible>> for IngestError {
     fn from(e: ReadError<std::convert::Infallible>) -> Self {
-        match e {
-            ReadError::Io { path, source } => IngestError::Read(ReadError::Io { path, source }),
-            ReadError::Unusable { path, reason } => {
-                IngestError::Read(ReadError::Unusable { path, reason })
-            }
-            ReadError::Sink(never) => match never {},
-        }
+        IngestError::Read(e.widen())
     }
 }
 
@@ -684,44 +678,29 @@ struct Input {
 
 impl Input {
     fn report(&self) -> ManifestReport {
+        if let (true, Some(stored)) = (self.unchanged, &self.stored) {
+            return stored.clone();
+        }
+        let mut r = ManifestReport {
+            path: self.key.clone(),
+            status: "pending",
+            split: self.split.as_ref().map(|s| s.to_string()),
+            sha256: String::new(),
+            bytes: self.size.unwrap_or(0),
+            rows: 0,
+            accepted: 0,
+            rejected: 0,
+            reason: None,
+        };
         if let Some(reason) = &self.unusable {
-            return ManifestReport {
-                path: self.key.clone(),
-                status: "rejected",
-                split: self.split.as_ref().map(|s| s.to_string()),
-                sha256: String::new(),
-                bytes: self.size.unwrap_or(0),
-                rows: 0,
-                accepted: 0,
-                rejected: 0,
-                reason: Some(reason.clone()),
-            };
+            r.status = "rejected";
+            r.reason = Some(reason.clone());
+        } else if let Some(s) = &self.summary {
+            r.status = "read";
+            r.sha256 = s.sha256.clone();
+            (r.bytes, r.rows, r.accepted, r.rejected) = (s.bytes, s.rows, s.accepted, s.rejected);
         }
-        match (&self.summary, &self.stored) {
-            (Some(s), _) if !self.unchanged => ManifestReport {
-                path: self.key.clone(),
-                status: "read",
-                split: self.split.as_ref().map(|s| s.to_string()),
-                sha256: s.sha256.clone(),
-                bytes: s.bytes,
-                rows: s.rows,
-                accepted: s.accepted,
-                rejected: s.rejected,
-                reason: None,
-            },
-            (_, Some(stored)) if self.unchanged => stored.clone(),
-            _ => ManifestReport {
-                path: self.key.clone(),
-                status: "pending",
-                split: self.split.as_ref().map(|s| s.to_string()),
-                sha256: String::new(),
-                bytes: self.size.unwrap_or(0),
-                rows: 0,
-                accepted: 0,
-                rejected: 0,
-                reason: None,
-            },
-        }
+        r
     }
 }
 

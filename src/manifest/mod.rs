@@ -192,6 +192,17 @@ pub enum ReadError<E: std::error::Error + 'static> {
     Sink(E),
 }
 
+impl ReadError<std::convert::Infallible> {
+    /// The same error, for a caller whose sink can fail.
+    pub fn widen<E: std::error::Error + 'static>(self) -> ReadError<E> {
+        match self {
+            ReadError::Io { path, source } => ReadError::Io { path, source },
+            ReadError::Unusable { path, reason } => ReadError::Unusable { path, reason },
+            ReadError::Sink(never) => match never {},
+        }
+    }
+}
+
 /// Result of parsing one row's text, before its line number and split are attached.
 struct Parsed {
     id: ItemId,
@@ -280,11 +291,7 @@ pub fn read<E: std::error::Error + 'static>(
         let parsed = read_lines(path, opts, classes, sink, progress);
         let hashed = hashing.join().expect("the hashing thread does not panic");
         let mut summary = parsed?;
-        summary.sha256 = hashed.map_err(|e| match e {
-            ReadError::Io { path, source } => ReadError::Io { path, source },
-            ReadError::Unusable { path, reason } => ReadError::Unusable { path, reason },
-            ReadError::Sink(never) => match never {},
-        })?;
+        summary.sha256 = hashed.map_err(ReadError::widen)?;
         Ok(summary)
     })
 }
