@@ -191,3 +191,75 @@ fn hostile_ids_never_name_files() {
         .collect();
     assert_eq!(stems, vec![PathBuf::from("ok")]);
 }
+
+/// SIGKILL at any moment of an ingest leaves the catalog as it was before it; the next
+/// run finds no trace of the killed one but an `interrupted` run record.
+#[test]
+fn a_killed_ingest_leaves_the_catalog_as_it_was() {
+    let env = Env::new();
+    let mut text = String::new();
+    for i in 0..60_000u32 {
+        text.push_str(&format!(
+            "{{\"mp4_id\": \"{i}\", \"video_label\": \"Sea\", \"mp4_download_url\": \"https://h.example/{i}.mp4\"}}\n"
+        ));
+    }
+    let f = env.write("big.jsonl", &text);
+    let small = env.write(
+        "small.jsonl",
+        "{\"mp4_id\": \"x\", \"video_label\": \"Sea\"}\n",
+    );
+    assert_eq!(
+        env.ingest(&["--dataset", "x", "--format", "xinpianchang", s(&small)])
+            .code,
+        0
+    );
+
+    let runs = || env.query::<i64>("SELECT count(*) FROM runs");
+    let mut killed_after_start = 0;
+    for delay_ms in [30u64, 120, 400] {
+        let runs_before = runs();
+        let mut child = env
+            .command()
+            .args([
+                "ingest",
+                "--dataset",
+                "x",
+                "--format",
+                "xinpianchang",
+                s(&f),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        let items: i64 = env.query("SELECT count(*) FROM items");
+        if status.success() {
+            assert_eq!(items, 60_001, "a finished ingest is complete");
+            break;
+        }
+        assert_eq!(
+            items, 1,
+            "a killed ingest wrote nothing (killed after {delay_ms} ms)"
+        );
+        if runs() > runs_before {
+            killed_after_start += 1;
+        }
+    }
+    let out = env.ingest(&["--dataset", "x", "--format", "xinpianchang", s(&f)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.query::<i64>("SELECT count(*) FROM items"), 60_001);
+    let interrupted: i64 = env.query("SELECT count(*) FROM runs WHERE status = 'interrupted'");
+    let running: i64 = env.query("SELECT count(*) FROM runs WHERE status = 'running'");
+    assert_eq!(running, 0);
+    assert_eq!(
+        interrupted, killed_after_start,
+        "killed runs are recorded as interrupted"
+    );
+    assert!(
+        !env.root.join("tmp").join("ingest").exists(),
+        "sort runs of killed ingests are cleared"
+    );
+}
