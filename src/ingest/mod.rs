@@ -7,7 +7,7 @@
 //! content and options are unchanged, and marks items that vanished from every manifest
 //! `removed`. It never deletes an item, a file or a stored byte.
 //!
-//! Rows go through an external sort by id ([`sort`]) together with markers for what
+//! Rows go through an external sort by id (`sort.rs`) together with markers for what
 //! the catalog already holds, and are merged in one sorted pass: memory stays flat
 //! however long the manifest. All writes happen in one transaction after reading, so
 //! an interrupted ingest leaves the catalog as it was.
