@@ -231,32 +231,6 @@ pub fn ingest(
         )?);
     }
     let mut reports: Vec<ManifestReport> = inputs.iter().map(Input::report).collect();
-    let all_unchanged = inputs.iter().all(|i| i.unchanged) && plan.is_noop() && existing.is_some();
-    if all_unchanged && rejections.total == 0 {
-        let active = active_items(catalog, dataset_id)?;
-        return Ok(IngestReport {
-            dataset: opts.dataset.clone(),
-            format: opts.format,
-            multi_label,
-            created_dataset: false,
-            unchanged: true,
-            written: false,
-            manifests: reports,
-            rows: 0,
-            accepted: 0,
-            rejected: 0,
-            repeated_rows: 0,
-            items: ItemCounts::default(),
-            active_items: active.0,
-            no_source: active.1,
-            classes: plan.table.len() as u64,
-            classes_added: vec![],
-            classes_renamed: vec![],
-            links: links.as_ref().map(|l| links_report(opts, l)),
-            rejections: rejections.kept,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-    }
 
     // What the catalog holds for the manifests about to be read: each member becomes a
     // marker in the sort, so an item that vanished from its manifest shows up in the
@@ -358,7 +332,9 @@ pub fn ingest(
     }
     tracing::debug!(elapsed = ?started.elapsed(), records = sorter.len(), spills = sorter.spills(), "manifests read");
 
-    // Nothing usable was read (every manifest unchanged or rejected as a whole).
+    // Nothing to write: every manifest is unchanged (then nothing was even read; a class
+    // file that changes the taxonomy changes every manifest's signature) or was rejected
+    // as a whole.
     if inputs.iter().all(|i| i.unchanged || i.unusable.is_some()) {
         let active = active_items(catalog, dataset_id)?;
         return Ok(IngestReport {
@@ -602,12 +578,6 @@ struct ClassPlan {
     table: Vec<(u32, String)>,
     added: Vec<(u32, String)>,
     renamed: Vec<(u32, String, String)>,
-}
-
-impl ClassPlan {
-    fn is_noop(&self) -> bool {
-        self.added.is_empty() && self.renamed.is_empty()
-    }
 }
 
 /// Ids keep their meaning: a given list may add ids and correct names, but a name may
@@ -980,11 +950,8 @@ mod tests {
         .unwrap();
         assert_eq!(p.added, vec![(2, "c".to_string())]);
         assert_eq!(p.renamed, vec![(1, "b".to_string(), "bee".to_string())]);
-        assert!(
-            plan_classes(&stored, Some(&[(0, "a".into()), (1, "b".into())]))
-                .unwrap()
-                .is_noop()
-        );
+        let same = plan_classes(&stored, Some(&[(0, "a".into()), (1, "b".into())])).unwrap();
+        assert!(same.added.is_empty() && same.renamed.is_empty());
         let e = plan_classes(&stored, Some(&[(0, "b".into())]))
             .err()
             .unwrap();
