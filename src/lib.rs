@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod media;
 pub mod report;
 pub mod root;
+pub mod shard;
 pub mod source;
 pub mod util;
 
