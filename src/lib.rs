@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod fetch;
 pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
