@@ -280,7 +280,6 @@ pub(crate) async fn http(
     {
         part.restart(expected).map_err(|e| fatal(&path, e))?;
     }
-    let resumed_from = part.len;
     let mut validator = resume
         .as_ref()
         .and_then(|r| r.validator().map(str::to_owned));
@@ -360,6 +359,8 @@ pub(crate) async fn http(
         }
     }
 
+    // The bytes of the partial file that this download keeps.
+    let resumed_from = part.len;
     if resp.is_none() && !complete {
         return Err(Failure::new(
             ErrorClass::BadResponse,

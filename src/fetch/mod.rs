@@ -79,7 +79,7 @@ pub enum FetchError {
     Catalog(#[from] CatalogError),
     #[error("no dataset named '{0}' in the catalog")]
     NoDataset(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("{}", io_message(path, source))]
     Io {
         path: PathBuf,
         #[source]
@@ -89,6 +89,17 @@ pub enum FetchError {
     Runtime(#[source] std::io::Error),
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+}
+
+/// `cannot write <path>: <error>`, without naming the path twice (errors from
+/// fs-err name it already).
+fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    let text = source.to_string();
+    if text.contains(&path.display().to_string()) {
+        text
+    } else {
+        format!("cannot write {}: {text}", path.display())
+    }
 }
 
 /// Where a file of an item lives in the root: `videos/<dataset>/<stem>.<ext>` or
@@ -183,6 +194,21 @@ pub fn run(
         ],
         None => catalog.datasets()?,
     };
+    for d in &datasets {
+        for top in [root.videos_dir(), root.covers_dir()] {
+            let dir = top.join(&d.name);
+            if !dir.is_dir() {
+                fs_err::create_dir_all(&dir).map_err(|source| FetchError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                crate::util::sync_dir(&top).map_err(|source| FetchError::Io {
+                    path: top.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
     let import = crate::source::local::ImportIndex::build(&opts.import_dirs);
     let mut planner = plan::Planner::new(datasets, opts, import);
     let (total, no_source) = planner.count(catalog)?;
