@@ -36,7 +36,8 @@ fn links(
     sources: &SourceSettings,
 ) -> Result<Exit> {
     let cwd = std::env::current_dir()?;
-    let mut docs: Vec<Value> = vec![];
+    // In the order of the input.
+    let mut docs: Vec<Value> = vec![Value::Null; args.urls.len()];
     let mut failed = 0;
     let mut parsed: Vec<(usize, Locator)> = vec![];
     for (i, raw) in args.urls.iter().enumerate() {
@@ -44,20 +45,19 @@ fn links(
             Ok(l) => parsed.push((i, l)),
             Err(e) => {
                 failed += 1;
-                docs.push(json!({ "input": raw, "error": e, "class": "bad_url" }));
+                docs[i] = json!({ "input": raw, "error": e, "class": "bad_url" });
             }
         }
     }
     if args.offline {
         for (i, loc) in parsed {
-            let doc = match resolve_offline(&loc, args.item.as_deref(), sources) {
+            docs[i] = match resolve_offline(&loc, args.item.as_deref(), sources) {
                 Ok(o) => offline_doc(&args.urls[i], &o),
                 Err(f) => {
                     failed += 1;
                     json!({ "input": args.urls[i], "kind": loc.kind, "error": f.message, "class": f.class })
                 }
             };
-            docs.push(doc);
         }
     } else {
         let asks: Vec<(Locator, Option<String>)> = parsed
@@ -66,13 +66,13 @@ fn links(
             .collect();
         let answers = fetch::resolve_online(settings, sources, &asks)?;
         for ((i, loc), answer) in parsed.iter().zip(answers) {
-            docs.push(match answer {
+            docs[*i] = match answer {
                 Ok(r) => online_doc(&args.urls[*i], &r),
                 Err(f) => {
                     failed += 1;
                     json!({ "input": args.urls[*i], "kind": loc.kind, "error": f.message, "class": f.class })
                 }
-            });
+            };
         }
     }
     if app.json {

@@ -2,7 +2,11 @@
 
 mod cli;
 mod fetch;
+mod fetch_api;
 mod fetch_faults;
+mod fetch_kill;
+mod fetch_resolve;
+mod fetch_sources;
 mod format_compat;
 mod httpd;
 mod ingest_bad;
