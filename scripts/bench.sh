@@ -5,8 +5,13 @@
 #   ingest   full PMV-400 lists (target < 1 s), a generated 562,342-row xinpianchang
 #            JSON lines file (target < 5 s), both with peak memory < 200 MB; the unchanged
 #            re-ingest; and a 10-million-line list to show memory stays flat.
+#   fetch    from nginx on 127.0.0.1, the same files at the same concurrency: (a) 200
+#            files of 8 MiB, (b) 5,000 files of 64 KiB; pmv-data fetch (hashing every
+#            byte, durable group commits) against curl --parallel (no fsync) and aria2c;
+#            MB/s, files/s, peak memory; and the disk's durable limit.
 #
-# usage: scripts/bench.sh [ingest] [--quick]   (--quick: fewer runs, no 10M-line list)
+# usage: scripts/bench.sh [ingest] [fetch] [--quick]
+#        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -88,9 +93,148 @@ bench_ingest() {
   fi
 }
 
+# fetch_case NAME FILES BYTES -- COMMAND...: runs COMMAND once in a clean output
+# directory (and root); prints wall time, MB/s, files/s and peak RSS; appends them to
+# results.json.
+fetch_case() {
+  local name=$1 files=$2 bytes=$3
+  shift 4
+  rm -rf "$work/fetch/out" "$work/fetch/root-run"
+  mkdir -p "$work/fetch/out"
+  cp -a "$work/fetch/root-ingested-$case" "$work/fetch/root-run"
+  sync
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/stdout.txt" 2>"$work/stderr.txt" || {
+    code=$?
+    cat "$work/stderr.txt" >&2
+    echo "bench: $name failed ($code)" >&2
+    exit 1
+  }
+  read -r wall rss <"$work/time.txt"
+  local got
+  got=$(find "$work/fetch/out" "$work/fetch/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
+  if [ "$got" != "$files" ]; then
+    echo "bench: $name stored $got of $files files" >&2
+    tail -5 "$work/stderr.txt" >&2
+    exit 1
+  fi
+  local mbs fps
+  mbs=$(awk "BEGIN {printf \"%.0f\", $bytes / 1e6 / ($wall > 0 ? $wall : 0.001)}")
+  fps=$(awk "BEGIN {printf \"%.0f\", $files / ($wall > 0 ? $wall : 0.001)}")
+  printf '%-44s %7s s %7s MB/s %7s files/s %7.1f MB peak\n' "$name" "$wall" "$mbs" "$fps" \
+    "$(awk "BEGIN {print $rss / 1024}")"
+  ((first)) || echo "," >>"$results"
+  first=0
+  printf '  {"case": "%s", "files": %s, "bytes": %s, "wall_s": %s, "mb_per_s": %s, "files_per_s": %s, "peak_rss_kb": %s}' \
+    "$name" "$files" "$bytes" "$wall" "$mbs" "$fps" "$rss" >>"$results"
+}
+
+bench_fetch() {
+  command -v nginx >/dev/null || { echo "bench: nginx is missing (scripts/setup.sh installs nginx-light)" >&2; exit 1; }
+  local conc=16 port=18473 big=200 small=5000
+  ((quick)) && big=50 && small=1250
+  local fw="$work/fetch"
+  mkdir -p "$fw/www/big" "$fw/www/small" "$fw/nginx"
+  echo "== fetch ($(nproc) cores; nginx on 127.0.0.1:$port; concurrency $conc; $big x 8 MiB, $small x 64 KiB)"
+  # Files that sniff as MP4 (an ftyp box, then random bytes), made once.
+  python3 - "$fw/www" "$big" "$small" <<'PY'
+import os, sys
+www, big, small = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+head = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2"
+for sub, n, size in (("big", big, 8 << 20), ("small", small, 64 << 10)):
+    for i in range(n):
+        p = os.path.join(www, sub, f"{sub[0]}{i:05d}.mp4")
+        if os.path.exists(p) and os.path.getsize(p) == size:
+            continue
+        with open(p, "wb") as f:
+            f.write(head + os.urandom(size - len(head)))
+PY
+  cat >"$fw/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $fw/nginx/nginx.pid;
+error_log $fw/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path $fw/nginx/tmp;
+  proxy_temp_path $fw/nginx/tmp;
+  fastcgi_temp_path $fw/nginx/tmp;
+  uwsgi_temp_path $fw/nginx/tmp;
+  scgi_temp_path $fw/nginx/tmp;
+  types { video/mp4 mp4; }
+  server { listen 127.0.0.1:$port; root $fw/www; }
+}
+NGINX
+  mkdir -p "$fw/nginx/tmp"
+  nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log"
+  trap 'nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log" -s stop 2>/dev/null || true' EXIT
+  sleep 0.3
+
+  for case in big small; do
+    local n size
+    if [ "$case" = big ]; then n=$big size=$((8 << 20)); else n=$small size=$((64 << 10)); fi
+    local bytes=$((n * size))
+    # The same URLs for everyone: a manifest for pmv-data, a config for curl, a list
+    # for aria2c.
+    : >"$fw/$case.jsonl"
+    : >"$fw/$case.curl"
+    : >"$fw/$case.aria2"
+    for ((i = 0; i < n; i++)); do
+      local f
+      f=$(printf '%s%05d' "${case:0:1}" "$i")
+      local url="http://127.0.0.1:$port/$case/$f.mp4"
+      printf '{"id":"%s","urls":["%s"]}\n' "$f" "$url" >>"$fw/$case.jsonl"
+      printf 'url = "%s"\noutput = "%s"\n' "$url" "$fw/out/$f.mp4" >>"$fw/$case.curl"
+      printf '%s\n  out=%s.mp4\n' "$url" "$f" >>"$fw/$case.aria2"
+    done
+    rm -rf "$fw/root-ingested-$case"
+    "$bin" --root "$fw/root-ingested-$case" ingest --dataset "$case" --format jsonl --split train "$fw/$case.jsonl" >/dev/null
+    local label="$n x $((size >> 10)) KiB"
+    fetch_case "fetch $label: pmv-data fetch" "$n" "$bytes" -- \
+      "$bin" --root "$fw/root-run" -q fetch --concurrency "$conc" --per-host "$conc"
+    fetch_case "fetch $label: curl --parallel" "$n" "$bytes" -- \
+      curl --silent --show-error --fail --parallel --parallel-max "$conc" --config "$fw/$case.curl"
+    fetch_case "fetch $label: aria2c" "$n" "$bytes" -- \
+      aria2c --quiet --input-file "$fw/$case.aria2" --dir "$fw/out" --max-concurrent-downloads "$conc" \
+        --max-connection-per-server 1 --split 1 --file-allocation none --auto-file-renaming false \
+        --allow-overwrite true --check-certificate false --console-log-level error
+  done
+  nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log" -s stop 2>/dev/null || true
+  trap - EXIT
+
+  # What this disk makes durable: the small files written and fsynced one by one, and
+  # written then flushed together (one syncfs), as pmv-data's group commit does.
+  python3 - "$fw/durable" "$small" <<'PY'
+import os, shutil, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+data = os.urandom(64 << 10)
+for mode in ("fsync each file", "one sync for all"):
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    t = time.time()
+    for i in range(n):
+        fd = os.open(os.path.join(d, f"{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, data)
+        if mode == "fsync each file":
+            os.fsync(fd)
+        os.close(fd)
+    if mode != "fsync each file":
+        os.sync()
+    dirfd = os.open(d, os.O_RDONLY)
+    os.fsync(dirfd)
+    os.close(dirfd)
+    s = time.time() - t
+    print(f"durable limit, {n} x 64 KiB, {mode:<17} {s:7.2f} s {n * 65536 / 1e6 / s:7.0f} MB/s {n / s:7.0f} files/s")
+shutil.rmtree(d, ignore_errors=True)
+PY
+}
+
 for s in "${sections[@]}"; do
   case "$s" in
     ingest) bench_ingest ;;
+    fetch) bench_fetch ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac
 done

@@ -268,13 +268,18 @@ pub(crate) async fn http(
         .resume
         .clone()
         .filter(|r| r.rank == rank && (r.validator().is_some() || expected.sha256.is_some()));
-    let keep = resume.is_some();
-    let exp = expected.clone();
-    let p = path.clone();
-    let mut part = tokio::task::spawn_blocking(move || Partial::open(&p, keep, &exp))
-        .await
-        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
-        .map_err(|e| fatal(&path, e))?;
+    // Re-hashing a kept partial file may read gigabytes: off the runtime's threads.
+    // Starting afresh is one open.
+    let mut part = if resume.is_some() {
+        let exp = expected.clone();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Partial::open(&p, true, &exp))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+    } else {
+        Partial::open(&path, false, expected)
+    }
+    .map_err(|e| fatal(&path, e))?;
     if let Some(total) = resume.as_ref().and_then(|r| r.total)
         && part.len > total
     {

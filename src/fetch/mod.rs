@@ -1,12 +1,12 @@
 //! Fetch: download every file the catalog says is missing or due for retry, resumably
 //! and verifiably, and record each result durably.
 //!
-//! The calling thread owns the catalog: it plans work page by page ([`plan`]) and
-//! records results in group commits ([`commit`]). A tokio runtime runs the scheduler
-//! ([`sched`]): global and per-host concurrency, per-host rate and back-off
+//! The calling thread owns the catalog: it plans work page by page (`plan`) and
+//! records results in group commits (`commit`). A tokio runtime runs the scheduler
+//! (`sched`): global and per-host concurrency, per-host rate and back-off
 //! ([`politeness`]), retries with the failure taxonomy ([`failure`]). Each attempt
 //! resolves a candidate source (`crate::source`) and streams it into
-//! `<file>.partial` with Range resume and hashing ([`download`]); a file is renamed to
+//! `<file>.partial` with Range resume and hashing (`download`); a file is renamed to
 //! its final name only after its size, every known hash and its container check
 //! ([`verify`]) pass and its bytes are durable, and only then is it marked `verified`.
 //! A killed run loses nothing: partial files are resumed, no unverified file sits
@@ -210,7 +210,7 @@ pub fn run(
         }
     }
     let import = crate::source::local::ImportIndex::build(&opts.import_dirs);
-    let mut planner = plan::Planner::new(datasets, opts, import);
+    let mut planner = plan::Planner::new(root, datasets, opts, import);
     let (total, no_source) = planner.count(catalog)?;
     let mut report = FetchReport {
         planned: total,

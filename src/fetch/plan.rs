@@ -43,6 +43,12 @@ pub(crate) struct Planner {
     sources: SourceSettings,
     import: Option<ImportIndex>,
     now: i64,
+    root: crate::root::DataRoot,
+    /// Names of the files in the current dataset's `videos/` and `covers/` folders,
+    /// read once when the dataset's first page is planned: a file under a final name
+    /// whose record was lost (a run killed between renaming and recording it) is
+    /// found here instead of by a dozen lookups per job.
+    present: Option<(usize, [std::collections::HashSet<String>; 2])>,
     // Cursor.
     ds: usize,
     after: i64,
@@ -62,6 +68,7 @@ struct ItemRow {
 
 impl Planner {
     pub fn new(
+        root: &crate::root::DataRoot,
         datasets: Vec<Dataset>,
         opts: &FetchOptions,
         import: Option<ImportIndex>,
@@ -75,6 +82,8 @@ impl Planner {
             sources: opts.sources.clone(),
             import,
             now: now_unix(),
+            root: root.clone(),
+            present: None,
             ds: 0,
             after: 0,
             items_taken: 0,
@@ -123,6 +132,9 @@ impl Planner {
                 break;
             }
             let dataset: Arc<str> = self.datasets[self.ds].name.as_str().into();
+            if self.present.as_ref().is_none_or(|(d, _)| *d != self.ds) {
+                self.present = Some((self.ds, self.list_present(&dataset)));
+            }
             let rows = self.read(cat, self.datasets[self.ds].id, self.after)?;
             let Some(last) = rows.last() else {
                 self.ds += 1;
@@ -147,6 +159,29 @@ impl Planner {
             }
         }
         Ok(out)
+    }
+
+    /// The final names present in a dataset's folders (unreadable folders count as
+    /// empty: a fetch then downloads again what it cannot see).
+    fn list_present(&self, dataset: &str) -> [std::collections::HashSet<String>; 2] {
+        let list = |dir: std::path::PathBuf, role: Role| {
+            let mut names = std::collections::HashSet::new();
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let name = e.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    let ext = name.rsplit_once('.').map_or("", |(_, x)| x);
+                    if role.extensions().contains(&ext) {
+                        names.insert(name.to_owned());
+                    }
+                }
+            }
+            names
+        };
+        [
+            list(self.root.videos_dir().join(dataset), Role::Video),
+            list(self.root.covers_dir().join(dataset), Role::Cover),
+        ]
     }
 
     fn read(
@@ -228,6 +263,23 @@ impl Planner {
         ok.then_some(sources)
     }
 
+    fn present_under_final_name(&self, key: &str, role: Role) -> bool {
+        let Some((_, sets)) = &self.present else {
+            return false;
+        };
+        let set = &sets[match role {
+            Role::Video => 0,
+            Role::Cover => 1,
+        }];
+        if set.is_empty() {
+            return false;
+        }
+        let stem = crate::manifest::file_stem(key);
+        role.extensions()
+            .iter()
+            .any(|e| set.contains(&format!("{stem}.{e}")))
+    }
+
     fn job(&self, row: &ItemRow, role: Role, dataset: &Arc<str>) -> Option<Job> {
         let sources = self.due(row, role)?;
         let prior = match role {
@@ -261,7 +313,7 @@ impl Planner {
             role,
             sources: sources.into(),
             expected,
-            check_adopt: prior.may_adopt(),
+            check_adopt: prior.may_adopt() && self.present_under_final_name(&row.key, role),
             prior,
             import,
             stage: Stage::Import,

@@ -64,6 +64,8 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
     let mut queue = Queue::default();
     let mut inflight: JoinSet<End> = JoinSet::new();
     let mut exhausted = false;
+    // The page of jobs asked from the calling thread, while it is being read.
+    let mut page: Option<tokio::sync::oneshot::Receiver<Vec<Job>>> = None;
     let low_water = (ctx.settings.concurrency * 4).max(512);
     let mut fatal: Option<FetchError> = None;
     let mut end = SchedEnd::default();
@@ -77,15 +79,12 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
             end.stopped = Some("deadline".into());
             break;
         }
-        if !exhausted && queue.len() + inflight.len() < low_water {
+        if !exhausted && page.is_none() && queue.len() + inflight.len() < low_water {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if ctx.events.send(Event::NeedJobs(tx)).is_err() {
                 break;
             }
-            match rx.await {
-                Ok(jobs) if !jobs.is_empty() => queue.ready.extend(jobs),
-                _ => exhausted = true,
-            }
+            page = Some(rx);
         }
         let now = Instant::now();
         queue.promote(now);
@@ -103,6 +102,13 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
         let wake = queue.next_wake();
         let changed = ctx.gate.changed();
         tokio::select! {
+            jobs = next_page(&mut page) => {
+                page = None;
+                match jobs {
+                    Some(jobs) if !jobs.is_empty() => queue.ready.extend(jobs),
+                    _ => exhausted = true,
+                }
+            }
             Some(res) = inflight.join_next(), if !inflight.is_empty() => {
                 handle(&ctx, res, &mut queue, &mut end, &mut fatal, false);
             }
@@ -138,6 +144,16 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
     match fatal {
         Some(e) => Err(e),
         None => Ok(end),
+    }
+}
+
+/// The page being read, when one was asked for (pending otherwise).
+async fn next_page(
+    page: &mut Option<tokio::sync::oneshot::Receiver<Vec<Job>>>,
+) -> Option<Vec<Job>> {
+    match page {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
     }
 }
 
