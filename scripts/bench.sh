@@ -93,45 +93,53 @@ bench_ingest() {
   fi
 }
 
-# fetch_case NAME FILES BYTES -- COMMAND...: runs COMMAND once in a clean output
-# directory (and root); prints wall time, MB/s, files/s and peak RSS; appends them to
+# fetch_case NAME FILES BYTES -- COMMAND...: runs COMMAND $fruns times, each in a clean
+# output directory and root, after a sync; checks that every file arrived; prints the
+# median wall time, MB/s, files/s and the largest peak RSS; appends them to
 # results.json.
 fetch_case() {
   local name=$1 files=$2 bytes=$3
   shift 4
-  rm -rf "$work/fetch/out" "$work/fetch/root-run"
-  mkdir -p "$work/fetch/out"
-  cp -a "$work/fetch/root-ingested-$case" "$work/fetch/root-run"
-  sync
-  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/stdout.txt" 2>"$work/stderr.txt" || {
-    code=$?
-    cat "$work/stderr.txt" >&2
-    echo "bench: $name failed ($code)" >&2
-    exit 1
-  }
-  read -r wall rss <"$work/time.txt"
-  local got
-  got=$(find "$work/fetch/out" "$work/fetch/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
-  if [ "$got" != "$files" ]; then
-    echo "bench: $name stored $got of $files files" >&2
-    tail -5 "$work/stderr.txt" >&2
-    exit 1
-  fi
-  local mbs fps
-  mbs=$(awk "BEGIN {printf \"%.0f\", $bytes / 1e6 / ($wall > 0 ? $wall : 0.001)}")
-  fps=$(awk "BEGIN {printf \"%.0f\", $files / ($wall > 0 ? $wall : 0.001)}")
-  printf '%-44s %7s s %7s MB/s %7s files/s %7.1f MB peak\n' "$name" "$wall" "$mbs" "$fps" \
-    "$(awk "BEGIN {print $rss / 1024}")"
+  local walls=() rss_max=0
+  for ((r = 0; r < fruns; r++)); do
+    rm -rf "$work/fetch/out" "$work/fetch/root-run"
+    mkdir -p "$work/fetch/out"
+    cp -a "$work/fetch/root-ingested-$case" "$work/fetch/root-run"
+    sync
+    /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/stdout.txt" 2>"$work/stderr.txt" || {
+      code=$?
+      cat "$work/stderr.txt" >&2
+      echo "bench: $name failed ($code)" >&2
+      exit 1
+    }
+    local wall rss got
+    read -r wall rss <"$work/time.txt"
+    got=$(find "$work/fetch/out" "$work/fetch/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
+    if [ "$got" != "$files" ]; then
+      echo "bench: $name stored $got of $files files" >&2
+      tail -5 "$work/stderr.txt" >&2
+      exit 1
+    fi
+    walls+=("$wall")
+    ((rss > rss_max)) && rss_max=$rss
+  done
+  local median mbs fps
+  median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  mbs=$(awk "BEGIN {printf \"%.0f\", $bytes / 1e6 / ($median > 0 ? $median : 0.001)}")
+  fps=$(awk "BEGIN {printf \"%.0f\", $files / ($median > 0 ? $median : 0.001)}")
+  printf '%-48s %6s s %6s MB/s %6s files/s %6.1f MB peak  (runs: %s)\n' "$name" "$median" "$mbs" "$fps" \
+    "$(awk "BEGIN {print $rss_max / 1024}")" "${walls[*]}"
   ((first)) || echo "," >>"$results"
   first=0
-  printf '  {"case": "%s", "files": %s, "bytes": %s, "wall_s": %s, "mb_per_s": %s, "files_per_s": %s, "peak_rss_kb": %s}' \
-    "$name" "$files" "$bytes" "$wall" "$mbs" "$fps" "$rss" >>"$results"
+  printf '  {"case": "%s", "files": %s, "bytes": %s, "median_s": %s, "mb_per_s": %s, "files_per_s": %s, "peak_rss_kb": %s, "runs": [%s]}' \
+    "$name" "$files" "$bytes" "$median" "$mbs" "$fps" "$rss_max" "$(IFS=,; echo "${walls[*]}")" >>"$results"
 }
 
 bench_fetch() {
   command -v nginx >/dev/null || { echo "bench: nginx is missing (scripts/setup.sh installs nginx-light)" >&2; exit 1; }
   local conc=16 port=18473 big=200 small=5000
-  ((quick)) && big=50 && small=1250
+  fruns=3
+  ((quick)) && big=50 && small=1250 && fruns=1
   local fw="$work/fetch"
   mkdir -p "$fw/www/big" "$fw/www/small" "$fw/nginx"
   echo "== fetch ($(nproc) cores; nginx on 127.0.0.1:$port; concurrency $conc; $big x 8 MiB, $small x 64 KiB)"
@@ -196,6 +204,9 @@ NGINX
       "$bin" --root "$fw/root-run" -q fetch --concurrency "$conc" --per-host "$conc"
     fetch_case "fetch $label: curl --parallel" "$n" "$bytes" -- \
       curl --silent --show-error --fail --parallel --parallel-max "$conc" --config "$fw/$case.curl"
+    fetch_case "fetch $label: curl --parallel, then sync" "$n" "$bytes" -- \
+      sh -c 'curl --silent --show-error --fail --parallel --parallel-max "$1" --config "$2" && sync' \
+        sh "$conc" "$fw/$case.curl"
     fetch_case "fetch $label: aria2c" "$n" "$bytes" -- \
       aria2c --quiet --input-file "$fw/$case.aria2" --dir "$fw/out" --max-concurrent-downloads "$conc" \
         --max-connection-per-server 1 --split 1 --file-allocation none --auto-file-renaming false \
@@ -204,29 +215,36 @@ NGINX
   nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log" -s stop 2>/dev/null || true
   trap - EXIT
 
-  # What this disk makes durable: the small files written and fsynced one by one, and
-  # written then flushed together (one syncfs), as pmv-data's group commit does.
-  python3 - "$fw/durable" "$small" <<'PY'
+  # What this disk makes durable, with no network and no hashing: the same files
+  # written from memory and fsynced one by one, or flushed together with one sync as
+  # pmv-data's group commit does.
+  python3 - "$fw/durable" "$big" "$small" "$fruns" <<'PY'
 import os, shutil, sys, time
-d, n = sys.argv[1], int(sys.argv[2])
-data = os.urandom(64 << 10)
-for mode in ("fsync each file", "one sync for all"):
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    t = time.time()
-    for i in range(n):
-        fd = os.open(os.path.join(d, f"{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
-        os.write(fd, data)
-        if mode == "fsync each file":
-            os.fsync(fd)
-        os.close(fd)
-    if mode != "fsync each file":
-        os.sync()
-    dirfd = os.open(d, os.O_RDONLY)
-    os.fsync(dirfd)
-    os.close(dirfd)
-    s = time.time() - t
-    print(f"durable limit, {n} x 64 KiB, {mode:<17} {s:7.2f} s {n * 65536 / 1e6 / s:7.0f} MB/s {n / s:7.0f} files/s")
+d, big, small, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for n, size in ((big, 8 << 20), (small, 64 << 10)):
+    data = os.urandom(size)
+    for mode in ("fsync each file", "one sync for all"):
+        took = []
+        for _ in range(runs):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            os.sync()
+            t = time.time()
+            for i in range(n):
+                fd = os.open(os.path.join(d, f"{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, data)
+                if mode == "fsync each file":
+                    os.fsync(fd)
+                os.close(fd)
+            if mode != "fsync each file":
+                os.sync()
+            dirfd = os.open(d, os.O_RDONLY)
+            os.fsync(dirfd)
+            os.close(dirfd)
+            took.append(time.time() - t)
+        s = sorted(took)[len(took) // 2]
+        label = f"durable limit, {n} x {size >> 10} KiB, {mode}"
+        print(f"{label:<48} {s:6.2f} s {n * size / 1e6 / s:6.0f} MB/s {n / s:6.0f} files/s")
 shutil.rmtree(d, ignore_errors=True)
 PY
 }

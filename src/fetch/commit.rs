@@ -169,9 +169,16 @@ impl Committer {
                     fs_err::rename(partial, &v.fetched.final_path)
                         .map_err(|source| io(&v.fetched.final_path, source))?;
                 }
+                // An earlier copy with another extension in the same folder (only
+                // there: a path elsewhere, such as quarantine/, is left alone).
+                let same_dir = v
+                    .fetched
+                    .final_rel
+                    .rsplit_once('/')
+                    .is_some_and(|(dir, _)| old_in(v.old_path.as_deref(), dir));
                 if let Some(old) = &v.old_path
+                    && same_dir
                     && *old != v.fetched.final_rel
-                    && !old.split('/').any(|c| c == ".." || c.is_empty())
                 {
                     let p = self.root.path().join(old);
                     match std::fs::remove_file(&p) {
@@ -366,9 +373,33 @@ impl Committer {
     }
 }
 
+/// Whether `old` names a file directly in `dir` (both relative to the root), with no
+/// `..` or empty component.
+fn old_in(old: Option<&str>, dir: &str) -> bool {
+    old.and_then(|o| o.strip_prefix(dir))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/') && name != "..")
+}
+
 fn io(path: &Path, source: std::io::Error) -> FetchError {
     FetchError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_earlier_copies_in_the_same_folder_are_replaced() {
+        assert!(old_in(Some("videos/d/x.webm"), "videos/d"));
+        assert!(!old_in(Some("quarantine/d/x.webm"), "videos/d"));
+        assert!(!old_in(Some("videos/d/sub/x.webm"), "videos/d"));
+        assert!(!old_in(Some("videos/d/../../x"), "videos/d"));
+        assert!(!old_in(Some("videos/dd/x.mp4"), "videos/d"));
+        assert!(!old_in(Some("videos/d/"), "videos/d"));
+        assert!(!old_in(None, "videos/d"));
     }
 }

@@ -217,7 +217,12 @@ impl Job {
         let mut f = self.final_failure();
         f.state = "failed_transient";
         f.next_retry_at = Some(now_unix());
-        f.source_rank = self.rank().map(|r| r as i64).or(f.source_rank);
+        // The next run starts at the first source that may still work.
+        f.source_rank = self
+            .first_transient
+            .or(self.rank())
+            .map(|r| r as i64)
+            .or(f.source_rank);
         f.message = format!("{why}; {}", f.message);
         truncate(&mut f.message);
         f

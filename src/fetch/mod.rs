@@ -13,7 +13,7 @@
 //! under a final name, and the catalog never claims a file that is not there.
 //!
 //! This module never decodes media and never deletes a verified file (a re-hash that
-//! finds changed bytes moves the file to `quarantine/`, see [`rehash`]).
+//! finds changed bytes moves the file to `quarantine/`, see [`rehash()`]).
 
 pub mod client;
 mod commit;

@@ -305,7 +305,12 @@ impl Planner {
             }
             _ => None,
         };
-        let import = self.import_for(row, role).map(|p| p.to_owned());
+        // A corrupt file that came from an import folder is not imported again.
+        let from_import = prior.state.as_deref() == Some("corrupt") && prior.source_rank.is_none();
+        let import = self
+            .import_for(row, role)
+            .filter(|_| !from_import)
+            .map(|p| p.to_owned());
         let mut job = Job {
             item_id: row.id,
             key: row.key.clone(),

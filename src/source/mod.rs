@@ -159,11 +159,6 @@ impl Resolver {
             SourceKind::Local => local::resolve(&loc.location),
         }
     }
-
-    /// Forgets cached OneDrive listings older than their download links' lifetime.
-    pub fn expire_listings(&self) {
-        self.onedrive.expire();
-    }
 }
 
 /// Says what resolving `loc` for item `key` would do, without any network.
