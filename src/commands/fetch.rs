@@ -14,6 +14,7 @@ use pmv_data::config::parse_size;
 use pmv_data::fetch::{self, FetchOptions, FetchReport, FetchSettings};
 use pmv_data::report::{new_run_id, write_run_report};
 use pmv_data::source::SourceSettings;
+use pmv_data::util::group_digits;
 
 use super::App;
 use crate::cli::FetchArgs;
@@ -73,7 +74,15 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
     } else {
         RunStatus::Ok
     };
-    let summary = serde_json::to_value(&report)?;
+    let mut summary = serde_json::to_value(&report)?;
+    // Where the datasets stand now: files per state.
+    let states: serde_json::Map<String, serde_json::Value> = catalog
+        .status(args.dataset.as_deref())?
+        .datasets
+        .into_iter()
+        .map(|d| (d.name, serde_json::json!(d.states)))
+        .collect();
+    summary["states"] = serde_json::Value::Object(states);
     catalog.finish_run(&run_id, status, &summary)?;
     let report_path = write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
         .context("cannot write the run report")?;
@@ -85,6 +94,21 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
         app.print_json(&doc)?;
     } else {
         print_human(&report);
+        for (name, states) in summary["states"].as_object().into_iter().flatten() {
+            let parts: Vec<String> = states
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(state, n)| {
+                    format!(
+                        "{} {state}",
+                        n.as_u64().map(group_digits).unwrap_or_default()
+                    )
+                })
+                .collect();
+            println!("{name}: {}", parts.join(", "));
+        }
         println!("run {run_id}: {}", report_path.display());
     }
     Ok(if interrupted {

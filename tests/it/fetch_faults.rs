@@ -546,3 +546,58 @@ fn a_hash_mismatch_twice_fails_the_source_and_the_next_one_is_used() {
     );
     assert!(files_under(&env2.root.join("videos")).is_empty());
 }
+
+#[test]
+fn per_host_slots_and_rate_are_kept() {
+    let env = Env::new();
+    let srv = Server::start();
+    let mut items = vec![];
+    let mut datas = vec![];
+    for i in 0..6 {
+        datas.push(fake_mp4(16_000, 60 + i));
+        items.push(json!({"id": format!("p{i}"), "urls": [srv.url(&format!("/p/{i}.mp4"))]}));
+    }
+    let served = datas.clone();
+    srv.prefix("/p/", move |r| {
+        let i: usize = r.path()["/p/".len()..]
+            .trim_end_matches(".mp4")
+            .parse()
+            .unwrap();
+        Reply::file(r, &served[i], None).delivery(Delivery::Drip {
+            chunk: 4_000,
+            every: Duration::from_millis(60),
+        })
+    });
+    ingest_items(&env, "t", &items);
+    let out = fetch(
+        &env,
+        &[("PMV_FETCH_CONCURRENCY", "8".into())],
+        &["--per-host", "2"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(srv.max_concurrent("/p/"), 2, "two at a time from one host");
+    for (i, d) in datas.iter().enumerate() {
+        assert_stored(&env, &format!("p{i}"), "video", d);
+    }
+
+    // --rate 4: requests to one host start at least 250 ms apart.
+    let env = Env::new();
+    let srv = Server::start();
+    let mut items = vec![];
+    for i in 0..5 {
+        srv.file(&format!("/r{i}.mp4"), fake_mp4(3_000, 70 + i));
+        items.push(json!({"id": format!("r{i}"), "urls": [srv.url(&format!("/r{i}.mp4"))]}));
+    }
+    ingest_items(&env, "t", &items);
+    let out = fetch(&env, &[], &["--rate", "4"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut at: Vec<Instant> = srv.log().iter().map(|(r, _)| r.at).collect();
+    at.sort();
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(240),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+}

@@ -406,13 +406,15 @@ fn write_reply(out: &mut TcpStream, req: &Req, r: &Reply) -> bool {
         }
         Delivery::Drip { chunk, every } => {
             let mut ok = true;
-            for c in body.chunks(chunk.max(1)) {
+            for (i, c) in body.chunks(chunk.max(1)).enumerate() {
+                if i > 0 {
+                    std::thread::sleep(every);
+                }
                 if out.write_all(c).is_err() {
                     ok = false;
                     break;
                 }
                 let _ = out.flush();
-                std::thread::sleep(every);
             }
             ok
         }
