@@ -25,6 +25,10 @@ use super::sched::Ctx;
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
 use super::{FetchError, Names};
 
+/// Writeback of a file being downloaded is started every this many bytes, so dirty
+/// pages stay few and the disk works while the network does.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
 /// Files at least this large have their validators recorded as soon as their
 /// headers arrive, so a killed run can resume them.
 const RECORD_RESUME_FROM: u64 = 1 << 20;
@@ -192,13 +196,32 @@ struct Partial {
 
 impl Partial {
     /// Opens the partial file; keeps and re-hashes its bytes when `keep`.
+    ///
+    /// Only a regular file with no other link is kept: a partial file that is a hard
+    /// link (an import cut short) or a symlink is unlinked, never written through,
+    /// and a fresh file is created in its place.
     fn open(path: &Path, keep: bool, expected: &Expected) -> std::io::Result<Partial> {
-        let mut file = fs_err::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        use std::os::unix::fs::MetadataExt;
+        let keep = keep
+            && std::fs::symlink_metadata(path)
+                .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
+        let mut file = if keep {
+            fs_err::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)?
+        } else {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            fs_err::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)?
+        };
         let mut hashers = Hashers::new(expected);
         let mut len = 0;
         if keep {
@@ -212,7 +235,6 @@ impl Partial {
                 len += n as u64;
             }
         } else {
-            file.set_len(0)?;
         }
         file.seek(SeekFrom::Start(len))?;
         Ok(Partial {
@@ -458,7 +480,11 @@ pub(crate) async fn http(
             }
             part.file.write_all(&chunk).map_err(|e| fatal(&path, e))?;
             part.hashers.update(&chunk);
+            let before = part.len;
             part.len += chunk.len() as u64;
+            if before / WRITEBACK_EVERY != part.len / WRITEBACK_EVERY {
+                start_writeback(part.file.file());
+            }
             ctx.shared
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);

@@ -601,3 +601,33 @@ fn per_host_slots_and_rate_are_kept() {
         );
     }
 }
+
+#[test]
+fn partial_files_that_are_links_are_never_written_through() {
+    let env = Env::new();
+    let srv = Server::start();
+    let a = fake_mp4(9_000, 80);
+    let b = fake_mp4(9_000, 81);
+    srv.file("/a.mp4", a.clone());
+    srv.file("/b.mp4", b.clone());
+    ingest_items(
+        &env,
+        "t",
+        &[
+            json!({"id": "a", "urls": [srv.url("/a.mp4")]}),
+            json!({"id": "b", "urls": [srv.url("/b.mp4")]}),
+        ],
+    );
+    let precious = env.write("precious.bin", "someone's own file\n");
+    std::fs::create_dir_all(env.root.join("videos/t")).unwrap();
+    std::fs::hard_link(&precious, env.root.join("videos/t/a.partial")).unwrap();
+    std::os::unix::fs::symlink(&precious, env.root.join("videos/t/b.partial")).unwrap();
+    let out = fetch(&env, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_stored(&env, "a", "video", &a);
+    assert_stored(&env, "b", "video", &b);
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "someone's own file\n"
+    );
+}
