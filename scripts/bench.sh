@@ -9,6 +9,7 @@
 #            files of 8 MiB, (b) 5,000 files of 64 KiB; pmv-data fetch (hashing every
 #            byte, durable group commits) against curl --parallel (no fsync) and aria2c;
 #            MB/s, files/s, peak memory; and the disk's durable limit.
+#            PMV_BENCH_FETCH_DIR=/dev/shm/pmv-bench puts the files on tmpfs instead.
 #
 # usage: scripts/bench.sh [ingest] [fetch] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
@@ -102,9 +103,9 @@ fetch_case() {
   shift 4
   local walls=() rss_max=0
   for ((r = 0; r < fruns; r++)); do
-    rm -rf "$work/fetch/out" "$work/fetch/root-run"
-    mkdir -p "$work/fetch/out"
-    cp -a "$work/fetch/root-ingested-$case" "$work/fetch/root-run"
+    rm -rf "$fw/out" "$fw/root-run"
+    mkdir -p "$fw/out"
+    cp -a "$fw/root-ingested-$case" "$fw/root-run"
     sync
     /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/stdout.txt" 2>"$work/stderr.txt" || {
       code=$?
@@ -114,7 +115,7 @@ fetch_case() {
     }
     local wall rss got
     read -r wall rss <"$work/time.txt"
-    got=$(find "$work/fetch/out" "$work/fetch/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
+    got=$(find "$fw/out" "$fw/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
     if [ "$got" != "$files" ]; then
       echo "bench: $name stored $got of $files files" >&2
       tail -5 "$work/stderr.txt" >&2
@@ -140,7 +141,8 @@ bench_fetch() {
   local conc=16 port=18473 big=200 small=5000
   fruns=3
   ((quick)) && big=50 && small=1250 && fruns=1
-  local fw="$work/fetch"
+  # PMV_BENCH_FETCH_DIR=/dev/shm/x runs the same on tmpfs: no disk in the way.
+  fw="${PMV_BENCH_FETCH_DIR:-$work/fetch}"
   mkdir -p "$fw/www/big" "$fw/www/small" "$fw/nginx"
   echo "== fetch ($(nproc) cores; nginx on 127.0.0.1:$port; concurrency $conc; $big x 8 MiB, $small x 64 KiB)"
   # Files that sniff as MP4 (an ftyp box, then random bytes), made once.
