@@ -234,7 +234,6 @@ impl Partial {
                 hashers.update(&buf[..n]);
                 len += n as u64;
             }
-        } else {
         }
         file.seek(SeekFrom::Start(len))?;
         Ok(Partial {
