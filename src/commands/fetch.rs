@@ -37,6 +37,12 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
     let _lock = app.root.lock("fetch")?;
     let mut catalog = Catalog::open(&app.root.catalog_path())?;
     catalog.close_abandoned_runs()?;
+    if args.dataset.is_none() && catalog.datasets()?.is_empty() {
+        anyhow::bail!(
+            "no datasets in {}: ingest a manifest first (`pmv-data ingest`)",
+            app.root.path().display()
+        );
+    }
     let run_id = new_run_id("fetch");
     let run_args = serde_json::json!({
         "dataset": args.dataset,
