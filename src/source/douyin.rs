@@ -174,7 +174,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
     let s = r.settings();
     let link = parse(url)?;
     let mut trail = vec![];
-    let (id, via) = match link {
+    let id = match link {
         Link::Play { video_id } => {
             let play = play_url(url, s);
             if probe && let Some(cdn) = r.client().location(&play, &[]).await? {
@@ -210,7 +210,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                 })?;
             trail.push(format!("share link redirects to {next}"));
             match parse(&next) {
-                Ok(Link::Aweme { id }) => (id, "short-link"),
+                Ok(Link::Aweme { id }) => id,
                 _ => {
                     return Err(Failure::new(
                         ErrorClass::Removed,
@@ -223,9 +223,8 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                 }
             }
         }
-        Link::Aweme { id } => (id, "link"),
+        Link::Aweme { id } => id,
     };
-    let _ = via;
     let mut misses = vec![];
     for lookup in LOOKUPS {
         match ask(r, lookup, &id).await {

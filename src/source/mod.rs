@@ -96,7 +96,7 @@ pub struct Resolved {
     /// The platform's id of the item (Douyin aweme or video id, OneDrive item id).
     pub canonical_id: Option<String>,
     pub target: Target,
-    /// Which resolver path answered (`link`, `short-link`, `slidesinfo`,
+    /// Which resolver path answered (`link`, `play-link`, `slidesinfo`,
     /// `share-page`, `folder-listing`, `file-link`, `path`).
     pub via: &'static str,
     /// What the source vouches for (OneDrive's size and hashes).

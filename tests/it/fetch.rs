@@ -294,7 +294,11 @@ fn items_without_sources_are_counted_not_fetched() {
     let env = Env::new();
     let out = fetch(&env, &[], &[]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("ingest a manifest first"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ingest a manifest first"),
+        "{}",
+        out.stderr
+    );
     let list = env.write("train_pmv400.csv", "v0aaa.mp4,1\nv0bbb.mp4,2\n");
     let out = env.ingest(&["--dataset", "p", "--format", "pmv400", s(&list)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -306,5 +310,9 @@ fn items_without_sources_are_counted_not_fetched() {
     assert_eq!(rep["states"]["p"]["pending"], 2);
     let human = env.run(&["fetch"]);
     assert_eq!(human.code, 0);
-    assert!(human.stdout.contains("2 item(s) have no source yet"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("2 item(s) have no source yet"),
+        "{}",
+        human.stdout
+    );
 }
