@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
