@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
 pub mod media;
+pub mod refresh;
 pub mod report;
 pub mod root;
 pub mod shard;
