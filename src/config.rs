@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::manifest::SplitRatios;
+use crate::refresh::config::{DatasetConfig, RefreshPlan, RefreshSettings};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +24,15 @@ pub struct Config {
     pub fetch: FetchConfig,
     #[serde(default)]
     pub sources: SourcesConfig,
+    /// `[refresh]`: limits of a nightly run.
+    #[serde(default)]
+    pub refresh: RefreshSettings,
+    /// `[[datasets]]`: what `refresh` keeps up to date.
+    #[serde(default)]
+    pub datasets: Vec<DatasetConfig>,
+    /// `refresh` and `datasets`, validated when the file is loaded.
+    #[serde(skip)]
+    pub plan: Option<RefreshPlan>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -171,13 +181,19 @@ impl Config {
             SplitRatios::parse(r).map_err(|e| invalid(format!("ingest.split_ratios: {e}")))?;
         }
         config.check().map_err(invalid)?;
+        let plan =
+            RefreshPlan::build(&config.refresh, &config.datasets, text, path).map_err(invalid)?;
         // A relative root in a config file means relative to the file, not to the
         // directory cron happens to start in.
         let root = config.root.map(|r| match path.parent() {
             Some(dir) if r.is_relative() => dir.join(r),
             _ => r,
         });
-        Ok(Config { root, ..config })
+        Ok(Config {
+            root,
+            plan: Some(plan),
+            ..config
+        })
     }
 
     /// Overrides `[fetch]` and `[sources]` settings from the environment:

@@ -10,11 +10,13 @@
 
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod fetch;
 pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
 pub mod media;
+pub mod refresh;
 pub mod report;
 pub mod root;
 pub mod shard;

@@ -4,6 +4,8 @@
 //! versions, which decoders exist) so `pmv-data doctor` can say whether a machine can
 //! decode the videos a dataset holds. It never writes files.
 
+pub mod encode;
+
 use serde::Serialize;
 
 /// Decoders the seed datasets need: H.264 (PMV-400, xinpianchang), HEVC, VP9 and AV1
