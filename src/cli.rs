@@ -187,6 +187,11 @@ pub struct FetchArgs {
     /// Stop starting downloads after this long (e.g. 2h, 30m) and end cleanly
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<humantime::Duration>,
+
+    /// Stop starting downloads once this much was received (e.g. 200GiB) and end
+    /// cleanly
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,7 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
         "include_permanent": args.include_permanent,
         "import_dirs": args.import_dir,
         "max_duration": args.max_duration.map(|d| d.to_string()),
+        "max_bytes": opts.max_bytes,
     });
     catalog.start_run(&run_id, "fetch", &run_args)?;
 
@@ -170,6 +171,12 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
         settings,
         sources,
         deadline: args.max_duration.map(|d| Instant::now() + *d),
+        max_bytes: args
+            .max_bytes
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .map_err(|e| usage(format!("--max-bytes: {e}")))?,
         cancel: None,
     })
 }

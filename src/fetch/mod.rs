@@ -67,6 +67,9 @@ pub struct FetchOptions {
     pub sources: SourceSettings,
     /// Stop starting new downloads at this instant and finish cleanly.
     pub deadline: Option<Instant>,
+    /// Stop starting new downloads once this many bytes were received in this run
+    /// (those running finish, so a run may end a little over it).
+    pub max_bytes: Option<u64>,
     /// Set (by a Ctrl-C handler) to stop: in-flight downloads end at their next
     /// chunk, keeping their `.partial` files, and the catalog is left consistent.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -253,6 +256,7 @@ pub fn run(
         events: tx,
         shared: Arc::clone(&shared),
         deadline: opts.deadline,
+        max_bytes: opts.max_bytes,
     };
     let scheduler = runtime.spawn(sched::run(ctx));
 

@@ -54,7 +54,7 @@ pub struct FetchReport {
     pub duration_s: f64,
     pub files_per_s: f64,
     pub mb_per_s: f64,
-    /// `deadline` or `cancelled` when the run stopped early.
+    /// `deadline`, `byte budget` or `cancelled` when the run stopped early.
     pub stopped: Option<String>,
     pub examples: Vec<FailureExample>,
 }

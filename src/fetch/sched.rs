@@ -38,6 +38,7 @@ pub(crate) struct Ctx {
     pub events: std::sync::mpsc::Sender<Event>,
     pub shared: Arc<Shared>,
     pub deadline: Option<std::time::Instant>,
+    pub max_bytes: Option<u64>,
 }
 
 /// How the scheduler ended.
@@ -77,6 +78,13 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             end.stopped = Some("deadline".into());
+            break;
+        }
+        if ctx
+            .max_bytes
+            .is_some_and(|m| ctx.shared.bytes.load(std::sync::atomic::Ordering::Relaxed) >= m)
+        {
+            end.stopped = Some("byte budget".into());
             break;
         }
         if !exhausted && page.is_none() && queue.len() + inflight.len() < low_water {
@@ -129,6 +137,7 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
     }
     let why = match end.stopped.as_deref() {
         Some("deadline") => "the run's time budget ended before the next attempt",
+        Some("byte budget") => "the run's byte budget was spent before the next attempt",
         _ => "the run was stopped before the next attempt",
     };
     for d in queue.delayed.drain() {
@@ -192,8 +201,10 @@ fn handle(
         End::Retry(job, _) | End::Advance(job) => {
             let why = if ctx.shared.cancel.is_set() {
                 "the run was stopped before the next attempt"
-            } else {
+            } else if ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 "the run's time budget ended before the next attempt"
+            } else {
+                "the run's byte budget was spent before the next attempt"
             };
             send_failed(ctx, &job, job.cut_short(why));
         }

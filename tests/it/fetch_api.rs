@@ -285,3 +285,24 @@ fn a_complete_file_left_by_a_crash_is_adopted_and_a_wrong_one_quarantined() {
     assert_stored(&env, "b", "video", &other);
     assert_eq!(files_under(&env.root.join("quarantine/t")).len(), 1);
 }
+
+#[test]
+fn a_byte_budget_stops_new_downloads() {
+    let env = Env::new();
+    let srv = Server::start();
+    let mut items = vec![];
+    for i in 0..8 {
+        srv.file(&format!("/b{i}.mp4"), fake_mp4(100_000, 900 + i));
+        items.push(json!({"id": format!("b{i}"), "urls": [srv.url(&format!("/b{i}.mp4"))]}));
+    }
+    ingest_items(&env, "t", &items);
+    let mut opts = options();
+    opts.settings.concurrency = 1;
+    opts.max_bytes = Some(250_000);
+    let rep = run(&env, &opts);
+    assert_eq!(rep.stopped.as_deref(), Some("byte budget"));
+    assert_eq!(rep.verified, 3, "{rep:?}");
+    assert_eq!(rep.bytes, 300_000);
+    assert_eq!(rep.not_started, 5);
+    assert_eq!(run(&env, &options()).verified, 5);
+}
