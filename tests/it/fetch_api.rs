@@ -306,3 +306,34 @@ fn a_byte_budget_stops_new_downloads() {
     assert_eq!(rep.not_started, 5);
     assert_eq!(run(&env, &options()).verified, 5);
 }
+
+#[test]
+fn the_demo_file_server_is_fetched_from_with_resume() {
+    let env = Env::new();
+    let dir = env.path("served");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = fake_mp4(3 << 20, 77);
+    std::fs::write(dir.join("d0.mp4"), &data).unwrap();
+    let server = pmv_data::demo::serve::FileServer::start(&dir).unwrap();
+    let url = format!("{}d0.mp4", server.base_url());
+    ingest_items(&env, "demo", &[json!({"id": "d0", "urls": [url]})]);
+    assert_eq!(run(&env, &options()).verified, 1);
+    let r = assert_stored(&env, "d0", "video", &data);
+    let etag = r.etag.expect("the demo server sends an ETag");
+
+    // As if a run had been killed a third of the way: a partial file and its record.
+    std::fs::remove_file(env.root.join("videos/demo/d0.mp4")).unwrap();
+    std::fs::write(env.root.join("videos/demo/d0.partial"), &data[..1 << 20]).unwrap();
+    let c = rusqlite::Connection::open(env.root.join("catalog.sqlite")).unwrap();
+    c.execute(
+        "UPDATE files SET state = 'downloading', path = NULL, sha256 = NULL, size = ?1, etag = ?2",
+        rusqlite::params![data.len() as i64, etag],
+    )
+    .unwrap();
+    drop(c);
+    let rep = run(&env, &options());
+    assert_eq!(rep.verified, 1, "{rep:?}");
+    assert_eq!(rep.bytes_resumed, 1 << 20);
+    assert_eq!(rep.bytes, (data.len() - (1 << 20)) as u64);
+    assert_stored(&env, "d0", "video", &data);
+}
