@@ -5,8 +5,14 @@
 #   ingest   full PMV-400 lists (target < 1 s), a generated 562,342-row xinpianchang
 #            JSON lines file (target < 5 s), both with peak memory < 200 MB; the unchanged
 #            re-ingest; and a 10-million-line list to show memory stays flat.
+#   fetch    from nginx on 127.0.0.1, the same files at the same concurrency: (a) 200
+#            files of 8 MiB, (b) 5,000 files of 64 KiB; pmv-data fetch (hashing every
+#            byte, durable group commits) against curl --parallel (no fsync) and aria2c;
+#            MB/s, files/s, peak memory; and the disk's durable limit.
+#            PMV_BENCH_FETCH_DIR=/dev/shm/pmv-bench puts the files on tmpfs instead.
 #
-# usage: scripts/bench.sh [ingest] [--quick]   (--quick: fewer runs, no 10M-line list)
+# usage: scripts/bench.sh [ingest] [fetch] [--quick]
+#        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -88,9 +94,167 @@ bench_ingest() {
   fi
 }
 
+# fetch_case NAME FILES BYTES -- COMMAND...: runs COMMAND $fruns times, each in a clean
+# output directory and root, after a sync; checks that every file arrived; prints the
+# median wall time, MB/s, files/s and the largest peak RSS; appends them to
+# results.json.
+fetch_case() {
+  local name=$1 files=$2 bytes=$3
+  shift 4
+  local walls=() rss_max=0
+  for ((r = 0; r < fruns; r++)); do
+    rm -rf "$fw/out" "$fw/root-run"
+    mkdir -p "$fw/out"
+    cp -a "$fw/root-ingested-$case" "$fw/root-run"
+    sync
+    /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/stdout.txt" 2>"$work/stderr.txt" || {
+      code=$?
+      cat "$work/stderr.txt" >&2
+      echo "bench: $name failed ($code)" >&2
+      exit 1
+    }
+    local wall rss got
+    read -r wall rss <"$work/time.txt"
+    got=$(find "$fw/out" "$fw/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
+    if [ "$got" != "$files" ]; then
+      echo "bench: $name stored $got of $files files" >&2
+      tail -5 "$work/stderr.txt" >&2
+      exit 1
+    fi
+    walls+=("$wall")
+    ((rss > rss_max)) && rss_max=$rss
+  done
+  local median mbs fps
+  median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  mbs=$(awk "BEGIN {printf \"%.0f\", $bytes / 1e6 / ($median > 0 ? $median : 0.001)}")
+  fps=$(awk "BEGIN {printf \"%.0f\", $files / ($median > 0 ? $median : 0.001)}")
+  printf '%-48s %6s s %6s MB/s %6s files/s %6.1f MB peak  (runs: %s)\n' "$name" "$median" "$mbs" "$fps" \
+    "$(awk "BEGIN {print $rss_max / 1024}")" "${walls[*]}"
+  ((first)) || echo "," >>"$results"
+  first=0
+  printf '  {"case": "%s", "files": %s, "bytes": %s, "median_s": %s, "mb_per_s": %s, "files_per_s": %s, "peak_rss_kb": %s, "runs": [%s]}' \
+    "$name" "$files" "$bytes" "$median" "$mbs" "$fps" "$rss_max" "$(IFS=,; echo "${walls[*]}")" >>"$results"
+}
+
+bench_fetch() {
+  command -v nginx >/dev/null || { echo "bench: nginx is missing (scripts/setup.sh installs nginx-light)" >&2; exit 1; }
+  local conc=16 port=18473 big=200 small=5000
+  fruns=3
+  ((quick)) && big=50 && small=1250 && fruns=1
+  # PMV_BENCH_FETCH_DIR=/dev/shm/x runs the same on tmpfs: no disk in the way.
+  fw="${PMV_BENCH_FETCH_DIR:-$work/fetch}"
+  mkdir -p "$fw/www/big" "$fw/www/small" "$fw/nginx"
+  echo "== fetch ($(nproc) cores; nginx on 127.0.0.1:$port; concurrency $conc; $big x 8 MiB, $small x 64 KiB)"
+  # Files that sniff as MP4 (an ftyp box, then random bytes), made once.
+  python3 - "$fw/www" "$big" "$small" <<'PY'
+import os, sys
+www, big, small = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+head = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2"
+for sub, n, size in (("big", big, 8 << 20), ("small", small, 64 << 10)):
+    for i in range(n):
+        p = os.path.join(www, sub, f"{sub[0]}{i:05d}.mp4")
+        if os.path.exists(p) and os.path.getsize(p) == size:
+            continue
+        with open(p, "wb") as f:
+            f.write(head + os.urandom(size - len(head)))
+PY
+  cat >"$fw/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $fw/nginx/nginx.pid;
+error_log $fw/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path $fw/nginx/tmp;
+  proxy_temp_path $fw/nginx/tmp;
+  fastcgi_temp_path $fw/nginx/tmp;
+  uwsgi_temp_path $fw/nginx/tmp;
+  scgi_temp_path $fw/nginx/tmp;
+  types { video/mp4 mp4; }
+  server { listen 127.0.0.1:$port; root $fw/www; }
+}
+NGINX
+  mkdir -p "$fw/nginx/tmp"
+  nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log"
+  trap 'nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log" -s stop 2>/dev/null || true' EXIT
+  sleep 0.3
+
+  for case in big small; do
+    local n size
+    if [ "$case" = big ]; then n=$big size=$((8 << 20)); else n=$small size=$((64 << 10)); fi
+    local bytes=$((n * size))
+    # The same URLs for everyone: a manifest for pmv-data, a config for curl, a list
+    # for aria2c.
+    : >"$fw/$case.jsonl"
+    : >"$fw/$case.curl"
+    : >"$fw/$case.aria2"
+    for ((i = 0; i < n; i++)); do
+      local f
+      f=$(printf '%s%05d' "${case:0:1}" "$i")
+      local url="http://127.0.0.1:$port/$case/$f.mp4"
+      printf '{"id":"%s","urls":["%s"]}\n' "$f" "$url" >>"$fw/$case.jsonl"
+      printf 'url = "%s"\noutput = "%s"\n' "$url" "$fw/out/$f.mp4" >>"$fw/$case.curl"
+      printf '%s\n  out=%s.mp4\n' "$url" "$f" >>"$fw/$case.aria2"
+    done
+    rm -rf "$fw/root-ingested-$case"
+    "$bin" --root "$fw/root-ingested-$case" ingest --dataset "$case" --format jsonl --split train "$fw/$case.jsonl" >/dev/null
+    local label="$n x $((size >> 10)) KiB"
+    fetch_case "fetch $label: pmv-data fetch" "$n" "$bytes" -- \
+      "$bin" --root "$fw/root-run" -q fetch --concurrency "$conc" --per-host "$conc"
+    fetch_case "fetch $label: curl --parallel" "$n" "$bytes" -- \
+      curl --silent --show-error --fail --parallel --parallel-max "$conc" --config "$fw/$case.curl"
+    fetch_case "fetch $label: curl --parallel, then sync" "$n" "$bytes" -- \
+      sh -c 'curl --silent --show-error --fail --parallel --parallel-max "$1" --config "$2" && sync' \
+        sh "$conc" "$fw/$case.curl"
+    fetch_case "fetch $label: aria2c" "$n" "$bytes" -- \
+      aria2c --quiet --input-file "$fw/$case.aria2" --dir "$fw/out" --max-concurrent-downloads "$conc" \
+        --max-connection-per-server 1 --split 1 --file-allocation none --auto-file-renaming false \
+        --allow-overwrite true --check-certificate false --console-log-level error
+  done
+  nginx -c "$fw/nginx/nginx.conf" -e "$fw/nginx/error.log" -s stop 2>/dev/null || true
+  trap - EXIT
+
+  # What this disk makes durable, with no network and no hashing: the same files
+  # written from memory and fsynced one by one, or flushed together with one sync as
+  # pmv-data's group commit does.
+  python3 - "$fw/durable" "$big" "$small" "$fruns" <<'PY'
+import os, shutil, sys, time
+d, big, small, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for n, size in ((big, 8 << 20), (small, 64 << 10)):
+    data = os.urandom(size)
+    for mode in ("fsync each file", "one sync for all"):
+        took = []
+        for _ in range(runs):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            os.sync()
+            t = time.time()
+            for i in range(n):
+                fd = os.open(os.path.join(d, f"{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, data)
+                if mode == "fsync each file":
+                    os.fsync(fd)
+                os.close(fd)
+            if mode != "fsync each file":
+                os.sync()
+            dirfd = os.open(d, os.O_RDONLY)
+            os.fsync(dirfd)
+            os.close(dirfd)
+            took.append(time.time() - t)
+        s = sorted(took)[len(took) // 2]
+        label = f"durable limit, {n} x {size >> 10} KiB, {mode}"
+        print(f"{label:<48} {s:6.2f} s {n * size / 1e6 / s:6.0f} MB/s {n / s:6.0f} files/s")
+shutil.rmtree(d, ignore_errors=True)
+PY
+}
+
 for s in "${sections[@]}"; do
   case "$s" in
     ingest) bench_ingest ;;
+    fetch) bench_fetch ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac
 done

@@ -2,7 +2,8 @@
 # Installs everything pmv-data needs to build and test, idempotently (safe to run twice):
 #   - Debian packages: FFmpeg 5.1 development libraries, clang and pkg-config (for
 #     ffmpeg-next), the ffmpeg CLI (tests make videos with it), curl and aria2
-#     (benchmark peers), sqlite3 (inspecting catalogs);
+#     (benchmark peers), nginx-light (the benchmark's file server), sqlite3
+#     (inspecting catalogs);
 #   - libtorch: the torch==2.11.0 wheel from PyPI in .venv (git-ignored), which
 #     tch =0.24.0 builds against; .venv/libtorch links to it for the build.
 # Nothing is installed when everything is already there.
@@ -15,7 +16,7 @@ TORCH_VERSION=2.11.0
 PACKAGES=(
   pkg-config clang
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
-  ffmpeg curl aria2 sqlite3 time
+  ffmpeg curl aria2 sqlite3 time nginx-light
 )
 
 missing=()

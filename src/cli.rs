@@ -14,7 +14,8 @@ use pmv_data::manifest::Format;
     about = "Turns link lists of short videos into verified downloads, frame shards and trained classifiers",
     long_about = None,
     propagate_version = true,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 input rejected, 75 data root busy.\n\
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 input rejected or files failed, \
+                  75 data root busy, 130 interrupted.\n\
                   See README.md for the whole workflow."
 )]
 pub struct Cli {
@@ -54,6 +55,11 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Show datasets: items, classes, splits, file states, bytes, recent runs
     Status(StatusArgs),
+    /// Download every file that is missing or due for retry; verify and record each
+    Fetch(FetchArgs),
+    /// Show how links resolve (source kind, canonical id, the URL to download),
+    /// without downloading them
+    Resolve(ResolveArgs),
     /// Check this machine: data root, catalog, FFmpeg, libtorch
     Doctor,
     /// Print a shell completion script
@@ -127,4 +133,87 @@ pub struct StatusArgs {
     /// Only this dataset
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Only this dataset [default: every dataset]
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+
+    /// Only items in this split
+    #[arg(long, value_name = "S")]
+    pub split: Option<String>,
+
+    /// At most this many items (each with its video and cover)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Files downloaded at once [config fetch.concurrency, default 32]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: Option<u64>,
+
+    /// Files downloaded at once from one host [config fetch.per_host, default 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub per_host: Option<u64>,
+
+    /// Requests per second to one host, 0 for no limit [config fetch.rate, default 0]
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<f64>,
+
+    /// Retry files that failed transiently now, not only those whose retry time came
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// Also retry files that failed permanently (404, removed items), from their
+    /// first source
+    #[arg(long)]
+    pub include_permanent: bool,
+
+    /// Seconds without any byte before an attempt fails [config fetch.timeout,
+    /// default 30]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Largest file accepted, e.g. 4GiB [config fetch.max_size, default 4 GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+
+    /// Folder of files already downloaded (`<id>.mp4`, `<id>.jpg`, a few levels
+    /// deep), imported by hard link or copy before any remote source; repeatable
+    #[arg(long, value_name = "DIR")]
+    pub import_dir: Vec<PathBuf>,
+
+    /// Stop starting downloads after this long (e.g. 2h, 30m) and end cleanly
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<humantime::Duration>,
+
+    /// Stop starting downloads once this much was received (e.g. 200GiB) and end
+    /// cleanly
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Links or local paths to resolve
+    #[arg(value_name = "URL", required_unless_present = "dataset")]
+    pub urls: Vec<String>,
+
+    /// Say what would be done without any network request
+    #[arg(long)]
+    pub offline: bool,
+
+    /// The item id a link belongs to (finds the item's file in a shared OneDrive
+    /// folder)
+    #[arg(long, value_name = "ID")]
+    pub item: Option<String>,
+
+    /// Resolve every source of this dataset's items instead (from the catalog)
+    #[arg(long, value_name = "NAME", conflicts_with = "urls")]
+    pub dataset: Option<String>,
+
+    /// With --dataset: at most this many items
+    #[arg(long, value_name = "N", requires = "dataset")]
+    pub limit: Option<u64>,
 }

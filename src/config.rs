@@ -2,7 +2,9 @@
 //!
 //! Owns the file's schema and its error messages (with line and column). Command-line
 //! flags override the file; the environment (`PMV_DATA_ROOT`) overrides the file's
-//! `root`. Unknown keys are errors, so a misspelt setting is never silently ignored.
+//! `root`, and `PMV_FETCH_*` / `PMV_SOURCES_*` variables override the `[fetch]` and
+//! `[sources]` settings (see [`Config::apply_env`]). Unknown keys are errors, so a
+//! misspelt setting is never silently ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,10 @@ pub struct Config {
     pub root: Option<PathBuf>,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub fetch: FetchConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
     /// `[refresh]`: limits of a nightly run.
     #[serde(default)]
     pub refresh: RefreshSettings,
@@ -36,6 +42,103 @@ pub struct IngestConfig {
     pub split_ratios: Option<String>,
 }
 
+/// `[fetch]`: how downloads run. Unset values take the defaults documented in the
+/// README (and in `pmv_data::fetch::FetchSettings`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Files downloaded at once, over all hosts.
+    pub concurrency: Option<usize>,
+    /// Files downloaded at once from one host.
+    pub per_host: Option<usize>,
+    /// Requests per second to one host; 0 for no limit.
+    pub rate: Option<f64>,
+    /// Seconds without a byte (or without an answer) before an attempt fails.
+    pub timeout: Option<f64>,
+    /// Seconds to open a connection.
+    pub connect_timeout: Option<f64>,
+    /// Largest file accepted: bytes, or text such as `"4 GiB"` or `"500MB"`.
+    pub max_size: Option<ByteSize>,
+    /// The User-Agent of every request (Douyin pages use `sources.douyin_user_agent`).
+    pub user_agent: Option<String>,
+    /// Attempts per source within one run for transient failures.
+    pub retries: Option<u32>,
+    /// Seconds before the first retry; doubled for each further one.
+    pub retry_base: Option<f64>,
+    /// Redirects followed per request.
+    pub max_redirects: Option<usize>,
+}
+
+/// `[sources]`: the remote base URLs of the resolvers, so that a mirror, a proxy or a
+/// test server can stand in for each.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Replaces `https://v.douyin.com` in share links.
+    pub douyin_short: Option<String>,
+    /// Where the Douyin item lookups go (`/web/api/v2/aweme/slidesinfo/`, the share
+    /// page `/share/video/<id>`) [default: `https://www.iesdouyin.com`].
+    pub douyin_web: Option<String>,
+    /// Replaces the scheme and host of Douyin play links (`/aweme/v1/play/`).
+    pub douyin_play: Option<String>,
+    /// User-Agent for Douyin share pages (a mobile browser).
+    pub douyin_user_agent: Option<String>,
+    /// The OneDrive API root [default: `https://api.onedrive.com/v1.0`].
+    pub onedrive_api: Option<String>,
+}
+
+/// A byte count written as a number or as text with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeText")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeText> for ByteSize {
+    type Error = String;
+    fn try_from(v: SizeText) -> Result<Self, Self::Error> {
+        match v {
+            SizeText::Number(n) => Ok(ByteSize(n)),
+            SizeText::Text(t) => parse_size(&t).map(ByteSize),
+        }
+    }
+}
+
+/// Parses `123`, `64KiB`, `4 GiB`, `500MB`, `1.5G` (K/M/G/T without `i` are powers of
+/// 1000; with `i` powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 4GiB, 500MB, 1048576)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("size '{text}' is out of range"));
+    }
+    Ok(v.round() as u64)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -46,6 +149,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
 }
 
 impl Config {
@@ -75,6 +180,7 @@ impl Config {
         if let Some(r) = &config.ingest.split_ratios {
             SplitRatios::parse(r).map_err(|e| invalid(format!("ingest.split_ratios: {e}")))?;
         }
+        config.check().map_err(invalid)?;
         let plan =
             RefreshPlan::build(&config.refresh, &config.datasets, text, path).map_err(invalid)?;
         // A relative root in a config file means relative to the file, not to the
@@ -88,6 +194,119 @@ impl Config {
             plan: Some(plan),
             ..config
         })
+    }
+
+    /// Overrides `[fetch]` and `[sources]` settings from the environment:
+    /// `PMV_FETCH_<KEY>` and `PMV_SOURCES_<KEY>`, the key in upper case
+    /// (`PMV_FETCH_PER_HOST=4`, `PMV_SOURCES_DOUYIN_WEB=http://127.0.0.1:8080`).
+    /// `get` reads one variable (`std::env::var` in the binary).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                name: name.to_owned(),
+                message: format!("'{v}' is not a valid number"),
+            })
+        }
+        let f = &mut self.fetch;
+        let var = |key: &str| {
+            let name = format!("PMV_FETCH_{key}");
+            get(&name).filter(|v| !v.is_empty()).map(|v| (name, v))
+        };
+        if let Some((n, v)) = var("CONCURRENCY") {
+            f.concurrency = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("PER_HOST") {
+            f.per_host = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("RATE") {
+            f.rate = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("TIMEOUT") {
+            f.timeout = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("CONNECT_TIMEOUT") {
+            f.connect_timeout = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("MAX_SIZE") {
+            f.max_size = Some(ByteSize(
+                parse_size(&v).map_err(|message| ConfigError::Env { name: n, message })?,
+            ));
+        }
+        if let Some((_, v)) = var("USER_AGENT") {
+            f.user_agent = Some(v);
+        }
+        if let Some((n, v)) = var("RETRIES") {
+            f.retries = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("RETRY_BASE") {
+            f.retry_base = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("MAX_REDIRECTS") {
+            f.max_redirects = Some(num(&n, &v)?);
+        }
+        let s = &mut self.sources;
+        for (key, slot) in [
+            ("DOUYIN_SHORT", &mut s.douyin_short),
+            ("DOUYIN_WEB", &mut s.douyin_web),
+            ("DOUYIN_PLAY", &mut s.douyin_play),
+            ("DOUYIN_USER_AGENT", &mut s.douyin_user_agent),
+            ("ONEDRIVE_API", &mut s.onedrive_api),
+        ] {
+            let name = format!("PMV_SOURCES_{key}");
+            if let Some(v) = get(&name).filter(|v| !v.is_empty()) {
+                *slot = Some(v);
+            }
+        }
+        self.check().map_err(|message| ConfigError::Env {
+            name: "PMV_FETCH_* / PMV_SOURCES_*".into(),
+            message,
+        })
+    }
+
+    /// Checks values the types cannot: positive counts, http(s) base URLs.
+    fn check(&self) -> Result<(), String> {
+        let f = &self.fetch;
+        for (key, v) in [
+            ("concurrency", f.concurrency),
+            ("per_host", f.per_host),
+            ("max_redirects", f.max_redirects.map(|n| n + 1)),
+        ] {
+            if v == Some(0) {
+                return Err(format!("fetch.{key} must be at least 1"));
+            }
+        }
+        if f.retries == Some(0) {
+            return Err("fetch.retries must be at least 1 (one attempt)".into());
+        }
+        for (key, v) in [
+            ("rate", f.rate),
+            ("timeout", f.timeout),
+            ("connect_timeout", f.connect_timeout),
+            ("retry_base", f.retry_base),
+        ] {
+            if let Some(x) = v
+                && (!x.is_finite() || x < 0.0 || (key != "rate" && key != "retry_base" && x == 0.0))
+            {
+                return Err(format!("fetch.{key} = {x} is out of range"));
+            }
+        }
+        let s = &self.sources;
+        for (key, v) in [
+            ("douyin_short", &s.douyin_short),
+            ("douyin_web", &s.douyin_web),
+            ("douyin_play", &s.douyin_play),
+            ("onedrive_api", &s.onedrive_api),
+        ] {
+            if let Some(u) = v {
+                match url::Url::parse(u) {
+                    Ok(url)
+                        if (url.scheme() == "http" || url.scheme() == "https")
+                            && url.host_str().is_some() => {}
+                    _ => return Err(format!("sources.{key} = '{u}' is not an http(s) URL")),
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn split_ratios(&self) -> Option<SplitRatios> {
@@ -125,6 +344,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn fetch_and_sources_settings_parse_and_env_overrides() {
+        let mut c = Config::parse(
+            "[fetch]\nconcurrency = 4\nmax_size = \"2 GiB\"\nrate = 2.5\n\
+             [sources]\ndouyin_web = \"http://127.0.0.1:9\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.fetch.concurrency, Some(4));
+        assert_eq!(c.fetch.max_size, Some(ByteSize(2 << 30)));
+        assert_eq!(c.fetch.rate, Some(2.5));
+        let env = |k: &str| match k {
+            "PMV_FETCH_CONCURRENCY" => Some("9".to_string()),
+            "PMV_FETCH_MAX_SIZE" => Some("64KiB".to_string()),
+            "PMV_SOURCES_ONEDRIVE_API" => Some("http://127.0.0.1:7/v1.0".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.fetch.concurrency, Some(9));
+        assert_eq!(c.fetch.max_size, Some(ByteSize(65536)));
+        assert_eq!(
+            c.sources.onedrive_api.as_deref(),
+            Some("http://127.0.0.1:7/v1.0")
+        );
+        assert_eq!(c.sources.douyin_web.as_deref(), Some("http://127.0.0.1:9"));
+
+        let e = c
+            .clone()
+            .apply_env(|k| (k == "PMV_FETCH_PER_HOST").then(|| "many".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PMV_FETCH_PER_HOST"), "{e}");
+        let e = Config::parse("[fetch]\nconcurrency = 0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fetch.concurrency"), "{e}");
+        let e = Config::parse("[sources]\ndouyin_web = \"ftp://x\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sources.douyin_web"), "{e}");
+        let e = Config::parse("[fetch]\nmax_size = \"4 parsecs\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1.5 G").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 XB").is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Exit {
     Rejected,
     /// Another pmv-data process holds the data root (EX_TEMPFAIL): try again later.
     Locked,
+    /// Stopped by Ctrl-C or SIGTERM; what was done is recorded (128 + SIGINT).
+    Interrupted,
 }
 
 impl Exit {
@@ -27,6 +29,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Rejected => 3,
             Exit::Locked => 75,
+            Exit::Interrupted => 130,
         }
     }
 

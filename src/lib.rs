@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod fetch;
 pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]

@@ -25,6 +25,13 @@ pub trait Reporter: Sync {
     fn advance(&self, _n: u64) {}
     /// The current phase is done.
     fn end(&self) {}
+    /// A second count shown beside the current phase (bytes moved while files are
+    /// counted); `total` when known.
+    fn begin_sub(&self, _label: &str, _total: Option<u64>, _unit: Unit) {}
+    /// `n` more units of the second count.
+    fn advance_sub(&self, _n: u64) {}
+    /// A short note about the current phase (failures so far, ...).
+    fn message(&self, _text: &str) {}
 }
 
 /// Reports nothing.

@@ -3,7 +3,9 @@
 //! Nothing a test would want to check lives only here; the logic is in the library.
 
 mod doctor;
+mod fetch;
 mod ingest;
+mod resolve;
 mod status;
 
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Ingest(args) => ingest::run(&app, args),
         Command::Status(args) => status::run(&app, args),
+        Command::Fetch(args) => fetch::run(&app, args),
+        Command::Resolve(args) => resolve::run(&app, args),
         Command::Doctor => doctor::run(&app),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
@@ -40,10 +44,11 @@ pub struct App {
 
 impl App {
     fn new(global: &GlobalArgs) -> Result<App> {
-        let config = match &global.config {
+        let mut config = match &global.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        config.apply_env(|name| std::env::var(name).ok())?;
         let root: PathBuf = global
             .root
             .clone()

@@ -1,7 +1,14 @@
 //! Integration tests: one binary, one module per area, each test in its own temp root.
 
 mod cli;
+mod fetch;
+mod fetch_api;
+mod fetch_faults;
+mod fetch_kill;
+mod fetch_resolve;
+mod fetch_sources;
 mod format_compat;
+mod httpd;
 mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;

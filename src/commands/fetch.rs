@@ -1,0 +1,215 @@
+//! `pmv-data fetch`: lock the root, download what is due, record the run, report.
+//!
+//! Ctrl-C (or SIGTERM) stops the run cleanly: downloads in flight end at their next
+//! chunk and keep their partial files, what was verified is recorded, and the exit
+//! status is 130. A second Ctrl-C exits at once (a killed run also loses nothing).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use pmv_data::catalog::{Catalog, RunStatus};
+use pmv_data::config::parse_size;
+use pmv_data::fetch::{self, FetchOptions, FetchReport, FetchSettings};
+use pmv_data::report::{new_run_id, write_run_report};
+use pmv_data::source::SourceSettings;
+use pmv_data::util::group_digits;
+
+use super::App;
+use crate::cli::FetchArgs;
+use crate::exit::{Exit, UsageError};
+use crate::progress;
+
+pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
+    let mut opts = options(app, &args)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The second signal exits at once; the first asks for a clean stop.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&cancel))
+            .context("cannot install the signal handler")?;
+    }
+    opts.cancel = Some(Arc::clone(&cancel));
+
+    app.root.ensure()?;
+    let _lock = app.root.lock("fetch")?;
+    let mut catalog = Catalog::open(&app.root.catalog_path())?;
+    catalog.close_abandoned_runs()?;
+    if args.dataset.is_none() && catalog.datasets()?.is_empty() {
+        anyhow::bail!(
+            "no datasets in {}: ingest a manifest first (`pmv-data ingest`)",
+            app.root.path().display()
+        );
+    }
+    let run_id = new_run_id("fetch");
+    let run_args = serde_json::json!({
+        "dataset": args.dataset,
+        "split": args.split,
+        "limit": args.limit,
+        "concurrency": opts.settings.concurrency,
+        "per_host": opts.settings.per_host,
+        "rate": opts.settings.rate,
+        "timeout_s": opts.settings.timeout.as_secs_f64(),
+        "max_size": opts.settings.max_size,
+        "retry_failed": args.retry_failed,
+        "include_permanent": args.include_permanent,
+        "import_dirs": args.import_dir,
+        "max_duration": args.max_duration.map(|d| d.to_string()),
+        "max_bytes": opts.max_bytes,
+    });
+    catalog.start_run(&run_id, "fetch", &run_args)?;
+
+    let reporter = progress::for_stderr(app.quiet || app.json);
+    let result = fetch::run(&app.root, &mut catalog, &opts, reporter.as_ref());
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let summary = serde_json::json!({ "error": e.to_string() });
+            catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
+            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                .context("cannot write the run report")?;
+            return Err(e.into());
+        }
+    };
+    let interrupted = report.stopped.as_deref() == Some("cancelled");
+    let status = if interrupted {
+        RunStatus::Interrupted
+    } else if report.failed() > 0 {
+        RunStatus::Partial
+    } else {
+        RunStatus::Ok
+    };
+    let mut summary = serde_json::to_value(&report)?;
+    // Where the datasets stand now: files per state.
+    let states: serde_json::Map<String, serde_json::Value> = catalog
+        .status(args.dataset.as_deref())?
+        .datasets
+        .into_iter()
+        .map(|d| (d.name, serde_json::json!(d.states)))
+        .collect();
+    summary["states"] = serde_json::Value::Object(states);
+    catalog.finish_run(&run_id, status, &summary)?;
+    let report_path = write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+        .context("cannot write the run report")?;
+
+    if app.json {
+        let mut doc = summary;
+        doc["run_id"] = run_id.clone().into();
+        doc["report"] = report_path.display().to_string().into();
+        app.print_json(&doc)?;
+    } else {
+        print_human(&report);
+        for (name, states) in summary["states"].as_object().into_iter().flatten() {
+            let parts: Vec<String> = states
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(state, n)| {
+                    format!(
+                        "{} {state}",
+                        n.as_u64().map(group_digits).unwrap_or_default()
+                    )
+                })
+                .collect();
+            println!("{name}: {}", parts.join(", "));
+        }
+        println!("run {run_id}: {}", report_path.display());
+    }
+    Ok(if interrupted {
+        Exit::Interrupted
+    } else if report.failed() > 0 {
+        Exit::Rejected
+    } else {
+        Exit::Ok
+    })
+}
+
+fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
+    let usage = |m: String| anyhow::Error::new(UsageError(m));
+    let mut settings = FetchSettings::from_config(&app.config.fetch);
+    if let Some(n) = args.concurrency {
+        settings.concurrency = n as usize;
+    }
+    if let Some(n) = args.per_host {
+        settings.per_host = n as usize;
+    }
+    if let Some(r) = args.rate {
+        if !r.is_finite() || r < 0.0 {
+            return Err(usage(format!("--rate {r}: must be 0 (no limit) or more")));
+        }
+        settings.rate = (r > 0.0).then_some(r);
+    }
+    if let Some(t) = args.timeout {
+        if !t.is_finite() || t <= 0.0 {
+            return Err(usage(format!("--timeout {t}: must be more than 0 seconds")));
+        }
+        settings.timeout = std::time::Duration::from_secs_f64(t);
+    }
+    if let Some(s) = &args.max_size {
+        settings.max_size = parse_size(s).map_err(|e| usage(format!("--max-size: {e}")))?;
+    }
+    let sources = SourceSettings::from_config(&app.config.sources)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    for d in &args.import_dir {
+        if !d.is_dir() {
+            return Err(usage(format!(
+                "--import-dir {}: not a directory",
+                d.display()
+            )));
+        }
+    }
+    Ok(FetchOptions {
+        dataset: args.dataset.clone(),
+        split: args.split.clone(),
+        limit: args.limit,
+        retry_failed: args.retry_failed,
+        include_permanent: args.include_permanent,
+        import_dirs: args.import_dir.clone(),
+        settings,
+        sources,
+        deadline: args.max_duration.map(|d| Instant::now() + *d),
+        max_bytes: args
+            .max_bytes
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .map_err(|e| usage(format!("--max-bytes: {e}")))?,
+        cancel: None,
+    })
+}
+
+fn document(
+    run_id: &str,
+    args: &serde_json::Value,
+    summary: &serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "run_id": run_id,
+        "command": "fetch",
+        "pmv_data": pmv_data::VERSION,
+        "args": args,
+        "result": summary,
+    })
+}
+
+fn print_human(r: &FetchReport) {
+    println!("{}", r.summary());
+    if r.no_source > 0 {
+        println!(
+            "{} item(s) have no source yet (see `ingest --links/--url-template`)",
+            r.no_source
+        );
+    }
+    for e in r.examples.iter().take(5) {
+        println!(
+            "  {}/{} {}: {} {}",
+            e.dataset, e.item, e.role, e.class, e.message
+        );
+    }
+    if r.examples.len() > 5 {
+        println!("  ... every failure is in the catalog (`pmv-data status`) and the run report");
+    }
+}

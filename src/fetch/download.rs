@@ -1,0 +1,691 @@
+//! One attempt at one file: stream a URL into `<file>.partial` (resuming it when it
+//! can), or import a local file, and check the result.
+//!
+//! Owns the resume rules (re-hash the bytes already there, send `Range: bytes=N-`
+//! with `If-Range`, accept only a `206` whose `Content-Range` starts at N, else start
+//! again from zero), the size limit enforced while streaming, early rejection of
+//! answers that are not the expected kind of file (an HTML page served with 200), and
+//! the final checks (announced length, every known hash, the container). A partial
+//! file is kept on network errors and deleted when its bytes are wrong. Nothing here
+//! renames a file to its final name or writes the catalog: a checked partial file is
+//! handed to the group commit.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use url::Url;
+
+use super::client::{Request, shorten};
+use super::commit::Event;
+use super::failure::{ErrorClass, Failure};
+use super::job::{Job, ResumeFrom};
+use super::sched::Ctx;
+use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
+use super::{FetchError, Names};
+
+/// Writeback of a file being downloaded is started every this many bytes, so dirty
+/// pages stay few and the disk works while the network does.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Files at least this large have their validators recorded as soon as their
+/// headers arrive, so a killed run can resume them.
+const RECORD_RESUME_FROM: u64 = 1 << 20;
+
+/// Why an attempt ended without a file.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    Failed(Failure),
+    /// The run is being cancelled; the partial file is kept.
+    Interrupted,
+    /// The root cannot be written: the run stops.
+    Fatal(FetchError),
+}
+
+impl From<Failure> for AttemptError {
+    fn from(f: Failure) -> Self {
+        AttemptError::Failed(f)
+    }
+}
+
+/// A checked file, ready for the group commit.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    /// The checked partial file; `None` when the file already sits under its final
+    /// name (adopted).
+    pub partial: Option<PathBuf>,
+    pub final_path: PathBuf,
+    pub final_rel: String,
+    pub digests: Digests,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Bytes reused from a partial file.
+    pub resumed: u64,
+}
+
+fn fatal(path: &Path, source: std::io::Error) -> AttemptError {
+    AttemptError::Fatal(FetchError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Awaits `fut` unless the run is cancelled first.
+macro_rules! or_cancel {
+    ($ctx:expr, $fut:expr) => {
+        tokio::select! {
+            biased;
+            _ = $ctx.shared.cancel.cancelled() => return Err(AttemptError::Interrupted),
+            r = $fut => r,
+        }
+    };
+}
+pub(crate) use or_cancel;
+
+/// Looks for a complete file under the final name whose record was lost; checks it
+/// like a download. A file there that fails the checks is moved to `quarantine/`.
+pub(crate) async fn adopt(
+    ctx: &Ctx,
+    job: &Job,
+    names: &Names,
+) -> Result<Option<Fetched>, AttemptError> {
+    let Some((path, ext)) = job
+        .role
+        .extensions()
+        .iter()
+        .map(|e| (names.final_path(e), *e))
+        .find(|(p, _)| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let expected = job.expected.clone();
+    let p = path.clone();
+    let digests = tokio::task::spawn_blocking(move || hash_file(&p, &expected))
+        .await
+        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+        .map_err(|e| fatal(&path, e))?;
+    let sniffed = verify::sniff(&digests.head, digests.len < HEAD_BYTES as u64);
+    let checked = verify::accept(job.role, sniffed, &digests.head)
+        .and_then(|got| {
+            if got == ext {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    ErrorClass::NotVideo,
+                    format!("a {got} file named .{ext}"),
+                ))
+            }
+        })
+        .and_then(|()| verify::check(&job.expected, &digests));
+    match checked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "found complete under its final name; recorded without downloading");
+            Ok(Some(Fetched {
+                partial: None,
+                final_rel: names.final_rel(ext),
+                final_path: path,
+                digests,
+                etag: None,
+                last_modified: None,
+                resumed: 0,
+            }))
+        }
+        Err(f) => {
+            let to = quarantine(ctx, &job.dataset, &path, "unverified")?;
+            tracing::warn!(path = %path.display(), to = %to.display(), "a file under a final name fails its checks ({f}); moved to quarantine");
+            Ok(None)
+        }
+    }
+}
+
+/// Moves a file into `quarantine/<dataset>/` under a name that says why and when.
+pub(crate) fn quarantine(
+    ctx: &Ctx,
+    dataset: &str,
+    path: &Path,
+    why: &str,
+) -> Result<PathBuf, AttemptError> {
+    super::rehash::move_to_quarantine(&ctx.root, dataset, path, why).map_err(AttemptError::Fatal)
+}
+
+/// Hashes a whole file with the hashers `expected` asks for.
+pub(crate) fn hash_file(path: &Path, expected: &Expected) -> std::io::Result<Digests> {
+    let mut f = fs_err::File::open(path)?;
+    let mut h = Hashers::new(expected);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+/// A parsed `Content-Range`: the byte range (first, last), if any, and the total,
+/// if known.
+type ContentRange = (Option<(u64, u64)>, Option<u64>);
+
+/// `Content-Range: bytes a-b/total` (or `bytes */total` on a 416).
+fn content_range(v: &str) -> Option<ContentRange> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let range = match range.trim() {
+        "*" => None,
+        r => {
+            let (a, b) = r.split_once('-')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        }
+    };
+    Some((range, total))
+}
+
+/// The partial file, opened for appending after the bytes worth keeping.
+struct Partial {
+    file: fs_err::File,
+    path: PathBuf,
+    hashers: Hashers,
+    len: u64,
+}
+
+impl Partial {
+    /// Opens the partial file; keeps and re-hashes its bytes when `keep`.
+    ///
+    /// Only a regular file with no other link is kept: a partial file that is a hard
+    /// link (an import cut short) or a symlink is unlinked, never written through,
+    /// and a fresh file is created in its place.
+    fn open(path: &Path, keep: bool, expected: &Expected) -> std::io::Result<Partial> {
+        use std::os::unix::fs::MetadataExt;
+        let keep = keep
+            && std::fs::symlink_metadata(path)
+                .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
+        let mut file = if keep {
+            fs_err::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)?
+        } else {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            fs_err::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)?
+        };
+        let mut hashers = Hashers::new(expected);
+        let mut len = 0;
+        if keep {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hashers.update(&buf[..n]);
+                len += n as u64;
+            }
+        }
+        file.seek(SeekFrom::Start(len))?;
+        Ok(Partial {
+            file,
+            path: path.to_owned(),
+            hashers,
+            len,
+        })
+    }
+
+    fn restart(&mut self, expected: &Expected) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.hashers = Hashers::new(expected);
+        self.len = 0;
+        Ok(())
+    }
+
+    fn remove(self) {
+        let path = self.path.clone();
+        drop(self);
+        if let Err(e) = fs_err::remove_file(&path) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// Starts writing a file's dirty pages back now, so that the group commit's flush
+/// finds little left to do (Linux `sync_file_range`; a no-op elsewhere).
+pub(crate) fn start_writeback(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a valid open descriptor; the call only schedules writeback.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file.as_raw_fd();
+}
+
+/// Downloads `url` (the resolved source of rank `rank`) into the partial file.
+pub(crate) async fn http(
+    ctx: &Ctx,
+    job: &mut Job,
+    names: &Names,
+    rank: usize,
+    url: &Url,
+    headers: &[(String, String)],
+    expected: &Expected,
+) -> Result<Fetched, AttemptError> {
+    let settings = &ctx.settings;
+    let path = names.partial();
+    let resume = job
+        .resume
+        .clone()
+        .filter(|r| r.rank == rank && (r.validator().is_some() || expected.sha256.is_some()));
+    // Re-hashing a kept partial file may read gigabytes: off the runtime's threads.
+    // Starting afresh is one open.
+    let mut part = if resume.is_some() {
+        let exp = expected.clone();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Partial::open(&p, true, &exp))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+    } else {
+        Partial::open(&path, false, expected)
+    }
+    .map_err(|e| fatal(&path, e))?;
+    if let Some(total) = resume.as_ref().and_then(|r| r.total)
+        && part.len > total
+    {
+        part.restart(expected).map_err(|e| fatal(&path, e))?;
+    }
+    let mut validator = resume
+        .as_ref()
+        .and_then(|r| r.validator().map(str::to_owned));
+
+    // At most three requests: the resume, a restart from zero after a 416, and one
+    // after a 206 for the wrong range.
+    let mut resp = None;
+    let mut complete = false;
+    for _ in 0..3 {
+        let req = Request {
+            url: url.clone(),
+            range_from: Some(part.len),
+            if_range: if part.len > 0 {
+                validator.as_deref()
+            } else {
+                None
+            },
+            headers,
+            follow: true,
+        };
+        let r = or_cancel!(ctx, ctx.client.send(&req))?;
+        match r.status {
+            206 => {
+                let cr = r
+                    .header(reqwest::header::CONTENT_RANGE)
+                    .and_then(content_range);
+                match cr {
+                    Some((Some((start, _)), _)) if start == part.len => {}
+                    Some((Some((0, _)), _)) => {
+                        part.restart(expected).map_err(|e| fatal(&path, e))?;
+                    }
+                    _ => {
+                        tracing::info!(url = %r.url, "206 with an unusable Content-Range; starting again from zero");
+                        part.restart(expected).map_err(|e| fatal(&path, e))?;
+                        validator = None;
+                        continue;
+                    }
+                }
+                resp = Some(r);
+                break;
+            }
+            200 => {
+                if part.len > 0 {
+                    tracing::info!(url = %r.url, from = part.len, "the server sent the whole file (Range ignored, or the file changed): starting again from zero");
+                    part.restart(expected).map_err(|e| fatal(&path, e))?;
+                }
+                resp = Some(r);
+                break;
+            }
+            416 if part.len > 0 => {
+                let total = r
+                    .header(reqwest::header::CONTENT_RANGE)
+                    .and_then(content_range)
+                    .and_then(|(_, t)| t);
+                if total == Some(part.len) {
+                    // The partial file already holds every byte.
+                    complete = true;
+                    break;
+                }
+                part.restart(expected).map_err(|e| fatal(&path, e))?;
+                validator = None;
+                continue;
+            }
+            _ => {
+                let f = r.failure().unwrap_or_else(|| {
+                    Failure::new(
+                        ErrorClass::BadResponse,
+                        format!(
+                            "unexpected HTTP {} from {}",
+                            r.status,
+                            shorten(r.url.as_str())
+                        ),
+                    )
+                });
+                return Err(f.into());
+            }
+        }
+    }
+
+    // The bytes of the partial file that this download keeps.
+    let resumed_from = part.len;
+    if resp.is_none() && !complete {
+        return Err(Failure::new(
+            ErrorClass::BadResponse,
+            format!(
+                "{} keeps answering with unusable ranges",
+                shorten(url.as_str())
+            ),
+        )
+        .into());
+    }
+    let mut etag = None;
+    let mut last_modified = None;
+    if let Some(mut r) = resp {
+        etag = r.header(reqwest::header::ETAG).map(str::to_owned);
+        last_modified = r.header(reqwest::header::LAST_MODIFIED).map(str::to_owned);
+        let total = if r.status == 206 {
+            r.header(reqwest::header::CONTENT_RANGE)
+                .and_then(content_range)
+                .and_then(|(_, t)| t)
+                .or_else(|| r.content_length().map(|n| n + part.len))
+        } else {
+            r.content_length()
+        };
+        if let Some(t) = total {
+            if t > settings.max_size {
+                part.remove();
+                return Err(Failure::new(
+                    ErrorClass::TooLarge,
+                    format!(
+                        "{} announces {t} bytes, more than the limit of {}",
+                        shorten(r.url.as_str()),
+                        settings.max_size
+                    ),
+                )
+                .into());
+            }
+            if let Some(size) = expected.size
+                && size != t
+            {
+                part.remove();
+                return Err(Failure::new(
+                    ErrorClass::SizeMismatch,
+                    format!(
+                        "expected {size} bytes, {} announces {t}",
+                        shorten(r.url.as_str())
+                    ),
+                )
+                .into());
+            }
+        }
+        job.resume = Some(ResumeFrom {
+            rank,
+            etag: etag.clone(),
+            last_modified: last_modified.clone(),
+            total,
+        });
+        if total.is_none_or(|t| t >= RECORD_RESUME_FROM)
+            && (etag.is_some() || last_modified.is_some())
+        {
+            let _ = ctx.events.send(Event::Validators {
+                item_id: job.item_id,
+                role: job.role,
+                rank: rank as i64,
+                etag: etag.clone(),
+                last_modified: last_modified.clone(),
+                total,
+            });
+        }
+
+        // A resumed partial's first bytes are in the hashers already.
+        let mut decided = part.len >= HEAD_BYTES as u64;
+        loop {
+            let chunk = or_cancel!(ctx, r.chunk());
+            let chunk = match chunk {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(f) => return Err(f.into()),
+            };
+            if part.len + chunk.len() as u64 > settings.max_size {
+                part.remove();
+                return Err(Failure::new(
+                    ErrorClass::TooLarge,
+                    format!(
+                        "{} sent more than the limit of {} bytes",
+                        shorten(r.url.as_str()),
+                        settings.max_size
+                    ),
+                )
+                .into());
+            }
+            part.file.write_all(&chunk).map_err(|e| fatal(&path, e))?;
+            part.hashers.update(&chunk);
+            let before = part.len;
+            part.len += chunk.len() as u64;
+            if before / WRITEBACK_EVERY != part.len / WRITEBACK_EVERY {
+                start_writeback(part.file.file());
+            }
+            ctx.shared
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if !decided {
+                match verify::sniff(part.hashers.head(), false) {
+                    Sniffed::NeedMore => {}
+                    s => {
+                        if let Err(f) = verify::accept(job.role, s, part.hashers.head()) {
+                            part.remove();
+                            return Err(Failure::new(
+                                f.class,
+                                format!("{} from {}", f.message, shorten(r.url.as_str())),
+                            )
+                            .into());
+                        }
+                        decided = true;
+                    }
+                }
+            }
+        }
+        if let Some(t) = total
+            && part.len < t
+        {
+            return Err(Failure::new(
+                ErrorClass::Truncated,
+                format!(
+                    "body from {} ended at byte {} of {t}",
+                    shorten(r.url.as_str()),
+                    part.len
+                ),
+            )
+            .into());
+        }
+    }
+
+    start_writeback(part.file.file());
+    let file_len = part.len;
+    let hashers = std::mem::replace(&mut part.hashers, Hashers::new(&Expected::default()));
+    let digests = hashers.finish();
+    debug_assert_eq!(digests.len, file_len);
+    let sniffed = verify::sniff(&digests.head, true);
+    let checked = verify::accept(job.role, sniffed, &digests.head)
+        .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
+    match checked {
+        Ok(ext) => {
+            drop(part);
+            Ok(Fetched {
+                partial: Some(path),
+                final_path: names.final_path(ext),
+                final_rel: names.final_rel(ext),
+                digests,
+                etag,
+                last_modified,
+                resumed: resumed_from,
+            })
+        }
+        Err(f) => {
+            part.remove();
+            job.resume = None;
+            Err(Failure::new(
+                f.class,
+                format!("{} ({})", f.message, shorten(url.as_str())),
+            )
+            .into())
+        }
+    }
+}
+
+/// Imports a local file: a hard link when the root is on the same file system, else
+/// a copy; hashed and checked like a download.
+pub(crate) async fn local(
+    ctx: &Ctx,
+    job: &Job,
+    names: &Names,
+    source: &Path,
+    expected: &Expected,
+) -> Result<Fetched, AttemptError> {
+    let partial = names.partial();
+    let (src, dst, exp, role) = (
+        source.to_owned(),
+        partial.clone(),
+        expected.clone(),
+        job.role,
+    );
+    let max = ctx.settings.max_size;
+    let shared = std::sync::Arc::clone(&ctx.shared);
+    let result = tokio::task::spawn_blocking(move || import(&src, &dst, &exp, role, max, &shared))
+        .await
+        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
+    let (digests, ext) = result;
+    Ok(Fetched {
+        partial: Some(partial),
+        final_path: names.final_path(ext),
+        final_rel: names.final_rel(ext),
+        digests,
+        etag: None,
+        last_modified: None,
+        resumed: 0,
+    })
+}
+
+fn import(
+    src: &Path,
+    dst: &Path,
+    expected: &Expected,
+    role: super::Role,
+    max: u64,
+    shared: &super::Shared,
+) -> Result<(Digests, &'static str), AttemptError> {
+    let missing = |e: std::io::Error| {
+        AttemptError::Failed(Failure::new(
+            ErrorClass::LocalMissing,
+            format!("cannot read {}: {e}", src.display()),
+        ))
+    };
+    let meta = std::fs::metadata(src).map_err(missing)?;
+    if !meta.is_file() {
+        return Err(Failure::new(
+            ErrorClass::LocalMissing,
+            format!("{} is not a regular file", src.display()),
+        )
+        .into());
+    }
+    if meta.len() > max {
+        return Err(Failure::new(
+            ErrorClass::TooLarge,
+            format!(
+                "{} has {} bytes, more than the limit of {max}",
+                src.display(),
+                meta.len()
+            ),
+        )
+        .into());
+    }
+    if let Some(size) = expected.size
+        && size != meta.len()
+    {
+        return Err(Failure::new(
+            ErrorClass::SizeMismatch,
+            format!(
+                "expected {size} bytes, {} has {}",
+                src.display(),
+                meta.len()
+            ),
+        )
+        .into());
+    }
+    match std::fs::remove_file(dst) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fatal(dst, e)),
+    }
+    let digests = match std::fs::hard_link(src, dst) {
+        Ok(()) => hash_file(dst, expected).map_err(missing)?,
+        Err(e) => {
+            tracing::debug!(src = %src.display(), "no hard link ({e}); copying");
+            let mut input = std::fs::File::open(src).map_err(missing)?;
+            let mut out = fs_err::File::create(dst).map_err(|e| fatal(dst, e))?;
+            let mut h = Hashers::new(expected);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                if shared.cancel.is_set() {
+                    drop(out);
+                    let _ = std::fs::remove_file(dst);
+                    return Err(AttemptError::Interrupted);
+                }
+                let n = input.read(&mut buf).map_err(missing)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| fatal(dst, e))?;
+                h.update(&buf[..n]);
+                shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            start_writeback(out.file());
+            h.finish()
+        }
+    };
+    let checked = verify::accept(role, verify::sniff(&digests.head, true), &digests.head)
+        .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
+    match checked {
+        Ok(ext) => Ok((digests, ext)),
+        Err(f) => {
+            let _ = std::fs::remove_file(dst);
+            Err(Failure::new(f.class, format!("{} ({})", f.message, src.display())).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(
+            content_range("bytes 100-199/200"),
+            Some((Some((100, 199)), Some(200)))
+        );
+        assert_eq!(content_range("bytes 0-9/*"), Some((Some((0, 9)), None)));
+        assert_eq!(content_range("bytes */1234"), Some((None, Some(1234))));
+        assert_eq!(content_range("items 0-1/2"), None);
+        assert_eq!(content_range("bytes x-y/2"), None);
+    }
+}

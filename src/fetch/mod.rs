@@ -1,0 +1,373 @@
+//! Fetch: download every file the catalog says is missing or due for retry, resumably
+//! and verifiably, and record each result durably.
+//!
+//! The calling thread owns the catalog: it plans work page by page (`plan`) and
+//! records results in group commits (`commit`). A tokio runtime runs the scheduler
+//! (`sched`): global and per-host concurrency, per-host rate and back-off
+//! ([`politeness`]), retries with the failure taxonomy ([`failure`]). Each attempt
+//! resolves a candidate source (`crate::source`) and streams it into
+//! `<file>.partial` with Range resume and hashing (`download`); a file is renamed to
+//! its final name only after its size, every known hash and its container check
+//! ([`verify`]) pass and its bytes are durable, and only then is it marked `verified`.
+//! A killed run loses nothing: partial files are resumed, no unverified file sits
+//! under a final name, and the catalog never claims a file that is not there.
+//!
+//! This module never decodes media and never deletes a verified file (a re-hash that
+//! finds changed bytes moves the file to `quarantine/`, see [`rehash()`]).
+
+pub mod client;
+mod commit;
+mod download;
+pub mod failure;
+mod job;
+mod plan;
+pub mod politeness;
+pub mod quickxor;
+pub mod rehash;
+mod report;
+mod sched;
+pub mod settings;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::manifest::Locator;
+use crate::report::{Reporter, Unit};
+use crate::root::DataRoot;
+use crate::source::{Resolved, Resolver, SourceSettings};
+
+pub use failure::{ErrorClass, Failure};
+pub use plan::{SourceRow, for_each_source};
+pub use rehash::{RehashOptions, RehashReport, RehashSelect, rehash};
+pub use report::{FailureExample, FetchReport};
+pub use settings::FetchSettings;
+pub use verify::{Expected, Role};
+
+/// What to fetch and how. Every `fetch` flag has a field here.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Only this dataset (default: all).
+    pub dataset: Option<String>,
+    /// Only items in this split.
+    pub split: Option<String>,
+    /// At most this many items (each with its video and cover).
+    pub limit: Option<u64>,
+    /// Retry `failed_transient` files now, not only those whose retry time has come.
+    pub retry_failed: bool,
+    /// Also retry `failed_permanent` files, from their first source.
+    pub include_permanent: bool,
+    /// Folders of already downloaded files (`<id>.<ext>`, searched a few levels deep),
+    /// imported before any remote source is tried.
+    pub import_dirs: Vec<PathBuf>,
+    pub settings: FetchSettings,
+    pub sources: SourceSettings,
+    /// Stop starting new downloads at this instant and finish cleanly.
+    pub deadline: Option<Instant>,
+    /// Stop starting new downloads once this many bytes were received in this run
+    /// (those running finish, so a run may end a little over it).
+    pub max_bytes: Option<u64>,
+    /// Set (by a Ctrl-C handler) to stop: in-flight downloads end at their next
+    /// chunk, keeping their `.partial` files, and the catalog is left consistent.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// A failure that stops the whole run (per-file failures are recorded, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("no dataset named '{0}' in the catalog")]
+    NoDataset(String),
+    #[error("{}", io_message(path, source))]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the download runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+}
+
+/// `cannot write <path>: <error>`, without naming the path twice (errors from
+/// fs-err name it already).
+fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    let text = source.to_string();
+    if text.contains(&path.display().to_string()) {
+        text
+    } else {
+        format!("cannot write {}: {text}", path.display())
+    }
+}
+
+/// Where a file of an item lives in the root: `videos/<dataset>/<stem>.<ext>` or
+/// `covers/<dataset>/<stem>.<ext>`, the stem from the sanitised item id.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    /// Absolute directory.
+    pub dir: PathBuf,
+    /// Directory relative to the root (`videos/pmv400`).
+    pub rel_dir: String,
+    pub stem: String,
+}
+
+impl Names {
+    pub fn new(root: &DataRoot, dataset: &str, role: Role, key: &str) -> Names {
+        let top = match role {
+            Role::Video => "videos",
+            Role::Cover => "covers",
+        };
+        Names {
+            dir: root.path().join(top).join(dataset),
+            rel_dir: format!("{top}/{dataset}"),
+            stem: crate::manifest::file_stem(key).into_owned(),
+        }
+    }
+
+    pub fn partial(&self) -> PathBuf {
+        self.dir.join(format!("{}.partial", self.stem))
+    }
+
+    pub fn final_path(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.stem))
+    }
+
+    pub fn final_rel(&self, ext: &str) -> String {
+        format!("{}/{}.{ext}", self.rel_dir, self.stem)
+    }
+}
+
+/// Cancellation shared by the calling thread and the runtime.
+pub(crate) struct Cancel {
+    flag: AtomicBool,
+    tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Cancel {
+    fn new() -> Cancel {
+        Cancel {
+            flag: AtomicBool::new(false),
+            tx: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the run is cancelled.
+    pub async fn cancelled(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// What the calling thread and the runtime both see.
+pub(crate) struct Shared {
+    pub cancel: Cancel,
+    /// Bytes received so far (progress).
+    pub bytes: AtomicU64,
+}
+
+/// Downloads every due file of the selected datasets. Per-file failures are recorded
+/// in the catalog and counted in the report; only problems with the root or the
+/// catalog are errors.
+pub fn run(
+    root: &DataRoot,
+    catalog: &mut Catalog,
+    opts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<FetchReport, FetchError> {
+    let started = Instant::now();
+    let datasets = match &opts.dataset {
+        Some(name) => vec![
+            catalog
+                .dataset(name)?
+                .ok_or_else(|| FetchError::NoDataset(name.clone()))?,
+        ],
+        None => catalog.datasets()?,
+    };
+    for d in &datasets {
+        for top in [root.videos_dir(), root.covers_dir()] {
+            let dir = top.join(&d.name);
+            if !dir.is_dir() {
+                fs_err::create_dir_all(&dir).map_err(|source| FetchError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                crate::util::sync_dir(&top).map_err(|source| FetchError::Io {
+                    path: top.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    let import = crate::source::local::ImportIndex::build(&opts.import_dirs);
+    let mut planner = plan::Planner::new(root, datasets, opts, import);
+    let (total, no_source) = planner.count(catalog)?;
+    let mut report = FetchReport {
+        planned: total,
+        no_source,
+        ..FetchReport::default()
+    };
+    if total == 0 {
+        report.finish(started.elapsed());
+        return Ok(report);
+    }
+    reporter.begin("fetch", Some(total), Unit::Items);
+    reporter.begin_sub("received", None, Unit::Bytes);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+        )
+        .thread_name("pmv-fetch")
+        .enable_all()
+        .build()
+        .map_err(FetchError::Runtime)?;
+    let gate = politeness::Politeness::new(opts.settings.per_host, opts.settings.rate);
+    let client = Arc::new(
+        client::Client::new(&opts.settings, Arc::clone(&gate))
+            .map_err(|e| FetchError::Client(e.to_string()))?,
+    );
+    let shared = Arc::new(Shared {
+        cancel: Cancel::new(),
+        bytes: AtomicU64::new(0),
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<commit::Event>();
+    let ctx = sched::Ctx {
+        resolver: Resolver::new(Arc::clone(&client), opts.sources.clone()),
+        client,
+        gate,
+        settings: opts.settings.clone(),
+        root: root.clone(),
+        events: tx,
+        shared: Arc::clone(&shared),
+        deadline: opts.deadline,
+        max_bytes: opts.max_bytes,
+    };
+    let scheduler = runtime.spawn(sched::run(ctx));
+
+    let mut committer = commit::Committer::new(root.clone(), &opts.settings);
+    let mut fatal: Option<FetchError> = None;
+    let mut last_bytes = 0u64;
+    let mut last_note = Instant::now();
+    let external = opts.cancel.clone();
+    loop {
+        let wait = committer
+            .time_to_flush()
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        match rx.recv_timeout(wait) {
+            Ok(commit::Event::NeedJobs(reply)) => {
+                let jobs = if fatal.is_some() || shared.cancel.is_set() {
+                    vec![]
+                } else {
+                    match planner.next_page(catalog) {
+                        Ok(jobs) => jobs,
+                        Err(e) => {
+                            shared.cancel.trigger();
+                            fatal.get_or_insert(e.into());
+                            vec![]
+                        }
+                    }
+                };
+                let _ = reply.send(jobs);
+            }
+            Ok(ev) => committer.push(ev, &mut report, reporter),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if external.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) && !shared.cancel.is_set() {
+            tracing::warn!("interrupted: stopping downloads, keeping partial files");
+            report.stopped = Some("cancelled".into());
+            shared.cancel.trigger();
+        }
+        if committer.due()
+            && let Err(e) = committer.flush(catalog, &mut report, reporter)
+        {
+            shared.cancel.trigger();
+            fatal.get_or_insert(e);
+        }
+        let b = shared.bytes.load(Ordering::Relaxed);
+        if b > last_bytes {
+            reporter.advance_sub(b - last_bytes);
+            last_bytes = b;
+        }
+        if last_note.elapsed() >= Duration::from_millis(500) {
+            last_note = Instant::now();
+            reporter.message(&report.progress_note());
+        }
+    }
+    if let Err(e) = committer.flush(catalog, &mut report, reporter) {
+        fatal.get_or_insert(e);
+    }
+    let outcome = runtime.block_on(scheduler);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    reporter.end();
+    match outcome {
+        Ok(Ok(end)) => {
+            if report.stopped.is_none() {
+                report.stopped = end.stopped;
+            }
+            report.not_started = if report.stopped.is_some() {
+                report
+                    .planned
+                    .saturating_sub(report.verified + report.failed() + report.interrupted)
+            } else {
+                end.not_started
+            };
+            report.throttled = end.throttled;
+            report.retries = end.retries;
+        }
+        Ok(Err(e)) => {
+            fatal.get_or_insert(e);
+        }
+        Err(join) => {
+            fatal.get_or_insert(FetchError::Runtime(std::io::Error::other(join.to_string())));
+        }
+    }
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    report.bytes = shared.bytes.load(Ordering::Relaxed);
+    report.finish(started.elapsed());
+    Ok(report)
+}
+
+/// Resolves links online, without downloading their bodies (the `resolve` command):
+/// each with the item key used to find it in a shared folder.
+pub fn resolve_online(
+    settings: &FetchSettings,
+    sources: &SourceSettings,
+    links: &[(Locator, Option<String>)],
+) -> Result<Vec<Result<Resolved, Failure>>, FetchError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(FetchError::Runtime)?;
+    let gate = politeness::Politeness::new(settings.per_host, settings.rate);
+    let client = Arc::new(
+        client::Client::new(settings, gate).map_err(|e| FetchError::Client(e.to_string()))?,
+    );
+    let resolver = Resolver::new(client, sources.clone());
+    Ok(runtime.block_on(async {
+        let mut out = Vec::with_capacity(links.len());
+        for (loc, key) in links {
+            out.push(resolver.resolve(loc, key.as_deref(), true).await);
+        }
+        out
+    }))
+}

@@ -1,0 +1,81 @@
+//! Fetch settings with their defaults, built from the `[fetch]` section of the
+//! configuration (itself overridden by `PMV_FETCH_*` variables); the command line
+//! overrides single fields. Owns the defaults and nothing else.
+
+use std::time::Duration;
+
+use crate::config::FetchConfig;
+
+/// How downloads run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchSettings {
+    /// Files fetched at once over all hosts.
+    pub concurrency: usize,
+    /// Files fetched at once from one host (lowered while the host throttles).
+    pub per_host: usize,
+    /// Requests per second to one host; `None` for no limit.
+    pub rate: Option<f64>,
+    /// Idle timeout: the longest wait for an answer or for the next byte of a body.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Largest file accepted, enforced while streaming.
+    pub max_size: u64,
+    pub user_agent: String,
+    /// Attempts per source within one run for transient failures.
+    pub retries: u32,
+    /// Wait before the first retry within a run; doubles each time, up to
+    /// `retry_cap`, with jitter.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_redirects: usize,
+    /// Group commit: verified files wait at most this long to be made durable and
+    /// recorded together...
+    pub commit_interval: Duration,
+    /// ...or until this many are waiting.
+    pub commit_files: usize,
+}
+
+impl Default for FetchSettings {
+    fn default() -> FetchSettings {
+        FetchSettings {
+            concurrency: 32,
+            per_host: 8,
+            rate: None,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_size: 4 << 30,
+            user_agent: format!("pmv-data/{}", crate::VERSION),
+            retries: 4,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+            max_redirects: 10,
+            commit_interval: Duration::from_millis(250),
+            commit_files: 512,
+        }
+    }
+}
+
+impl FetchSettings {
+    /// The defaults, overridden by what the configuration sets.
+    pub fn from_config(c: &FetchConfig) -> FetchSettings {
+        let d = FetchSettings::default();
+        let secs = |v: Option<f64>, default: Duration| v.map_or(default, Duration::from_secs_f64);
+        FetchSettings {
+            concurrency: c.concurrency.unwrap_or(d.concurrency),
+            per_host: c.per_host.unwrap_or(d.per_host),
+            rate: match c.rate {
+                Some(r) if r > 0.0 => Some(r),
+                Some(_) => None,
+                None => d.rate,
+            },
+            timeout: secs(c.timeout, d.timeout),
+            connect_timeout: secs(c.connect_timeout, d.connect_timeout),
+            max_size: c.max_size.map_or(d.max_size, |s| s.0),
+            user_agent: c.user_agent.clone().unwrap_or(d.user_agent),
+            retries: c.retries.unwrap_or(d.retries),
+            retry_base: secs(c.retry_base, d.retry_base),
+            max_redirects: c.max_redirects.unwrap_or(d.max_redirects),
+            ..d
+        }
+    }
+}
