@@ -1,8 +1,21 @@
 //! The trainer: libtorch through tch.
 //!
-//! Owns every call into libtorch. So far it reports which libtorch this binary runs on
-//! and what it can reach (CUDA devices, cuDNN, CPU threads), and checks that a tensor
-//! operation works, so `pmv-data doctor` can tell a broken install from a working one.
+//! Owns every call into libtorch: the shard loader and augmentation, the models
+//! (`tiny3d`, VideoMAE ViTs), the optimiser and schedule, checkpoints and resume,
+//! evaluation, reports and plots, benchmarks. It also reports which libtorch this binary
+//! runs on and what it can reach, so `pmv-data doctor` can tell a broken install from a
+//! working one. It reads the catalog and shards through the `pmv_data` library and never
+//! writes to either.
+
+pub mod augment;
+pub mod data;
+pub mod device;
+pub mod loader;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod tiny3d;
+pub mod videomae;
 
 use serde::Serialize;
 
