@@ -35,18 +35,54 @@ enum Motion {
 
 /// The classes, in label order: (name, shape, motion).
 const CLASSES: [(&str, Shape, Motion); MAX_CLASSES] = [
-    ("square_right", Shape::Square, Motion::Move { dx: 0.4, dy: 0.0 }),
-    ("square_left", Shape::Square, Motion::Move { dx: -0.4, dy: 0.0 }),
+    (
+        "square_right",
+        Shape::Square,
+        Motion::Move { dx: 0.4, dy: 0.0 },
+    ),
+    (
+        "square_left",
+        Shape::Square,
+        Motion::Move { dx: -0.4, dy: 0.0 },
+    ),
     ("square_clockwise", Shape::Square, Motion::Turn(2.2)),
     ("square_anticlockwise", Shape::Square, Motion::Turn(-2.2)),
-    ("triangle_right", Shape::Triangle, Motion::Move { dx: 0.4, dy: 0.0 }),
-    ("triangle_left", Shape::Triangle, Motion::Move { dx: -0.4, dy: 0.0 }),
+    (
+        "triangle_right",
+        Shape::Triangle,
+        Motion::Move { dx: 0.4, dy: 0.0 },
+    ),
+    (
+        "triangle_left",
+        Shape::Triangle,
+        Motion::Move { dx: -0.4, dy: 0.0 },
+    ),
     ("triangle_clockwise", Shape::Triangle, Motion::Turn(2.2)),
-    ("triangle_anticlockwise", Shape::Triangle, Motion::Turn(-2.2)),
-    ("square_down_slow", Shape::Square, Motion::Move { dx: 0.0, dy: 0.15 }),
-    ("square_down_fast", Shape::Square, Motion::Move { dx: 0.0, dy: 0.6 }),
-    ("triangle_down_slow", Shape::Triangle, Motion::Move { dx: 0.0, dy: 0.15 }),
-    ("triangle_down_fast", Shape::Triangle, Motion::Move { dx: 0.0, dy: 0.6 }),
+    (
+        "triangle_anticlockwise",
+        Shape::Triangle,
+        Motion::Turn(-2.2),
+    ),
+    (
+        "square_down_slow",
+        Shape::Square,
+        Motion::Move { dx: 0.0, dy: 0.15 },
+    ),
+    (
+        "square_down_fast",
+        Shape::Square,
+        Motion::Move { dx: 0.0, dy: 0.6 },
+    ),
+    (
+        "triangle_down_slow",
+        Shape::Triangle,
+        Motion::Move { dx: 0.0, dy: 0.15 },
+    ),
+    (
+        "triangle_down_fast",
+        Shape::Triangle,
+        Motion::Move { dx: 0.0, dy: 0.6 },
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +157,7 @@ impl SynthVideo {
     pub fn new(class: usize, seed: u64) -> SynthVideo {
         let (_, shape, motion) = CLASSES[class % MAX_CLASSES];
         // The look depends on the seed alone, so no class differs from another by colour.
-        let mut d = Draw(mix(seed ^ 0x5EED_0F_5A17));
+        let mut d = Draw(mix(seed ^ 0x005E_ED0F_5A17));
         let dark = d.range(0.0, 1.0) < 0.5;
         let base = if dark {
             d.range(20.0, 90.0)
@@ -161,10 +197,14 @@ impl SynthVideo {
             bg_top,
             bg_bottom,
             fg,
-            size: d.range(0.14, 0.2),
+            size: d.range(0.2, 0.26),
             x0: d.range(0.0, 1.0),
             y0: d.range(0.0, 1.0),
-            angle0: d.range(0.0, std::f64::consts::TAU),
+            // Moving shapes stand nearly upright; turning ones start anywhere.
+            angle0: match motion {
+                Motion::Turn(_) => d.range(0.0, std::f64::consts::TAU),
+                Motion::Move { .. } => d.range(-0.15, 0.15),
+            },
             speed: d.range(0.85, 1.15),
             distractor: (
                 distractor_colour,
@@ -189,9 +229,10 @@ impl SynthVideo {
                 std::array::from_fn(|c| self.bg_top[c] * (1.0 - f) + self.bg_bottom[c] * f);
             for x in 0..width {
                 let texture = (mix(self.seed ^ ((y as u64) << 20) ^ x as u64) & 15) as f64 - 7.5;
-                let noise = (mix(self.seed ^ frame_no.rotate_left(40) ^ ((y as u64) << 20) ^ x as u64)
-                    & 7) as f64
-                    - 3.5;
+                let noise =
+                    (mix(self.seed ^ frame_no.rotate_left(40) ^ ((y as u64) << 20) ^ x as u64) & 7)
+                        as f64
+                        - 3.5;
                 let p = (y * width + x) * 3;
                 for c in 0..3 {
                     out[p + c] = (row[c] + texture + noise).clamp(0.0, 255.0) as u8;
@@ -199,7 +240,14 @@ impl SynthVideo {
             }
         }
         let (dc, dx, dy, dr) = self.distractor;
-        self.fill(out, width, height, dc, |px, py| {
+        let reach = dr * short + 1.0;
+        let around = (
+            dx * w - reach,
+            dy * h - reach,
+            dx * w + reach,
+            dy * h + reach,
+        );
+        self.fill(out, width, height, dc, around, |px, py| {
             let (u, v) = ((px - dx * w) / short, (py - dy * h) / short);
             u * u + v * v <= dr * dr
         });
@@ -228,7 +276,9 @@ impl SynthVideo {
                 {
                     continue;
                 }
-                self.fill(out, width, height, self.fg, |px, py| {
+                let reach = 1.5 * half + 1.0;
+                let around = (ccx - reach, ccy - reach, ccx + reach, ccy + reach);
+                self.fill(out, width, height, self.fg, around, |px, py| {
                     // Into the shape's own frame: unrotate, scale to unit size.
                     let (rx, ry) = (px - ccx, py - ccy);
                     let u = (cos * rx + sin * ry) / half;
@@ -239,18 +289,23 @@ impl SynthVideo {
         }
     }
 
-    /// Blends `colour` into every pixel by the fraction of its 4 sub-samples that
-    /// `covers` accepts (anti-aliased edges).
+    /// Blends `colour` into every pixel of the box `(x0, y0, x1, y1)` by the fraction of
+    /// its 4 sub-samples that `covers` accepts (anti-aliased edges).
+    #[allow(clippy::too_many_arguments)]
     fn fill(
         &self,
         out: &mut [u8],
         width: usize,
         height: usize,
         colour: [f64; 3],
+        (x0, y0, x1, y1): (f64, f64, f64, f64),
         covers: impl Fn(f64, f64) -> bool,
     ) {
-        for y in 0..height {
-            for x in 0..width {
+        let span = |lo: f64, hi: f64, n: usize| {
+            (lo.floor().max(0.0) as usize).min(n)..(hi.ceil().max(0.0) as usize).min(n)
+        };
+        for y in span(y0, y1, height) {
+            for x in span(x0, x1, width) {
                 let mut hits = 0;
                 for (sx, sy) in [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)] {
                     if covers(x as f64 + sx, y as f64 + sy) {
@@ -278,7 +333,7 @@ fn inside(shape: Shape, u: f64, v: f64) -> bool {
         Shape::Triangle => {
             // An isosceles triangle pointing up (apex at v = -1.3): a rotation of it is
             // never the same picture, unlike an equilateral one turned by 120 degrees.
-            v <= 0.9 && v >= -1.3 && u.abs() <= (v + 1.3) * 0.5
+            (-1.3..=0.9).contains(&v) && u.abs() <= (v + 1.3) * 0.5
         }
     }
 }
@@ -419,12 +474,10 @@ pub fn write_shards(dir: &Path, spec: &SynthSpec) -> Result<Vec<SynthSplit>, Syn
                 })?;
             }
             let (buf, _) = w.finish()?;
-            let file = buf
-                .into_inner()
-                .map_err(|e| SynthError::Io {
-                    path: tmp.clone(),
-                    source: e.into_error(),
-                })?;
+            let file = buf.into_inner().map_err(|e| SynthError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_all().map_err(io(&tmp))?;
             drop(file);
             fs_err::rename(&tmp, &path).map_err(io(&path))?;

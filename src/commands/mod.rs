@@ -3,8 +3,10 @@
 //! Nothing a test would want to check lives only here; the logic is in the library.
 
 mod doctor;
+mod eval;
 mod ingest;
 mod status;
+mod train;
 
 use std::path::PathBuf;
 
@@ -22,6 +24,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Ingest(args) => ingest::run(&app, args),
         Command::Status(args) => status::run(&app, args),
         Command::Doctor => doctor::run(&app),
+        Command::Train(args) => train::run(&app, args),
+        Command::Eval(args) => eval::run(&app, args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "pmv-data", &mut std::io::stdout());
@@ -36,6 +40,7 @@ pub struct App {
     pub root: DataRoot,
     pub json: bool,
     pub quiet: bool,
+    pub verbose: u8,
 }
 
 impl App {
@@ -54,6 +59,7 @@ impl App {
             root: DataRoot::new(root),
             json: global.json,
             quiet: global.quiet,
+            verbose: global.verbose,
         })
     }
 

@@ -92,7 +92,9 @@ pub fn eval_clips(k: usize, n: usize) -> Vec<usize> {
     if n == 1 {
         return vec![k / 2];
     }
-    (0..n).map(|i| (i * (k - 1) + (n - 1) / 2) / (n - 1)).collect()
+    (0..n)
+        .map(|i| (i * (k - 1) + (n - 1) / 2) / (n - 1))
+        .collect()
 }
 
 const BITS: u32 = 14;
@@ -361,8 +363,20 @@ mod tests {
     fn crops_stay_inside_and_views_spread() {
         let mut rng = Rng::stream(1, Purpose::Augment, 0, 0);
         for _ in 0..500 {
-            let c = random_resized_crop(&mut rng, 192, 256, 112, 112, (0.08, 1.0), (0.75, 1.333), 0.5);
-            assert!(c.x >= 0.0 && c.y >= 0.0 && c.x + c.w <= 192.0 + 1e-9 && c.y + c.h <= 256.0 + 1e-9, "{c:?}");
+            let c = random_resized_crop(
+                &mut rng,
+                192,
+                256,
+                112,
+                112,
+                (0.08, 1.0),
+                (0.75, 1.333),
+                0.5,
+            );
+            assert!(
+                c.x >= 0.0 && c.y >= 0.0 && c.x + c.w <= 192.0 + 1e-9 && c.y + c.h <= 256.0 + 1e-9,
+                "{c:?}"
+            );
         }
         let crops = eval_crops(192, 256, 112, 112, 3);
         assert_eq!(crops.len(), 3);

@@ -22,7 +22,9 @@ pub enum DataError {
     NoCatalog(PathBuf),
     #[error("no dataset {name:?} in the catalog (datasets: {known})")]
     NoDataset { name: String, known: String },
-    #[error("dataset {dataset:?} has no shard recipe {recipe:?} (recipes with live shards: {known})")]
+    #[error(
+        "dataset {dataset:?} has no shard recipe {recipe:?} (recipes with live shards: {known})"
+    )]
     NoRecipe {
         dataset: String,
         recipe: String,
@@ -38,7 +40,9 @@ pub enum DataError {
         recipe: String,
         split: String,
     },
-    #[error("no shards match {0} (a directory of .tar files, one with <split>/ subdirectories, or a glob)")]
+    #[error(
+        "no shards match {0} (a directory of .tar files, one with <split>/ subdirectories, or a glob)"
+    )]
     NoShardFiles(String),
     #[error("catalog: shard {path}: sample {ordinal}: bad member index: {message}")]
     BadIndex {
@@ -65,6 +69,9 @@ pub enum Source {
         dataset: String,
         recipe_id: String,
         recipe_name: String,
+        /// The recipe's parameters as the catalog records them.
+        #[serde(default)]
+        recipe_params: serde_json::Value,
     },
     Shards {
         /// The training shards: a directory or a glob.
@@ -113,7 +120,11 @@ fn open_catalog(root: &Path) -> Result<Catalog, DataError> {
 /// Class names from the catalog's `classes` rows: index = class id; ids without a row
 /// are named `class_<id>`.
 fn class_table(rows: Vec<(u32, String)>) -> Vec<String> {
-    let n = rows.iter().map(|(id, _)| *id as usize + 1).max().unwrap_or(0);
+    let n = rows
+        .iter()
+        .map(|(id, _)| *id as usize + 1)
+        .max()
+        .unwrap_or(0);
     let mut names: Vec<String> = (0..n).map(|i| format!("class_{i}")).collect();
     for (id, name) in rows {
         names[id as usize] = name;
@@ -241,14 +252,14 @@ pub fn catalog_split(
 ) -> Result<SplitData, DataError> {
     let cat = open_catalog(root)?;
     let sql = |e| cat.sql(e);
-    let conn = cat.conn();
-    let mut stmt = conn
+    let mut stmt = cat
+        .conn()
         .prepare(
             "SELECT s.id, s.path, s.sha256, s.samples FROM shards s JOIN datasets d ON d.id = s.dataset_id \
              WHERE d.name = ?1 AND s.recipe_id = ?2 AND s.split = ?3 AND s.state = 'live' ORDER BY s.seq",
         )
         .map_err(sql)?;
-    let rows: Vec<(i64, String, String, i64)> = stmt
+    let rows: Vec<ShardRow> = stmt
         .query_map(rusqlite::params![dataset, recipe_id, split], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
@@ -262,7 +273,49 @@ pub fn catalog_split(
             split: split.to_owned(),
         });
     }
-    let mut members = conn
+    with_members(&cat, root, split, rows)
+}
+
+/// The shards at `paths` (relative to `root`, in that order, whatever their state now),
+/// with their member offsets: what a resumed run reads.
+pub fn catalog_shards_by_path(
+    root: &Path,
+    split: &str,
+    paths: &[PathBuf],
+) -> Result<SplitData, DataError> {
+    let cat = open_catalog(root)?;
+    let sql = |e| cat.sql(e);
+    let mut stmt = cat
+        .conn()
+        .prepare("SELECT id, path, sha256, samples FROM shards WHERE path = ?1")
+        .map_err(sql)?;
+    let mut rows = Vec::with_capacity(paths.len());
+    for p in paths {
+        let rel = p.to_string_lossy();
+        let row: Option<ShardRow> = stmt
+            .query_row([rel.as_ref()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(sql)?;
+        rows.push(row.unwrap_or((-1, rel.into_owned(), String::new(), -1)));
+    }
+    with_members(&cat, root, split, rows)
+}
+
+/// (id, path, sha256, samples) of a `shards` row; id -1 for a shard the catalog no
+/// longer knows (it is then read by scanning, and its hash is not checked).
+type ShardRow = (i64, String, String, i64);
+
+fn with_members(
+    cat: &Catalog,
+    root: &Path,
+    split: &str,
+    rows: Vec<ShardRow>,
+) -> Result<SplitData, DataError> {
+    let sql = |e| cat.sql(e);
+    let mut members = cat
+        .conn()
         .prepare("SELECT ordinal, members FROM samples WHERE shard_id = ?1 ORDER BY ordinal")
         .map_err(sql)?;
     let mut shards = Vec::with_capacity(rows.len());
@@ -284,8 +337,8 @@ pub fn catalog_split(
             .collect::<Result<Vec<_>, _>>()?;
         shards.push(ShardRef {
             path: root.join(&rel),
-            sha256: Some(sha),
-            samples: Some(n.max(0) as usize),
+            sha256: (id >= 0).then_some(sha),
+            samples: (n >= 0).then_some(n as usize),
             // A shard without sample rows is scanned instead.
             index: (!index.is_empty()).then_some(index),
         });
@@ -439,10 +492,7 @@ pub struct ShardProblem {
 
 /// Opens (and with `verify` hashes) every shard of a split. Shards that fail are left
 /// out and returned as problems, never replaced by others.
-pub fn open_split(
-    data: &SplitData,
-    verify: bool,
-) -> (Vec<Arc<ShardReader>>, Vec<ShardProblem>) {
+pub fn open_split(data: &SplitData, verify: bool) -> (Vec<Arc<ShardReader>>, Vec<ShardProblem>) {
     let mut open = vec![];
     let mut problems = vec![];
     for s in &data.shards {
@@ -502,7 +552,10 @@ mod tests {
         std::fs::write(&p, "1,run\n0,walk\n").unwrap();
         assert_eq!(read_class_file(&p).unwrap(), vec!["walk", "run"]);
         std::fs::write(&p, "walk,0\nskip,2\n").unwrap();
-        assert_eq!(read_class_file(&p).unwrap(), vec!["walk", "class_1", "skip"]);
+        assert_eq!(
+            read_class_file(&p).unwrap(),
+            vec!["walk", "class_1", "skip"]
+        );
         std::fs::write(&p, "\n").unwrap();
         assert!(read_class_file(&p).is_err());
     }

@@ -130,10 +130,7 @@ mod tests {
         assert!("gpu".parse::<DeviceChoice>().is_err());
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert_eq!(DeviceChoice::Cpu.resolve().unwrap(), Device::Cpu);
-        assert_eq!(
-            PrecisionChoice::Auto.resolve(Device::Cpu),
-            Precision::Fp32
-        );
+        assert_eq!(PrecisionChoice::Auto.resolve(Device::Cpu), Precision::Fp32);
         assert_eq!(
             PrecisionChoice::Auto.resolve(Device::Cuda(0)),
             Precision::Bf16

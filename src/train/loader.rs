@@ -176,8 +176,6 @@ pub fn epoch_order(sizes: &[usize], seed: u64, epoch: u64, buffer: usize) -> Vec
 
 /// One batch, ready to go to the device.
 pub struct Batch {
-    /// Position in the epoch.
-    pub index: usize,
     /// uint8 `[N * views, T, H, W, 3]` (pinned when the spec asks).
     pub frames: Tensor,
     pub views: usize,
@@ -207,9 +205,7 @@ impl Batch {
     /// The model input on `device`: float `[N * views, 3, T, H, W]`, normalised with the
     /// ImageNet mean and std. The copy from pinned memory does not block the host.
     pub fn input(&self, device: Device, norm: &Normalizer) -> Tensor {
-        let x = self.frames.to_device_(device, Kind::Uint8, true, false);
-        let x = x.to_kind(Kind::Float) * &norm.scale - &norm.shift;
-        x.permute([0, 4, 1, 2, 3])
+        norm.apply(&self.frames.to_device_(device, Kind::Uint8, true, false))
     }
 
     /// Labels as an int64 tensor on `device`.
@@ -234,6 +230,13 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
+    /// uint8 `[N, T, H, W, 3]` on the device → normalised float `[N, 3, T, H, W]` (a
+    /// permuted view; models make it contiguous as they need).
+    pub fn apply(&self, frames: &Tensor) -> Tensor {
+        let x = frames.to_kind(Kind::Float) * &self.scale - &self.shift;
+        x.permute([0, 4, 1, 2, 3])
+    }
+
     pub fn new(device: Device) -> Normalizer {
         let scale: Vec<f32> = STD.iter().map(|s| (1.0 / (255.0 * s)) as f32).collect();
         let shift: Vec<f32> = MEAN.iter().zip(STD).map(|(m, s)| (m / s) as f32).collect();
@@ -326,12 +329,8 @@ impl Loader {
     }
 
     /// Batches in this epoch (including skipped ones).
-    pub fn len(&self) -> usize {
+    pub fn batches(&self) -> usize {
         self.plan.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.plan.is_empty()
     }
 
     fn refill(&mut self) {
@@ -516,19 +515,17 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Vec<i32>) -> Batch {
             let out = &mut bytes[filled * views * view_len..(filled + 1) * views * view_len];
             match &spec.views {
                 Views::Train { scale, ratio, flip } => {
-                    let mut rng = Rng::stream(
-                        spec.seed,
-                        Purpose::Augment,
-                        epoch,
-                        (job.first + pos) as u64,
-                    );
+                    let mut rng =
+                        Rng::stream(spec.seed, Purpose::Augment, epoch, (job.first + pos) as u64);
                     let k = rng.below(clips);
-                    let crop = augment::random_resized_crop(
-                        &mut rng, w, h, ow, oh, *scale, *ratio, *flip,
-                    );
+                    let crop =
+                        augment::random_resized_crop(&mut rng, w, h, ow, oh, *scale, *ratio, *flip);
                     cut(sample.clip(k), crop, (w, h), (ow, oh), t, out, tmp);
                 }
-                Views::Eval { clips: n_clips, crops } => {
+                Views::Eval {
+                    clips: n_clips,
+                    crops,
+                } => {
                     let mut v = 0;
                     for k in augment::eval_clips(clips, *n_clips) {
                         for crop in augment::eval_crops(w, h, ow, oh, *crops) {
@@ -564,7 +561,6 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Vec<i32>) -> Batch {
         frames = frames.pin_memory(device);
     }
     Batch {
-        index: job.index,
         frames,
         views,
         labels,

@@ -25,7 +25,10 @@ pub enum ModelError {
     Config(String),
     #[error("{path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("{path} does not fit the model:{}", list_problems(missing, unexpected, mismatched))]
+    #[error(
+        "{path} does not fit the model:{}",
+        list_problems(missing, unexpected, mismatched)
+    )]
     Mismatch {
         path: PathBuf,
         missing: Vec<String>,
@@ -43,7 +46,11 @@ fn list_problems(missing: &[String], unexpected: &[String], mismatched: &[String
     ] {
         if !list.is_empty() {
             let shown: Vec<&str> = list.iter().take(20).map(String::as_str).collect();
-            s.push_str(&format!("\n  {what} ({}): {}", list.len(), shown.join(", ")));
+            s.push_str(&format!(
+                "\n  {what} ({}): {}",
+                list.len(),
+                shown.join(", ")
+            ));
             if list.len() > 20 {
                 s.push_str(", ...");
             }
@@ -77,21 +84,6 @@ impl ModelSpec {
         }
     }
 
-    pub fn classes(&self) -> usize {
-        match self {
-            ModelSpec::Tiny3d { classes, .. } => *classes,
-            ModelSpec::Videomae { config, .. } => config.num_labels,
-        }
-    }
-
-    /// Frames must be a multiple of the first number, height and width of the second.
-    pub fn input_multiple(&self) -> (usize, usize) {
-        match self {
-            ModelSpec::Tiny3d { .. } => (1, 1),
-            ModelSpec::Videomae { config, .. } => (config.tubelet_size, config.patch_size),
-        }
-    }
-
     pub fn build(&self, root: &nn::Path, precision: Precision) -> Result<Net, ModelError> {
         Ok(match self {
             ModelSpec::Tiny3d {
@@ -101,7 +93,9 @@ impl ModelSpec {
             } => Net::Tiny3d(Tiny3d::new(root, *width, *classes, *dropout, precision)),
             ModelSpec::Videomae {
                 config, drop_path, ..
-            } => Net::VideoMae(VideoMae::new(root, config, *drop_path, precision)?),
+            } => Net::VideoMae(Box::new(VideoMae::new(
+                root, config, *drop_path, precision,
+            )?)),
         })
     }
 
@@ -133,7 +127,7 @@ impl Noise {
 /// A built model.
 pub enum Net {
     Tiny3d(Tiny3d),
-    VideoMae(VideoMae),
+    VideoMae(Box<VideoMae>),
 }
 
 impl Net {
@@ -248,8 +242,16 @@ pub fn load_into(
             .iter()
             .any(|(n, _)| n.starts_with("embeddings.") || n.starts_with("encoder."));
     for (name, t) in tensors {
-        let mut name = if videomae { canonical_name(&name) } else { name };
-        if bare && (name.starts_with("embeddings.") || name.starts_with("encoder.") || name.starts_with("layernorm.")) {
+        let mut name = if videomae {
+            canonical_name(&name)
+        } else {
+            name
+        };
+        if bare
+            && (name.starts_with("embeddings.")
+                || name.starts_with("encoder.")
+                || name.starts_with("layernorm."))
+        {
             name = format!("videomae.{name}");
         }
         given.insert(name, t);
@@ -350,8 +352,14 @@ mod tests {
 
     #[test]
     fn decay_rules() {
-        assert!(decays("videomae.encoder.layer.0.attention.attention.query.weight", &[8, 8]));
-        assert!(!decays("videomae.encoder.layer.0.attention.attention.q_bias", &[8]));
+        assert!(decays(
+            "videomae.encoder.layer.0.attention.attention.query.weight",
+            &[8, 8]
+        ));
+        assert!(!decays(
+            "videomae.encoder.layer.0.attention.attention.q_bias",
+            &[8]
+        ));
         assert!(!decays("fc_norm.weight", &[8]));
         assert!(!decays("mask_token", &[1, 1, 8]));
         assert!(decays("stages.0.conv.weight", &[8, 3, 3, 3, 3]));
@@ -376,7 +384,10 @@ mod tests {
             .filter(|(n, _)| !n.starts_with("head."))
             .map(|(n, t)| (n, t.detach().ones_like()))
             .collect();
-        tensors.push(("head.weight".into(), Tensor::zeros([5, 16], (Kind::Float, Device::Cpu))));
+        tensors.push((
+            "head.weight".into(),
+            Tensor::zeros([5, 16], (Kind::Float, Device::Cpu)),
+        ));
         let r = load_into(&vs, &spec, Path::new("x"), tensors, true).unwrap();
         assert_eq!(r.reinitialised.len(), 2, "{r:?}");
         assert!(r.reinitialised[0].contains("absent") || r.reinitialised[1].contains("absent"));
@@ -387,7 +398,10 @@ mod tests {
             &vs,
             &spec,
             Path::new("x"),
-            vec![("stray".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))],
+            vec![(
+                "stray".into(),
+                Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+            )],
             true,
         )
         .unwrap_err()

@@ -134,10 +134,6 @@ impl AdamW {
         }
     }
 
-    pub fn numel(&self) -> i64 {
-        self.flat.numel() as i64
-    }
-
     /// Makes every gradient autograd created a view of the flat gradient buffer. Cheap
     /// once all are bound (host-side pointer checks only); call after each backward.
     pub fn bind_grads(&mut self) {
@@ -150,7 +146,10 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
-                let mut view = self.grad.narrow(0, p.offset, p.numel).view(p.shape.as_slice());
+                let mut view = self
+                    .grad
+                    .narrow(0, p.offset, p.numel)
+                    .view(p.shape.as_slice());
                 if g.data_ptr() != view.data_ptr() {
                     view.copy_(&g);
                     g.set_data(&view);
@@ -226,11 +225,7 @@ impl AdamW {
     }
 
     /// Restores the moments saved by [`AdamW::state`] and the step count.
-    pub fn load_state(
-        &mut self,
-        tensors: Vec<(String, Tensor)>,
-        step: u64,
-    ) -> Result<(), String> {
+    pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>, step: u64) -> Result<(), String> {
         let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
         let mut problems = vec![];
         tch::no_grad(|| {
@@ -239,10 +234,15 @@ impl AdamW {
                     let key = format!("{prefix}.{}", p.name);
                     match by_name.remove(&key) {
                         Some(t) if t.size() == p.shape => {
-                            let mut view = buf.narrow(0, p.offset, p.numel).view(p.shape.as_slice());
+                            let mut view =
+                                buf.narrow(0, p.offset, p.numel).view(p.shape.as_slice());
                             view.copy_(&t);
                         }
-                        Some(t) => problems.push(format!("{key}: shape {:?}, expected {:?}", t.size(), p.shape)),
+                        Some(t) => problems.push(format!(
+                            "{key}: shape {:?}, expected {:?}",
+                            t.size(),
+                            p.shape
+                        )),
                         None => problems.push(format!("{key}: missing")),
                     }
                 }
@@ -323,7 +323,10 @@ mod tests {
         let mut rb = b.detach().copy();
         let (mut mw, mut vw) = (rw.zeros_like(), rw.zeros_like());
         let (mut mb, mut vb) = (rb.zeros_like(), rb.zeros_like());
-        let vars = vec![("w".to_owned(), w.shallow_clone()), ("b".to_owned(), b.shallow_clone())];
+        let vars = vec![
+            ("w".to_owned(), w.shallow_clone()),
+            ("b".to_owned(), b.shallow_clone()),
+        ];
         let mut opt = AdamW::new(vars, Device::Cpu, cfg, |n, _| ParamRule {
             lr_scale: if n == "b" { 0.5 } else { 1.0 },
             decay: n == "w",
@@ -334,7 +337,11 @@ mod tests {
             opt.zero_grad();
             loss_of(&w, &b).backward();
             opt.bind_grads();
-            assert_eq!(w.grad().data_ptr(), opt.grad.data_ptr(), "gradient is a view");
+            assert_eq!(
+                w.grad().data_ptr(),
+                opt.grad.data_ptr(),
+                "gradient is a view"
+            );
             opt.update(lr);
             // Reference step.
             let rw_ = rw.detach().set_requires_grad(true);
@@ -354,10 +361,17 @@ mod tests {
             let db = (&b.detach() - &rb).abs().max().double_value(&[]);
             assert!(dw < 1e-6 && db < 1e-6, "step {step}: {dw} {db}");
         }
-        assert_eq!(w.data_ptr(), opt.flat.data_ptr(), "parameters live in the flat buffer");
+        assert_eq!(
+            w.data_ptr(),
+            opt.flat.data_ptr(),
+            "parameters live in the flat buffer"
+        );
         // Moments round-trip by name.
-        let state: Vec<(String, Tensor)> =
-            opt.state().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        let state: Vec<(String, Tensor)> = opt
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
         assert_eq!(state.len(), 4);
         let m_before = opt.m.copy();
         let _ = opt.m.zero_();

@@ -132,10 +132,14 @@ mod tests {
     #[test]
     fn streams_are_reproducible_and_distinct() {
         let a: Vec<u64> = (0..4)
-            .scan(Rng::stream(1, Purpose::Augment, 2, 3), |r, _| Some(r.next_u64()))
+            .scan(Rng::stream(1, Purpose::Augment, 2, 3), |r, _| {
+                Some(r.next_u64())
+            })
             .collect();
         let b: Vec<u64> = (0..4)
-            .scan(Rng::stream(1, Purpose::Augment, 2, 3), |r, _| Some(r.next_u64()))
+            .scan(Rng::stream(1, Purpose::Augment, 2, 3), |r, _| {
+                Some(r.next_u64())
+            })
             .collect();
         assert_eq!(a, b);
         let mut c = Rng::stream(1, Purpose::Augment, 3, 2);

@@ -141,7 +141,10 @@ impl VideoMaeConfig {
 
     pub fn check(&self) -> Result<(), String> {
         if self.num_channels != 3 {
-            return Err(format!("{} input channels (RGB needs 3)", self.num_channels));
+            return Err(format!(
+                "{} input channels (RGB needs 3)",
+                self.num_channels
+            ));
         }
         if self.hidden_size == 0
             || self.num_attention_heads == 0
@@ -296,7 +299,13 @@ impl Block {
             v_bias: bias("v_bias"),
             proj: Linear::new(&att.sub("output"), "dense", d, d, true),
             norm2: Norm::new(p, "layernorm_after", d, cfg.layer_norm_eps),
-            fc1: Linear::new(&p.sub("intermediate"), "dense", d, cfg.intermediate_size, true),
+            fc1: Linear::new(
+                &p.sub("intermediate"),
+                "dense",
+                d,
+                cfg.intermediate_size,
+                true,
+            ),
             fc2: Linear::new(&p.sub("output"), "dense", cfg.intermediate_size, d, true),
             heads: cfg.num_attention_heads as i64,
             act: cfg.hidden_act.clone(),
@@ -311,9 +320,7 @@ impl Block {
         // One product for q, k and v (the weights stacked), as the original code does.
         let w = Tensor::cat(&[&self.query.w, &self.key.w, &self.value.w], 0).to_kind(kind);
         let bias = match (&self.q_bias, &self.v_bias) {
-            (Some(q), Some(v)) => {
-                Some(Tensor::cat(&[q, &q.zeros_like(), v], 0).to_kind(kind))
-            }
+            (Some(q), Some(v)) => Some(Tensor::cat(&[q, &q.zeros_like(), v], 0).to_kind(kind)),
             _ => None,
         };
         let qkv = h
@@ -321,7 +328,16 @@ impl Block {
             .view([b, n, 3, self.heads, d / self.heads])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let a = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<&Tensor>, 0.0, false, None::<f64>, false);
+        let a = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<&Tensor>,
+            0.0,
+            false,
+            None::<f64>,
+            false,
+        );
         let a = a.transpose(1, 2).reshape([b, n, d]);
         let a = self.proj.forward(&a, kind);
         let x = match &keep {
@@ -367,7 +383,10 @@ impl VideoMae {
         cfg.check().map_err(ModelError::Config)?;
         let d = cfg.hidden_size as i64;
         let p = root.sub("videomae");
-        let emb = p.sub("embeddings").sub("patch_embeddings").sub("projection");
+        let emb = p
+            .sub("embeddings")
+            .sub("patch_embeddings")
+            .sub("projection");
         let (t, s) = (cfg.tubelet_size as i64, cfg.patch_size as i64);
         let fan_in = 3 * t * s * s;
         let patch_w = emb.var("weight", &[d, 3, t, s, s], trunc_normal());
@@ -392,8 +411,8 @@ impl VideoMae {
                 Block::new(&layers.sub(i), cfg, rate)
             })
             .collect();
-        let final_norm =
-            (!cfg.use_mean_pooling).then(|| Norm::new(&p, "layernorm", cfg.hidden_size, cfg.layer_norm_eps));
+        let final_norm = (!cfg.use_mean_pooling)
+            .then(|| Norm::new(&p, "layernorm", cfg.hidden_size, cfg.layer_norm_eps));
         let fc_norm = cfg
             .use_mean_pooling
             .then(|| Norm::new(root, "fc_norm", cfg.hidden_size, 1e-5));
@@ -518,7 +537,11 @@ pub fn sinusoid_table(n: usize, d: usize) -> Tensor {
     for p in 0..n {
         for j in 0..d {
             let a = p as f64 / rates[j];
-            v[p * d + j] = if j % 2 == 0 { a.sin() } else { a.cos() } as f32;
+            v[p * d + j] = if j.is_multiple_of(2) {
+                a.sin()
+            } else {
+                a.cos()
+            } as f32;
         }
     }
     Tensor::from_slice(&v).view([1, n as i64, d as i64])
@@ -569,8 +592,12 @@ mod tests {
         };
         let vs = nn::VarStore::new(Device::Cpu);
         let model = VideoMae::new(&vs.root(), &config, 0.0, precision).unwrap();
-        let report = load_into(&vs, &spec, &weights, read_weights(&weights).unwrap(), false).unwrap();
-        assert!(report.reinitialised.is_empty() && report.set_aside.is_empty(), "{report:?}");
+        let report =
+            load_into(&vs, &spec, &weights, read_weights(&weights).unwrap(), false).unwrap();
+        assert!(
+            report.reinitialised.is_empty() && report.set_aside.is_empty(),
+            "{report:?}"
+        );
         (vs, model)
     }
 
@@ -593,7 +620,14 @@ mod tests {
 
     #[test]
     fn logits_match_transformers_final_norm_and_new_names() {
-        let dir = reference(&["classify", "--mean-pooling", "0", "--eps", "1e-6", "--new-names"]);
+        let dir = reference(&[
+            "classify",
+            "--mean-pooling",
+            "0",
+            "--eps",
+            "1e-6",
+            "--new-names",
+        ]);
         let (_vs, model) = load(dir.path(), Precision::Fp32);
         assert!(!model.cfg.use_mean_pooling);
         let x = npy(&dir.path().join("input.npy"));
@@ -620,12 +654,27 @@ mod tests {
         let tensors = read_weights(&weights).unwrap();
         // Strictly, the head is missing and the decoder is left over.
         let strict = load_into(&vs, &spec, &weights, read_weights(&weights).unwrap(), false);
-        assert!(strict.unwrap_err().to_string().contains("classifier.weight"));
+        assert!(
+            strict
+                .unwrap_err()
+                .to_string()
+                .contains("classifier.weight")
+        );
         let report = load_into(&vs, &spec, &weights, tensors, true).unwrap();
         assert_eq!(report.reinitialised.len(), 4, "{report:?}");
         assert!(report.set_aside.iter().any(|n| n.starts_with("decoder.")));
-        assert!(report.set_aside.iter().any(|n| n == "encoder_to_decoder.weight"));
-        assert!(report.set_aside.iter().any(|n| n == "videomae.layernorm.weight"));
+        assert!(
+            report
+                .set_aside
+                .iter()
+                .any(|n| n == "encoder_to_decoder.weight")
+        );
+        assert!(
+            report
+                .set_aside
+                .iter()
+                .any(|n| n == "videomae.layernorm.weight")
+        );
         let x = npy(&dir.path().join("input.npy"));
         let tokens = tch::no_grad(|| model.encode(&x, None));
         let d = max_diff(&tokens, &npy(&dir.path().join("expected.npy")));
@@ -638,7 +687,11 @@ mod tests {
         let v: Vec<f32> = Vec::try_from(t.view([-1])).unwrap();
         let expect = |p: f64, j: usize| {
             let a = p / 10000f64.powf(2.0 * (j / 2) as f64 / 4.0);
-            if j % 2 == 0 { a.sin() } else { a.cos() }
+            if j.is_multiple_of(2) {
+                a.sin()
+            } else {
+                a.cos()
+            }
         };
         for p in 0..3 {
             for j in 0..4 {
