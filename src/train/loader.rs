@@ -21,7 +21,7 @@ use pmv_data::shard::ShardReader;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::augment::{self, Crop, Resampler};
+use super::augment::{self, Crop, Resampler, Scratch};
 use super::rng::{Purpose, Rng};
 
 /// ImageNet statistics, as VideoMAE normalises.
@@ -391,7 +391,7 @@ impl Drop for Loader {
 }
 
 fn worker(spec: &LoaderSpec, epoch: u64, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>) {
-    let mut tmp = vec![];
+    let mut tmp = Scratch::default();
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -443,7 +443,7 @@ fn read_labels(
     Ok(labels)
 }
 
-fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Vec<i32>) -> Batch {
+fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
     let views = spec.views_per_sample();
     let [clips, t, h, w, _] = spec.shape;
     let (oh, ow) = spec.out;
@@ -558,7 +558,9 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Vec<i32>) -> Batch {
     if let Some(device) = spec.pin
         && filled > 0
     {
-        frames = frames.pin_memory(device);
+        // `_pin_memory` directly: `pin_memory(device)` warns that the argument is
+        // deprecated on every call.
+        frames = frames.internal_pin_memory(device);
     }
     Batch {
         frames,
@@ -580,7 +582,7 @@ fn cut(
     (ow, oh): (usize, usize),
     t: usize,
     out: &mut [u8],
-    tmp: &mut Vec<i32>,
+    tmp: &mut Scratch,
 ) {
     let r = Resampler::new(w, h, crop, ow, oh);
     let src_len = w * h * 3;

@@ -2,12 +2,12 @@
 //!
 //! Every trainable parameter becomes a view into one contiguous fp32 buffer, and after
 //! the first backward pass every gradient a view into a second one (autograd then
-//! accumulates into it in place). An update is then a dozen whole-buffer kernels
-//! whatever the number of parameters, instead of a dozen per parameter: the step costs
-//! the same as PyTorch's multi-tensor AdamW. Per-parameter learning-rate scales (layer
-//! decay) and weight-decay masks are per-element vectors. Moments are exported per
-//! parameter name so a checkpoint survives any change of layout. No host
-//! synchronisation happens here: clipping computes its factor on the device.
+//! accumulates into it in place). Parameters that share a rule (weight decay on or
+//! off, layer-decay lr scale) are laid out contiguously, so an update is eight
+//! whole-buffer passes plus two small kernels per rule, whatever the number of
+//! parameters, instead of several per parameter. Moments are exported per parameter
+//! name so a checkpoint survives any change of layout. No host synchronisation happens
+//! here: clipping computes its factor on the device.
 
 use std::f64::consts::PI;
 
@@ -51,46 +51,67 @@ struct Param {
     bound: bool,
 }
 
+/// A contiguous range of the flat buffers whose parameters share a rule.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: i64,
+    len: i64,
+    rule: ParamRule,
+}
+
 pub struct AdamW {
     cfg: AdamWConfig,
     params: Vec<Param>,
+    groups: Vec<Group>,
     flat: Tensor,
     grad: Tensor,
     m: Tensor,
     v: Tensor,
-    /// Per-element lr scale, when not all 1.
-    lr_scale: Option<Tensor>,
-    /// Per-element weight decay × lr scale, when not uniform.
-    decay: Option<Tensor>,
-    uniform_decay: f64,
     /// Optimiser steps taken.
     pub step: u64,
 }
 
 impl AdamW {
     /// Takes over `vars` (name, trainable tensor): their data moves into one buffer on
-    /// `device`.
+    /// `device`, laid out so that parameters with the same rule are contiguous.
     pub fn new(
         vars: Vec<(String, Tensor)>,
         device: Device,
         cfg: AdamWConfig,
         rule: impl Fn(&str, &[i64]) -> ParamRule,
     ) -> AdamW {
-        let total: i64 = vars.iter().map(|(_, v)| v.numel() as i64).sum();
+        let mut ruled: Vec<(ParamRule, String, Tensor)> = vars
+            .into_iter()
+            .map(|(n, t)| (rule(&n, &t.size()), n, t))
+            .collect();
+        // Decayed first, then by lr scale; the given order within a group.
+        ruled.sort_by(|a, b| {
+            b.0.decay
+                .cmp(&a.0.decay)
+                .then(a.0.lr_scale.total_cmp(&b.0.lr_scale))
+        });
+        let total: i64 = ruled.iter().map(|(_, _, v)| v.numel() as i64).sum();
         let opts = (Kind::Float, device);
         let flat = Tensor::zeros([total], opts);
         let grad = Tensor::zeros([total], opts);
-        let mut params = Vec::with_capacity(vars.len());
-        let mut scales = Vec::with_capacity(vars.len());
+        let mut params = Vec::with_capacity(ruled.len());
+        let mut groups: Vec<Group> = vec![];
         let mut offset = 0;
         tch::no_grad(|| {
-            for (name, mut var) in vars {
+            for (r, name, mut var) in ruled {
                 let shape = var.size();
                 let numel = var.numel() as i64;
                 let mut view = flat.narrow(0, offset, numel).view(shape.as_slice());
                 view.copy_(&var);
                 var.set_data(&view);
-                scales.push((offset, numel, rule(&name, &shape)));
+                match groups.last_mut() {
+                    Some(g) if g.rule == r => g.len += numel,
+                    _ => groups.push(Group {
+                        start: offset,
+                        len: numel,
+                        rule: r,
+                    }),
+                }
                 params.push(Param {
                     name,
                     var,
@@ -102,34 +123,14 @@ impl AdamW {
                 offset += numel;
             }
         });
-        let per_element = |f: &dyn Fn(&ParamRule) -> f64| -> Option<Tensor> {
-            let first = scales.first().map(|(_, _, r)| f(r)).unwrap_or(1.0);
-            if scales.iter().all(|(_, _, r)| f(r) == first) {
-                return None;
-            }
-            let mut v = vec![0f32; total as usize];
-            for (o, n, r) in &scales {
-                v[*o as usize..(*o + *n) as usize].fill(f(r) as f32);
-            }
-            Some(Tensor::from_slice(&v).to_device(device))
-        };
-        let wd = cfg.weight_decay;
-        let lr_scale = per_element(&|r| r.lr_scale);
-        let decay = per_element(&|r| if r.decay { wd * r.lr_scale } else { 0.0 });
-        let uniform_decay = scales
-            .first()
-            .map(|(_, _, r)| if r.decay { wd * r.lr_scale } else { 0.0 })
-            .unwrap_or(0.0);
         AdamW {
             cfg,
             params,
+            groups,
             m: flat.zeros_like(),
             v: flat.zeros_like(),
             flat,
             grad,
-            lr_scale,
-            decay,
-            uniform_decay,
             step: 0,
         }
     }
@@ -181,7 +182,9 @@ impl AdamW {
         norm
     }
 
-    /// One AdamW update at learning rate `lr` (scaled per parameter).
+    /// One AdamW update at learning rate `lr` (scaled per parameter group):
+    /// p ← p (1 − lr·s·wd) − lr·s · m̂ / (√v̂ + ε). Eight passes over the buffers, with
+    /// the bias corrections folded into ε and the step size.
     pub fn update(&mut self, lr: f64) {
         let c = self.cfg;
         self.step += 1;
@@ -189,27 +192,29 @@ impl AdamW {
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         tch::no_grad(|| {
-            // Decoupled weight decay: p ← p (1 − lr · wd · scale).
-            match &self.decay {
-                Some(d) => {
-                    let factor = (d * (-lr)).g_add_scalar_(1.0);
-                    let _ = self.flat.g_mul_(&factor);
+            for g in &self.groups {
+                let f = 1.0 - lr * g.rule.lr_scale * c.weight_decay;
+                if g.rule.decay && f != 1.0 {
+                    let _ = self.flat.narrow(0, g.start, g.len).g_mul_scalar_(f);
                 }
-                None if self.uniform_decay != 0.0 => {
-                    let _ = self.flat.g_mul_scalar_(1.0 - lr * self.uniform_decay);
-                }
-                None => {}
             }
             let _ = self.m.lerp_(&self.grad, 1.0 - c.beta1);
             let _ = self.v.lerp_(&self.grad.square(), 1.0 - c.beta2);
-            let mut denom = (&self.v * (1.0 / bc2)).sqrt_();
-            let _ = denom.g_add_scalar_(c.eps);
-            let mut upd = &self.m / &denom;
-            if let Some(s) = &self.lr_scale {
-                let _ = upd.g_mul_(s);
+            // √v̂ + ε = (√v + ε√bc2) / √bc2
+            let mut denom = self.v.sqrt();
+            let _ = denom.g_add_scalar_(c.eps * bc2.sqrt());
+            for g in &self.groups {
+                let step_size = lr * g.rule.lr_scale * bc2.sqrt() / bc1;
+                if step_size == 0.0 {
+                    continue;
+                }
+                let mut d = denom.narrow(0, g.start, g.len);
+                let _ = d.g_mul_scalar_(-1.0 / step_size);
+                let _ = self
+                    .flat
+                    .narrow(0, g.start, g.len)
+                    .addcdiv_(&self.m.narrow(0, g.start, g.len), &d);
             }
-            let _ = upd.g_mul_scalar_(-lr / bc1);
-            let _ = self.flat.g_add_(&upd);
         });
     }
 
