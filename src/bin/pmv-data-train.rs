@@ -63,6 +63,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    train::device::flush_denormals();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -113,6 +113,7 @@ pub fn curves(
             .configure_mesh()
             .x_desc("optimiser step")
             .y_desc(y_label)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FAMILY, 14))
             .draw()
             .map_err(|e| e.to_string())?;
@@ -160,57 +161,62 @@ fn short(name: &str, max: usize) -> String {
     }
 }
 
-/// The confusion matrix, rows true classes and columns predictions, each row shaded
-/// by the fraction of its samples.
+/// The confusion matrix, rows true classes (named) and columns predictions (by index),
+/// each row shaded by the fraction of its samples.
 pub fn confusion(
     path: &Path,
     title: &str,
     matrix: &[Vec<u64>],
     names: &[String],
 ) -> Result<PathBuf, PlotError> {
+    use plotters::coord::ranged1d::SegmentValue;
     let n = matrix.len().max(1);
     let cell = (720 / n).clamp(12, 60) as u32;
-    let label_w = 190u32;
-    let size = (label_w + cell * n as u32 + 40, 110 + cell * n as u32 + 50);
+    let label_w = 200u32;
+    let size = (label_w + cell * n as u32 + 40, 100 + cell * n as u32 + 50);
+    let font = (cell as f64 * 0.45).clamp(9.0, 14.0);
     render(path, size, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FAMILY, 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(label_w)
-            .build_cartesian_2d(0f64..n as f64, 0f64..n as f64)
+            .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
             .map_err(|e| e.to_string())?;
-        let names_y: Vec<String> = names.iter().map(|s| short(s, 24)).collect();
+        let names_y: Vec<String> = names.iter().map(|s| short(s, 26)).collect();
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc("predicted class (index)")
-            .x_labels(n.min(25))
+            .x_labels(n)
             .y_labels(n)
-            .label_style((FAMILY, 12))
-            .x_label_formatter(&|v| format!("{}", v.floor() as usize))
-            .y_label_formatter(&|v| {
+            .label_style((FAMILY, font))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(j) => j.to_string(),
+                _ => String::new(),
+            })
+            .y_label_formatter(&|v| match v {
                 // Row i is drawn from the top.
-                let i = n as f64 - 1.0 - v.floor();
-                if (v.fract()).abs() < 1e-9 && i >= 0.0 {
-                    let i = i as usize;
+                SegmentValue::CenterOf(y) if *y < n => {
+                    let i = n - 1 - y;
                     format!("{i} {}", names_y.get(i).map_or("", String::as_str))
-                } else {
-                    String::new()
                 }
+                _ => String::new(),
             })
             .draw()
             .map_err(|e| e.to_string())?;
+        let at = |v: usize| SegmentValue::Exact(v);
         let mut cells = vec![];
+        let mut texts = vec![];
         for (i, row) in matrix.iter().enumerate() {
             let total: u64 = row.iter().sum();
+            let y = n - 1 - i;
             for (j, &v) in row.iter().enumerate() {
                 let f = if total > 0 {
                     v as f64 / total as f64
                 } else {
                     0.0
                 };
-                let y = (n - 1 - i) as f64;
                 let shade = (255.0 * (1.0 - f)) as u8;
                 let colour = if i == j {
                     RGBColor(shade, 255 - (f * 90.0) as u8, shade)
@@ -218,28 +224,20 @@ pub fn confusion(
                     RGBColor(255, shade, shade)
                 };
                 cells.push(Rectangle::new(
-                    [(j as f64, y), (j as f64 + 1.0, y + 1.0)],
+                    [(at(j), at(y)), (at(j + 1), at(y + 1))],
                     colour.filled(),
                 ));
+                if v > 0 && cell >= 24 {
+                    texts.push(Text::new(
+                        v.to_string(),
+                        (SegmentValue::CenterOf(j), SegmentValue::CenterOf(y)),
+                        (FAMILY, font),
+                    ));
+                }
             }
         }
         chart.draw_series(cells).map_err(|e| e.to_string())?;
-        if cell >= 24 {
-            let mut texts = vec![];
-            for (i, row) in matrix.iter().enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    if v > 0 {
-                        let y = (n - 1 - i) as f64;
-                        texts.push(Text::new(
-                            v.to_string(),
-                            (j as f64 + 0.3, y + 0.7),
-                            (FAMILY, 12),
-                        ));
-                    }
-                }
-            }
-            chart.draw_series(texts).map_err(|e| e.to_string())?;
-        }
+        chart.draw_series(texts).map_err(|e| e.to_string())?;
         Ok(())
     })
 }

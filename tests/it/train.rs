@@ -694,3 +694,201 @@ print(json.dumps({"labels": m.config.num_labels}))
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("not --model vit-s"), "{}", r.stderr);
 }
+
+#[test]
+fn official_checkpoints_convert_and_fine_tune_with_their_head() {
+    let env = Env::new();
+    let work = env.path("convert");
+    let py = repo().join(".venv/bin/python");
+    let out = Command::new(&py)
+        .arg(repo().join("tests/python/convert_roundtrip.py"))
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(cases.lines().count(), 3, "{cases}");
+
+    // The converted fine-tuned checkpoint has a 5-class head: on 5 classes it is kept.
+    let data = env.path("shards");
+    write_shards(
+        &data,
+        &SynthSpec {
+            classes: 5,
+            splits: vec![("train".into(), 2), ("val".into(), 1)],
+            frames: 4,
+            fps: 6.0,
+            clips: 1,
+            height: 32,
+            width: 32,
+            samples_per_shard: 8,
+            seed: 2,
+        },
+    )
+    .unwrap();
+    let mut c = trainer();
+    c.args([
+        "--json",
+        "--quiet",
+        "train",
+        "--shards",
+        s(&data),
+        "--model",
+        "videomae",
+        "--init",
+        s(&work.join("finetuned/model.safetensors")),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        s(&env.path("run")),
+    ]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let init = &r.json()["init"];
+    assert_eq!(init["reinitialised"].as_array().unwrap().len(), 0, "{init}");
+    assert_eq!(init["set_aside"].as_array().unwrap().len(), 0, "{init}");
+}
+
+/// Rewrites every shard under `dir` through `edit`, which may change a sample's metadata
+/// and label.
+fn rewrite_shards(dir: &Path, edit: impl Fn(&mut SampleMeta, &mut Option<u32>)) {
+    for split in std::fs::read_dir(dir).unwrap() {
+        let split = split.unwrap().path();
+        if !split.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&split).unwrap() {
+            let f = f.unwrap().path();
+            let src = ShardReader::open(&f).unwrap();
+            let tmp = f.with_extension("new");
+            let mut w = ShardWriter::new(std::fs::File::create(&tmp).unwrap());
+            for i in 0..src.len() {
+                let smp = src.sample(i).unwrap();
+                let mut meta = smp.meta().unwrap();
+                let mut label = smp.label;
+                edit(&mut meta, &mut label);
+                w.append(&SampleInput {
+                    key: smp.key,
+                    shape: smp.shape,
+                    frames: smp.frames,
+                    label,
+                    meta: &meta,
+                    jpg: None,
+                    txt: None,
+                })
+                .unwrap();
+            }
+            w.finish().unwrap();
+            drop(src);
+            std::fs::rename(&tmp, &f).unwrap();
+        }
+    }
+}
+
+#[test]
+fn multi_label_runs_train_a_sigmoid_head_and_report_map() {
+    let env = Env::new();
+    let data = env.path("shards");
+    motion_shards(&data, 6, 2);
+    // Every item also carries the next class; no .cls member, labels from .json only.
+    rewrite_shards(&data, |meta, label| {
+        let c = meta.labels[0];
+        meta.labels = vec![c, (c + 1) % 4];
+        *label = None;
+    });
+    let out = env.path("run");
+    let mut c = trainer();
+    c.args(small(&out, 2))
+        .args(["--shards", s(&data), "--multi-label", "--mixup", "0.5"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(cfg["multi_label"], true);
+    let mut c = trainer();
+    c.args([
+        "--json",
+        "--quiet",
+        "eval",
+        "--run",
+        s(&out),
+        "--views",
+        "1x1",
+        "--device",
+        "cpu",
+    ]);
+    let e = run(c);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let ev = e.json();
+    let map = ev["map"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&map), "{ev}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval-val-1x1/eval.json")).unwrap())
+            .unwrap();
+    assert!(report["confusion"].is_null());
+    assert!(report["per_class"][0]["average_precision"].is_number());
+    let csv = std::fs::read_to_string(out.join("eval-val-1x1/predictions.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().contains('|'),
+        "two labels per row: {csv}"
+    );
+}
+
+#[test]
+fn sigterm_checkpoints_and_resume_finishes() {
+    let env = Env::new();
+    let data = env.path("shards");
+    motion_shards(&data, 12, 2);
+    let out = env.path("run");
+    let mut opts = small(&out, 40);
+    opts.extend(
+        ["--shards", s(&data), "--save-every", "0"]
+            .iter()
+            .map(|x| x.to_string()),
+    );
+    let mut c = trainer();
+    c.args(&opts)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let start = Instant::now();
+    // Wait until training runs (the first epoch's checkpoint), then ask it to stop.
+    while !out.join("state.json").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted at step"), "{stderr}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["finished"], false);
+    let at = state["step"].as_u64().unwrap();
+    assert!(at > 0 && at < 240, "{state}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "interrupted");
+
+    let mut c = trainer();
+    c.args(&opts).arg("--resume");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["steps"], 240);
+}
