@@ -124,7 +124,7 @@ pub struct DataArgs {
     pub recipe: Option<String>,
 
     /// Train on shards without a catalog: a directory of .tar files, one with
-    /// <split>/ subdirectories, or a glob in the file name
+    /// SPLIT/ subdirectories, or a glob in the file name
     #[arg(long, value_name = "DIR_OR_GLOB")]
     pub shards: Option<String>,
 
@@ -133,7 +133,7 @@ pub struct DataArgs {
     pub val_shards: Option<String>,
 
     /// Class names for --shards, one per line or id,name [default: classes.txt beside
-    /// the shards, else class_<id>]
+    /// the shards, else class_ID]
     #[arg(long, value_name = "FILE", requires = "shards")]
     pub classes: Option<PathBuf>,
 
@@ -280,7 +280,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
-    /// Run directory [default: runs/<dataset>-<model>]
+    /// Run directory [default: runs/DATASET-MODEL]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -343,7 +343,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 4, value_name = "B")]
     pub batch_size: usize,
 
-    /// Output directory [default: <run>/eval-<split>-<views>]
+    /// Output directory [default: RUN/eval-SPLIT-CLIPSxCROPS]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -413,7 +413,7 @@ pub struct BenchLoaderArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SynthArgs {
-    /// Directory to write <split>/<split>-NNNNNN.tar and classes.txt into
+    /// Directory to write SPLIT/SPLIT-NNNNNN.tar and classes.txt into
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
