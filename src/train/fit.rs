@@ -614,6 +614,7 @@ pub fn train(
     {
         return Err(TrainError::BadSample(p.error.clone()));
     }
+    let val_shard_problems = val_problems.clone();
     shard_problems.extend(val_problems);
     let sample_shape = train_readers
         .iter()
@@ -807,7 +808,7 @@ pub fn train(
             drop_last: false,
             seed: args.seed,
             pin,
-            ids: false,
+            ids: true,
         })
     });
     let batches = train_spec.batches();
@@ -1091,12 +1092,13 @@ pub fn train(
         if let Some(vspec) = &val_spec
             && ((epoch + 1).is_multiple_of(args.eval_every.max(1)) || last_epoch)
         {
+            // The last validation keeps its predictions for the run's report.
             let r = eval::evaluate(
                 &net,
                 Arc::clone(vspec),
                 device,
                 &classes,
-                false,
+                last_epoch,
                 reporter,
                 &format!("validate epoch {}", epoch + 1),
             )?;
@@ -1191,6 +1193,27 @@ pub fn train(
         state.bad_samples = bad_samples;
         checkpoint::write_json(&run_dir.file("state.json"), &state)?;
     }
+    // The last validation as an evaluation report (1 view per video: the middle clip,
+    // centre crop); `eval` gives every view.
+    let mut val_report: Option<eval::Written> = None;
+    if let (false, Some(r), Some(v)) = (interrupted, &last_val, &val_split) {
+        let dir = run_dir.file(&format!("eval-{}-1x1", v.split));
+        val_report = Some(eval::write_reports(
+            &dir,
+            &cfg,
+            r,
+            &val_shard_problems,
+            json!({
+                "run": run_dir.path(),
+                "split": v.split,
+                "views": { "clips": 1, "crops": 1 },
+                "weights": run_dir.file("model.safetensors"),
+                "device": device_name(device),
+                "precision": precision,
+                "shards": v.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            }),
+        )?);
+    }
     let checkpoints: Vec<PathBuf> = fs_err::read_dir(run_dir.checkpoints())
         .map(|rd| {
             let mut v: Vec<PathBuf> = rd
@@ -1229,6 +1252,7 @@ pub fn train(
         "val": val,
         "top1": val.as_ref().map(|v| v["top1"].clone()),
         "top5": val.as_ref().map(|v| v["top5"].clone()),
+        "eval_json": val_report.as_ref().map(|w| &w.eval_json),
         "bad_samples": bad_samples,
         "device": device_name(device),
         "precision": precision,
@@ -1243,6 +1267,9 @@ pub fn train(
             "model": files,
             "checkpoints": checkpoints,
             "plots": plots,
+            "eval_json": val_report.as_ref().map(|w| &w.eval_json),
+            "predictions_csv": val_report.as_ref().map(|w| &w.predictions_csv),
+            "eval_plots": val_report.as_ref().map(|w| &w.plots),
         },
     });
     checkpoint::write_json(&run_dir.file("summary.json"), &summary)?;
