@@ -326,8 +326,8 @@ pub struct EvalArgs {
     #[arg(long, default_value = "val", value_name = "S")]
     pub split: String,
 
-    /// Views per video: stored clips x spatial crops along the long side (1 or 3);
-    /// CLIPS may be `all` [default: allx3]
+    /// Views per video: stored clips x spatial crops (1: centre; 3: start, centre and
+    /// end of the long side); CLIPS may be `all` [default: allx3]
     #[arg(long, value_parser = parse_views, value_name = "CLIPSxCROPS")]
     pub views: Option<(Option<usize>, usize)>,
 

@@ -121,12 +121,9 @@ fn views_of(
     arg: Option<(Option<usize>, usize)>,
     stored_clips: usize,
 ) -> Result<(usize, usize), TrainError> {
+    // Crops: 1 is the centre; n > 1 are spread evenly along the long side (3: start,
+    // centre, end, as VideoMAE evaluates).
     let (clips, crops) = arg.unwrap_or((None, 3));
-    if crops != 1 && crops != 3 {
-        return Err(TrainError::Usage(format!(
-            "--views: {crops} spatial crops; use 1 (centre) or 3 (along the long side)"
-        )));
-    }
     let clips = clips.unwrap_or(stored_clips);
     if clips > stored_clips {
         return Err(TrainError::Usage(format!(

@@ -26,8 +26,8 @@ use super::data::{self, Source, SplitData};
 use super::device::{Precision, device_name};
 use super::error::TrainError;
 use super::eval;
-use super::loader::{Labels, Loader, LoaderSpec, Normalizer, Views};
-use super::model::{self, InitReport, ModelSpec, Noise};
+use super::loader::{Batch, Labels, Loader, LoaderSpec, Normalizer, Views};
+use super::model::{self, InitReport, ModelSpec, Net, Noise};
 use super::optim::{AdamW, ParamRule, Schedule};
 use super::plot;
 use super::rng::{Purpose, Rng};
@@ -530,6 +530,63 @@ fn mix(x: &mut Tensor, y: &mut Tensor, r: &Recipe, rng: &mut Rng) -> bool {
     true
 }
 
+/// What one training micro-batch needs.
+struct MicroInput<'a> {
+    net: &'a Net,
+    batch: &'a Batch,
+    recipe: &'a Recipe,
+    seed: u64,
+    /// Global index of the micro-batch (keys its mixing and noise draws).
+    micro_index: u64,
+    device: Device,
+    norm: &'a Normalizer,
+    classes: usize,
+    multi_label: bool,
+}
+
+/// The loss of a micro-batch, and its top-1 hits when the batch was not mixed.
+struct MicroOutput {
+    loss: Tensor,
+    hits: Option<Tensor>,
+}
+
+/// Forward pass and loss of one micro-batch: targets (label-smoothed one-hot, or
+/// multi-hot), mixup/CutMix, the stochastic-depth and dropout noise, soft-target
+/// cross-entropy or binary cross-entropy. Nothing here waits for the device.
+fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
+    let b = m.batch;
+    let r = m.recipe;
+    let mut x = b.input(m.device, m.norm);
+    let labels = b.label_tensor(m.device);
+    let mut y = if m.multi_label {
+        let t = b
+            .target_tensor(m.device, m.classes)
+            .expect("multi-label batches carry targets");
+        t * (1.0 - r.label_smoothing) + r.label_smoothing / 2.0
+    } else {
+        smoothed(&labels, m.classes as i64, r.label_smoothing)
+    };
+    let mut mix_rng = Rng::stream(m.seed, Purpose::Mix, m.micro_index, 0);
+    let mixed = mix(&mut x, &mut y, r, &mut mix_rng);
+    let noise_len = m.net.noise_len(b.len());
+    let noise = (noise_len > 0).then(|| {
+        let mut rng = Rng::stream(m.seed, Purpose::Noise, m.micro_index, 0);
+        let v: Vec<f32> = (0..noise_len).map(|_| rng.f32()).collect();
+        Noise::new(&v, m.device)
+    });
+    let logits = m.net.forward(&x, true, noise.as_ref());
+    let loss = if m.multi_label {
+        logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean)
+    } else {
+        -(&y * logits.log_softmax(-1, Kind::Float))
+            .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+            .mean(Kind::Float)
+    };
+    let hits = (!mixed && !m.multi_label)
+        .then(|| logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64));
+    MicroOutput { loss, hits }
+}
+
 /// `pmv-data-train train`: returns the summary and the number of samples left out.
 pub fn train(
     args: &TrainArgs,
@@ -545,12 +602,12 @@ pub fn train(
     let root = run::root_or_default(&args.data.root);
 
     // Where the run lives; with --resume, what it recorded.
-    let name_hint = args.data.dataset.clone().unwrap_or_else(|| "shards".into());
+    let plan = plan_data(args, &root)?;
     let out = match &args.out {
         Some(o) => run::run_path(&root, o),
         None => root
             .join("runs")
-            .join(format!("{name_hint}-{}", args.model.as_str())),
+            .join(format!("{}-{}", plan.name, args.model.as_str())),
     };
     let existing = out.join("run.json").is_file();
     if existing && !args.resume {
@@ -579,7 +636,6 @@ pub fn train(
     }
 
     // Data: a fresh run takes the current shards; a resumed one the shards it recorded.
-    let plan = plan_data(args, &root)?;
     let (train_split, val_split) = match &stored {
         Some(cfg) => (
             run::recorded_split(cfg, &cfg.train_split, &cfg.train_shards)?,
@@ -928,7 +984,6 @@ pub fn train(
     };
 
     let norm = Normalizer::new(device);
-    let classes_n = classes.len() as i64;
     let mut last_val: Option<eval::EvalResult> = None;
     let mut interrupted = false;
     let mut last_loss = f64::NAN;
@@ -969,52 +1024,27 @@ pub fn train(
                     continue;
                 }
                 let micro_index = step * accum as u64 + k as u64;
-                let n = b.len() as i64;
-                let mut x = b.input(device, &norm);
-                let labels_t = b.label_tensor(device);
-                let mut y = if multi_label {
-                    let t = b
-                        .target_tensor(device, classes.len())
-                        .expect("multi-label targets");
-                    let eps = recipe.label_smoothing;
-                    t * (1.0 - eps) + eps / 2.0
-                } else {
-                    smoothed(&labels_t, classes_n, recipe.label_smoothing)
-                };
-                let mut mrng = Rng::stream(args.seed, Purpose::Mix, micro_index, 0);
-                let mixed = mix(&mut x, &mut y, &recipe, &mut mrng);
-                let noise_len = net.noise_len(n as usize);
-                let noise = (noise_len > 0).then(|| {
-                    let mut r = Rng::stream(args.seed, Purpose::Noise, micro_index, 0);
-                    let v: Vec<f32> = (0..noise_len).map(|_| r.f32()).collect();
-                    Noise::new(&v, device)
+                let n = b.len() as u64;
+                let m = micro_step(&MicroInput {
+                    net: &net,
+                    batch: &b,
+                    recipe: &recipe,
+                    seed: args.seed,
+                    micro_index,
+                    device,
+                    norm: &norm,
+                    classes: classes.len(),
+                    multi_label,
                 });
-                let logits = net.forward(&x, true, noise.as_ref());
-                let loss = if multi_label {
-                    logits.binary_cross_entropy_with_logits::<Tensor>(
-                        &y,
-                        None,
-                        None,
-                        Reduction::Mean,
-                    )
-                } else {
-                    -(&y * logits.log_softmax(-1, Kind::Float))
-                        .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
-                        .mean(Kind::Float)
-                };
-                (&loss / accum as f64).backward();
-                let _ = loss_sum.g_add_(&loss.detach());
+                (&m.loss / accum as f64).backward();
+                let _ = loss_sum.g_add_(&m.loss.detach());
                 micro += 1;
-                if !mixed && !multi_label {
-                    let hits = logits
-                        .argmax(-1, false)
-                        .eq_tensor(&labels_t)
-                        .sum(Kind::Int64);
-                    let _ = correct.g_add_(&hits);
-                    counted += n as u64;
+                if let Some(hits) = &m.hits {
+                    let _ = correct.g_add_(hits);
+                    counted += n;
                 }
-                window_clips += n as u64;
-                clips_done += n as u64;
+                window_clips += n;
+                clips_done += n;
             }
             opt.bind_grads();
             if let Some(c) = recipe.clip_grad {
@@ -1163,29 +1193,13 @@ pub fn train(
     let train_secs = train_started.elapsed().as_secs_f64();
 
     // Final outputs.
-    let mut files = vec![];
+    let mut files: Vec<PathBuf> = vec![];
     let plots = draw_curves(
         run_dir.path(),
         &read_records(&run_dir.file("metrics.jsonl")),
     )?;
     if !interrupted {
-        let weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        let model_file = run_dir.file("model.safetensors");
-        checkpoint::write_safetensors(&model_file, &weights, &metadata)?;
-        files.push(model_file);
-        let model_json = json!({
-            "model": model_spec,
-            "classes": classes,
-            "multi_label": multi_label,
-            "input": { "frames": input[0], "height": input[1], "width": input[2] },
-            "normalisation": { "mean": super::loader::MEAN, "std": super::loader::STD },
-        });
-        checkpoint::write_json(&run_dir.file("model.json"), &model_json)?;
-        if let ModelSpec::Videomae { config, .. } = &model_spec {
-            let c = run_dir.file("config.json");
-            checkpoint::write_json(&c, &config.to_hf(&classes, multi_label))?;
-            files.push(c);
-        }
+        files = write_model(&run_dir, &vs, &cfg, &metadata)?;
         state.finished = true;
         state.step = step;
         state.epoch = epoch;
@@ -1283,6 +1297,37 @@ pub fn train(
         )));
     }
     Ok((summary, bad_samples))
+}
+
+/// Writes the final model: `model.safetensors`, `model.json` and, for ViTs, the
+/// `transformers` `config.json`. Returns their paths.
+fn write_model(
+    run: &RunDir,
+    vs: &nn::VarStore,
+    cfg: &RunConfig,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<PathBuf>, TrainError> {
+    let weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let model_file = run.file("model.safetensors");
+    checkpoint::write_safetensors(&model_file, &weights, metadata)?;
+    let model_json = run.file("model.json");
+    checkpoint::write_json(
+        &model_json,
+        &json!({
+            "model": cfg.model,
+            "classes": cfg.classes,
+            "multi_label": cfg.multi_label,
+            "input": { "frames": cfg.input[0], "height": cfg.input[1], "width": cfg.input[2] },
+            "normalisation": { "mean": super::loader::MEAN, "std": super::loader::STD },
+        }),
+    )?;
+    let mut files = vec![model_file, model_json];
+    if let ModelSpec::Videomae { config, .. } = &cfg.model {
+        let c = run.file("config.json");
+        checkpoint::write_json(&c, &config.to_hf(&cfg.classes, cfg.multi_label))?;
+        files.push(c);
+    }
+    Ok(files)
 }
 
 /// Adds a finished row to the catalog's `runs` table and `runs/<id>.json`; a failure
