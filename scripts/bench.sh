@@ -10,8 +10,13 @@
 #            byte, durable group commits) against curl --parallel (no fsync) and aria2c;
 #            MB/s, files/s, peak memory; and the disk's durable limit.
 #            PMV_BENCH_FETCH_DIR=/dev/shm/pmv-bench puts the files on tmpfs instead.
+#   loader   clips/s the shard loader delivers from synthetic shards (a PMV-like recipe,
+#            16x256x192 with 2 clips, cropped to 224x160; and the demo's 8x64x48) with 1
+#            and 2 threads, beside tiny3d's training rate on this CPU fed by the loader.
+#   gpu      scripts/bench_gpu.sh (vit-s 16x224 bf16: pmv-data-train vs PyTorch eager),
+#            when nvidia-smi finds a GPU.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [loader] [gpu] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +66,64 @@ run_case() {
   first=0
   printf '  {"case": "%s", "rows": %s, "median_s": %s, "rows_per_s": %s, "peak_rss_kb": %s, "runs": [%s]}' \
     "$name" "$rows" "$median" "$rate" "$rss_max" "$(IFS=,; echo "${walls[*]}")" >>"$results"
+}
+
+# The trainer, built with only the `train` feature as on a GPU machine.
+train_bin() {
+  cargo build --release --quiet --no-default-features --features train --bin pmv-data-train
+  echo "$PWD/target/release/pmv-data-train"
+}
+
+# json_case NAME JSON: appends one result object to results.json.
+json_case() {
+  ((first)) || echo "," >>"$results"
+  first=0
+  printf '  {"case": "%s", "result": %s}' "$1" "$2" >>"$results"
+}
+
+bench_loader() {
+  echo "== loader ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  local tbin
+  tbin=$(train_bin)
+  local pmv="$work/synth-16x256x192" demo="$work/synth-8x64x48"
+  [ -d "$pmv/train" ] || "$tbin" --quiet synth --out "$pmv" --classes 8 --train 8 --val 0 \
+    --frames 16 --size 256x192 --clips 2 --fps 15 --shard-size 32 >/dev/null
+  [ -d "$demo/train" ] || "$tbin" --quiet synth --out "$demo" --classes 8 --train 40 --val 10 \
+    --frames 8 --size 64x48 --clips 2 --fps 6 >/dev/null
+  local epochs=5
+  ((quick)) && epochs=2
+  for w in 1 2; do
+    local r
+    r=$("$tbin" --json --quiet bench-loader --shards "$pmv" --batch 8 --size 224x160 --workers "$w" --epochs "$epochs" | tr -d '\n')
+    printf '%-50s %8.1f clips/s\n' "loader 16x256x192 -> 224x160, $w thread(s)" \
+      "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["clips_per_s"])')"
+    json_case "loader-16x256x192-w$w" "$r"
+  done
+  local r
+  r=$("$tbin" --json --quiet bench-loader --shards "$demo" --batch 8 --workers 1 --epochs "$epochs" | tr -d '\n')
+  printf '%-50s %8.1f clips/s\n' "loader 8x64x48 (demo), 1 thread" \
+    "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["clips_per_s"])')"
+  json_case "loader-8x64x48-w1" "$r"
+  r=$("$tbin" --json --quiet bench --model tiny3d --batch 8 --frames 8 --size 64x48 --classes 8 \
+    --device cpu --steps 100 --warmup 10 --shards "$demo" --workers 1 | tr -d '\n')
+  printf '%-50s %8.1f clips/s  %6.1f ms/step, %.2f s waiting for the loader\n' "tiny3d training, fed by the loader" \
+    "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["clips_per_s"])')" \
+    "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["step_ms"])')" \
+    "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["loader_wait_s"])')"
+  json_case "tiny3d-cpu-8x64x48" "$r"
+  echo "(decoding the source videos per step through the media layer, the loader's peer, is"
+  echo " measured here once that layer's decoder is in this build)"
+}
+
+bench_gpu() {
+  if ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "== gpu: no NVIDIA GPU here (nvidia-smi finds none); skipped"
+    return
+  fi
+  local tbin
+  tbin=$(train_bin)
+  BENCH_OUT="$work" bash scripts/bench_gpu.sh --bin "$tbin"
+  json_case "gpu" "$(cat "$work/gpu.json")"
 }
 
 bench_ingest() {
@@ -255,6 +318,8 @@ for s in "${sections[@]}"; do
   case "$s" in
     ingest) bench_ingest ;;
     fetch) bench_fetch ;;
+    loader) bench_loader ;;
+    gpu) bench_gpu ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac
 done

@@ -5,13 +5,18 @@
 #     (benchmark peers), nginx-light (the benchmark's file server), sqlite3
 #     (inspecting catalogs);
 #   - libtorch: the torch==2.11.0 wheel from PyPI in .venv (git-ignored), which
-#     tch =0.24.0 builds against; .venv/libtorch links to it for the build.
+#     tch =0.24.0 builds against; .venv/libtorch links to it for the build;
+#   - transformers and safetensors in .venv: the tests check the trainer's VideoMAE
+#     against transformers, and scripts/convert_videomae.py writes safetensors.
 # Nothing is installed when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The one place the libtorch version is pinned (tch =0.24.0 expects 2.11.0).
 TORCH_VERSION=2.11.0
+# The transformers the VideoMAE parity tests compare against.
+TRANSFORMERS_VERSION=5.23.0
+SAFETENSORS_VERSION=0.8.0
 
 PACKAGES=(
   pkg-config clang
@@ -47,6 +52,16 @@ if ! have_torch; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" numpy
   have_torch || { echo "setup: torch $TORCH_VERSION did not install" >&2; exit 1; }
+fi
+
+have_hf() {
+  .venv/bin/python -c "import sys, transformers, safetensors; sys.exit(0 if (transformers.__version__, safetensors.__version__) == ('$TRANSFORMERS_VERSION', '$SAFETENSORS_VERSION') else 1)" 2>/dev/null
+}
+if ! have_hf; then
+  echo "setup: installing transformers==$TRANSFORMERS_VERSION and safetensors==$SAFETENSORS_VERSION into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    "transformers==$TRANSFORMERS_VERSION" "safetensors==$SAFETENSORS_VERSION"
+  have_hf || { echo "setup: transformers $TRANSFORMERS_VERSION did not install" >&2; exit 1; }
 fi
 
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds

@@ -62,6 +62,14 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Check this machine: data root, catalog, FFmpeg, libtorch
     Doctor,
+    /// Train a video classifier on a dataset's shards (`pmv-data train --help` lists
+    /// the options; runs pmv-data-train)
+    #[command(disable_help_flag = true)]
+    Train(PassArgs),
+    /// Evaluate a trained run: views, top-1/top-5, per-class accuracy, reports
+    /// (`pmv-data eval --help` lists the options; runs pmv-data-train)
+    #[command(disable_help_flag = true)]
+    Eval(PassArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -126,6 +134,14 @@ pub struct IngestArgs {
     /// Manifests: files, or for xinpianchang also directories of <label>/<id>/<id>.txt
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// Arguments handed unchanged to pmv-data-train.
+#[derive(Debug, Args)]
+pub struct PassArgs {
+    /// Options of the command (see its --help)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "ARGS")]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

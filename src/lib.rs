@@ -21,6 +21,7 @@ pub mod report;
 pub mod root;
 pub mod shard;
 pub mod source;
+pub mod synth;
 pub mod util;
 
 /// The version of this build.

@@ -1,10 +1,16 @@
-//! Where the trainer binary (`pmv-data-train`, which links libtorch) is found.
+//! Where the trainer binary (`pmv-data-train`, which links libtorch) is found, and how
+//! `pmv-data` hands a command to it.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::commands::App;
+use crate::exit::Exit;
 
 /// `pmv-data-train` beside this executable, else on `PATH`; `PMV_DATA_TRAIN`
 /// overrides both.
-#[cfg_attr(not(feature = "train"), allow(dead_code))]
 pub fn path() -> PathBuf {
     if let Some(p) = std::env::var_os("PMV_DATA_TRAIN") {
         return PathBuf::from(p);
@@ -15,4 +21,42 @@ pub fn path() -> PathBuf {
         .map(|exe| exe.with_file_name(name))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs `pmv-data-train <sub> [--json] [--quiet] [-v...] --root <root> <args...>`,
+/// passing stdin, stdout and stderr through, and returns its exit status.
+pub fn run(app: &App, sub: &str, args: &[OsString]) -> Result<Exit> {
+    let exe = path();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(sub);
+    if app.json {
+        cmd.arg("--json");
+    }
+    if app.quiet {
+        cmd.arg("--quiet");
+    }
+    for _ in 0..app.verbose {
+        cmd.arg("-v");
+    }
+    let names_root = args
+        .iter()
+        .any(|a| a == "--root" || a.to_string_lossy().starts_with("--root="));
+    if !names_root {
+        cmd.arg("--root").arg(app.root.path());
+    }
+    cmd.args(args);
+    let status = cmd.status().with_context(|| {
+        format!(
+            "cannot run the trainer {}: build it with `cargo build --release --features train` \
+             (it lies beside pmv-data) or set PMV_DATA_TRAIN",
+            exe.display()
+        )
+    })?;
+    Ok(match status.code() {
+        Some(0) => Exit::Ok,
+        Some(2) => Exit::Usage,
+        Some(3) => Exit::Rejected,
+        Some(75) => Exit::Locked,
+        _ => Exit::Error,
+    })
 }

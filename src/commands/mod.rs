@@ -3,10 +3,12 @@
 //! Nothing a test would want to check lives only here; the logic is in the library.
 
 mod doctor;
+mod eval;
 mod fetch;
 mod ingest;
 mod resolve;
 mod status;
+mod train;
 
 use std::path::PathBuf;
 
@@ -26,6 +28,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Fetch(args) => fetch::run(&app, args),
         Command::Resolve(args) => resolve::run(&app, args),
         Command::Doctor => doctor::run(&app),
+        Command::Train(args) => train::run(&app, args),
+        Command::Eval(args) => eval::run(&app, args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "pmv-data", &mut std::io::stdout());
@@ -40,6 +44,7 @@ pub struct App {
     pub root: DataRoot,
     pub json: bool,
     pub quiet: bool,
+    pub verbose: u8,
 }
 
 impl App {
@@ -59,6 +64,7 @@ impl App {
             root: DataRoot::new(root),
             json: global.json,
             quiet: global.quiet,
+            verbose: global.verbose,
         })
     }
 

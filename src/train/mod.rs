@@ -1,8 +1,30 @@
 //! The trainer: libtorch through tch.
 //!
-//! Owns every call into libtorch. So far it reports which libtorch this binary runs on
-//! and what it can reach (CUDA devices, cuDNN, CPU threads), and checks that a tensor
-//! operation works, so `pmv-data doctor` can tell a broken install from a working one.
+//! Owns every call into libtorch: the shard loader and augmentation, the models
+//! (`tiny3d`, VideoMAE ViTs), the optimiser and schedule, checkpoints and resume,
+//! evaluation, reports and plots, benchmarks. It also reports which libtorch this binary
+//! runs on and what it can reach, so `pmv-data doctor` can tell a broken install from a
+//! working one. It reads the catalog and shards through the `pmv_data` library and never
+//! writes to either.
+
+pub mod augment;
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod fit;
+pub mod loader;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod plot;
+pub mod rng;
+pub mod run;
+pub mod tiny3d;
+pub mod videomae;
 
 use serde::Serialize;
 
@@ -32,6 +54,37 @@ pub fn info() -> TorchInfo {
         cpu_threads: tch::get_num_threads(),
         tensor_ok: (sum - 6.0).abs() < 1e-6,
     }
+}
+
+/// `pmv-data-train synth`: a synthetic dataset as shards.
+pub fn synth_cmd(args: &cli::SynthArgs) -> Result<serde_json::Value, error::TrainError> {
+    let mut splits = vec![
+        ("train".to_owned(), args.train),
+        ("val".to_owned(), args.val),
+    ];
+    if args.test > 0 {
+        splits.push(("test".to_owned(), args.test));
+    }
+    splits.retain(|(_, n)| *n > 0);
+    let spec = pmv_data::synth::SynthSpec {
+        classes: args.classes,
+        splits,
+        frames: args.frames,
+        fps: args.fps,
+        clips: args.clips,
+        height: args.size.0,
+        width: args.size.1,
+        samples_per_shard: args.shard_size,
+        seed: args.seed,
+    };
+    let written = pmv_data::synth::write_shards(&args.out, &spec)?;
+    Ok(serde_json::json!({
+        "out": args.out,
+        "recipe": spec.recipe_id(),
+        "classes": pmv_data::synth::class_names(args.classes),
+        "samples": written.iter().map(|s| s.samples).sum::<usize>(),
+        "splits": written,
+    }))
 }
 
 #[cfg(test)]

@@ -13,4 +13,6 @@ mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
+#[cfg(feature = "train")]
+mod train;
 mod util;

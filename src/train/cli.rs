@@ -1,0 +1,472 @@
+//! The trainer's command line: one argument struct per subcommand (clap derive).
+//!
+//! Only parsing and defaults live here; what each command does is in `fit`, `eval`,
+//! `bench` and `synth_cmd`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::device::{DeviceChoice, PrecisionChoice};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelName {
+    /// A small 3D CNN (trains on a CPU in minutes)
+    Tiny3d,
+    /// VideoMAE ViT-S/16 (22 M parameters)
+    #[value(name = "vit-s")]
+    VitS,
+    /// VideoMAE ViT-B/16 (86 M parameters)
+    #[value(name = "vit-b")]
+    VitB,
+    /// The VideoMAE architecture of --init's config.json (any size)
+    Videomae,
+}
+
+impl ModelName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelName::Tiny3d => "tiny3d",
+            ModelName::VitS => "vit-s",
+            ModelName::VitB => "vit-b",
+            ModelName::Videomae => "videomae",
+        }
+    }
+}
+
+/// `A,B` as two floats.
+pub fn parse_pair(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not A,B"))?;
+    let a: f64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a number"))?;
+    let b: f64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a number"))?;
+    if !(a > 0.0 && b >= a) {
+        return Err(format!("{s:?}: need 0 < A <= B"));
+    }
+    Ok((a, b))
+}
+
+/// `HxW` (or one number for a square).
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{s:?} is not HxW"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => {
+            let n = parse(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+/// `CLIPSxCROPS`; CLIPS may be `all`.
+pub fn parse_views(s: &str) -> Result<(Option<usize>, usize), String> {
+    let (c, k) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not CLIPSxCROPS (e.g. 5x3, allx3)"))?;
+    let clips = if c == "all" {
+        None
+    } else {
+        Some(
+            c.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{c:?} is not a clip count"))?,
+        )
+    };
+    let crops = k
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{k:?} is not a crop count"))?;
+    Ok((clips, crops))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Data root holding the catalog and shards [env PMV_DATA_ROOT; default
+    /// ./pmv-data-root]; relative --out and --run paths are taken from it
+    #[arg(long, env = "PMV_DATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Dataset in the catalog
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "shards",
+        conflicts_with = "shards"
+    )]
+    pub dataset: Option<String>,
+
+    /// Shard recipe (id or name) [default: the dataset's only recipe with shards]
+    #[arg(long, value_name = "R", requires = "dataset")]
+    pub recipe: Option<String>,
+
+    /// Train on shards without a catalog: a directory of .tar files, one with
+    /// SPLIT/ subdirectories, or a glob in the file name
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    pub shards: Option<String>,
+
+    /// Validation shards for --shards [default: the val split under --shards]
+    #[arg(long, value_name = "DIR_OR_GLOB", requires = "shards")]
+    pub val_shards: Option<String>,
+
+    /// Class names for --shards, one per line or id,name [default: classes.txt beside
+    /// the shards, else class_ID]
+    #[arg(long, value_name = "FILE", requires = "shards")]
+    pub classes: Option<PathBuf>,
+
+    /// Split to train on
+    #[arg(long, default_value = "train", value_name = "S")]
+    pub train_split: String,
+
+    /// Split evaluated after each epoch; `none` for none
+    #[arg(long, default_value = "val", value_name = "S")]
+    pub val_split: String,
+
+    /// Check each catalog shard's SHA-256 before reading it
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Device: auto (the first CUDA device if any), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto", value_name = "D")]
+    pub device: DeviceChoice,
+
+    /// Arithmetic: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16
+    #[arg(long, value_enum, default_value = "auto", value_name = "P")]
+    pub precision: PrecisionChoice,
+
+    /// Loader threads [default: cores - 1 (at most 12) on CUDA, 1 on the CPU]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Batches prepared ahead of the model
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub prefetch: usize,
+
+    /// libtorch CPU threads [default: libtorch's choice]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<i32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Model to train
+    #[arg(long, value_enum, value_name = "M")]
+    pub model: ModelName,
+
+    /// Initial weights: a safetensors file (ViT: with config.json beside it, as
+    /// transformers and scripts/convert_videomae.py write them)
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub epochs: u64,
+
+    /// Clips per batch
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch_size: usize,
+
+    /// Batches per optimiser step (gradient accumulation)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub accum: usize,
+
+    /// Peak learning rate [default: tiny3d 2e-3; ViT 1e-3 x batch x accum / 256]
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f64>,
+
+    /// Final learning rate of the cosine [default: lr / 100]
+    #[arg(long, value_name = "X")]
+    pub min_lr: Option<f64>,
+
+    /// Epochs of linear warm-up [default: a tenth of the epochs, at most 5]
+    #[arg(long, value_name = "E")]
+    pub warmup_epochs: Option<f64>,
+
+    /// AdamW weight decay (not on biases, norms or position tables)
+    #[arg(long, default_value_t = 0.05, value_name = "X")]
+    pub weight_decay: f64,
+
+    /// Layer-wise lr decay for ViTs [default: 0.75 with --init, else 1]
+    #[arg(long, value_name = "X", value_parser = parse_fraction)]
+    pub layer_decay: Option<f64>,
+
+    #[arg(long, default_value_t = 0.1, value_name = "X", value_parser = parse_fraction)]
+    pub label_smoothing: f64,
+
+    /// Mixup alpha (0: off)
+    #[arg(long, default_value_t = 0.0, value_name = "A")]
+    pub mixup: f64,
+
+    /// CutMix alpha (0: off); with mixup too, each mixed batch picks one at random
+    #[arg(long, default_value_t = 0.0, value_name = "A")]
+    pub cutmix: f64,
+
+    /// Probability that a batch is mixed when mixup or cutmix is on
+    #[arg(long, default_value_t = 1.0, value_name = "P", value_parser = parse_fraction)]
+    pub mix_prob: f64,
+
+    /// Stochastic depth of the last ViT block [default: 0.1]
+    #[arg(long, value_name = "P", value_parser = parse_fraction)]
+    pub drop_path: Option<f64>,
+
+    /// Dropout before tiny3d's head [default: 0.3]
+    #[arg(long, value_name = "P", value_parser = parse_fraction)]
+    pub dropout: Option<f64>,
+
+    /// Clip the global gradient norm to this
+    #[arg(long, value_name = "X")]
+    pub clip_grad: Option<f64>,
+
+    /// Width of tiny3d's first stage
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub width: i64,
+
+    /// Model input HxW [default: the stored frame size, rounded down to 16s for ViTs]
+    #[arg(long, value_parser = parse_size, value_name = "HxW")]
+    pub input: Option<(usize, usize)>,
+
+    /// Random resized crop: range of the area fraction
+    #[arg(long, value_parser = parse_pair, default_value = "0.25,1", value_name = "A,B")]
+    pub crop_scale: (f64, f64),
+
+    /// Random resized crop: range of the aspect ratio relative to the input's
+    #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333", value_name = "A,B")]
+    pub crop_ratio: (f64, f64),
+
+    /// Probability of a horizontal flip (0 when left and right are different classes)
+    #[arg(long, default_value_t = 0.5, value_name = "P", value_parser = parse_fraction)]
+    pub flip: f64,
+
+    /// Train a sigmoid/BCE head (several labels per item) [default: as the dataset is]
+    #[arg(long, conflicts_with = "single_label")]
+    pub multi_label: bool,
+
+    /// Train a softmax head on the first label of each item
+    #[arg(long)]
+    pub single_label: bool,
+
+    /// Samples the shuffle buffer mixes across shards
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub shuffle_buffer: usize,
+
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+
+    /// Run directory [default: runs/DATASET-MODEL]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Also checkpoint every N optimiser steps (0: only at epoch ends)
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub save_every: u64,
+
+    /// Checkpoints kept
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub keep: usize,
+
+    /// Evaluate the validation split every N epochs (and after the last)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub eval_every: u64,
+
+    /// Write a metrics line every N optimiser steps
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub log_every: u64,
+
+    /// Fail on the first sample that cannot be read instead of counting it
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Run directory to evaluate (relative: from the data root)
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+
+    /// Data root [env PMV_DATA_ROOT; default ./pmv-data-root]
+    #[arg(long, env = "PMV_DATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Split to evaluate
+    #[arg(long, default_value = "val", value_name = "S")]
+    pub split: String,
+
+    /// Views per video: stored clips x spatial crops (1: centre; 3: start, centre and
+    /// end of the long side); CLIPS may be `all` [default: allx3]
+    #[arg(long, value_parser = parse_views, value_name = "CLIPSxCROPS")]
+    pub views: Option<(Option<usize>, usize)>,
+
+    /// Evaluate these shards instead of the run's split
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    pub shards: Option<String>,
+
+    /// Weights to evaluate [default: the run's final model, else its last checkpoint]
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// Videos per batch (each with all its views)
+    #[arg(long, default_value_t = 4, value_name = "B")]
+    pub batch_size: usize,
+
+    /// Output directory [default: RUN/eval-SPLIT-CLIPSxCROPS]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Check each catalog shard's SHA-256 before reading it
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "vit-s", value_name = "M")]
+    pub model: ModelName,
+
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch: usize,
+
+    #[arg(long, default_value_t = 16, value_name = "T")]
+    pub frames: usize,
+
+    #[arg(long, value_parser = parse_size, default_value = "224", value_name = "HxW")]
+    pub size: (usize, usize),
+
+    #[arg(long, default_value_t = 400, value_name = "N")]
+    pub classes: usize,
+
+    /// Timed optimiser steps
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub steps: usize,
+
+    /// Untimed steps first
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub warmup: usize,
+
+    /// Feed batches from these shards through the loader instead of one synthetic
+    /// batch kept on the device
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    pub shards: Option<String>,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchLoaderArgs {
+    /// Shards to read: a directory of .tar files, one with train/, or a glob
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    pub shards: String,
+
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch: usize,
+
+    /// Output HxW [default: the stored size]
+    #[arg(long, value_parser = parse_size, value_name = "HxW")]
+    pub size: Option<(usize, usize)>,
+
+    /// Loader threads
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+
+    /// Epochs over the shards
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub epochs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Directory to write SPLIT/SPLIT-NNNNNN.tar and classes.txt into
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Classes (at most 12)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub classes: usize,
+
+    /// Videos per class in the train split
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub train: usize,
+
+    /// Videos per class in the val split
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub val: usize,
+
+    /// Videos per class in the test split
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub test: usize,
+
+    #[arg(long, default_value_t = 8, value_name = "T")]
+    pub frames: usize,
+
+    /// Frame size HxW
+    #[arg(long, value_parser = parse_size, default_value = "64x48", value_name = "HxW")]
+    pub size: (usize, usize),
+
+    /// Clips per video
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub clips: usize,
+
+    #[arg(long, default_value_t = 10.0, value_name = "FPS")]
+    pub fps: f64,
+
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub shard_size: usize,
+
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse() {
+        assert_eq!(parse_size("288x192"), Ok((288, 192)));
+        assert_eq!(parse_size("224"), Ok((224, 224)));
+        assert!(parse_size("0x3").is_err());
+        assert_eq!(parse_pair("0.25,1"), Ok((0.25, 1.0)));
+        assert!(parse_pair("1,0.5").is_err());
+        assert_eq!(parse_views("5x3"), Ok((Some(5), 3)));
+        assert_eq!(parse_views("allx1"), Ok((None, 1)));
+        assert!(parse_views("3").is_err());
+    }
+}

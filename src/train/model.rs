@@ -1,0 +1,412 @@
+//! The models a run can train, how they are described in a run, and how initial weights
+//! are loaded into them.
+//!
+//! Owns [`ModelSpec`] (what `run.json` records), building a model on a `VarStore`,
+//! the parameter rules of the optimiser (weight decay off for biases, norms and
+//! position tables; layer index for layer-wise lr decay), and `--init`: a safetensors
+//! checkpoint whose names, shapes and config must match, except that a missing or
+//! differently sized head is re-initialised and the pre-training decoder of a
+//! `VideoMAEForPreTraining` checkpoint is set aside, both said so. Anything else that is
+//! missing, unexpected or mis-shaped is an error listing all of it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use super::device::Precision;
+use super::tiny3d::Tiny3d;
+use super::videomae::{VideoMae, VideoMaeConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model configuration: {0}")]
+    Config(String),
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error(
+        "{path} does not fit the model:{}",
+        list_problems(missing, unexpected, mismatched)
+    )]
+    Mismatch {
+        path: PathBuf,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        mismatched: Vec<String>,
+    },
+}
+
+fn list_problems(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
+    let mut s = String::new();
+    for (what, list) in [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", mismatched),
+    ] {
+        if !list.is_empty() {
+            let shown: Vec<&str> = list.iter().take(20).map(String::as_str).collect();
+            s.push_str(&format!(
+                "\n  {what} ({}): {}",
+                list.len(),
+                shown.join(", ")
+            ));
+            if list.len() > 20 {
+                s.push_str(", ...");
+            }
+        }
+    }
+    s
+}
+
+/// What a run trains, as `run.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "lowercase")]
+pub enum ModelSpec {
+    Tiny3d {
+        width: i64,
+        classes: usize,
+        dropout: f64,
+    },
+    Videomae {
+        /// `vit-s`, `vit-b`, ... or the name of the `--init` checkpoint's architecture.
+        name: String,
+        config: VideoMaeConfig,
+        drop_path: f64,
+    },
+}
+
+impl ModelSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            ModelSpec::Tiny3d { .. } => "tiny3d",
+            ModelSpec::Videomae { name, .. } => name,
+        }
+    }
+
+    pub fn build(&self, root: &nn::Path, precision: Precision) -> Result<Net, ModelError> {
+        Ok(match self {
+            ModelSpec::Tiny3d {
+                width,
+                classes,
+                dropout,
+            } => Net::Tiny3d(Tiny3d::new(root, *width, *classes, *dropout, precision)),
+            ModelSpec::Videomae {
+                config, drop_path, ..
+            } => Net::VideoMae(Box::new(VideoMae::new(
+                root, config, *drop_path, precision,
+            )?)),
+        })
+    }
+
+    /// Names of the head's parameters (re-initialised when `--init` has none that fit).
+    fn is_head(&self, name: &str) -> bool {
+        match self {
+            ModelSpec::Tiny3d { .. } => name.starts_with("head."),
+            ModelSpec::Videomae { .. } => {
+                name.starts_with("classifier.") || name.starts_with("fc_norm.")
+            }
+        }
+    }
+}
+
+/// Uniform random numbers for one training forward pass, drawn on the host from the
+/// run's counter-based streams (so a resumed run draws the same).
+pub struct Noise(Tensor);
+
+impl Noise {
+    pub fn new(values: &[f32], device: Device) -> Noise {
+        Noise(Tensor::from_slice(values).to_device_(device, Kind::Float, true, false))
+    }
+
+    pub fn slice(&self, start: i64, len: i64) -> Tensor {
+        self.0.narrow(0, start, len)
+    }
+}
+
+/// A built model.
+pub enum Net {
+    Tiny3d(Tiny3d),
+    VideoMae(Box<VideoMae>),
+}
+
+impl Net {
+    /// Logits `[B, classes]` in fp32; `train` with the step's noise.
+    pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
+        match self {
+            Net::Tiny3d(m) => m.forward(x, train, noise),
+            Net::VideoMae(m) => m.forward(x, if train { noise } else { None }),
+        }
+    }
+
+    pub fn noise_len(&self, batch: usize) -> usize {
+        match self {
+            Net::Tiny3d(m) => m.noise_len(batch),
+            Net::VideoMae(m) => m.noise_len(batch),
+        }
+    }
+
+    /// (layer index, highest layer index) for layer-wise lr decay.
+    pub fn layer_of(&self, name: &str) -> (usize, usize) {
+        match self {
+            Net::Tiny3d(_) => (0, 0),
+            Net::VideoMae(m) => (m.layer_of(name), m.depth()),
+        }
+    }
+}
+
+/// Weight decay applies to matrices and kernels only: not to biases, norms, position
+/// tables or tokens.
+pub fn decays(name: &str, shape: &[i64]) -> bool {
+    !(shape.len() <= 1
+        || name.ends_with(".bias")
+        || name.contains("position")
+        || name.contains("pos_embed")
+        || name.ends_with("mask_token")
+        || name.ends_with("cls_token"))
+}
+
+/// What `--init` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InitReport {
+    pub path: PathBuf,
+    pub loaded: usize,
+    /// Head tensors left at their fresh initialisation (absent, or sized for another
+    /// class count).
+    pub reinitialised: Vec<String>,
+    /// Tensors of the checkpoint this model has no use for (a pre-training decoder).
+    pub set_aside: Vec<String>,
+}
+
+/// Reads a safetensors file into named fp32 tensors on the CPU.
+pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
+    let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if t.is_floating_point() {
+                t.to_kind(Kind::Float)
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect())
+}
+
+/// The query and value biases are stored as `q_bias` / `v_bias` (what `transformers`
+/// writes and the Hub holds); `query.bias` / `value.bias` (its in-memory names) are
+/// accepted too.
+fn canonical_name(name: &str) -> String {
+    if let Some(p) = name.strip_suffix(".attention.attention.query.bias") {
+        return format!("{p}.attention.attention.q_bias");
+    }
+    if let Some(p) = name.strip_suffix(".attention.attention.value.bias") {
+        return format!("{p}.attention.attention.v_bias");
+    }
+    name.to_owned()
+}
+
+/// Whether a checkpoint tensor belongs to VideoMAE's pre-training model only.
+fn pretraining_only(name: &str) -> bool {
+    name.starts_with("encoder_to_decoder.")
+        || name == "mask_token"
+        || name.starts_with("decoder.")
+        || name.starts_with("position_embeddings")
+}
+
+/// Copies `tensors` into the variables of `vs`. With `lenient_head`, head tensors that
+/// are absent or mis-shaped keep their fresh values; otherwise every variable must be
+/// present with its shape and nothing may be left over.
+pub fn load_into(
+    vs: &nn::VarStore,
+    spec: &ModelSpec,
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+    lenient_head: bool,
+) -> Result<InitReport, ModelError> {
+    let vars = vs.variables();
+    let mut given: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut report = InitReport {
+        path: path.to_owned(),
+        ..InitReport::default()
+    };
+    let videomae = matches!(spec, ModelSpec::Videomae { .. });
+    // A bare `VideoMAEModel` checkpoint has no `videomae.` prefix.
+    let bare = videomae
+        && !tensors.iter().any(|(n, _)| n.starts_with("videomae."))
+        && tensors
+            .iter()
+            .any(|(n, _)| n.starts_with("embeddings.") || n.starts_with("encoder."));
+    for (name, t) in tensors {
+        let mut name = if videomae {
+            canonical_name(&name)
+        } else {
+            name
+        };
+        if bare
+            && (name.starts_with("embeddings.")
+                || name.starts_with("encoder.")
+                || name.starts_with("layernorm."))
+        {
+            name = format!("videomae.{name}");
+        }
+        given.insert(name, t);
+    }
+    if let ModelSpec::Videomae { config, .. } = spec {
+        let mut aside: Vec<String> = given
+            .keys()
+            .filter(|n| pretraining_only(n))
+            .cloned()
+            .collect();
+        // A pre-training encoder ends in a norm that mean pooling replaces by fc_norm.
+        if config.use_mean_pooling {
+            aside.extend(
+                given
+                    .keys()
+                    .filter(|n| n.starts_with("videomae.layernorm."))
+                    .cloned(),
+            );
+        }
+        for n in &aside {
+            given.remove(n);
+        }
+        report.set_aside = aside;
+    }
+    let mut missing = vec![];
+    let mut mismatched = vec![];
+    let mut loads = vec![];
+    for (name, var) in &vars {
+        match given.remove(name) {
+            Some(t) if t.size() == var.size() => loads.push((var.shallow_clone(), t)),
+            Some(t) => {
+                if lenient_head && spec.is_head(name) {
+                    report.reinitialised.push(format!(
+                        "{name} ({:?} in the checkpoint, {:?} here)",
+                        t.size(),
+                        var.size()
+                    ));
+                } else {
+                    mismatched.push(format!(
+                        "{name} ({:?} in the file, {:?} in the model)",
+                        t.size(),
+                        var.size()
+                    ));
+                }
+            }
+            None => {
+                if lenient_head && spec.is_head(name) {
+                    report.reinitialised.push(format!("{name} (absent)"));
+                } else {
+                    missing.push(name.clone());
+                }
+            }
+        }
+    }
+    let unexpected: Vec<String> = given.into_keys().collect();
+    if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
+        missing.sort();
+        mismatched.sort();
+        return Err(ModelError::Mismatch {
+            path: path.to_owned(),
+            missing,
+            unexpected,
+            mismatched,
+        });
+    }
+    report.reinitialised.sort();
+    tch::no_grad(|| {
+        for (mut var, t) in loads {
+            var.copy_(&t);
+        }
+    });
+    report.loaded = vars.len() - report.reinitialised.len();
+    Ok(report)
+}
+
+/// The VideoMAE configuration of a checkpoint folder (`config.json` beside the weights).
+pub fn checkpoint_config(weights: &Path) -> Result<VideoMaeConfig, ModelError> {
+    let dir = weights.parent().unwrap_or(Path::new("."));
+    let path = dir.join("config.json");
+    let text = fs_err::read_to_string(&path).map_err(|e| ModelError::Read {
+        path: weights.to_owned(),
+        message: format!(
+            "{e}: a VideoMAE checkpoint is a folder with model.safetensors and config.json \
+             (the head count and layer_norm_eps are not in the weights; \
+             scripts/convert_videomae.py writes both)"
+        ),
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Read {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    VideoMaeConfig::from_hf(&v).map_err(|message| ModelError::Read { path, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decay_rules() {
+        assert!(decays(
+            "videomae.encoder.layer.0.attention.attention.query.weight",
+            &[8, 8]
+        ));
+        assert!(!decays(
+            "videomae.encoder.layer.0.attention.attention.q_bias",
+            &[8]
+        ));
+        assert!(!decays("fc_norm.weight", &[8]));
+        assert!(!decays("mask_token", &[1, 1, 8]));
+        assert!(decays("stages.0.conv.weight", &[8, 3, 3, 3, 3]));
+        assert_eq!(
+            canonical_name("videomae.encoder.layer.3.attention.attention.query.bias"),
+            "videomae.encoder.layer.3.attention.attention.q_bias"
+        );
+    }
+
+    #[test]
+    fn init_reports_head_and_refuses_strangers() {
+        let spec = ModelSpec::Tiny3d {
+            width: 2,
+            classes: 3,
+            dropout: 0.0,
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        spec.build(&vs.root(), Precision::Fp32).unwrap();
+        let mut tensors: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("head."))
+            .map(|(n, t)| (n, t.detach().ones_like()))
+            .collect();
+        tensors.push((
+            "head.weight".into(),
+            Tensor::zeros([5, 16], (Kind::Float, Device::Cpu)),
+        ));
+        let r = load_into(&vs, &spec, Path::new("x"), tensors, true).unwrap();
+        assert_eq!(r.reinitialised.len(), 2, "{r:?}");
+        assert!(r.reinitialised[0].contains("absent") || r.reinitialised[1].contains("absent"));
+        let w = &vs.variables()["stages.0.conv.weight"];
+        assert_eq!(w.sum(Kind::Float).double_value(&[]), w.numel() as f64);
+
+        let e = load_into(
+            &vs,
+            &spec,
+            Path::new("x"),
+            vec![(
+                "stray".into(),
+                Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+            )],
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unexpected (1): stray"), "{e}");
+        assert!(e.contains("missing ("), "{e}");
+    }
+}
