@@ -32,6 +32,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if cli.command.only_reports() {
+        // `pmv-data status | head` should end quietly when `head` has read enough, as
+        // other Unix tools do. Commands that change the root keep ignoring SIGPIPE: a
+        // closed pipe must not kill one halfway through its work.
+        // SAFETY: called before any other thread exists; SIG_DFL is always valid.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging(cli.global.verbose, cli.global.quiet);
     let json = cli.global.json;
     match commands::run(cli) {

@@ -332,3 +332,28 @@ fn doctor_reports_ffmpeg_and_libtorch() {
     }
     assert_eq!(out.code, 0, "{}", out.stdout);
 }
+
+#[test]
+fn a_closed_stdout_ends_a_report_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    // The reader goes away before pmv-data writes (it reads nothing): the write fails
+    // with EPIPE, which must end the process like any Unix filter, not panic.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3>&1; ( '{}' completions bash; echo \"rc=$?\" >&3 ) | true",
+            env!("CARGO_BIN_EXE_pmv-data")
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // 141 = 128 + SIGPIPE: killed by the signal; 0: it wrote before the pipe closed.
+    assert!(
+        stdout.contains("rc=141") || stdout.contains("rc=0"),
+        "{stdout} {stderr} {:?}",
+        out.status.signal()
+    );
+}
