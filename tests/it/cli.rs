@@ -336,7 +336,6 @@ fn doctor_reports_ffmpeg_and_libtorch() {
 #[test]
 fn a_closed_stdout_ends_a_report_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    let env = Env::new();
     // The reader goes away before pmv-data writes (it reads nothing): the write fails
     // with EPIPE, which must end the process like any Unix filter, not panic.
     let out = std::process::Command::new("sh")
