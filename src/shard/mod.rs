@@ -11,3 +11,7 @@ pub use format::{
     Member, SampleIndex, SampleInput, SampleMeta, ShardError, ShardSummary, ShardWriter, sample_key,
 };
 pub use reader::{Sample, ShardReader};
+
+pub mod recipe;
+
+pub use recipe::{Recipe, RecipeParams};

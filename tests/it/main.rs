@@ -7,3 +7,5 @@ mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
 mod util;
+mod shard_media;
+mod shard_util;
