@@ -4,6 +4,8 @@
 
 mod doctor;
 mod ingest;
+mod probe;
+mod shard;
 mod status;
 
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Ingest(args) => ingest::run(&app, args),
         Command::Status(args) => status::run(&app, args),
+        Command::Shard(args) => shard::run(&app, args),
+        Command::Probe(args) => probe::run(&app, args),
         Command::Doctor => doctor::run(&app),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

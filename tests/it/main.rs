@@ -9,3 +9,4 @@ mod ingest_pmv400;
 mod util;
 mod shard_media;
 mod shard_util;
+mod shard_run;
