@@ -5,8 +5,11 @@
 #   ingest   full PMV-400 lists (target < 1 s), a generated 562,342-row xinpianchang
 #            JSON lines file (target < 5 s), both with peak memory < 200 MB; the unchanged
 #            re-ingest; and a 10-million-line list to show memory stays flat.
+#   shard    40 generated portrait 720x1280 H.264 videos of 15 s (GOP 60) sharded with
+#            videomae-16x4-224 at K=1 and K=5, side by side with the ffmpeg command line,
+#            PyAV and the GOP decode floor (scripts/bench-shard.sh; its own shard.json).
 #
-# usage: scripts/bench.sh [ingest] [--quick]   (--quick: fewer runs, no 10M-line list)
+# usage: scripts/bench.sh [ingest] [shard] [--quick]   (--quick: fewer runs, no 10M-line list)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -91,6 +94,7 @@ bench_ingest() {
 for s in "${sections[@]}"; do
   case "$s" in
     ingest) bench_ingest ;;
+    shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac
 done

@@ -48,6 +48,12 @@ if ! have_torch; then
   have_torch || { echo "setup: torch $TORCH_VERSION did not install" >&2; exit 1; }
 fi
 
+# webdataset: the shard tests read shards with it; av (PyAV): a peer in the shard benchmark.
+if ! .venv/bin/python -c "import webdataset, av" 2>/dev/null; then
+  echo "setup: installing webdataset and av (PyAV) into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check webdataset av
+fi
+
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds
 # libtorch wherever the venv's Python keeps site-packages (a relative link, so the
 # checkout may move).

@@ -44,7 +44,10 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
                 }
             }
             Err(e) => {
-                let corrupt = matches!(e, MediaError::Corrupt { .. } | MediaError::Unsupported { .. });
+                let corrupt = matches!(
+                    e,
+                    MediaError::Corrupt { .. } | MediaError::Unsupported { .. }
+                );
                 if corrupt {
                     bad += 1;
                 } else if hard_error.is_none() {
@@ -82,7 +85,10 @@ fn print_probe(file: &std::path::Path, p: &pmv_data::media::Probe, decoded: Opti
     println!(
         "  video      {}{} {} {}x{} (SAR {}), shown upright as {}x{}{}",
         p.codec,
-        p.profile.as_deref().map(|s| format!(" ({s})")).unwrap_or_default(),
+        p.profile
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default(),
         p.pixel_format,
         p.width,
         p.height,
@@ -110,7 +116,11 @@ fn print_probe(file: &std::path::Path, p: &pmv_data::media::Probe, decoded: Opti
         p.keyframes, p.max_gop
     );
     if let Some(b) = p.bit_rate {
-        println!("  bit rate   {} kb/s{}", b / 1000, if p.has_audio { ", with audio" } else { "" });
+        println!(
+            "  bit rate   {} kb/s{}",
+            b / 1000,
+            if p.has_audio { ", with audio" } else { "" }
+        );
     }
     if let Some(n) = decoded {
         println!("  decodes    all {n} frames");

@@ -20,8 +20,8 @@ mod with_media {
     use pmv_data::shard::{ShardOptions, ShardReport, rebuild_shard};
     use pmv_data::util::{group_digits, human_bytes};
 
-    use crate::commands::App;
     use crate::cli::ShardArgs;
+    use crate::commands::App;
     use crate::exit::{Exit, UsageError};
     use crate::progress;
 
@@ -50,7 +50,10 @@ mod with_media {
                     short_side: args.short_side,
                     filter: args.filter,
                 };
-                Some(recipe::resolve(args.recipe.as_deref(), &o).map_err(|e| usage(e.to_string()))?)
+                Some(
+                    recipe::resolve(args.recipe.as_deref(), &o)
+                        .map_err(|e| usage(e.to_string()))?,
+                )
             }
         };
         let catalog_path = app.root.catalog_path();
@@ -79,11 +82,15 @@ mod with_media {
             );
             let (status, summary) = match &result {
                 Ok(r) => (RunStatus::Ok, serde_json::to_value(r)?),
-                Err(e) => (RunStatus::Failed, serde_json::json!({ "error": e.to_string() })),
+                Err(e) => (
+                    RunStatus::Failed,
+                    serde_json::json!({ "error": e.to_string() }),
+                ),
             };
             catalog.finish_run(&run_id, status, &summary)?;
-            let report_path = write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                .context("cannot write the run report")?;
+            let report_path =
+                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                    .context("cannot write the run report")?;
             let r = result?;
             if app.json {
                 let mut doc = summary;
@@ -152,8 +159,9 @@ mod with_media {
         };
         let summary = serde_json::to_value(&report)?;
         catalog.finish_run(&run_id, status, &summary)?;
-        let report_path = write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-            .context("cannot write the run report")?;
+        let report_path =
+            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                .context("cannot write the run report")?;
         if app.json {
             let mut doc = summary;
             doc["run_id"] = run_id.into();
@@ -181,7 +189,11 @@ mod with_media {
         Ok(Exit::Ok)
     }
 
-    fn document(run_id: &str, args: &serde_json::Value, summary: &serde_json::Value) -> serde_json::Value {
+    fn document(
+        run_id: &str,
+        args: &serde_json::Value,
+        summary: &serde_json::Value,
+    ) -> serde_json::Value {
         serde_json::json!({
             "run_id": run_id,
             "command": "shard",
@@ -220,7 +232,12 @@ mod with_media {
             r.failed.len()
         );
         for s in &r.shards {
-            println!("  {}  {} samples  {}", s.path, s.samples, human_bytes(s.bytes));
+            println!(
+                "  {}  {} samples  {}",
+                s.path,
+                s.samples,
+                human_bytes(s.bytes)
+            );
         }
         if r.videos_sharded > 0 {
             println!(
@@ -236,7 +253,10 @@ mod with_media {
         if let Some(stop) = r.stopped {
             println!(
                 "  stopped early ({}): {} videos left for the next run",
-                serde_json::to_value(stop).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                serde_json::to_value(stop)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
                 group_digits(r.not_started as u64)
             );
         }

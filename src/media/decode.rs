@@ -172,7 +172,8 @@ impl Decoder {
             let kf = video.table.keyframe_before(first);
             let mut w_end = w_start + 1;
             while w_end < self.needed.len() {
-                let next_kf = video.table.keyframes[video.table.keyframe_before(self.needed[w_end])].0;
+                let next_kf =
+                    video.table.keyframes[video.table.keyframe_before(self.needed[w_end])].0;
                 if next_kf > self.needed[w_end - 1] {
                     break;
                 }
@@ -327,14 +328,24 @@ impl Decoder {
         let mut unsent = pending;
         let mut eof = false;
         if !have_packet {
-            video.decoder.as_mut().expect("opened").send_eof().map_err(|e| ffmpeg(&path, e))?;
+            video
+                .decoder
+                .as_mut()
+                .expect("opened")
+                .send_eof()
+                .map_err(|e| ffmpeg(&path, e))?;
             eof = true;
         }
         while pending > 0 {
             if unsent > 0 && !eof {
                 if !have_packet && !self.next_packet(video)? {
                     eof = true;
-                    video.decoder.as_mut().expect("opened").send_eof().map_err(|e| ffmpeg(&path, e))?;
+                    video
+                        .decoder
+                        .as_mut()
+                        .expect("opened")
+                        .send_eof()
+                        .map_err(|e| ffmpeg(&path, e))?;
                 }
                 have_packet = false;
                 if !eof {
@@ -398,7 +409,11 @@ impl Decoder {
                     Err(e) => return Err(ffmpeg(&path, e)),
                 }
                 stats.frames_decoded += 1;
-                let Some(i) = self.frame.timestamp().and_then(|ts| video.table.index_of(ts)) else {
+                let Some(i) = self
+                    .frame
+                    .timestamp()
+                    .and_then(|ts| video.table.index_of(ts))
+                else {
                     continue;
                 };
                 let Ok(j) = self.needed[w_start..w_end].binary_search(&i) else {
@@ -409,7 +424,14 @@ impl Decoder {
                     continue;
                 }
                 let first_slot = self.wanted[self.wanted.partition_point(|w| w.0 < i)].1;
-                self.convert(&video.path, video.sar, video.rotation, target, first_slot, out)?;
+                self.convert(
+                    &video.path,
+                    video.sar,
+                    video.rotation,
+                    target,
+                    first_slot,
+                    out,
+                )?;
                 self.done[j] = true;
                 pending -= 1;
                 if pending == 0 {
@@ -487,10 +509,13 @@ impl Decoder {
             colorspace: raw.colorspace as i32,
             full_range,
         };
-        let scaler = self.scalers.get(key).map_err(|reason| MediaError::Unsupported {
-            path: path.to_owned(),
-            reason,
-        })?;
+        let scaler = self
+            .scalers
+            .get(key)
+            .map_err(|reason| MediaError::Unsupported {
+                path: path.to_owned(),
+                reason,
+            })?;
         let dst = &mut out[slot * frame_bytes..(slot + 1) * frame_bytes];
         if geometry.direct() {
             // SAFETY: the frame is cropped to the key's source size; dst holds the
@@ -522,8 +547,13 @@ fn open_decoder(video: &mut VideoFile, threads: usize) -> Result<(), MediaError>
         .stream(video.stream)
         .expect("stream chosen at open")
         .parameters();
-    let time_base = video.input.stream(video.stream).expect("stream").time_base();
-    let mut ctx = ff::codec::context::Context::from_parameters(params).map_err(|e| ffmpeg(&path, e))?;
+    let time_base = video
+        .input
+        .stream(video.stream)
+        .expect("stream")
+        .time_base();
+    let mut ctx =
+        ff::codec::context::Context::from_parameters(params).map_err(|e| ffmpeg(&path, e))?;
     ctx.set_threading(ff::codec::threading::Config {
         kind: if threads > 1 {
             ff::codec::threading::Type::Frame

@@ -320,7 +320,15 @@ mod tests {
             &target(224, 224, Fit::ShortSide, Some(224)),
         )
         .unwrap();
-        assert_eq!(g.src, Rect { x: 0, y: 280, w: 720, h: 720 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 0,
+                y: 280,
+                w: 720,
+                h: 720
+            }
+        );
         assert_eq!((g.scaled_w, g.scaled_h), (224, 224));
         assert!(g.direct());
         // Short side 256, crop 256x192 (HxW): region 540x720 of the 720x1280 picture.
@@ -332,7 +340,15 @@ mod tests {
             &target(256, 192, Fit::ShortSide, Some(256)),
         )
         .unwrap();
-        assert_eq!(g.src, Rect { x: 90, y: 280, w: 540, h: 720 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 90,
+                y: 280,
+                w: 540,
+                h: 720
+            }
+        );
     }
 
     #[test]
@@ -346,7 +362,15 @@ mod tests {
         )
         .unwrap();
         // 720 wide -> 192: scale 0.2667; 288 high needs 1080 source rows.
-        assert_eq!(g.src, Rect { x: 0, y: 100, w: 720, h: 1080 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 0,
+                y: 100,
+                w: 720,
+                h: 1080
+            }
+        );
         // A landscape video under a portrait crop: the middle 720x1080 strip.
         let g = Geometry::plan(
             1920,
@@ -356,7 +380,15 @@ mod tests {
             &target(288, 192, Fit::Cover, None),
         )
         .unwrap();
-        assert_eq!(g.src, Rect { x: 600, y: 0, w: 720, h: 1080 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 600,
+                y: 0,
+                w: 720,
+                h: 1080
+            }
+        );
     }
 
     #[test]
@@ -371,8 +403,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!((g.display_w, g.display_h), (720, 1280));
-        assert_eq!(g.src, Rect { x: 100, y: 0, w: 1080, h: 720 });
-        assert_eq!(g.display_src, Rect { x: 0, y: 100, w: 720, h: 1080 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 100,
+                y: 0,
+                w: 1080,
+                h: 720
+            }
+        );
+        assert_eq!(
+            g.display_src,
+            Rect {
+                x: 0,
+                y: 100,
+                w: 720,
+                h: 1080
+            }
+        );
         assert_eq!((g.scaled_w, g.scaled_h), (288, 192));
         assert!(!g.direct());
     }
@@ -390,7 +438,15 @@ mod tests {
         .unwrap();
         assert_eq!((g.display_w, g.display_h), (768, 576));
         // 576 display px square -> 540 stored px wide.
-        assert_eq!(g.src, Rect { x: 90, y: 0, w: 540, h: 576 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 90,
+                y: 0,
+                w: 540,
+                h: 576
+            }
+        );
     }
 
     #[test]
@@ -403,14 +459,22 @@ mod tests {
             &target(224, 224, Fit::ShortSide, Some(224)),
         )
         .unwrap();
-        assert!(g.src.x % 2 == 0 && g.src.y % 2 == 0);
+        assert!(g.src.x.is_multiple_of(2) && g.src.y.is_multiple_of(2));
         assert!(g.src.x + g.src.w <= 321 && g.src.y + g.src.h <= 243);
         assert_eq!(g.src.h, 242);
         assert_eq!(g.src.w, 244);
         // Tiny pictures still give a region.
-        let g = Geometry::plan(1, 1, (0, 1), Rotation::R0, &target(8, 8, Fit::Cover, None))
-            .unwrap();
-        assert_eq!(g.src, Rect { x: 0, y: 0, w: 1, h: 1 });
+        let g =
+            Geometry::plan(1, 1, (0, 1), Rotation::R0, &target(8, 8, Fit::Cover, None)).unwrap();
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 0,
+                y: 0,
+                w: 1,
+                h: 1
+            }
+        );
     }
 
     #[test]
@@ -423,8 +487,24 @@ mod tests {
             &target(224, 224, Fit::Contain, None),
         )
         .unwrap();
-        assert_eq!(g.src, Rect { x: 0, y: 0, w: 1280, h: 720 });
-        assert_eq!(g.place, Rect { x: 0, y: 49, w: 224, h: 126 });
+        assert_eq!(
+            g.src,
+            Rect {
+                x: 0,
+                y: 0,
+                w: 1280,
+                h: 720
+            }
+        );
+        assert_eq!(
+            g.place,
+            Rect {
+                x: 0,
+                y: 49,
+                w: 224,
+                h: 126
+            }
+        );
         assert!(!g.direct());
     }
 
@@ -440,11 +520,26 @@ mod tests {
             display_w: 2,
             display_h: 3,
             rotation,
-            src: Rect { x: 0, y: 0, w: 3, h: 2 },
-            display_src: Rect { x: 0, y: 0, w: 2, h: 3 },
+            src: Rect {
+                x: 0,
+                y: 0,
+                w: 3,
+                h: 2,
+            },
+            display_src: Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 3,
+            },
             scaled_w: 3,
             scaled_h: 2,
-            place: Rect { x: 0, y: 0, w: 2, h: 3 },
+            place: Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 3,
+            },
             out_w: 2,
             out_h: 3,
         };

@@ -32,7 +32,9 @@ pub fn cover_jpeg(path: &Path) -> Result<Vec<u8>, MediaError> {
         reason,
     };
     if size > MAX_COVER_BYTES {
-        return Err(corrupt(format!("{size} bytes is too large for a cover image")));
+        return Err(corrupt(format!(
+            "{size} bytes is too large for a cover image"
+        )));
     }
     let bytes = fs_err::read(path).map_err(io)?;
     if is_jpeg(&bytes) {
@@ -40,10 +42,13 @@ pub fn cover_jpeg(path: &Path) -> Result<Vec<u8>, MediaError> {
     }
     super::init();
     let abs = std::path::absolute(path).map_err(io)?;
-    let text = abs.to_str().filter(|t| !t.contains('\0')).ok_or_else(|| MediaError::Invalid {
-        path: path.to_owned(),
-        message: "FFmpeg needs a UTF-8 path without NUL bytes".into(),
-    })?;
+    let text = abs
+        .to_str()
+        .filter(|t| !t.contains('\0'))
+        .ok_or_else(|| MediaError::Invalid {
+            path: path.to_owned(),
+            message: "FFmpeg needs a UTF-8 path without NUL bytes".into(),
+        })?;
     let mut opts = ff::Dictionary::new();
     opts.set("protocol_whitelist", "file");
     opts.set("format_whitelist", IMAGE_FORMATS);

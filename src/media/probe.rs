@@ -111,7 +111,10 @@ impl FrameTable {
     }
 
     fn interval_around(&self, i: usize) -> u64 {
-        let next = self.pts.get(i + 1).map(|p| (p - self.pts[i]).unsigned_abs());
+        let next = self
+            .pts
+            .get(i + 1)
+            .map(|p| (p - self.pts[i]).unsigned_abs());
         let prev = i
             .checked_sub(1)
             .map(|j| (self.pts[i] - self.pts[j]).unsigned_abs());
@@ -135,8 +138,7 @@ pub struct VideoFile {
     pub(crate) probe: Probe,
     pub(crate) rotation: Rotation,
     pub(crate) sar: (u32, u32),
-    /// Packets read during the scan (all streams), so a later decode can tell how much
-    /// reading it saved.
+    /// The decoder, opened on first use with `decoder_threads` threads.
     pub(crate) decoder: Option<ff::decoder::Video>,
     pub(crate) decoder_threads: usize,
 }
@@ -155,7 +157,11 @@ fn rational(r: ff::Rational) -> Option<f64> {
 
 fn c_name(p: *const std::ffi::c_char) -> Option<String> {
     // SAFETY: FFmpeg returns static NUL-terminated names or null.
-    (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    (!p.is_null()).then(|| {
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// Opens `path` with FFmpeg, local files and video containers only.
@@ -178,28 +184,34 @@ fn open_input(path: &Path) -> Result<format::context::Input, MediaError> {
         path: path.to_owned(),
         source,
     })?;
-    let text = abs.to_str().filter(|t| !t.contains('\0')).ok_or_else(|| MediaError::Invalid {
-        path: path.to_owned(),
-        message: "FFmpeg needs a UTF-8 path without NUL bytes".into(),
-    })?;
+    let text = abs
+        .to_str()
+        .filter(|t| !t.contains('\0'))
+        .ok_or_else(|| MediaError::Invalid {
+            path: path.to_owned(),
+            message: "FFmpeg needs a UTF-8 path without NUL bytes".into(),
+        })?;
     // "file:" so that no part of the name is taken for a protocol.
     let url = format!("file:{text}");
     let mut opts = ff::Dictionary::new();
     opts.set("protocol_whitelist", "file");
     opts.set("format_whitelist", VIDEO_FORMATS);
-    format::input_with_dictionary(&url, opts).map_err(|e| match e {
-        ff::Error::Other { errno } if errno == libc_enoent() => MediaError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::from_raw_os_error(errno),
-        },
-        e => corrupt(path, format!("not a video container FFmpeg can read: {e}")),
+    format::input_with_dictionary(&url, opts).map_err(|e| {
+        // A file that vanished or cannot be read is not corrupt.
+        if let ff::Error::Other { errno } = e {
+            let io = std::io::Error::from_raw_os_error(errno);
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) {
+                return MediaError::Io {
+                    path: path.to_owned(),
+                    source: io,
+                };
+            }
+        }
+        corrupt(path, format!("not a video container FFmpeg can read: {e}"))
     })
-}
-
-fn libc_enoent() -> i32 {
-    std::io::Error::from(std::io::ErrorKind::NotFound)
-        .raw_os_error()
-        .unwrap_or(2)
 }
 
 struct Entry {
@@ -213,7 +225,9 @@ impl VideoFile {
     pub fn open(path: &Path) -> Result<VideoFile, MediaError> {
         super::init();
         let mut input = open_input(path)?;
-        let has_audio = input.streams().any(|s| s.parameters().medium() == media::Type::Audio);
+        let has_audio = input
+            .streams()
+            .any(|s| s.parameters().medium() == media::Type::Audio);
         let stream = input
             .streams()
             .filter(|s| s.parameters().medium() == media::Type::Video)
@@ -276,7 +290,16 @@ impl VideoFile {
         // SAFETY: codecpar belongs to the stream and lives as long as `input`.
         let (codec_id, profile, format, width, height, color_space, color_range, bit_rate) = unsafe {
             let p = &*params.as_ptr();
-            (p.codec_id, p.profile, p.format, p.width, p.height, p.color_space, p.color_range, (*input.as_ptr()).bit_rate)
+            (
+                p.codec_id,
+                p.profile,
+                p.format,
+                p.width,
+                p.height,
+                p.color_space,
+                p.color_range,
+                (*input.as_ptr()).bit_rate,
+            )
         };
         if width <= 0 || height <= 0 {
             return Err(corrupt(path, "the video stream has no picture size"));

@@ -147,7 +147,10 @@ mod tests {
         // 60 fps: every second frame.
         let (t, d) = cfr(900, 60.0);
         let idx = sample_indices(&stride(16, 4, 1), &t, d);
-        assert_eq!(idx[0], (0..16).map(|i| 2 * (194 + 4 * i)).collect::<Vec<i64>>());
+        assert_eq!(
+            idx[0],
+            (0..16).map(|i| 2 * (194 + 4 * i)).collect::<Vec<i64>>()
+        );
         // 24000/1001 fps (the xinpianchang sample): 369 frames, 15.39 s.
         let fps = 24000.0 / 1001.0;
         let (t, d) = cfr(369, fps);

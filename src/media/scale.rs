@@ -101,7 +101,12 @@ impl Scaler {
     /// `dst` must hold `dst_stride * dst_h` bytes.
     pub unsafe fn scale(&self, frame: *const ffi::AVFrame, dst: &mut [u8], dst_stride: usize) {
         debug_assert!(dst.len() >= dst_stride * self.key.dst_h as usize);
-        let planes = [dst.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
+        let planes = [
+            dst.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ];
         let strides = [dst_stride as i32, 0, 0, 0];
         // SAFETY: see the function's contract.
         unsafe {

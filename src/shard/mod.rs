@@ -1,6 +1,6 @@
 //! Shards: fixed-shape frame tensors of one recipe in WebDataset-layout tar files.
 //!
-//! [`format`] owns the bytes of a shard (sample keys, tar and npy headers, sample
+//! [`format`](mod@format) owns the bytes of a shard (sample keys, tar and npy headers, sample
 //! metadata, the writer) and [`reader`] maps a shard and hands out samples without
 //! copying. Both compile in every build: the trainer reads shards without FFmpeg, and
 //! so do [`recipe`] (what a sample is, and its stable id) and [`work`] (what the catalog

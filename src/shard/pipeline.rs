@@ -152,7 +152,8 @@ pub fn run<E>(
                         break;
                     }
                     buf.resize(sample_bytes, 0);
-                    let result = decode_one(&mut decoder, root, &work[i], recipe, threads, &mut buf);
+                    let result =
+                        decode_one(&mut decoder, root, &work[i], recipe, threads, &mut buf);
                     if tx.send((i, result, buf)).is_err() {
                         break;
                     }
@@ -182,7 +183,10 @@ pub fn run<E>(
                         Err(e) => {
                             error = Some(e);
                             stop.store(true, Ordering::SeqCst);
-                            stopped.lock().expect("stop lock").get_or_insert(Stop::Error);
+                            stopped
+                                .lock()
+                                .expect("stop lock")
+                                .get_or_insert(Stop::Error);
                         }
                     }
                 }

@@ -126,11 +126,16 @@ impl RecipeParams {
             ));
         }
         if self.frames == 0 || self.frames > MAX_FRAMES {
-            return err(format!("frames must be 1..={MAX_FRAMES}, not {}", self.frames));
+            return err(format!(
+                "frames must be 1..={MAX_FRAMES}, not {}",
+                self.frames
+            ));
         }
         match (self.sampling, self.stride) {
             (SampleMode::Stride, Some(s)) if (1..=10_000).contains(&s) => {}
-            (SampleMode::Stride, Some(s)) => return err(format!("stride must be 1..=10000, not {s}")),
+            (SampleMode::Stride, Some(s)) => {
+                return err(format!("stride must be 1..=10000, not {s}"));
+            }
             (SampleMode::Stride, None) => return err("stride sampling needs a stride".into()),
             (SampleMode::Segments, None) => {}
             (SampleMode::Segments, Some(_)) => {
@@ -144,7 +149,7 @@ impl RecipeParams {
             return err(format!("fps must be 1..=1000, not {}", self.fps));
         }
         for (name, v) in [("height", self.height), ("width", self.width)] {
-            if v < 8 || v > MAX_SIDE {
+            if !(8..=MAX_SIDE).contains(&v) {
                 return err(format!("{name} must be 8..={MAX_SIDE}, not {v}"));
             }
         }
@@ -229,7 +234,14 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn stride(frames: u32, stride: u32, height: u32, width: u32, fit: Fit, short: Option<u32>) -> RecipeParams {
+fn stride(
+    frames: u32,
+    stride: u32,
+    height: u32,
+    width: u32,
+    fit: Fit,
+    short: Option<u32>,
+) -> RecipeParams {
     RecipeParams {
         rules: RULES_VERSION,
         frames,
@@ -345,7 +357,9 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
         None => None,
     };
     if o.stride.is_some() && o.segments {
-        return Err(RecipeError("--stride and --segments exclude each other".into()));
+        return Err(RecipeError(
+            "--stride and --segments exclude each other".into(),
+        ));
     }
     let mut p = match &base {
         Some(b) => b.params.clone(),
@@ -358,7 +372,9 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
                     "--frames needs --stride S or --segments".into(),
                 ));
             }
-            let (h, w) = o.size.ok_or_else(|| RecipeError("--size HxW is required".into()))?;
+            let (h, w) = o
+                .size
+                .ok_or_else(|| RecipeError("--size HxW is required".into()))?;
             RecipeParams {
                 rules: RULES_VERSION,
                 frames,
@@ -433,9 +449,7 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
 /// Parses `HxW` (also `H×W` and `H,W`): height first, as the shapes are.
 pub fn parse_size(s: &str) -> Result<(u32, u32), RecipeError> {
     let bad = || RecipeError(format!("size {s:?}: expected HxW, e.g. 224x224 or 288x192"));
-    let (h, w) = s
-        .split_once(['x', 'X', '×', ','])
-        .ok_or_else(bad)?;
+    let (h, w) = s.split_once(['x', 'X', '×', ',']).ok_or_else(bad)?;
     let h: u32 = h.trim().parse().map_err(|_| bad())?;
     let w: u32 = w.trim().parse().map_err(|_| bad())?;
     Ok((h, w))
@@ -499,7 +513,10 @@ mod tests {
             v.params.canonical_json(),
             r#"{"rules":1,"frames":16,"sampling":"stride","stride":4,"clips":1,"fps":30.0,"height":224,"width":224,"fit":"short-side","short_side":224,"filter":"bicubic"}"#
         );
-        assert_eq!(v.id(), crate::util::sha256_hex(v.params.canonical_json().as_bytes())[..12]);
+        assert_eq!(
+            v.id(),
+            crate::util::sha256_hex(v.params.canonical_json().as_bytes())[..12]
+        );
         let p = builtin("pmv-portrait-16x4-288x192").unwrap();
         assert_eq!(p.params.shape(), [1, 16, 288, 192, 3]);
         assert_eq!(p.params.fit, Fit::Cover);
@@ -556,7 +573,12 @@ mod tests {
             clips: Some(0),
             ..Default::default()
         };
-        assert!(resolve(Some("videomae-16x4-224"), &o).unwrap_err().0.contains("clips"));
+        assert!(
+            resolve(Some("videomae-16x4-224"), &o)
+                .unwrap_err()
+                .0
+                .contains("clips")
+        );
         let o = Overrides {
             fit: Some(Fit::Cover),
             short_side: Some(256),
@@ -568,7 +590,12 @@ mod tests {
             clips: Some(64),
             ..Default::default()
         };
-        assert!(resolve(Some("videomae-16x4-224"), &o).unwrap_err().0.contains("1 GiB"));
+        assert!(
+            resolve(Some("videomae-16x4-224"), &o)
+                .unwrap_err()
+                .0
+                .contains("1 GiB")
+        );
         assert_eq!(parse_size("288x192").unwrap(), (288, 192));
         assert_eq!(parse_size("224×224").unwrap(), (224, 224));
         assert!(parse_size("224").is_err());

@@ -163,7 +163,9 @@ pub fn register_recipe(catalog: &Catalog, recipe: &Recipe) -> Result<Recipe, Sha
     )
     .map_err(|e| catalog.sql(e))?;
     let name: String = conn
-        .query_row("SELECT name FROM recipes WHERE id = ?1", [&id], |r| r.get(0))
+        .query_row("SELECT name FROM recipes WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
         .map_err(|e| catalog.sql(e))?;
     Ok(Recipe {
         name,
@@ -175,9 +177,11 @@ pub fn register_recipe(catalog: &Catalog, recipe: &Recipe) -> Result<Recipe, Sha
 pub fn stored_recipe(catalog: &Catalog, id: &str) -> Result<Option<Recipe>, ShardRunError> {
     let row: Option<(String, String)> = catalog
         .conn()
-        .query_row("SELECT name, params FROM recipes WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT name, params FROM recipes WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .map_err(|e| catalog.sql(e))?;
     let Some((name, params)) = row else {
@@ -223,7 +227,10 @@ fn remove_leftovers(
             .map_err(|e| catalog.sql(e))?;
         let pattern = format!(
             "{}/%",
-            dir_rel.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            dir_rel
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         );
         let rows = stmt
             .query_map([pattern], |r| r.get::<_, String>(0))
@@ -268,10 +275,18 @@ struct OpenShard {
 }
 
 impl OpenShard {
-    fn create(root: &DataRoot, dir_rel: &str, split: &str, seq: i64) -> Result<OpenShard, ShardRunError> {
+    fn create(
+        root: &DataRoot,
+        dir_rel: &str,
+        split: &str,
+        seq: i64,
+    ) -> Result<OpenShard, ShardRunError> {
         let rel = shard_rel(dir_rel, split, seq);
         let path = root.path().join(&rel);
-        let dir = path.parent().expect("a shard path has a directory").to_owned();
+        let dir = path
+            .parent()
+            .expect("a shard path has a directory")
+            .to_owned();
         fs_err::create_dir_all(&dir).map_err(io_err(&dir))?;
         if path.exists() {
             return Err(ShardRunError::Invalid(format!(
@@ -306,12 +321,10 @@ impl OpenShard {
     fn seal(&mut self) -> Result<(u64, String), ShardRunError> {
         let writer = self.writer.take().expect("sealed once");
         let (buffered, summary) = writer.finish()?;
-        let file = buffered
-            .into_inner()
-            .map_err(|e| ShardRunError::Io {
-                path: self.tmp.clone(),
-                source: e.into_error(),
-            })?;
+        let file = buffered.into_inner().map_err(|e| ShardRunError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io_err(&self.tmp))?;
         drop(file);
         fs_err::rename(&self.tmp, &self.path).map_err(io_err(&self.tmp))?;
@@ -437,13 +450,7 @@ fn commit_shard(
 }
 
 /// The `<key>.json` of a sample.
-fn sample_meta(
-    dataset: &str,
-    recipe_id: &str,
-    split: &str,
-    w: &Work,
-    d: &Decoded,
-) -> SampleMeta {
+fn sample_meta(dataset: &str, recipe_id: &str, split: &str, w: &Work, d: &Decoded) -> SampleMeta {
     let p = &d.probe;
     let mut extra = serde_json::Map::new();
     extra.insert("codec".into(), p.codec.clone().into());
@@ -491,7 +498,9 @@ fn append(
         txt: w.text.as_deref(),
     })?;
     shard.samples.push((w.item_id, label, index));
-    shard.probes.push((w.item_id, w.sha256.clone(), d.probe.clone()));
+    shard
+        .probes
+        .push((w.item_id, w.sha256.clone(), d.probe.clone()));
     Ok(())
 }
 
@@ -502,7 +511,12 @@ pub fn samples_per_shard(given: Option<usize>, params: &RecipeParams) -> usize {
         .max(1)
 }
 
-fn next_seq(catalog: &Catalog, dataset_id: i64, recipe_id: &str, split: &str) -> Result<i64, CatalogError> {
+fn next_seq(
+    catalog: &Catalog,
+    dataset_id: i64,
+    recipe_id: &str,
+    split: &str,
+) -> Result<i64, CatalogError> {
     catalog
         .conn()
         .query_row(
@@ -650,7 +664,10 @@ pub fn run(
                     None => next_seq(catalog, dataset.id, &recipe_id, split)?,
                 };
                 seqs.insert(split.clone(), seq + 1);
-                open.insert(split.clone(), OpenShard::create(root, &dir_rel, split, seq)?);
+                open.insert(
+                    split.clone(),
+                    OpenShard::create(root, &dir_rel, split, seq)?,
+                );
             }
             let shard = open.get_mut(split).expect("opened above");
             append(shard, &dataset.name, &recipe, &recipe_id, w, &d)?;
@@ -758,8 +775,12 @@ pub fn rebuild_shard(
     if old.state != "live" {
         return Err(fail(format!("it is {}, not live", old.state)));
     }
-    let recipe = stored_recipe(catalog, &old.recipe_id)?
-        .ok_or_else(|| fail(format!("its recipe {} is not in the catalog", old.recipe_id)))?;
+    let recipe = stored_recipe(catalog, &old.recipe_id)?.ok_or_else(|| {
+        fail(format!(
+            "its recipe {} is not in the catalog",
+            old.recipe_id
+        ))
+    })?;
     recipe.params.validate()?;
     let (items, unavailable) = work::shard_items(catalog, &old)?;
     if !unavailable.is_empty() {
@@ -775,7 +796,11 @@ pub fn rebuild_shard(
             items.len()
         )));
     }
-    reporter.begin(&format!("verify videos of {}", old.path), Some(items.len() as u64), Unit::Items);
+    reporter.begin(
+        &format!("verify videos of {}", old.path),
+        Some(items.len() as u64),
+        Unit::Items,
+    );
     for w in &items {
         let path = root.path().join(&w.video);
         let (sha, _) = sha256_file(&path).map_err(io_err(&path))?;
@@ -793,7 +818,11 @@ pub fn rebuild_shard(
     let dir_rel = recipe_dir(&old.dataset, &recipe);
     let seq = next_seq(catalog, old.dataset_id, &old.recipe_id, &old.split)?;
     let mut shard = OpenShard::create(root, &dir_rel, &old.split, seq)?;
-    reporter.begin(&format!("rebuild {}", old.path), Some(items.len() as u64), Unit::Items);
+    reporter.begin(
+        &format!("rebuild {}", old.path),
+        Some(items.len() as u64),
+        Unit::Items,
+    );
     let mut decode = DecodeStats::default();
     let engine = EngineOptions {
         jobs: jobs.unwrap_or_else(pipeline::cores),
@@ -828,7 +857,9 @@ pub fn rebuild_shard(
     };
     let old_bytes = catalog
         .conn()
-        .query_row("SELECT bytes FROM shards WHERE id = ?1", [old.id], |r| r.get::<_, i64>(0))
+        .query_row("SELECT bytes FROM shards WHERE id = ?1", [old.id], |r| {
+            r.get::<_, i64>(0)
+        })
         .map_err(|e| catalog.sql(e))?;
     tracing::info!(old = %old.path, new = %shard.rel, "shard rebuilt");
     Ok(RebuildReport {

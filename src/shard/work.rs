@@ -69,7 +69,9 @@ pub fn pending(
             )
             .map_err(sql)?;
         let rows = stmt
-            .query_map([dataset_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map([dataset_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql)?;
         for row in rows {
             let (item, split) = row.map_err(sql)?;
@@ -269,7 +271,10 @@ mod tests {
     #[test]
     fn sources_and_labels_parse() {
         let s = r#"[{"kind":"local","location":"/a.mp4","origin":"manifest"},{"kind":"direct","location":"https://h/b.mp4","origin":"links"}]"#;
-        assert_eq!(source_at(Some(s), Some(1)).as_deref(), Some("https://h/b.mp4"));
+        assert_eq!(
+            source_at(Some(s), Some(1)).as_deref(),
+            Some("https://h/b.mp4")
+        );
         assert_eq!(source_at(Some(s), None).as_deref(), Some("/a.mp4"));
         assert_eq!(source_at(Some(s), Some(7)), None);
         assert_eq!(source_at(None, Some(0)), None);

@@ -6,7 +6,12 @@ mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
-mod util;
+#[cfg(feature = "media")]
+mod probe;
+#[cfg(feature = "media")]
 mod shard_media;
-mod shard_util;
+#[cfg(feature = "media")]
 mod shard_run;
+#[cfg(feature = "media")]
+mod shard_util;
+mod util;

@@ -45,14 +45,16 @@ fn dataset(env: &Env, name: &str, n: usize, train_n: usize) -> Vec<PathBuf> {
         })
         .collect();
     ingest_items(env, name, &items);
-    (0..n).map(|i| add_video(env, name, &format!("v{i}"), i)).collect()
+    (0..n)
+        .map(|i| add_video(env, name, &format!("v{i}"), i))
+        .collect()
 }
 
 fn add_video(env: &Env, dataset: &str, key: &str, i: usize) -> PathBuf {
     let dir = env.path("src");
     std::fs::create_dir_all(&dir).unwrap();
     let file = format!("{key}.mp4");
-    let (w, h) = if i % 2 == 0 { (160, 96) } else { (96, 160) };
+    let (w, h) = if i.is_multiple_of(2) { (160, 96) } else { (96, 160) };
     let spec = Spec {
         seconds: 1.0 + (i % 3) as f64,
         ..Spec::h264(&file, w, h, 1.0)
@@ -87,7 +89,11 @@ fn shard_files(env: &Env) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(&env.root).unwrap().to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(&env.root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, std::fs::read(&p).unwrap()));
             }
         }
@@ -106,7 +112,16 @@ fn shards_a_dataset_and_every_reader_agrees() {
     let videos = dataset(&env, "d", 5, 3);
     let (code, r, stderr) = shard(
         &env,
-        &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE, "--samples-per-shard", "2"],
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+            "--samples-per-shard",
+            "2",
+        ],
     );
     assert_eq!(code, 0, "{stderr}\n{r}");
     assert_eq!(r["videos_pending"], 5);
@@ -116,10 +131,18 @@ fn shards_a_dataset_and_every_reader_agrees() {
     // train: 2 + 1, val: 2.
     let mut layout: Vec<(String, u64)> = shards
         .iter()
-        .map(|s| (s["split"].as_str().unwrap().to_owned(), s["samples"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["split"].as_str().unwrap().to_owned(),
+                s["samples"].as_u64().unwrap(),
+            )
+        })
         .collect();
     layout.sort();
-    assert_eq!(layout, vec![("train".into(), 1), ("train".into(), 2), ("val".into(), 2)]);
+    assert_eq!(
+        layout,
+        vec![("train".into(), 1), ("train".into(), 2), ("val".into(), 2)]
+    );
     let recipe_id = r["recipe_id"].as_str().unwrap();
     for s in shards {
         let path = s["path"].as_str().unwrap();
@@ -131,14 +154,20 @@ fn shards_a_dataset_and_every_reader_agrees() {
     assert!(r["decode_ratio"].as_f64().unwrap() >= 1.0);
 
     // The catalog.
-    assert_eq!(env.query::<i64>("SELECT count(*) FROM shards WHERE state = 'live'"), 3);
+    assert_eq!(
+        env.query::<i64>("SELECT count(*) FROM shards WHERE state = 'live'"),
+        3
+    );
     assert_eq!(env.query::<i64>("SELECT count(*) FROM samples"), 5);
     assert_eq!(env.query::<i64>("SELECT count(*) FROM probes"), 5);
     assert_eq!(
         env.strings("SELECT DISTINCT state FROM files WHERE role = 'video'"),
         vec!["sharded"]
     );
-    assert_eq!(env.query::<String>("SELECT name FROM recipes"), "16x4-64x64-ss64");
+    assert_eq!(
+        env.query::<String>("SELECT name FROM recipes"),
+        "16x4-64x64-ss64"
+    );
 
     // Each shard: the recorded hash, the recorded offsets, and frames equal to what the
     // media layer gives for the video directly.
@@ -152,22 +181,54 @@ fn shards_a_dataset_and_every_reader_agrees() {
         )
         .unwrap();
     let rows: Vec<(i64, String, String, String, String, Option<i64>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    let schema = |name: &str| {
+        let text = std::fs::read_to_string(repo().join("schemas").join(name)).unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+    };
+    let (sample_schema, recipe_schema) = (
+        schema("shard-sample.schema.json"),
+        schema("recipe.schema.json"),
+    );
+    let params_json: serde_json::Value =
+        serde_json::from_str(&env.query::<String>("SELECT params FROM recipes")).unwrap();
+    assert!(recipe_schema.is_valid(&params_json), "{params_json}");
     let mut rust_view = vec![];
     for (_, path, sha256, key, members, label) in &rows {
         let file = env.root.join(path);
         let reader = ShardReader::open(&file).unwrap();
         reader.verify_sha256(sha256).unwrap();
         let index: SampleIndex = serde_json::from_str(members).unwrap();
-        let pos = reader.index().iter().position(|s| s.key == index.key).unwrap();
-        assert_eq!(reader.index()[pos], index, "catalog offsets differ from the tar");
+        let pos = reader
+            .index()
+            .iter()
+            .position(|s| s.key == index.key)
+            .unwrap();
+        assert_eq!(
+            reader.index()[pos],
+            index,
+            "catalog offsets differ from the tar"
+        );
         let sample = reader.sample(pos).unwrap();
         assert_eq!(sample.shape, [1, 16, 64, 64, 3]);
         assert_eq!(sample.label.map(i64::from), *label);
         let meta = sample.meta().unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(sample.json.unwrap()).unwrap();
+        if let Err(e) = sample_schema.validate(&raw) {
+            panic!("{key}.json does not match schemas/shard-sample.schema.json: {e}\n{raw}");
+        }
         assert_eq!(&meta.id, key);
         assert_eq!(meta.labels, vec![label.unwrap() as u32]);
         assert_eq!(meta.recipe, recipe_id);
@@ -175,14 +236,30 @@ fn shards_a_dataset_and_every_reader_agrees() {
         let n: usize = key[1..].parse().unwrap();
         let mut v = VideoFile::open(&videos[n]).unwrap();
         assert_eq!(meta.sha256, sha(&std::fs::read(&videos[n]).unwrap()));
-        assert_eq!((meta.width, meta.height), (v.probe().display_width, v.probe().display_height));
-        let idx = sample_indices(&Sampling::from(&params), &v.table().times, v.table().duration_s);
+        assert_eq!(
+            (meta.width, meta.height),
+            (v.probe().display_width, v.probe().display_height)
+        );
+        let idx = sample_indices(
+            &Sampling::from(&params),
+            &v.table().times,
+            v.table().duration_s,
+        );
         assert_eq!(meta.frame_indices, idx);
         let mut direct = vec![0u8; params.sample_bytes() as usize];
         Decoder::new()
-            .extract(&mut v, &idx, &Target::from(&params), &DecoderOptions::default(), &mut direct)
+            .extract(
+                &mut v,
+                &idx,
+                &Target::from(&params),
+                &DecoderOptions::default(),
+                &mut direct,
+            )
             .unwrap();
-        assert!(sample.frames == direct.as_slice(), "{key}: frames differ from a direct decode");
+        assert!(
+            sample.frames == direct.as_slice(),
+            "{key}: frames differ from a direct decode"
+        );
         // Zero copy: the frames are a slice of the map, 64-byte aligned in the file.
         assert_eq!(index.frames.offset % 64, 0);
         rust_view.push(json!({
@@ -219,7 +296,12 @@ print(json.dumps(out))
 "#;
     let paths: Vec<String> = shards
         .iter()
-        .map(|s| env.root.join(s["path"].as_str().unwrap()).to_string_lossy().into_owned())
+        .map(|s| {
+            env.root
+                .join(s["path"].as_str().unwrap())
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let py = python(script, env.root.to_str().unwrap(), &paths);
     let py: Vec<serde_json::Value> = serde_json::from_str(&py).unwrap();
@@ -272,7 +354,14 @@ fn python(script: &str, first: &str, args: &[String]) -> String {
 fn reruns_append_only_what_is_new_and_inputs_decide_the_bytes() {
     let env = Env::new();
     dataset(&env, "d", 3, 3);
-    let args = ["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE];
+    let args = [
+        "--dataset",
+        "d",
+        "--recipe",
+        "videomae-16x4-224",
+        "--size",
+        SIZE,
+    ];
     let (code, r, e) = shard(&env, &args);
     assert_eq!(code, 0, "{e}");
     assert_eq!(r["samples"], 3);
@@ -331,18 +420,45 @@ fn corrupt_videos_go_to_quarantine_and_never_reach_a_shard() {
     let bytes = std::fs::read(&good).unwrap();
     let cut = env.write("src/cut.mp4", &bytes[..bytes.len() / 2]);
     register(&env, "d", "cut", "video", &cut);
-    let noise = env.write("src/noise.mp4", (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect::<Vec<_>>());
+    let noise = env.write(
+        "src/noise.mp4",
+        (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect::<Vec<_>>(),
+    );
     register(&env, "d", "noise", "video", &noise);
     let silent = src.join("silent.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", s(&silent)]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        "-c:a",
+        "aac",
+        s(&silent),
+    ]);
     register(&env, "d", "silent", "video", &silent);
     // A source rank the quarantine must keep.
     env.catalog();
     let conn = rusqlite::Connection::open(env.root.join("catalog.sqlite")).unwrap();
-    conn.execute("UPDATE files SET source_rank = 1 WHERE path LIKE '%cut.mp4'", []).unwrap();
+    conn.execute(
+        "UPDATE files SET source_rank = 1 WHERE path LIKE '%cut.mp4'",
+        [],
+    )
+    .unwrap();
     drop(conn);
 
-    let (code, r, stderr) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE]);
+    let (code, r, stderr) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(r["videos_sharded"], 1);
     assert_eq!(r["samples"], 1);
@@ -377,7 +493,17 @@ fn corrupt_videos_go_to_quarantine_and_never_reach_a_shard() {
         vec!["good"]
     );
     // A second run has nothing to do: corrupt files are not retried by shard.
-    let (code, r, _) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE]);
+    let (code, r, _) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
     assert_eq!(code, 0);
     assert_eq!(r["videos_pending"], 0);
 }
@@ -387,7 +513,17 @@ fn a_missing_video_is_sent_back_to_fetch() {
     let env = Env::new();
     dataset(&env, "d", 2, 2);
     std::fs::remove_file(env.root.join("videos/d/v1.mp4")).unwrap();
-    let (code, r, _) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE]);
+    let (code, r, _) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
     assert_eq!(code, 3);
     assert_eq!(r["failed"][0]["item"], "v1");
     assert_eq!(
@@ -403,7 +539,19 @@ fn a_killed_run_leaves_no_shard_and_no_rows() {
     dataset(&env, "d", n, n);
     let mut child = env
         .command()
-        .args(["shard", "--dataset", "d", "--recipe", "videomae-16x4-224", "--size", "128x128", "--jobs", "1", "--samples-per-shard", "100"])
+        .args([
+            "shard",
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            "128x128",
+            "--jobs",
+            "1",
+            "--samples-per-shard",
+            "100",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -415,14 +563,23 @@ fn a_killed_run_leaves_no_shard_and_no_rows() {
         if let Some(t) = find(&dir, |n| n.contains(".tmp-")) {
             break t;
         }
-        assert!(std::time::Instant::now() < deadline, "no temporary shard appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary shard appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     std::thread::sleep(std::time::Duration::from_millis(100));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(find(&dir, |n| n.ends_with(".tar")).is_none(), "a shard exists under its final name");
+    assert!(
+        find(&dir, |n| n.ends_with(".tar")).is_none(),
+        "a shard exists under its final name"
+    );
     assert_eq!(env.query::<i64>("SELECT count(*) FROM shards"), 0);
     assert_eq!(env.query::<i64>("SELECT count(*) FROM samples"), 0);
     assert_eq!(
@@ -430,12 +587,29 @@ fn a_killed_run_leaves_no_shard_and_no_rows() {
         vec!["verified"]
     );
     // The next run removes the leftover and writes everything.
-    let (code, r, e) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", "128x128", "--samples-per-shard", "100"]);
+    let (code, r, e) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            "128x128",
+            "--samples-per-shard",
+            "100",
+        ],
+    );
     assert_eq!(code, 0, "{e}");
     assert_eq!(r["samples"], n);
     let left = r["removed_leftovers"].as_array().unwrap();
     assert_eq!(left.len(), 1);
-    assert!(left[0].as_str().unwrap().ends_with(tmp.file_name().unwrap().to_str().unwrap()));
+    assert!(
+        left[0]
+            .as_str()
+            .unwrap()
+            .ends_with(tmp.file_name().unwrap().to_str().unwrap())
+    );
     assert!(!tmp.exists());
 }
 
@@ -457,9 +631,33 @@ fn find(dir: &Path, pred: impl Fn(&str) -> bool + Copy) -> Option<PathBuf> {
 fn a_new_recipe_reuses_sharded_videos() {
     let env = Env::new();
     dataset(&env, "d", 3, 2);
-    let (code, _, e) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE]);
+    let (code, _, e) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
     assert_eq!(code, 0, "{e}");
-    let (code, r, e) = shard(&env, &["--dataset", "d", "--recipe", "pmv-portrait-16x4-288x192", "--size", "48x32", "--clips", "2", "--split", "train"]);
+    let (code, r, e) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "pmv-portrait-16x4-288x192",
+            "--size",
+            "48x32",
+            "--clips",
+            "2",
+            "--split",
+            "train",
+        ],
+    );
     assert_eq!(code, 0, "{e}");
     assert_eq!(r["videos_pending"], 2, "only the train split was asked for");
     let path = r["shards"][0]["path"].as_str().unwrap();
@@ -472,7 +670,17 @@ fn a_new_recipe_reuses_sharded_videos() {
 fn a_damaged_shard_is_rebuilt_under_a_new_name() {
     let env = Env::new();
     dataset(&env, "d", 3, 3);
-    let (code, r, e) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE]);
+    let (code, r, e) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
     assert_eq!(code, 0, "{e}");
     let id = r["shards"][0]["id"].as_i64().unwrap();
     let path = env.root.join(r["shards"][0]["path"].as_str().unwrap());
@@ -483,7 +691,12 @@ fn a_damaged_shard_is_rebuilt_under_a_new_name() {
     let mid = rotten.len() / 2;
     rotten[mid] ^= 0x40;
     std::fs::write(&path, &rotten).unwrap();
-    assert!(ShardReader::open(&path).unwrap().verify_sha256(&recorded).is_err());
+    assert!(
+        ShardReader::open(&path)
+            .unwrap()
+            .verify_sha256(&recorded)
+            .is_err()
+    );
 
     let (code, r, e) = shard(&env, &["--rebuild", &id.to_string()]);
     assert_eq!(code, 0, "{e}");
@@ -500,7 +713,17 @@ fn a_damaged_shard_is_rebuilt_under_a_new_name() {
     let (code, _, e) = shard(&env, &["--rebuild", &id.to_string()]);
     assert_eq!(code, 1);
     assert!(e.contains("replaced"), "{e}");
-    let (_, r, _) = shard(&env, &["--dataset", "d", "--recipe", "videomae-16x4-224", "--size", SIZE]);
+    let (_, r, _) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
     assert_eq!(r["videos_pending"], 0);
 }
 
@@ -514,17 +737,48 @@ fn the_real_sample_keeps_its_cover_text_and_labels() {
         std::fs::copy(example.join(f), dir.join(f)).unwrap();
     }
     std::fs::create_dir_all(env.path("MP4_download/City/99945958")).unwrap();
-    std::fs::copy(example.join("99945958.txt"), env.path("MP4_download/City/99945958/99945958.txt")).unwrap();
-    let out = env.ingest(&["--dataset", "xpc", "--format", "xinpianchang", "--split", "train", s(&env.path("MP4_download"))]);
+    std::fs::copy(
+        example.join("99945958.txt"),
+        env.path("MP4_download/City/99945958/99945958.txt"),
+    )
+    .unwrap();
+    let out = env.ingest(&[
+        "--dataset",
+        "xpc",
+        "--format",
+        "xinpianchang",
+        "--split",
+        "train",
+        s(&env.path("MP4_download")),
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    register(&env, "xpc", "99945958", "video", &example.join("99945958.mp4"));
-    register(&env, "xpc", "99945958", "cover", &example.join("99945958.jpeg"));
-    let (code, r, e) = shard(&env, &["--dataset", "xpc", "--recipe", "pmv-portrait-16x4-288x192"]);
+    register(
+        &env,
+        "xpc",
+        "99945958",
+        "video",
+        &example.join("99945958.mp4"),
+    );
+    register(
+        &env,
+        "xpc",
+        "99945958",
+        "cover",
+        &example.join("99945958.jpeg"),
+    );
+    let (code, r, e) = shard(
+        &env,
+        &["--dataset", "xpc", "--recipe", "pmv-portrait-16x4-288x192"],
+    );
     assert_eq!(code, 0, "{e}");
-    let reader = ShardReader::open(&env.root.join(r["shards"][0]["path"].as_str().unwrap())).unwrap();
+    let reader =
+        ShardReader::open(&env.root.join(r["shards"][0]["path"].as_str().unwrap())).unwrap();
     let sample = reader.sample(0).unwrap();
     assert_eq!(sample.shape, [1, 16, 288, 192, 3]);
-    assert_eq!(sample.jpg.unwrap(), std::fs::read(example.join("99945958.jpeg")).unwrap());
+    assert_eq!(
+        sample.jpg.unwrap(),
+        std::fs::read(example.join("99945958.jpeg")).unwrap()
+    );
     assert_eq!(sample.txt.unwrap(), "Hong Kong Circa 2017, City B-Roll");
     assert_eq!(sample.label, Some(11));
     let meta = sample.meta().unwrap();
@@ -535,7 +789,9 @@ fn the_real_sample_keeps_its_cover_text_and_labels() {
     assert_eq!(meta.extra["source_frames"], 369);
     let (w, h, rot): (i64, i64, i64) = env
         .catalog()
-        .query_row("SELECT width, height, rotation FROM probes", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("SELECT width, height, rotation FROM probes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap();
     assert_eq!((w, h, rot), (640, 360, 0));
 }
@@ -550,16 +806,48 @@ fn bad_requests_are_refused() {
     let out = env.run(&["shard", "--dataset", "d", "--recipe", "nope"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("videomae-16x4-224"), "{}", out.stderr);
-    let out = env.run(&["shard", "--dataset", "d", "--frames", "16", "--size", "224x224"]);
+    let out = env.run(&[
+        "shard",
+        "--dataset",
+        "d",
+        "--frames",
+        "16",
+        "--size",
+        "224x224",
+    ]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    let out = env.run(&["shard", "--dataset", "nope", "--recipe", "videomae-16x4-224"]);
+    let out = env.run(&[
+        "shard",
+        "--dataset",
+        "nope",
+        "--recipe",
+        "videomae-16x4-224",
+    ]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("no dataset named 'nope'"), "{}", out.stderr);
-    let out = env.run(&["shard", "--dataset", "d", "--recipe", "videomae-16x4-224", "--split", "../x"]);
+    assert!(
+        out.stderr.contains("no dataset named 'nope'"),
+        "{}",
+        out.stderr
+    );
+    let out = env.run(&[
+        "shard",
+        "--dataset",
+        "d",
+        "--recipe",
+        "videomae-16x4-224",
+        "--split",
+        "../x",
+    ]);
     assert_eq!(out.code, 1);
     let out = env.run(&["--json", "shard", "--list-recipes"]);
     assert_eq!(out.code, 0);
-    assert!(out.json().as_array().unwrap().iter().any(|r| r["name"] == "pmv-portrait-16x4-288x192"));
+    assert!(
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pmv-portrait-16x4-288x192")
+    );
 }
 
 /// Sets a flag once `after` videos are reported done.
@@ -588,7 +876,14 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
     dataset(&env, "d", 5, 5);
     let root = DataRoot::new(&env.root);
     let mut catalog = Catalog::open(&root.catalog_path()).unwrap();
-    let recipe = recipe::resolve(Some("videomae-16x4-224"), &Overrides { size: Some((64, 64)), ..Default::default() }).unwrap();
+    let recipe = recipe::resolve(
+        Some("videomae-16x4-224"),
+        &Overrides {
+            size: Some((64, 64)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut opts = ShardOptions {
         dataset: "d".into(),
         splits: vec![],
@@ -607,7 +902,11 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     opts.deadline = None;
     opts.cancel = Some(flag.clone());
-    let stopper = CancelAfter { flag, after: 2, done: Default::default() };
+    let stopper = CancelAfter {
+        flag,
+        after: 2,
+        done: Default::default(),
+    };
     let r = pmv_data::shard::run(&root, &mut catalog, &opts, &stopper).unwrap();
     assert_eq!(r.stopped, Some(Stop::Cancelled));
     assert!((2..=3).contains(&r.videos_sharded), "{r:?}");

@@ -108,7 +108,11 @@ pub fn cli_frames(
         "-",
     ]);
     let frame = (out_w * out_h * 3) as usize;
-    assert_eq!(raw.len(), frame * uniq.len(), "ffmpeg gave a different number of frames");
+    assert_eq!(
+        raw.len(),
+        frame * uniq.len(),
+        "ffmpeg gave a different number of frames"
+    );
     let by_index: std::collections::HashMap<i64, Vec<u8>> = uniq
         .iter()
         .zip(raw.chunks(frame))
