@@ -35,7 +35,7 @@ gen() {
   # Each video: another portrait window of the sample, another tint, another start.
   local x=$(( (i * 37) % 430 )) hue=$(( (i * 29) % 360 ))
   ffmpeg -v error -y -ss "0.$(( i % 4 ))" -i "$src" -t 15 \
-    -vf "crop=202:360:$x:0,scale=720:1280:flags=bicubic,hue=h=$hue,noise=alls=6:allf=t,fps=30" \
+    -vf "crop=202:360:$x:0,scale=720:1280:flags=bicubic,setsar=1,hue=h=$hue,noise=alls=6:allf=t,fps=30" \
     -c:v libx264 -preset veryfast -threads 1 -b:v 2M -maxrate 3M -bufsize 4M \
     -g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p -an "$f.tmp.mp4"
   mv "$f.tmp.mp4" "$f"

@@ -195,8 +195,10 @@ impl Decoder {
                         reason: format!("frame {missing} of {n} does not decode"),
                     });
                 }
-                tracing::debug!(video = %path.display(), frame = first, "seek landed late; retrying from an earlier keyframe");
-                from -= 1;
+                // Once from the keyframe before, then from the start: a frame that does
+                // not come out then is not there (and retries stay bounded).
+                tracing::debug!(video = %path.display(), frame = first, "needed frames missing; retrying from an earlier keyframe");
+                from = if from == kf { from - 1 } else { 0 };
             }
             w_start = w_end;
         }

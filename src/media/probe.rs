@@ -22,9 +22,13 @@ use super::geometry::Rotation;
 const VIDEO_FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,asf,h264,hevc,ivf,obu,m4v,\
                              gif,mxf,nut,dv,ogg,rm,yuv4mpegpipe,mjpeg";
 
-/// More frames than any short video has; a file claiming more is refused rather than
-/// indexed into unbounded memory.
-const MAX_FRAMES: usize = 5_000_000;
+/// More frames than any short video has (9 hours at 30 fps); a file claiming more is
+/// refused rather than indexed into unbounded memory.
+const MAX_FRAMES: usize = 1_000_000;
+/// The largest picture decoded (8K UHD); larger ones would need gigabytes of frames.
+const MAX_PIXELS: u64 = 7680 * 4320;
+/// A video stream shorter than this share of what its container declares was cut short.
+const MIN_DECLARED_SHARE: f64 = 0.8;
 
 /// What the media layer sees in a video file.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -305,6 +309,26 @@ impl VideoFile {
             return Err(corrupt(path, "the video stream has no picture size"));
         }
         let (width, height) = (width as u32, height as u32);
+        if width as u64 * height as u64 > MAX_PIXELS || width.max(height) > 16384 {
+            return Err(MediaError::Unsupported {
+                path: path.to_owned(),
+                reason: format!("pictures of {width}x{height} are larger than 8K"),
+            });
+        }
+        // A file cut short whose container does not count frames (Matroska, WebM) still
+        // declares how long it is.
+        let declared_s = declared_duration(&input, stream);
+        if let Some(d) = declared_s
+            && table.duration_s + 1.0 < d * MIN_DECLARED_SHARE
+        {
+            return Err(corrupt(
+                path,
+                format!(
+                    "the container says {d:.2} s but only {:.2} s of video can be read (a truncated file?)",
+                    table.duration_s
+                ),
+            ));
+        }
         let geometry = super::geometry::Geometry::plan(
             width,
             height,
@@ -388,6 +412,19 @@ impl VideoFile {
     pub fn sar(&self) -> (u32, u32) {
         self.sar
     }
+}
+
+/// How long the container says the video lasts: the stream's own duration, else the
+/// whole file's when the file has no other stream that could make it longer.
+fn declared_duration(input: &format::context::Input, stream: usize) -> Option<f64> {
+    let st = input.stream(stream)?;
+    let tb = st.time_base();
+    if st.duration() > 0 && tb.denominator() > 0 {
+        return Some(st.duration() as f64 * tb.numerator() as f64 / tb.denominator() as f64);
+    }
+    let only_video = input.streams().count() == 1;
+    (only_video && input.duration() > 0)
+        .then(|| input.duration() as f64 / f64::from(ffi::AV_TIME_BASE))
 }
 
 /// Reads every packet of the stream (no decoding).

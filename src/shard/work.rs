@@ -1,5 +1,6 @@
-//! What there is to shard: reading the catalog for the videos of a dataset that still
-//! lack a sample of a recipe in some split, and for the items of one shard (rebuild).
+//! What there is to shard, and what has been: reading the catalog for the videos of a
+//! dataset that still lack a sample of a recipe in some split, for the items of one
+//! shard (rebuild), and for the live shards a reader opens from their recorded offsets.
 //!
 //! Owns the read-only queries of the shard stage and the order samples are written in:
 //! a stable hash of the item key, so shards mix classes and the same inputs always give
@@ -282,4 +283,75 @@ mod tests {
         assert!(parse_labels("").is_empty());
         assert!(order_key("a") != order_key("b"));
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Shard(#[from] super::format::ShardError),
+    #[error("shard {0}: {1}")]
+    Invalid(i64, String),
+}
+
+/// The live shards of a dataset and recipe (one split, or all), in split and sequence
+/// order: what a reader of the dataset should read.
+pub fn live_shards(
+    catalog: &Catalog,
+    dataset_id: i64,
+    recipe_id: &str,
+    split: Option<&str>,
+) -> Result<Vec<ShardRow>, CatalogError> {
+    let mut stmt = catalog
+        .conn()
+        .prepare(
+            "SELECT s.id FROM shards s WHERE s.dataset_id = ?1 AND s.recipe_id = ?2 \
+               AND s.state = 'live' AND (?3 IS NULL OR s.split = ?3) ORDER BY s.split, s.seq",
+        )
+        .map_err(|e| catalog.sql(e))?;
+    let ids: Vec<i64> = stmt
+        .query_map(params![dataset_id, recipe_id, split], |r| r.get(0))
+        .map_err(|e| catalog.sql(e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| catalog.sql(e))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(shard_row(catalog, id)?);
+    }
+    Ok(out)
+}
+
+/// Opens shard `shard_id` from the member offsets the catalog recorded (no scan of the
+/// tar; every offset is checked against the file). Call
+/// [`super::ShardReader::verify_sha256`] with [`ShardRow::sha256`] to check its bytes.
+pub fn open_shard(
+    root: &crate::root::DataRoot,
+    catalog: &Catalog,
+    shard_id: i64,
+) -> Result<(ShardRow, super::ShardReader), OpenError> {
+    let row = shard_row(catalog, shard_id)?
+        .ok_or_else(|| OpenError::Invalid(shard_id, "not in the catalog".into()))?;
+    let mut stmt = catalog
+        .conn()
+        .prepare("SELECT members FROM samples WHERE shard_id = ?1 ORDER BY ordinal")
+        .map_err(|e| catalog.sql(e))?;
+    let members: Vec<String> = stmt
+        .query_map([shard_id], |r| r.get(0))
+        .map_err(|e| catalog.sql(e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| catalog.sql(e))?;
+    let index = members
+        .iter()
+        .map(|m| serde_json::from_str(m))
+        .collect::<Result<Vec<super::SampleIndex>, _>>()
+        .map_err(|e| OpenError::Invalid(shard_id, format!("recorded sample offsets: {e}")))?;
+    if index.len() as i64 != row.samples {
+        return Err(OpenError::Invalid(
+            shard_id,
+            format!("{} samples recorded, {} expected", index.len(), row.samples),
+        ));
+    }
+    let reader = super::ShardReader::open_indexed(&root.path().join(&row.path), index)?;
+    Ok((row, reader))
 }

@@ -416,7 +416,27 @@ fn broken_files_are_corrupt() {
             ..Spec::h264("faststart.mp4", 160, 120, 2.0)
         },
     );
-    for (src, name) in [(&good, "cut.mp4"), (&faststart, "cut-faststart.mp4")] {
+    let webm = make_video(
+        dir.path(),
+        &Spec {
+            codec: &[
+                "-c:v",
+                "libvpx-vp9",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-g",
+                "10",
+            ],
+            ..Spec::h264("good.webm", 160, 120, 4.0)
+        },
+    );
+    for (src, name) in [
+        (&good, "cut.mp4"),
+        (&faststart, "cut-faststart.mp4"),
+        (&webm, "cut.webm"),
+    ] {
         let bytes = std::fs::read(src).unwrap();
         let cut = dir.path().join(name);
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();

@@ -54,7 +54,11 @@ fn add_video(env: &Env, dataset: &str, key: &str, i: usize) -> PathBuf {
     let dir = env.path("src");
     std::fs::create_dir_all(&dir).unwrap();
     let file = format!("{key}.mp4");
-    let (w, h) = if i.is_multiple_of(2) { (160, 96) } else { (96, 160) };
+    let (w, h) = if i.is_multiple_of(2) {
+        (160, 96)
+    } else {
+        (96, 160)
+    };
     let spec = Spec {
         seconds: 1.0 + (i % 3) as f64,
         ..Spec::h264(&file, w, h, 1.0)
@@ -206,10 +210,31 @@ fn shards_a_dataset_and_every_reader_agrees() {
         serde_json::from_str(&env.query::<String>("SELECT params FROM recipes")).unwrap();
     assert!(recipe_schema.is_valid(&params_json), "{params_json}");
     let mut rust_view = vec![];
-    for (_, path, sha256, key, members, label) in &rows {
+    let root = pmv_data::root::DataRoot::new(&env.root);
+    let catalog = pmv_data::catalog::Catalog::open_existing_readonly(&root.catalog_path())
+        .unwrap()
+        .unwrap();
+    let dataset_id = catalog.dataset("d").unwrap().unwrap().id;
+    assert_eq!(
+        pmv_data::shard::live_shards(&catalog, dataset_id, recipe_id, None)
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        pmv_data::shard::live_shards(&catalog, dataset_id, recipe_id, Some("val"))
+            .unwrap()
+            .len(),
+        1
+    );
+    for (shard_id, path, sha256, key, members, label) in &rows {
         let file = env.root.join(path);
         let reader = ShardReader::open(&file).unwrap();
         reader.verify_sha256(sha256).unwrap();
+        // Opened from the catalog's offsets, the shard has the same index as scanned.
+        let (row, from_catalog) = pmv_data::shard::open_shard(&root, &catalog, *shard_id).unwrap();
+        assert_eq!(&row.path, path);
+        assert_eq!(from_catalog.index(), reader.index());
         let index: SampleIndex = serde_json::from_str(members).unwrap();
         let pos = reader
             .index()
