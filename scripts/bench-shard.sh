@@ -79,90 +79,111 @@ make_root() {
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-rate() { awk "BEGIN {printf \"%.2f\", $n / $1}"; }
+minimum() { sort -g | head -1; }
 first_entry=1
-record() { # name videos_per_s decoded_per_kept peak_mb note
+# record NAME LABEL DECODED_PER_KEPT PEAK NOTE: summarises $work/m-NAME.txt (one "wall cpu
+# rss" line per run) as videos/s (best run and median) and CPU milliseconds per video.
+record() {
+  local m="$work/m-$1.txt"
+  shift
+  local best med cpu vbest vmed cpv
+  best=$(cut -d' ' -f1 "$m" | minimum)
+  med=$(cut -d' ' -f1 "$m" | median)
+  cpu=$(cut -d' ' -f2 "$m" | median)
+  vbest=$(awk "BEGIN {printf \"%.2f\", $n / $best}")
+  vmed=$(awk "BEGIN {printf \"%.2f\", $n / $med}")
+  cpv=$(awk "BEGIN {printf \"%.0f\", 1000 * $cpu / $n}")
   ((first_entry)) || printf ',\n' >>"$out_json"
   first_entry=0
-  printf '  {"case": "%s", "videos_per_s": %s, "decoded_per_kept": %s, "peak_rss_mb": "%s", "note": "%s"}' \
-    "$1" "$2" "$3" "$4" "$5" >>"$out_json"
-  printf '%-44s %8s videos/s  %6s decoded/kept  %7s MB peak  %s\n' "$1" "$2" "$3" "$4" "$5"
+  printf '  {"case": "%s K=%s", "videos_per_s_best": %s, "videos_per_s_median": %s, "cpu_ms_per_video": %s, "decoded_per_kept": %s, "peak_rss_mb": "%s", "runs_s": [%s], "note": "%s"}' \
+    "$1" "$k" "$vbest" "$vmed" "$cpv" "$2" "$3" "$(cut -d' ' -f1 "$m" | paste -sd,)" "$4" >>"$out_json"
+  printf '%-12s %6s videos/s best %6s median %6s CPU ms/video %6s decoded/kept %7s MB  %s\n' \
+    "$1" "$vbest" "$vmed" "$cpv" "$2" "$3" "$4"
 }
+# timed NAME CMD...: runs CMD and appends "wall cpu rss" to $work/m-NAME.txt (cpu: user +
+# system time of CMD and every child it waited for).
+timed() {
+  local name=$1
+  shift
+  /usr/bin/time -f "%e %U %S %M" -o "$work/t.txt" "$@" >"$work/out-$name.txt" 2>"$work/err.txt" ||
+    { cat "$work/err.txt" >&2; echo "bench: $name failed" >&2; exit 1; }
+  local e u s m
+  read -r e u s m <"$work/t.txt"
+  echo "$e $(awk "BEGIN {print $u + $s}") $m" >>"$work/m-$name.txt"
+}
+# The ffmpeg command line over every video, $jobs at a time.
+cli() {
+  printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} /usr/bin/time -f "%M" -a -o "$work/cli-rss.txt" \
+    ffmpeg -v error -nostdin -threads 1 -ss "$ss" -i {} \
+    -vf "select='$select',crop=720:720:0:280,scale=224:224:flags=bicubic+full_chroma_int+accurate_rnd" \
+    -fps_mode passthrough -frames:v $((k * 16)) -f rawvideo -pix_fmt rgb24 -y /dev/null
+}
+# Decoding only: the frames from the keyframe before the first needed one to the last.
+floor() {
+  printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} \
+    ffmpeg -v error -nostdin -threads 1 -ss "$(awk "BEGIN {print $kf / 30}")" -i {} \
+    -frames:v $((last - kf + 1)) -f null -
+}
+export -f cli floor
+have_av=0
+if "$py" -c "import av" 2>/dev/null; then
+  have_av=1
+else
+  echo "PyAV not installed in .venv: skipped (pip install av)"
+fi
 echo "[" >"$out_json"
 
 for k in 1 5; do
-  echo "== videomae-16x4-224, K=$k, $n videos, $jobs jobs ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-  # pmv-data
-  walls=()
-  rss=0
-  for ((r = 0; r < runs; r++)); do
-    make_root "$work/root"
-    /usr/bin/time -f "%e %M" -o "$work/time.txt" "$bin" --root "$work/root" --json shard \
-      --dataset bench --recipe videomae-16x4-224 --clips "$k" --jobs "$jobs" >"$work/report.json"
-    read -r wall m <"$work/time.txt"
-    walls+=("$wall")
-    ((m > rss)) && rss=$m
-  done
-  wall=$(printf '%s\n' "${walls[@]}" | median)
-  ratio=$("$py" -c "import json; r = json.load(open('$work/report.json')); print(round(r['decode_ratio'], 2))")
-  record "pmv-data shard K=$k" "$(rate "$wall")" "$ratio" "$((rss / 1024))" "runs: ${walls[*]} s"
-  # The frame indices it took (the same for every video here), for the peers.
-  clips=$("$py" - "$work/root" <<'EOF'
+  echo "== videomae-16x4-224, K=$k, $n videos, $jobs jobs ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  rm -f "$work"/m-*.txt "$work/cli-rss.txt"
+  # One pmv-data run first: the peers take the frames it took (of a 450-frame video).
+  make_root "$work/root"
+  "$bin" --root "$work/root" --json shard --dataset bench --recipe videomae-16x4-224 \
+    --clips "$k" --jobs "$jobs" >"$work/report.json"
+  clips=$("$py" - "$work/root" <<'PY'
 import glob, json, sys, tarfile
-path = sorted(glob.glob(sys.argv[1] + "/shards/bench/*/train/*.tar"))[0]
-with tarfile.open(path) as t:
-    m = next(m for m in t.getmembers() if m.name.endswith(".json"))
-    print(json.dumps(json.loads(t.extractfile(m).read())["frame_indices"]))
-EOF
+for path in sorted(glob.glob(sys.argv[1] + "/shards/bench/*/train/*.tar")):
+    with tarfile.open(path) as t:
+        for m in t.getmembers():
+            if m.name.endswith(".json"):
+                meta = json.loads(t.extractfile(m).read())
+                if meta["source_frames"] == 450:
+                    print(json.dumps(meta["frame_indices"]))
+                    sys.exit(0)
+sys.exit("no 450-frame sample")
+PY
 )
   first=$("$py" -c "import json; print(min(min(c) for c in json.loads('$clips')))")
   last=$("$py" -c "import json; print(max(max(c) for c in json.loads('$clips')))")
-  kf=$(( first / 60 * 60 ))
-  # Frames the CLI decodes: from the keyframe before the first needed frame to the last.
+  kf=$((first / 60 * 60))
+  # The command line decodes every frame from that keyframe to the last needed one.
   cli_ratio=$(awk "BEGIN {printf \"%.2f\", ($last - $kf + 1) / ($k * 16)}")
   select=$("$py" -c "import json; c = json.loads('$clips'); print('+'.join('eq(n\\\\,%d)' % (i - $first) for i in sorted(set(x for cl in c for x in cl))))")
   ss=$(awk "BEGIN {printf \"%.4f\", ($first - 0.5) / 30}")
-  # ffmpeg command line
-  walls=()
+  export files_list="${files[*]}" ss select k kf last jobs work
+  # The cases take turns, so that load from other processes falls on all of them alike.
   for ((r = 0; r < runs; r++)); do
-    rm -f "$work/cli-rss.txt"
-    start=$(date +%s.%N)
-    printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} /usr/bin/time -f "%M" -a -o "$work/cli-rss.txt" \
-      ffmpeg -v error -nostdin -threads 1 -ss "$ss" -i {} \
-      -vf "select='$select',crop=720:720:0:280,scale=224:224:flags=bicubic+full_chroma_int+accurate_rnd" \
-      -fps_mode passthrough -frames:v $((k * 16)) -f rawvideo -pix_fmt rgb24 -y /dev/null
-    end=$(date +%s.%N)
-    walls+=("$(awk "BEGIN {print $end - $start}")")
+    make_root "$work/root"
+    timed pmv "$bin" --root "$work/root" --json shard --dataset bench --recipe videomae-16x4-224 \
+      --clips "$k" --jobs "$jobs"
+    cp "$work/out-pmv.txt" "$work/report.json"
+    timed cli bash -c 'files=($files_list); cli'
+    if ((have_av)); then
+      timed pyav "$py" scripts/bench_pyav.py "$jobs" "$clips" "${files[@]}"
+    fi
+    timed floor bash -c 'files=($files_list); floor'
   done
-  wall=$(printf '%s\n' "${walls[@]}" | median)
+  ratio=$("$py" -c "import json; r = json.load(open('$work/report.json')); print(round(r['decode_ratio'], 2))")
+  rss=$(cut -d' ' -f3 "$work/m-pmv.txt" | sort -g | tail -1)
+  record pmv pmv-data "$ratio" "$((rss / 1024))" "pmv-data shard --jobs $jobs"
   cli_rss=$(sort -g "$work/cli-rss.txt" | tail -1)
-  record "ffmpeg CLI K=$k" "$(rate "$wall")" "$cli_ratio" "$((cli_rss / 1024))x$jobs" "per process; runs: ${walls[*]} s"
-  # PyAV
-  if "$py" -c "import av" 2>/dev/null; then
-    walls=()
-    for ((r = 0; r < runs; r++)); do
-      /usr/bin/time -f "%M" -o "$work/time.txt" "$py" scripts/bench_pyav.py "$jobs" "$clips" "${files[@]}" >"$work/pyav.json"
-      walls+=("$("$py" -c "import json; print(json.load(open('$work/pyav.json'))['seconds'])")")
-    done
-    wall=$(printf '%s\n' "${walls[@]}" | median)
-    pratio=$("$py" -c "import json; r = json.load(open('$work/pyav.json')); print(round(r['frames_decoded'] / r['frames_kept'], 2))")
-    record "PyAV K=$k" "$(rate "$wall")" "$pratio" "$(( $(cat "$work/time.txt") / 1024 ))" "main process; runs: ${walls[*]} s"
-  else
-    echo "PyAV not installed in .venv: skipped (pip install av)"
+  record cli ffmpeg-cli "$cli_ratio" "$((cli_rss / 1024))x$jobs" "a process per video (-threads 1): input seek, select, crop, scale"
+  if ((have_av)); then
+    pratio=$("$py" -c "import json; r = json.load(open('$work/out-pyav.txt')); print(round(r['frames_decoded'] / r['frames_kept'], 2))")
+    prss=$(cut -d' ' -f3 "$work/m-pyav.txt" | sort -g | tail -1)
+    record pyav pyav "$pratio" "$((prss / 1024))" "a pool of $jobs processes: seek per clip, resize, crop"
   fi
-  # GOP floor: decode only, exactly the frames from the keyframe before the first needed
-  # frame to the last needed frame.
-  walls=()
-  for ((r = 0; r < runs; r++)); do
-    start=$(date +%s.%N)
-    printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} \
-      ffmpeg -v error -nostdin -threads 1 -ss "$(awk "BEGIN {print $kf / 30}")" -i {} \
-      -frames:v $((last - kf + 1)) -f null -
-    end=$(date +%s.%N)
-    walls+=("$(awk "BEGIN {print $end - $start}")")
-  done
-  wall=$(printf '%s\n' "${walls[@]}" | median)
-  record "GOP floor (decode only) K=$k" "$(rate "$wall")" "$cli_ratio" "-" "frames $kf..$last; runs: ${walls[*]} s"
+  record floor gop-floor "$cli_ratio" "-" "ffmpeg decoding only frames $kf..$last, no scaling"
 done
 printf '\n]\n' >>"$out_json"
 echo "results: $out_json"
