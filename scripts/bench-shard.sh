@@ -8,7 +8,9 @@
 #   - PyAV (if installed in .venv): seek to the keyframe before each clip, decode,
 #     resize + centre crop, one process per job;
 #   - the GOP floor: ffmpeg decoding (no scaling) exactly the frames from the keyframe
-#     before the first needed frame to the last needed one.
+#     before the first needed frame to the last needed one;
+#   - the reference floor: the same with -skip_frame noref, i.e. only the frames any
+#     exact decoder must decode; and what starting an ffmpeg process costs.
 # Reports videos/s (median of RUNS), frames decoded per frame kept, and peak memory.
 # Results: stdout and target/bench/shard.json.
 #
@@ -95,7 +97,7 @@ record() {
   cpv=$(awk "BEGIN {printf \"%.0f\", 1000 * $cpu / $n}")
   ((first_entry)) || printf ',\n' >>"$out_json"
   first_entry=0
-  printf '  {"case": "%s K=%s", "videos_per_s_best": %s, "videos_per_s_median": %s, "cpu_ms_per_video": %s, "decoded_per_kept": %s, "peak_rss_mb": "%s", "runs_s": [%s], "note": "%s"}' \
+  printf '  {"case": "%s K=%s", "videos_per_s_best": %s, "videos_per_s_median": %s, "cpu_ms_per_video": %s, "decoded_per_kept": "%s", "peak_rss_mb": "%s", "runs_s": [%s], "note": "%s"}' \
     "$1" "$k" "$vbest" "$vmed" "$cpv" "$2" "$3" "$(cut -d' ' -f1 "$m" | paste -sd,)" "$4" >>"$out_json"
   printf '%-12s %6s videos/s best %6s median %6s CPU ms/video %6s decoded/kept %7s MB  %s\n' \
     "$1" "$vbest" "$vmed" "$cpv" "$2" "$3" "$4"
@@ -124,7 +126,18 @@ floor() {
     ffmpeg -v error -nostdin -threads 1 -ss "$(awk "BEGIN {print $kf / 30}")" -i {} \
     -frames:v $((last - kf + 1)) -f null -
 }
-export -f cli floor
+# Decoding only the frames every decoder must: the reference frames from that keyframe
+# to the last needed frame (-skip_frame noref), the floor for exact decoding.
+reffloor() {
+  printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} \
+    ffmpeg -v error -nostdin -threads 1 -skip_frame noref -ss "$(awk "BEGIN {print $kf / 30}")" -i {} \
+    -t "$(awk "BEGIN {print ($last - $kf + 1) / 30}")" -f null -
+}
+# What starting an ffmpeg process costs.
+startup() {
+  printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} ffmpeg -v error -nostdin -version
+}
+export -f cli floor reffloor startup
 have_av=0
 if "$py" -c "import av" 2>/dev/null; then
   have_av=1
@@ -172,6 +185,8 @@ PY
       timed pyav "$py" scripts/bench_pyav.py "$jobs" "$clips" "${files[@]}"
     fi
     timed floor bash -c 'files=($files_list); floor'
+    timed reffloor bash -c 'files=($files_list); reffloor'
+    timed startup bash -c 'files=($files_list); startup'
   done
   ratio=$("$py" -c "import json; r = json.load(open('$work/report.json')); print(round(r['decode_ratio'], 2))")
   rss=$(cut -d' ' -f3 "$work/m-pmv.txt" | sort -g | tail -1)
@@ -184,6 +199,8 @@ PY
     record pyav pyav "$pratio" "$((prss / 1024))" "a pool of $jobs processes: seek per clip, resize, crop"
   fi
   record floor gop-floor "$cli_ratio" "-" "ffmpeg decoding only frames $kf..$last, no scaling"
+  record reffloor ref-floor "-" "-" "ffmpeg decoding only the reference frames of $kf..$last"
+  record startup ffmpeg-start "-" "-" "ffmpeg -version: the process start the CLI rows include"
 done
 printf '\n]\n' >>"$out_json"
 echo "results: $out_json"

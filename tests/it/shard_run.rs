@@ -950,3 +950,71 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
     assert_eq!(r2.videos_sharded, 5 - r.videos_sharded);
     assert_eq!(r2.shards[0].seq, 1);
 }
+
+#[test]
+fn an_item_in_two_splits_is_decoded_once_and_written_to_both() {
+    let env = Env::new();
+    // PMV-400 publishes the same list as val and test.
+    for split in ["val", "test"] {
+        let text: String = (0..2)
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    json!({"id": format!("v{i}"), "label": i, "split": split})
+                )
+            })
+            .collect();
+        let m = env.write(&format!("{split}.jsonl"), text);
+        let out = env.ingest(&["--dataset", "d", "--format", "jsonl", s(&m)]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    add_video(&env, "d", "v0", 0);
+    add_video(&env, "d", "v1", 1);
+    let (code, r, e) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(r["videos_sharded"], 2);
+    assert_eq!(r["samples"], 4);
+    let mut splits: Vec<&str> = r["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["split"].as_str().unwrap())
+        .collect();
+    splits.sort();
+    assert_eq!(splits, vec!["test", "val"]);
+    // The same frames in both, each sample's json naming its own split.
+    let read = |i: usize| {
+        ShardReader::open(&env.root.join(r["shards"][i]["path"].as_str().unwrap())).unwrap()
+    };
+    let (a, b) = (read(0), read(1));
+    for i in 0..2 {
+        assert!(a.sample(i).unwrap().frames == b.sample(i).unwrap().frames);
+        assert_ne!(
+            a.sample(i).unwrap().meta().unwrap().split,
+            b.sample(i).unwrap().meta().unwrap().split
+        );
+    }
+    // A second run has nothing to do.
+    let (_, r, _) = shard(
+        &env,
+        &[
+            "--dataset",
+            "d",
+            "--recipe",
+            "videomae-16x4-224",
+            "--size",
+            SIZE,
+        ],
+    );
+    assert_eq!(r["videos_pending"], 0);
+}
