@@ -10,13 +10,16 @@
 #            byte, durable group commits) against curl --parallel (no fsync) and aria2c;
 #            MB/s, files/s, peak memory; and the disk's durable limit.
 #            PMV_BENCH_FETCH_DIR=/dev/shm/pmv-bench puts the files on tmpfs instead.
+#   shard    40 generated portrait 720x1280 H.264 videos of 15 s (GOP 60) sharded with
+#            videomae-16x4-224 at K=1 and K=5, side by side with the ffmpeg command line,
+#            PyAV and the GOP decode floor (scripts/bench-shard.sh; its own shard.json).
 #   loader   clips/s the shard loader delivers from synthetic shards (a PMV-like recipe,
 #            16x256x192 with 2 clips, cropped to 224x160; and the demo's 8x64x48) with 1
 #            and 2 threads, beside tiny3d's training rate on this CPU fed by the loader.
 #   gpu      scripts/bench_gpu.sh (vit-s 16x224 bf16: pmv-data-train vs PyTorch eager),
 #            when nvidia-smi finds a GPU.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [loader] [gpu] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [gpu] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -320,6 +323,7 @@ for s in "${sections[@]}"; do
     fetch) bench_fetch ;;
     loader) bench_loader ;;
     gpu) bench_gpu ;;
+    shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac
 done

@@ -64,6 +64,12 @@ if ! have_hf; then
   have_hf || { echo "setup: transformers $TRANSFORMERS_VERSION did not install" >&2; exit 1; }
 fi
 
+# webdataset: the shard tests read shards with it; av (PyAV): a peer in the shard benchmark.
+if ! .venv/bin/python -c "import webdataset, av" 2>/dev/null; then
+  echo "setup: installing webdataset==1.0.2 and av==18.1.0 (PyAV) into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check webdataset==1.0.2 av==18.1.0
+fi
+
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds
 # libtorch wherever the venv's Python keeps site-packages (a relative link, so the
 # checkout may move).

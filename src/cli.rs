@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use pmv_data::manifest::Format;
+use pmv_data::shard::recipe::{Filter, Fit};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +61,10 @@ pub enum Command {
     /// Show how links resolve (source kind, canonical id, the URL to download),
     /// without downloading them
     Resolve(ResolveArgs),
+    /// Decode verified videos into frame shards of a recipe; only what is new is done
+    Shard(ShardArgs),
+    /// Print what the media layer sees in video files
+    Probe(ProbeArgs),
     /// Check this machine: data root, catalog, FFmpeg, libtorch
     Doctor,
     /// Train a video classifier on a dataset's shards (`pmv-data train --help` lists
@@ -245,4 +250,90 @@ pub struct ResolveArgs {
     /// With --dataset: at most this many items
     #[arg(long, value_name = "N", requires = "dataset")]
     pub limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// Dataset to shard
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["list_recipes", "rebuild"])]
+    pub dataset: Option<String>,
+
+    /// Only this split (repeatable) [default: every split]
+    #[arg(long, value_name = "S")]
+    pub split: Vec<String>,
+
+    /// A built-in recipe (see --list-recipes); the flags below change it
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<String>,
+
+    /// Frames per clip (T)
+    #[arg(long, value_name = "T")]
+    pub frames: Option<u32>,
+
+    /// Frames between samples on the normalised timeline
+    #[arg(long, value_name = "S", conflicts_with = "segments")]
+    pub stride: Option<u32>,
+
+    /// TSN sampling: T equal segments, one frame from each
+    #[arg(long)]
+    pub segments: bool,
+
+    /// Clips per video (K), evenly spread; one clip is centred
+    #[arg(long, value_name = "K")]
+    pub clips: Option<u32>,
+
+    /// Output height and width, e.g. 224x224 or 288x192 (H×W)
+    #[arg(long, value_name = "HxW")]
+    pub size: Option<String>,
+
+    /// How the picture fills H×W [default: short-side]
+    #[arg(long, value_enum, value_name = "FIT")]
+    pub fit: Option<Fit>,
+
+    /// short-side fit: the length the short side is scaled to [default: min(H, W)]
+    #[arg(long, value_name = "N")]
+    pub short_side: Option<u32>,
+
+    /// Frame rate of the timeline the stride counts on [default: 30]
+    #[arg(long, value_name = "F")]
+    pub fps: Option<f64>,
+
+    /// Scaling filter [default: bicubic]
+    #[arg(long, value_enum, value_name = "FILTER")]
+    pub filter: Option<Filter>,
+
+    /// Samples per shard [default: as many as fit in 512 MiB]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples_per_shard: Option<u32>,
+
+    /// Videos decoded at once [default: the number of cores]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+
+    /// Shard at most N videos in this run
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Stop starting videos after this long (e.g. 45m, 6h); open shards are closed
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_time: Option<std::time::Duration>,
+
+    /// Print the built-in recipes and exit
+    #[arg(long, exclusive = true)]
+    pub list_recipes: bool,
+
+    /// Write the shard with this catalog id again from its videos, under a new name
+    #[arg(long, value_name = "SHARD_ID", exclusive = true)]
+    pub rebuild: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Also decode every frame (a full check; slower)
+    #[arg(long)]
+    pub decode: bool,
+
+    /// Video files
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }

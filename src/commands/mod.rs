@@ -6,7 +6,9 @@ mod doctor;
 mod eval;
 mod fetch;
 mod ingest;
+mod probe;
 mod resolve;
+mod shard;
 mod status;
 mod train;
 
@@ -27,6 +29,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status::run(&app, args),
         Command::Fetch(args) => fetch::run(&app, args),
         Command::Resolve(args) => resolve::run(&app, args),
+        Command::Shard(args) => shard::run(&app, args),
+        Command::Probe(args) => probe::run(&app, args),
         Command::Doctor => doctor::run(&app),
         Command::Train(args) => train::run(&app, args),
         Command::Eval(args) => eval::run(&app, args),

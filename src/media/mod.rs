@@ -1,12 +1,92 @@
 //! The media layer: FFmpeg (libavformat, libavcodec, libswscale) through ffmpeg-next.
 //!
-//! Owns every call into FFmpeg. So far it reports what the linked FFmpeg offers (library
-//! versions, which decoders exist) so `pmv-data doctor` can say whether a machine can
-//! decode the videos a dataset holds. It never writes files.
+//! Owns every call into FFmpeg: what the linked FFmpeg offers ([`info`], for `doctor`),
+//! probing a file ([`probe`]: container, codec, geometry, rotation, frame rates, a frame
+//! table read from the packets without decoding), sampling frame indices on an
+//! fps-normalised timeline ([`sample`]), the crop and scale geometry ([`geometry`]), and
+//! decoding only the frames a sample needs, seeking to the keyframe before each window,
+//! into a caller's buffer ([`decode`]). It never writes files and never touches the
+//! catalog; the shard stage decides what a failure means for the data.
+
+pub mod decode;
+pub mod geometry;
+pub mod image;
+pub mod probe;
+pub mod sample;
+mod scale;
+
+use std::path::PathBuf;
+use std::sync::Once;
 
 pub mod encode;
 
 use serde::Serialize;
+
+pub use decode::{DecodeStats, Decoder, DecoderOptions};
+pub use geometry::{Geometry, Rect, Rotation};
+pub use probe::{FrameTable, Probe, VideoFile};
+pub use sample::{Sampling, sample_indices};
+
+/// What went wrong with a media file. [`MediaError::is_corrupt`] tells a file that is
+/// not a decodable video (quarantine it) from a failure that is not the file's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The file could not be read (missing, permissions, I/O error).
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a decodable video: not a media file, no video stream, truncated,
+    /// or frames that do not decode.
+    #[error("{path}: not a decodable video: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// The video may be fine but this FFmpeg cannot decode it (no decoder for its codec,
+    /// a pixel format the scaler does not take).
+    #[error("{path}: cannot be decoded by this FFmpeg build: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    /// The caller asked for something impossible (an output buffer of the wrong size).
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// FFmpeg itself failed (initialisation, out of memory).
+    #[error("{path}: FFmpeg: {source}")]
+    Ffmpeg {
+        path: PathBuf,
+        #[source]
+        source: ffmpeg_next::Error,
+    },
+}
+
+impl MediaError {
+    /// True when the file itself is bad and belongs in quarantine.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, MediaError::Corrupt { .. })
+    }
+
+    /// The reason without the path (what a `.reason.txt` says).
+    pub fn reason(&self) -> String {
+        match self {
+            MediaError::Corrupt { reason, .. } | MediaError::Unsupported { reason, .. } => {
+                reason.clone()
+            }
+            MediaError::Io { source, .. } => source.to_string(),
+            MediaError::Invalid { message, .. } => message.clone(),
+            MediaError::Ffmpeg { source, .. } => source.to_string(),
+        }
+    }
+}
+
+/// Initialises FFmpeg once per process and keeps its own logging quiet (errors only):
+/// every problem a file has reaches the caller as a [`MediaError`] instead.
+pub(crate) fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // ffmpeg_next::init only registers devices and sets nothing that can fail here.
+        let _ = ffmpeg_next::init();
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
+    });
+}
 
 /// Decoders the seed datasets need: H.264 (PMV-400, xinpianchang), HEVC, VP9 and AV1
 /// (newer Douyin and Kinetics files), and MJPEG/PNG for covers.
@@ -35,7 +115,7 @@ fn version(v: u32) -> String {
 
 /// What the linked FFmpeg offers.
 pub fn info() -> Result<MediaInfo, ffmpeg_next::Error> {
-    ffmpeg_next::init()?;
+    init();
     Ok(MediaInfo {
         libavformat: version(ffmpeg_next::format::version()),
         libavcodec: version(ffmpeg_next::codec::version()),

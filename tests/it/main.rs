@@ -13,6 +13,14 @@ mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
+#[cfg(feature = "media")]
+mod probe;
+#[cfg(feature = "media")]
+mod shard_media;
+#[cfg(feature = "media")]
+mod shard_run;
+#[cfg(feature = "media")]
+mod shard_util;
 #[cfg(feature = "train")]
 mod train;
 mod util;

@@ -1,0 +1,268 @@
+//! `pmv-data shard`: resolve the recipe, lock the root, shard a dataset (or rebuild one
+//! shard), record the run and report it.
+
+#[cfg(not(feature = "media"))]
+pub fn run(_app: &super::App, _args: crate::cli::ShardArgs) -> anyhow::Result<crate::exit::Exit> {
+    anyhow::bail!("this pmv-data was built without the `media` feature (FFmpeg), which shard needs")
+}
+
+#[cfg(feature = "media")]
+pub use with_media::run;
+
+#[cfg(feature = "media")]
+mod with_media {
+    use std::time::Instant;
+
+    use anyhow::{Context as _, Result};
+    use pmv_data::catalog::{Catalog, RunStatus};
+    use pmv_data::report::{new_run_id, write_run_report};
+    use pmv_data::shard::recipe::{self, Overrides};
+    use pmv_data::shard::{ShardOptions, ShardReport, rebuild_shard};
+    use pmv_data::util::{group_digits, human_bytes};
+
+    use crate::cli::ShardArgs;
+    use crate::commands::App;
+    use crate::exit::{Exit, UsageError};
+    use crate::progress;
+
+    pub fn run(app: &App, args: ShardArgs) -> Result<Exit> {
+        if args.list_recipes {
+            return list_recipes(app);
+        }
+        let usage = |m: String| anyhow::Error::new(UsageError(m));
+        let recipe = match args.rebuild {
+            Some(_) => None,
+            None => {
+                let size = args
+                    .size
+                    .as_deref()
+                    .map(recipe::parse_size)
+                    .transpose()
+                    .map_err(|e| usage(e.to_string()))?;
+                let o = Overrides {
+                    frames: args.frames,
+                    stride: args.stride,
+                    segments: args.segments,
+                    clips: args.clips,
+                    fps: args.fps,
+                    size,
+                    fit: args.fit,
+                    short_side: args.short_side,
+                    filter: args.filter,
+                };
+                Some(
+                    recipe::resolve(args.recipe.as_deref(), &o)
+                        .map_err(|e| usage(e.to_string()))?,
+                )
+            }
+        };
+        let catalog_path = app.root.catalog_path();
+        if !catalog_path.exists() {
+            anyhow::bail!(
+                "the data root {} has no catalog yet: ingest a manifest first",
+                app.root.path().display()
+            );
+        }
+        app.root.ensure()?;
+        let _lock = app.root.lock("shard")?;
+        let mut catalog = Catalog::open(&catalog_path)?;
+        catalog.close_abandoned_runs()?;
+        let reporter = progress::for_stderr(app.quiet || app.json);
+
+        if let Some(id) = args.rebuild {
+            let run_id = new_run_id("shard");
+            let run_args = serde_json::json!({ "rebuild": id, "jobs": args.jobs });
+            catalog.start_run(&run_id, "shard", &run_args)?;
+            let result = rebuild_shard(
+                &app.root,
+                &mut catalog,
+                id,
+                args.jobs.map(|j| j as usize),
+                reporter.as_ref(),
+            );
+            let (status, summary) = match &result {
+                Ok(r) => (RunStatus::Ok, serde_json::to_value(r)?),
+                Err(e) => (
+                    RunStatus::Failed,
+                    serde_json::json!({ "error": e.to_string() }),
+                ),
+            };
+            catalog.finish_run(&run_id, status, &summary)?;
+            let report_path =
+                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                    .context("cannot write the run report")?;
+            let r = result?;
+            if app.json {
+                let mut doc = summary;
+                doc["run_id"] = run_id.into();
+                doc["report"] = report_path.display().to_string().into();
+                app.print_json(&doc)?;
+            } else {
+                println!(
+                    "rebuilt shard {} ({}) as {} ({} samples, {}){}",
+                    r.old.id,
+                    r.old.path,
+                    r.new.path,
+                    r.new.samples,
+                    human_bytes(r.new.bytes),
+                    if r.identical {
+                        ": identical to the original"
+                    } else {
+                        ": differs from the recorded original"
+                    }
+                );
+                println!("report: {}", report_path.display());
+            }
+            return Ok(Exit::Ok);
+        }
+
+        let recipe = recipe.expect("resolved above");
+        let dataset = args.dataset.clone().expect("clap requires --dataset");
+        let opts = ShardOptions {
+            dataset,
+            splits: args.split.clone(),
+            recipe,
+            samples_per_shard: args.samples_per_shard.map(|n| n as usize),
+            jobs: args.jobs.map(|j| j as usize),
+            limit: args.limit,
+            deadline: args.max_time.map(|d| Instant::now() + d),
+            cancel: None,
+        };
+        let run_id = new_run_id("shard");
+        let run_args = serde_json::json!({
+            "dataset": opts.dataset,
+            "splits": opts.splits,
+            "recipe": opts.recipe,
+            "recipe_id": opts.recipe.id(),
+            "samples_per_shard": opts.samples_per_shard,
+            "jobs": opts.jobs,
+            "limit": opts.limit,
+            "max_time_s": args.max_time.map(|d| d.as_secs_f64()),
+        });
+        catalog.start_run(&run_id, "shard", &run_args)?;
+        let result = pmv_data::shard::run(&app.root, &mut catalog, &opts, reporter.as_ref());
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let summary = serde_json::json!({ "error": e.to_string() });
+                catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
+                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                    .context("cannot write the run report")?;
+                return Err(e.into());
+            }
+        };
+        let rejected = !report.corrupt.is_empty() || !report.failed.is_empty();
+        let status = if rejected || report.stopped.is_some() {
+            RunStatus::Partial
+        } else {
+            RunStatus::Ok
+        };
+        let summary = serde_json::to_value(&report)?;
+        catalog.finish_run(&run_id, status, &summary)?;
+        let report_path =
+            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                .context("cannot write the run report")?;
+        if app.json {
+            let mut doc = summary;
+            doc["run_id"] = run_id.into();
+            doc["report"] = report_path.display().to_string().into();
+            app.print_json(&doc)?;
+        } else {
+            print_human(&report, &report_path);
+        }
+        Ok(if rejected { Exit::Rejected } else { Exit::Ok })
+    }
+
+    fn list_recipes(app: &App) -> Result<Exit> {
+        let all = recipe::builtins();
+        if app.json {
+            let doc: Vec<_> = all
+                .iter()
+                .map(|r| serde_json::json!({ "name": r.name, "id": r.id(), "params": r.params }))
+                .collect();
+            app.print_json(&doc)?;
+        } else {
+            for r in &all {
+                println!("{r}");
+            }
+        }
+        Ok(Exit::Ok)
+    }
+
+    fn document(
+        run_id: &str,
+        args: &serde_json::Value,
+        summary: &serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": run_id,
+            "command": "shard",
+            "pmv_data": pmv_data::VERSION,
+            "args": args,
+            "result": summary,
+        })
+    }
+
+    fn print_human(r: &ShardReport, report_path: &std::path::Path) {
+        for f in &r.corrupt {
+            eprintln!(
+                "{}: not a decodable video: {} (moved to {})",
+                f.item,
+                f.reason,
+                f.quarantined.as_deref().unwrap_or("?")
+            );
+        }
+        for f in &r.failed {
+            eprintln!("{}: {}: {}", f.item, f.file, f.reason);
+        }
+        for f in &r.cover_problems {
+            eprintln!("{}: cover left out: {}", f.item, f.reason);
+        }
+        println!(
+            "shard {} with {} ({}): {} of {} videos → {} samples in {} shards ({}), {} corrupt, {} failed",
+            r.dataset,
+            r.recipe.name,
+            r.recipe_id,
+            group_digits(r.videos_sharded as u64),
+            group_digits(r.videos_pending as u64),
+            group_digits(r.samples as u64),
+            r.shards.len(),
+            human_bytes(r.bytes_written),
+            r.corrupt.len(),
+            r.failed.len()
+        );
+        for s in &r.shards {
+            println!(
+                "  {}  {} samples  {}",
+                s.path,
+                s.samples,
+                human_bytes(s.bytes)
+            );
+        }
+        if r.videos_sharded > 0 {
+            println!(
+                "  decoded {} frames for {} kept ({:.2} per frame kept), {:.2} videos/s with {} jobs × {} threads",
+                group_digits(r.decode.frames_decoded),
+                group_digits(r.decode.frames_kept),
+                r.decode_ratio,
+                r.videos_per_second,
+                r.jobs,
+                r.threads_per_video
+            );
+        }
+        if let Some(stop) = r.stopped {
+            println!(
+                "  stopped early ({}): {} videos left for the next run",
+                serde_json::to_value(stop)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                group_digits(r.not_started as u64)
+            );
+        }
+        if r.videos_pending == 0 {
+            println!("  nothing new to shard");
+        }
+        println!("report: {}", report_path.display());
+    }
+}
