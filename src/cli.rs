@@ -65,6 +65,9 @@ pub enum Command {
     Shard(ShardArgs),
     /// Print what the media layer sees in video files
     Probe(ProbeArgs),
+    /// Bring every dataset of the configuration up to date: ingest, verify, fetch,
+    /// shard (what cron runs every night)
+    Refresh(RefreshArgs),
     /// Check this machine: data root, catalog, FFmpeg, libtorch
     Doctor,
     /// Train a video classifier on a dataset's shards (`pmv-data train --help` lists
@@ -325,6 +328,35 @@ pub struct ShardArgs {
     /// Write the shard with this catalog id again from its videos, under a new name
     #[arg(long, value_name = "SHARD_ID", exclusive = true)]
     pub rebuild: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// Stop starting new work after this long (e.g. 5h30m) and end cleanly
+    /// [config refresh.max_duration]
+    #[arg(long, value_name = "DUR")]
+    pub max_duration: Option<humantime::Duration>,
+
+    /// Fetch at most this many files in this run [config refresh.max_items]
+    #[arg(long, value_name = "N")]
+    pub max_items: Option<u64>,
+
+    /// Fetch at most this many bytes in this run, e.g. 200GiB [config refresh.max_bytes]
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<String>,
+
+    /// Re-hash this fraction of stored videos and shards: a slice that turns with each
+    /// run, so 1/F runs cover everything [config refresh.verify_fraction, default 0.01]
+    #[arg(long, value_name = "F", conflicts_with = "verify_all")]
+    pub verify_fraction: Option<f64>,
+
+    /// Re-hash every stored video and shard
+    #[arg(long)]
+    pub verify_all: bool,
+
+    /// Videos decoded at once by the shard stage [default: the number of cores]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Debug, Args)]

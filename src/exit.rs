@@ -19,6 +19,8 @@ pub enum Exit {
     Locked,
     /// Stopped by Ctrl-C or SIGTERM; what was done is recorded (128 + SIGINT).
     Interrupted,
+    /// A refresh whose failures passed the configured threshold (its configured code).
+    TooManyFailures(u8),
 }
 
 impl Exit {
@@ -30,6 +32,7 @@ impl Exit {
             Exit::Rejected => 3,
             Exit::Locked => 75,
             Exit::Interrupted => 130,
+            Exit::TooManyFailures(code) => code,
         }
     }
 

@@ -41,7 +41,13 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    init_logging(cli.global.verbose, cli.global.quiet);
+    // Under cron a refresh prints its summary line and nothing else unless asked (-v);
+    // errors still reach stderr.
+    let quiet = cli.global.quiet
+        || (matches!(cli.command, cli::Command::Refresh(_))
+            && cli.global.verbose == 0
+            && !std::io::stderr().is_terminal());
+    init_logging(cli.global.verbose, quiet);
     let json = cli.global.json;
     match commands::run(cli) {
         Ok(exit) => exit.into(),

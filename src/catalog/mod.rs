@@ -110,19 +110,24 @@ impl Catalog {
         Ok(cat)
     }
 
-    /// Opens an existing catalog for reading only; `None` if there is none.
+    /// Opens an existing catalog for reading; `None` if there is none. Nothing is
+    /// written and nothing is created, but the file is opened read-write when the
+    /// permissions allow: a writer killed mid-transaction can leave a hot journal,
+    /// which SQLite must roll back before anyone may read, and a read-only connection
+    /// cannot. On a read-only file or file system it falls back to read-only.
     pub fn open_existing_readonly(path: &Path) -> Result<Option<Catalog>> {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| CatalogError::Sqlite {
-            path: path.to_owned(),
-            source,
-        })?;
+        let flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .or_else(|_| {
+                Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_READ_ONLY)
+            })
+            .map_err(|source| CatalogError::Sqlite {
+                path: path.to_owned(),
+                source,
+            })?;
         let mut cat = Catalog {
             conn,
             path: path.to_owned(),
@@ -136,6 +141,11 @@ impl Catalog {
                 found: version,
                 known: MIGRATIONS.len() as u32,
             });
+        }
+        if version == 0 {
+            // Created by a command killed before its first migration committed: the
+            // database is empty, and the next writer sets it up.
+            return Ok(None);
         }
         if version < MIGRATIONS.len() as u32 {
             return Err(cat.invalid(format!(

@@ -7,6 +7,7 @@ mod eval;
 mod fetch;
 mod ingest;
 mod probe;
+mod refresh;
 mod resolve;
 mod shard;
 mod status;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Resolve(args) => resolve::run(&app, args),
         Command::Shard(args) => shard::run(&app, args),
         Command::Probe(args) => probe::run(&app, args),
+        Command::Refresh(args) => refresh::run(&app, args),
         Command::Doctor => doctor::run(&app),
         Command::Train(args) => train::run(&app, args),
         Command::Eval(args) => eval::run(&app, args),

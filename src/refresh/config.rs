@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::parse_size;
 use crate::manifest::{Format, Split, SplitRatios, UrlTemplate};
+use crate::shard::recipe::{self, Filter, Fit, Overrides, Recipe};
 
 /// `[refresh]`: limits of one run and what makes it fail.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -49,9 +51,57 @@ pub struct DatasetConfig {
     pub split_ratios: Option<Spanned<String>>,
     pub multi_label: Option<bool>,
     pub base_dir: Option<PathBuf>,
-    /// Shard recipes to keep every verified video of this dataset sharded with.
+    /// Shard recipes to keep every verified video of this dataset sharded with: names
+    /// (built-in, or stored in the catalog by an earlier `pmv-data shard`), or inline
+    /// tables with the `shard` flags (`{ frames = 8, stride = 4, size = "112x64" }`).
     #[serde(default)]
-    pub recipes: Vec<Spanned<String>>,
+    pub recipes: Vec<Spanned<RecipeRef>>,
+}
+
+/// One entry of a dataset's `recipes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RecipeRef {
+    Name(String),
+    Spec(RecipeSpec),
+}
+
+/// A recipe written inline, as `pmv-data shard` takes it from flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeSpec {
+    /// A built-in recipe to start from.
+    pub base: Option<String>,
+    pub frames: Option<u32>,
+    pub stride: Option<u32>,
+    #[serde(default)]
+    pub segments: bool,
+    pub clips: Option<u32>,
+    pub fps: Option<f64>,
+    /// `HxW`.
+    pub size: Option<String>,
+    pub fit: Option<Fit>,
+    pub short_side: Option<u32>,
+    pub filter: Option<Filter>,
+}
+
+/// A dataset's recipe after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecipeChoice {
+    /// A built-in, or a recipe the catalog stores under this name or id.
+    Named(String),
+    /// A recipe given in full.
+    Given(Recipe),
+}
+
+impl RecipeChoice {
+    /// How the configuration names it.
+    pub fn label(&self) -> String {
+        match self {
+            RecipeChoice::Named(n) => n.clone(),
+            RecipeChoice::Given(r) => r.name.clone(),
+        }
+    }
 }
 
 /// The refresh's view of a validated configuration.
@@ -79,7 +129,7 @@ pub struct DatasetPlan {
     pub split_ratios: Option<SplitRatios>,
     pub multi_label: Option<bool>,
     pub base_dir: Option<PathBuf>,
-    pub recipes: Vec<String>,
+    pub recipes: Vec<RecipeChoice>,
 }
 
 /// Default share of stored files re-hashed per run.
@@ -88,41 +138,11 @@ pub const DEFAULT_VERIFY_FRACTION: f64 = 0.01;
 pub const DEFAULT_FAILURE_EXIT_CODE: u8 = 4;
 
 /// Exit statuses the refresh reserves for itself.
-const RESERVED_CODES: [u8; 4] = [0, 1, 2, 75];
+const RESERVED_CODES: [u8; 6] = [0, 1, 2, 3, 75, 130];
 
 /// The 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Parses `"200 GiB"`, `"1.5TB"`, `"4096"` (bytes). Units: B, k/K, KB, KiB, M…, G…, T…;
-/// decimal units are powers of 1000, binary ones of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = (t[..split].trim(), t[split..].trim());
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. \"500 GiB\")"))?;
-    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024f64.powi(2),
-        "g" | "gb" => 1e9,
-        "gib" => 1024f64.powi(3),
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        _ => return Err(format!("{s:?}: unknown size unit {unit:?}")),
-    };
-    let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes.round() as u64)
 }
 
 impl RefreshPlan {
@@ -179,7 +199,7 @@ impl RefreshPlan {
                 return Err(at(
                     c.span(),
                     format!(
-                        "refresh.failure_exit_code {} is reserved (0 ok, 1 error, 2 usage, 75 busy)",
+                        "refresh.failure_exit_code {} is reserved (0 ok, 1 error, 2 usage, 3 rejected input, 75 busy, 130 interrupted)",
                         c.get_ref()
                     ),
                 ));
@@ -235,15 +255,44 @@ impl RefreshPlan {
                         .map_err(|e| at(s.span(), format!("split_ratios: {e}")))
                 })
                 .transpose()?;
-            let mut recipes: Vec<String> = vec![];
+            let mut recipes: Vec<RecipeChoice> = vec![];
             for r in &d.recipes {
-                if recipes.contains(r.get_ref()) {
+                let choice = match r.get_ref() {
+                    RecipeRef::Name(n) => match recipe::builtin(n) {
+                        Some(b) => RecipeChoice::Given(b),
+                        None => RecipeChoice::Named(n.clone()),
+                    },
+                    RecipeRef::Spec(spec) => {
+                        let size = spec
+                            .size
+                            .as_deref()
+                            .map(recipe::parse_size)
+                            .transpose()
+                            .map_err(|e| at(r.span(), format!("recipe: {e}")))?;
+                        let o = Overrides {
+                            frames: spec.frames,
+                            stride: spec.stride,
+                            segments: spec.segments,
+                            clips: spec.clips,
+                            fps: spec.fps,
+                            size,
+                            fit: spec.fit,
+                            short_side: spec.short_side,
+                            filter: spec.filter,
+                        };
+                        RecipeChoice::Given(
+                            recipe::resolve(spec.base.as_deref(), &o)
+                                .map_err(|e| at(r.span(), format!("recipe: {e}")))?,
+                        )
+                    }
+                };
+                if recipes.contains(&choice) {
                     return Err(at(
                         r.span(),
-                        format!("recipe {:?} listed twice", r.get_ref()),
+                        format!("recipe {:?} listed twice", choice.label()),
                     ));
                 }
-                recipes.push(r.get_ref().clone());
+                recipes.push(choice);
             }
             plans.push(DatasetPlan {
                 name: name.clone(),
@@ -308,7 +357,12 @@ mod tests {
                 PathBuf::from("/abs/val.csv")
             ]
         );
-        assert_eq!(d.recipes, vec!["videomae-16x4-224".to_string()]);
+        assert_eq!(
+            d.recipes,
+            vec![RecipeChoice::Given(
+                recipe::builtin("videomae-16x4-224").unwrap()
+            )]
+        );
     }
 
     #[test]
@@ -340,15 +394,5 @@ mod tests {
             "[[datasets]]\nname = \"a\"\nformat = \"jsonl\"\nmanifests = [\"m\"]\nmirror = 1\n",
         );
         assert!(e.contains("line 5") && e.contains("unknown field"), "{e}");
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("200 GiB").unwrap(), 200 << 30);
-        assert_eq!(parse_size("1.5TB").unwrap(), 1_500_000_000_000);
-        assert_eq!(parse_size("10k").unwrap(), 10_000);
-        assert!(parse_size("ten GiB").is_err());
-        assert!(parse_size("5 parsecs").unwrap_err().contains("unit"));
     }
 }

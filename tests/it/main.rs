@@ -16,6 +16,8 @@ mod ingest_pmv400;
 #[cfg(feature = "media")]
 mod probe;
 #[cfg(feature = "media")]
+mod refresh;
+#[cfg(feature = "media")]
 mod shard_media;
 #[cfg(feature = "media")]
 mod shard_run;

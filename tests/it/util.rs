@@ -111,9 +111,11 @@ impl Env {
     }
 
     pub fn catalog(&self) -> rusqlite::Connection {
+        // Read-write (never created): SQLite rolls back a journal that a killed writer
+        // left, which a read-only connection cannot. The tests only read.
         rusqlite::Connection::open_with_flags(
             self.root.join("catalog.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
         )
         .unwrap()
     }

@@ -1,0 +1,171 @@
+//! `pmv-data refresh`: what cron runs every night. Takes the root lock (a second
+//! refresh exits 75 naming the holder), brings every configured dataset up to date,
+//! records the run, prints one summary line and exits with a documented status.
+
+#[cfg(not(feature = "media"))]
+pub fn run(_app: &super::App, _args: crate::cli::RefreshArgs) -> anyhow::Result<crate::exit::Exit> {
+    anyhow::bail!(
+        "this pmv-data was built without the `media` feature (FFmpeg), which refresh needs"
+    )
+}
+
+#[cfg(feature = "media")]
+pub use with_media::run;
+
+#[cfg(feature = "media")]
+mod with_media {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use anyhow::{Context as _, Result};
+    use pmv_data::catalog::{Catalog, RunStatus};
+    use pmv_data::config::parse_size;
+    use pmv_data::fetch::{FetchOptions, FetchSettings};
+    use pmv_data::refresh::{self, RefreshOptions};
+    use pmv_data::report::{new_run_id, write_run_report};
+    use pmv_data::source::SourceSettings;
+
+    use crate::cli::RefreshArgs;
+    use crate::commands::App;
+    use crate::exit::{Exit, UsageError};
+    use crate::progress;
+
+    pub fn run(app: &App, args: RefreshArgs) -> Result<Exit> {
+        let usage = |m: String| anyhow::Error::new(UsageError(m));
+        let Some(mut plan) = app.config.plan.clone() else {
+            return Err(usage(
+                "refresh needs a configuration file (--config FILE or PMV_DATA_CONFIG) that \
+                 declares the [[datasets]] to keep up to date; manifests/pmv.example.toml is \
+                 a commented example"
+                    .into(),
+            ));
+        };
+        if plan.datasets.is_empty() {
+            return Err(usage(
+                "the configuration declares no [[datasets]]: nothing to refresh".into(),
+            ));
+        }
+        // A dataset without its own split ratios takes the file's [ingest] ones.
+        for d in &mut plan.datasets {
+            if d.split_ratios.is_none() {
+                d.split_ratios = app.config.split_ratios();
+            }
+        }
+        if let Some(d) = args.max_duration {
+            plan.max_duration = Some(*d);
+        }
+        if let Some(n) = args.max_items {
+            plan.max_items = Some(n);
+        }
+        if let Some(b) = &args.max_bytes {
+            plan.max_bytes = Some(parse_size(b).map_err(|e| usage(format!("--max-bytes: {e}")))?);
+        }
+        if let Some(f) = args.verify_fraction {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(usage(format!(
+                    "--verify-fraction {f}: must be between 0 and 1"
+                )));
+            }
+            plan.verify_fraction = f;
+        }
+        let sources = SourceSettings::from_config(&app.config.sources)
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // The first signal asks for a clean stop, the second exits at once.
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel))
+                .context("cannot install the signal handler")?;
+            signal_hook::flag::register(sig, Arc::clone(&cancel))
+                .context("cannot install the signal handler")?;
+        }
+
+        app.root.ensure()?;
+        let _lock = app.root.lock("refresh")?;
+        let mut catalog = Catalog::open(&app.root.catalog_path())?;
+        catalog.close_abandoned_runs()?;
+        let run_id = new_run_id("refresh");
+        let run_args = serde_json::json!({
+            "datasets": plan.datasets.iter().map(|d| &d.name).collect::<Vec<_>>(),
+            "max_duration": plan.max_duration.map(|d| humantime::format_duration(d).to_string()),
+            "max_items": plan.max_items,
+            "max_bytes": plan.max_bytes,
+            "verify_fraction": plan.verify_fraction,
+            "verify_all": args.verify_all,
+        });
+        let opts = RefreshOptions {
+            turn: refresh::turn(&catalog)?,
+            plan,
+            verify_all: args.verify_all,
+            fetch: FetchOptions {
+                settings: FetchSettings::from_config(&app.config.fetch),
+                sources,
+                ..FetchOptions::default()
+            },
+            jobs: args.jobs.map(|j| j as usize),
+            cancel: Some(Arc::clone(&cancel)),
+        };
+        catalog.start_run(&run_id, "refresh", &run_args)?;
+        let reporter = progress::for_stderr(app.quiet || app.json);
+        let report = match refresh::run(&app.root, &mut catalog, &opts, reporter.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let summary = serde_json::json!({ "error": e.to_string() });
+                catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
+                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                    .context("cannot write the run report")?;
+                return Err(e.into());
+            }
+        };
+        let interrupted = report.stopped.as_deref() == Some("cancelled");
+        let status = if interrupted {
+            RunStatus::Interrupted
+        } else if report.failure_count > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Ok
+        };
+        let mut summary = serde_json::to_value(&report)?;
+        summary["states"] = serde_json::Value::Object(
+            catalog
+                .status(None)?
+                .datasets
+                .into_iter()
+                .filter(|d| opts.plan.datasets.iter().any(|p| p.name == d.name))
+                .map(|d| (d.name, serde_json::json!(d.states)))
+                .collect(),
+        );
+        catalog.finish_run(&run_id, status, &summary)?;
+        let report_path =
+            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
+                .context("cannot write the run report")?;
+        if app.json {
+            let mut doc = summary;
+            doc["run_id"] = run_id.clone().into();
+            doc["report"] = report_path.display().to_string().into();
+            app.print_json(&doc)?;
+        } else {
+            println!("{} (report {})", report.summary(), report_path.display());
+        }
+        Ok(if interrupted {
+            Exit::Interrupted
+        } else if report.failed_threshold {
+            Exit::TooManyFailures(opts.plan.failure_exit_code)
+        } else {
+            Exit::Ok
+        })
+    }
+
+    fn document(
+        run_id: &str,
+        args: &serde_json::Value,
+        summary: &serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": run_id,
+            "command": "refresh",
+            "pmv_data": pmv_data::VERSION,
+            "args": args,
+            "result": summary,
+        })
+    }
+}
