@@ -18,7 +18,7 @@ use crate::manifest::Format;
 use crate::util::now_unix;
 
 pub use migrations::MIGRATIONS;
-pub use status::{DatasetStatus, ManifestStatus, RunSummary, Status};
+pub use status::{DatasetStatus, ManifestStatus, RecipeStatus, RunSummary, Status};
 
 /// The states a stored file moves through (DATA.md: catalog states).
 pub const FILE_STATES: [&str; 8] = [

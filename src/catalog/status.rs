@@ -43,7 +43,26 @@ pub struct DatasetStatus {
     pub sources: BTreeMap<String, u64>,
     /// Failed files by error class.
     pub failures: BTreeMap<String, u64>,
+    /// Files the next fetch takes: pending ones, interrupted downloads, and transient
+    /// failures whose retry time has come.
+    pub due: u64,
+    /// Transient failures waiting for their retry time.
+    pub waiting: u64,
+    /// Shards per recipe, and the videos still waiting for a sample of it.
+    pub shards: Vec<RecipeStatus>,
     pub manifests: Vec<ManifestStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeStatus {
+    pub recipe_id: String,
+    pub name: String,
+    /// Live shards and their samples and bytes.
+    pub shards: u64,
+    pub samples: u64,
+    pub bytes: u64,
+    /// Active items whose video is verified but has no live sample of this recipe.
+    pub backlog: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,6 +221,22 @@ impl Catalog {
              AND f.state IN ('failed_transient', 'failed_permanent', 'corrupt') GROUP BY 1",
             id,
         )?;
+        let now = crate::util::now_unix();
+        let (due_retry, waiting): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT coalesce(sum(f.next_retry_at IS NULL OR f.next_retry_at <= ?2), 0), \
+                        coalesce(sum(f.next_retry_at > ?2), 0) \
+                 FROM files f JOIN items i ON i.id = f.item_id \
+                 WHERE i.dataset_id = ?1 AND i.state = 'active' AND f.state = 'failed_transient'",
+                rusqlite::params![id, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.sql(e))?;
+        let due = states.get("pending").copied().unwrap_or(0)
+            + states.get("downloading").copied().unwrap_or(0)
+            + due_retry as u64;
+        let shards = self.recipe_status(id)?;
         let mut stmt = self
             .conn
             .prepare(
@@ -237,8 +272,53 @@ impl Catalog {
             no_source,
             sources,
             failures,
+            due,
+            waiting: waiting as u64,
+            shards,
             manifests,
         })
+    }
+
+    /// The live shards of each recipe a dataset has shards of, and its backlog.
+    fn recipe_status(&self, dataset_id: i64) -> Result<Vec<RecipeStatus>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.recipe_id, r.name, count(*), coalesce(sum(s.samples), 0), \
+                        coalesce(sum(s.bytes), 0) \
+                 FROM shards s JOIN recipes r ON r.id = s.recipe_id \
+                 WHERE s.dataset_id = ?1 AND s.state = 'live' GROUP BY s.recipe_id ORDER BY r.name",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut out: Vec<RecipeStatus> = stmt
+            .query_map([dataset_id], |r| {
+                Ok(RecipeStatus {
+                    recipe_id: r.get(0)?,
+                    name: r.get(1)?,
+                    shards: r.get::<_, i64>(2)? as u64,
+                    samples: r.get::<_, i64>(3)? as u64,
+                    bytes: r.get::<_, i64>(4)? as u64,
+                    backlog: 0,
+                })
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))?;
+        for r in &mut out {
+            r.backlog = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM items i JOIN files f ON f.item_id = i.id \
+                       AND f.role = 'video' AND (f.state = 'verified' OR f.state = 'sharded') \
+                     WHERE i.dataset_id = ?1 AND i.state = 'active' AND NOT EXISTS ( \
+                       SELECT 1 FROM samples sa JOIN shards sh ON sh.id = sa.shard_id \
+                       WHERE sa.item_id = i.id AND sh.recipe_id = ?2 AND sh.state = 'live')",
+                    rusqlite::params![dataset_id, r.recipe_id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map_err(|e| self.sql(e))? as u64;
+        }
+        Ok(out)
     }
 
     pub fn recent_runs(&self, n: u32) -> Result<Vec<RunSummary>> {

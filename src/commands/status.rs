@@ -115,6 +115,25 @@ fn print_human(app: &App, s: &Status) {
                 .collect();
             println!("  failures   {}", f.join(", "));
         }
+        let mut backlog = format!("{} files due for fetch", group_digits(d.due));
+        if d.waiting > 0 {
+            backlog.push_str(&format!(
+                ", {} waiting to be retried",
+                group_digits(d.waiting)
+            ));
+        }
+        println!("  backlog    {backlog}");
+        for r in &d.shards {
+            println!(
+                "  shards     {} ({}): {} shards, {} samples, {}; {} videos to shard",
+                r.name,
+                r.recipe_id,
+                group_digits(r.shards),
+                group_digits(r.samples),
+                human_bytes(r.bytes),
+                group_digits(r.backlog)
+            );
+        }
         for m in &d.manifests {
             println!(
                 "  manifest   {} ({} rows, {} rejected, {})",
@@ -129,7 +148,12 @@ fn print_human(app: &App, s: &Status) {
         println!();
         println!("recent runs");
         for r in &s.runs {
-            println!("  {}  {:<7} {}", r.id, r.status, r.started_at);
+            println!(
+                "  {}  {:<11} {}",
+                r.id,
+                r.status,
+                r.finished_at.as_deref().unwrap_or("(running)")
+            );
         }
     }
 }

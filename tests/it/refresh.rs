@@ -243,6 +243,10 @@ fn a_first_run_does_everything_and_a_second_does_nothing() {
         "train and val: {j}"
     );
     assert_eq!(j["datasets"][0]["ingest"], "ingested");
+    let d = f.env.dataset("d");
+    assert_eq!(d["due"], 0, "{d}");
+    assert_eq!(d["shards"][0]["samples"], 6, "{d}");
+    assert_eq!(d["shards"][0]["backlog"], 0, "{d}");
     assert!(Path::new(j["report"].as_str().unwrap()).is_file(), "{j}");
     f.assert_consistent();
     let before = f.video_requests();
