@@ -68,6 +68,9 @@ pub enum Command {
     /// Bring every dataset of the configuration up to date: ingest, verify, fetch,
     /// shard (what cron runs every night)
     Refresh(RefreshArgs),
+    /// The whole pipeline on a built-in synthetic dataset: render, serve over HTTP,
+    /// ingest, fetch, shard, train tiny3d, evaluate on held-out videos
+    Demo(DemoArgs),
     /// Check this machine: data root, catalog, FFmpeg, libtorch
     Doctor,
     /// Train a video classifier on a dataset's shards (`pmv-data train --help` lists
@@ -328,6 +331,30 @@ pub struct ShardArgs {
     /// Write the shard with this catalog id again from its videos, under a new name
     #[arg(long, value_name = "SHARD_ID", exclusive = true)]
     pub rebuild: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Classes (2 to 12): pairs that differ only in direction, rotation sense, speed or
+    /// shape
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(2..=12))]
+    pub classes: u32,
+
+    /// Videos per class; a quarter of them are held out for evaluation
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=10000))]
+    pub videos_per_class: u32,
+
+    /// Training epochs
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
+
+    /// Seed of the videos and of training
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Threads that render, encode and decode [default: the number of cores]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //!
 //! Nothing a test would want to check lives only here; the logic is in the library.
 
+mod demo;
 mod doctor;
 mod eval;
 mod fetch;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Shard(args) => shard::run(&app, args),
         Command::Probe(args) => probe::run(&app, args),
         Command::Refresh(args) => refresh::run(&app, args),
+        Command::Demo(args) => demo::run(&app, args),
         Command::Doctor => doctor::run(&app),
         Command::Train(args) => train::run(&app, args),
         Command::Eval(args) => eval::run(&app, args),

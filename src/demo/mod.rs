@@ -4,4 +4,9 @@
 //! The videos are rendered by [`crate::synth`] and encoded by the media layer; [`serve`]
 //! serves them on 127.0.0.1. The demo drives every stage through its library API.
 
+#[cfg(feature = "media")]
+mod prepare;
 pub mod serve;
+
+#[cfg(feature = "media")]
+pub use prepare::{DATASET, DemoError, DemoOptions, Prepared, prepare, recipe};

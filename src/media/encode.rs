@@ -82,7 +82,9 @@ impl Mp4Writer {
         ff::init().map_err(|e| ff_err("initialising FFmpeg", e))?;
         // The encoder's statistics are noise on a user's terminal; errors still show.
         ff::util::log::set_level(ff::util::log::Level::Error);
-        let mut octx = ff::format::output(&path).map_err(|e| ff_err("opening the output", e))?;
+        // Always MP4, whatever the name ends in (callers write to temporary names).
+        let mut octx =
+            ff::format::output_as(&path, "mp4").map_err(|e| ff_err("opening the output", e))?;
         let codec = ff::encoder::find_by_name("libx264")
             .or_else(|| ff::encoder::find(ff::codec::Id::H264))
             .ok_or_else(|| fail("this FFmpeg has no H.264 encoder".into()))?;
