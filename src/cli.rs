@@ -341,11 +341,11 @@ pub struct DemoArgs {
     pub classes: u32,
 
     /// Videos per class; a quarter of them are held out for evaluation
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=10000))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=10000))]
     pub videos_per_class: u32,
 
     /// Training epochs
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub epochs: u32,
 
     /// Seed of the videos and of training

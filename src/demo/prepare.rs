@@ -49,7 +49,7 @@ impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
             classes: MAX_CLASSES,
-            videos_per_class: 32,
+            videos_per_class: 64,
             seconds: 2.0,
             width: 96,
             height: 128,
@@ -99,16 +99,16 @@ pub struct Prepared {
     pub seconds: Vec<(&'static str, f64)>,
 }
 
-/// The demo recipe: 8 frames 4 apart (about a second of motion), two clips per
-/// video, 64×48 portrait frames covering the picture.
+/// The demo recipe: 8 frames 5 apart (1.3 s of motion), two clips per video, 64×48
+/// portrait frames covering the picture.
 pub fn recipe() -> Recipe {
     Recipe {
-        name: "demo-8x4-64x48".into(),
+        name: "demo-8x5-64x48".into(),
         params: RecipeParams {
             rules: crate::shard::recipe::RULES_VERSION,
             frames: 8,
             sampling: SampleMode::Stride,
-            stride: Some(4),
+            stride: Some(5),
             clips: 2,
             fps: crate::shard::recipe::DEFAULT_FPS,
             height: 64,

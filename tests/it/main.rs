@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per area, each test in its own temp root.
 
 mod cli;
+#[cfg(all(feature = "media", feature = "train"))]
+mod demo;
 mod fetch;
 mod fetch_api;
 mod fetch_faults;
