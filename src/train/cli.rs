@@ -210,9 +210,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "E")]
     pub warmup_epochs: Option<f64>,
 
+    /// Learning rate at the start of the warm-up [default: lr / 100]
+    #[arg(long, value_name = "X")]
+    pub warmup_lr: Option<f64>,
+
     /// AdamW weight decay (not on biases, norms or position tables)
     #[arg(long, default_value_t = 0.05, value_name = "X")]
     pub weight_decay: f64,
+
+    /// AdamW betas
+    #[arg(long, value_parser = parse_betas, default_value = "0.9,0.999", value_name = "B1,B2")]
+    pub betas: (f64, f64),
 
     /// Layer-wise lr decay for ViTs [default: 0.75 with --init, else 1]
     #[arg(long, value_name = "X", value_parser = parse_fraction)]
@@ -310,6 +318,213 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    /// Set by `pretrain`: masked pre-training instead of classification.
+    #[arg(skip)]
+    pub pretrain: Option<PretrainOptions>,
+}
+
+/// What `pretrain` adds to a training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PretrainOptions {
+    pub mask_ratio: f64,
+    pub decoder_depth: usize,
+    pub decoder_width: Option<usize>,
+    pub norm_pix_loss: bool,
+}
+
+/// `B1,B2`, each in [0, 1).
+pub fn parse_betas(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not B1,B2"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| (0.0..1.0).contains(x))
+            .ok_or_else(|| format!("{v:?} is not a beta in [0, 1)"))
+    };
+    Ok((parse(a)?, parse(b)?))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Encoder to pre-train
+    #[arg(long, value_enum, value_name = "M")]
+    pub model: ModelName,
+
+    /// Continue from a VideoMAEForPreTraining checkpoint (safetensors with config.json
+    /// beside it: a transformers folder or a pretrain run's model or checkpoint)
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+
+    /// Fraction of each frame's tubelets hidden from the encoder (0.75 for small sets)
+    #[arg(long, default_value_t = 0.9, value_name = "R", value_parser = parse_fraction)]
+    pub mask_ratio: f64,
+
+    /// Decoder blocks
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub decoder_depth: usize,
+
+    /// Decoder width [default: half the encoder's: 192 for vit-s, 384 for vit-b]
+    #[arg(long, value_name = "D")]
+    pub decoder_width: Option<usize>,
+
+    /// Reconstruct raw pixels instead of per-tubelet normalised ones
+    #[arg(long)]
+    pub no_norm_pix_loss: bool,
+
+    #[arg(long, default_value_t = 800, value_name = "N")]
+    pub epochs: u64,
+
+    /// Clips per batch
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch_size: usize,
+
+    /// Batches per optimiser step (gradient accumulation)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub accum: usize,
+
+    /// Peak learning rate [default: 1.5e-4 x batch x accum / 256]
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f64>,
+
+    /// Final learning rate of the cosine [default: 1e-5 x batch x accum / 256]
+    #[arg(long, value_name = "X")]
+    pub min_lr: Option<f64>,
+
+    /// Learning rate at the start of the warm-up [default: 1e-6 x batch x accum / 256]
+    #[arg(long, value_name = "X")]
+    pub warmup_lr: Option<f64>,
+
+    /// Epochs of linear warm-up [default: a twentieth of the epochs, at most 40]
+    #[arg(long, value_name = "E")]
+    pub warmup_epochs: Option<f64>,
+
+    #[arg(long, default_value_t = 0.05, value_name = "X")]
+    pub weight_decay: f64,
+
+    /// AdamW betas
+    #[arg(long, value_parser = parse_betas, default_value = "0.9,0.95", value_name = "B1,B2")]
+    pub betas: (f64, f64),
+
+    /// Clip the global gradient norm to this
+    #[arg(long, value_name = "X")]
+    pub clip_grad: Option<f64>,
+
+    /// Stochastic depth of the last encoder block
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub drop_path: f64,
+
+    /// Model input HxW [default: the stored frame size, rounded down to 16s]
+    #[arg(long, value_parser = parse_size, value_name = "HxW")]
+    pub input: Option<(usize, usize)>,
+
+    /// Random resized crop: range of the area fraction (VideoMAE's multi-scale crop
+    /// takes sides of 1 to 0.66 of the short side)
+    #[arg(long, value_parser = parse_pair, default_value = "0.44,1", value_name = "A,B")]
+    pub crop_scale: (f64, f64),
+
+    /// Random resized crop: range of the aspect ratio relative to the input's
+    #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333", value_name = "A,B")]
+    pub crop_ratio: (f64, f64),
+
+    /// Probability of a horizontal flip
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub flip: f64,
+
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub shuffle_buffer: usize,
+
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+
+    /// Run directory [default: runs/DATASET-MODEL-pretrain]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long)]
+    pub resume: bool,
+
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub save_every: u64,
+
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub keep: usize,
+
+    /// Reconstruction loss on the validation split every N epochs (and after the last)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub eval_every: u64,
+
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub log_every: u64,
+
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl PretrainArgs {
+    /// The training run this is: the same loop with a reconstruction objective.
+    pub fn to_train_args(&self) -> TrainArgs {
+        let eff = (self.batch_size * self.accum.max(1)) as f64 / 256.0;
+        let lr = self.lr.unwrap_or(1.5e-4 * eff);
+        TrainArgs {
+            data: self.data.clone(),
+            model: self.model,
+            init: self.init.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            accum: self.accum,
+            lr: Some(lr),
+            min_lr: Some(self.min_lr.unwrap_or(1e-5 * eff)),
+            warmup_lr: Some(self.warmup_lr.unwrap_or(1e-6 * eff)),
+            warmup_epochs: Some(
+                self.warmup_epochs
+                    .unwrap_or_else(|| (self.epochs as f64 / 20.0).min(40.0)),
+            ),
+            weight_decay: self.weight_decay,
+            betas: self.betas,
+            layer_decay: Some(1.0),
+            label_smoothing: 0.0,
+            mixup: 0.0,
+            cutmix: 0.0,
+            mix_prob: 1.0,
+            drop_path: Some(self.drop_path),
+            dropout: None,
+            clip_grad: self.clip_grad,
+            width: 16,
+            input: self.input,
+            crop_scale: self.crop_scale,
+            crop_ratio: self.crop_ratio,
+            flip: self.flip,
+            multi_label: false,
+            single_label: false,
+            shuffle_buffer: self.shuffle_buffer,
+            seed: self.seed,
+            out: self.out.clone(),
+            resume: self.resume,
+            save_every: self.save_every,
+            keep: self.keep,
+            eval_every: self.eval_every,
+            log_every: self.log_every,
+            strict: self.strict,
+            runtime: self.runtime.clone(),
+            pretrain: Some(PretrainOptions {
+                mask_ratio: self.mask_ratio,
+                decoder_depth: self.decoder_depth,
+                decoder_width: self.decoder_width,
+                norm_pix_loss: !self.no_norm_pix_loss,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

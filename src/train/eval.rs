@@ -149,6 +149,14 @@ pub fn run(
     }
     let run_dir = RunDir::open(&dir)?;
     let cfg: RunConfig = checkpoint::read_json(&run_dir.file("run.json"))?;
+    if cfg.model.is_pretraining() {
+        return Err(TrainError::Usage(format!(
+            "{} is a pre-training run: it has no classifier to evaluate; fine-tune it with \
+             train --init {}",
+            dir.display(),
+            dir.join("model.safetensors").display()
+        )));
+    }
     let weights = weights_of(&run_dir, args.checkpoint.as_deref())?;
     let split_data = match &args.shards {
         Some(spec) => data::shards_split(spec, &args.split, true)?,

@@ -74,12 +74,15 @@ pub enum Labels {
     Single(usize),
     /// Any number of classes per sample (`labels` of `.json`), as multi-hot targets.
     Multi(usize),
+    /// No labels are read (pre-training): samples without any are fine.
+    None,
 }
 
 impl Labels {
     pub fn classes(self) -> usize {
         match self {
             Labels::Single(n) | Labels::Multi(n) => n,
+            Labels::None => 0,
         }
     }
 }
@@ -423,6 +426,9 @@ fn read_labels(
     meta: Option<&pmv_data::shard::SampleMeta>,
 ) -> Result<Vec<u32>, String> {
     let classes = spec.labels.classes();
+    if spec.labels == Labels::None {
+        return Ok(vec![]);
+    }
     let labels = match (spec.labels, label, meta) {
         (Labels::Single(_), Some(l), _) => vec![l],
         (_, _, Some(m)) if !m.labels.is_empty() => {
@@ -493,7 +499,8 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                 ));
                 continue;
             }
-            let need_meta = multi || spec.ids || sample.label.is_none();
+            let need_meta =
+                multi || spec.ids || (sample.label.is_none() && spec.labels != Labels::None);
             let meta = if need_meta {
                 match sample.meta() {
                     Ok(m) => Some(m),
@@ -536,7 +543,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                     }
                 }
             }
-            labels.push(sample_labels[0] as i64);
+            labels.push(sample_labels.first().map_or(-1, |&l| l as i64));
             if let Some(tg) = targets.as_mut() {
                 let at = tg.len();
                 tg.resize(at + classes, 0.0);

@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod fit;
 pub mod loader;
+pub mod mae;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use super::device::Precision;
+use super::mae::{MaeConfig, VideoMaePretrain};
 use super::tiny3d::Tiny3d;
 use super::videomae::{VideoMae, VideoMaeConfig};
 
@@ -74,14 +75,26 @@ pub enum ModelSpec {
         config: VideoMaeConfig,
         drop_path: f64,
     },
+    /// VideoMAE masked pre-training (`VideoMAEForPreTraining`).
+    Mae {
+        /// `vit-s`, `vit-b`, ... or `videomae` for the architecture of `--init`.
+        name: String,
+        config: MaeConfig,
+        drop_path: f64,
+    },
 }
 
 impl ModelSpec {
     pub fn name(&self) -> &str {
         match self {
             ModelSpec::Tiny3d { .. } => "tiny3d",
-            ModelSpec::Videomae { name, .. } => name,
+            ModelSpec::Videomae { name, .. } | ModelSpec::Mae { name, .. } => name,
         }
+    }
+
+    /// Whether this is a pre-training model (no classes, a reconstruction loss).
+    pub fn is_pretraining(&self) -> bool {
+        matches!(self, ModelSpec::Mae { .. })
     }
 
     pub fn build(&self, root: &nn::Path, precision: Precision) -> Result<Net, ModelError> {
@@ -96,6 +109,11 @@ impl ModelSpec {
             } => Net::VideoMae(Box::new(VideoMae::new(
                 root, config, *drop_path, precision,
             )?)),
+            ModelSpec::Mae {
+                config, drop_path, ..
+            } => Net::Mae(Box::new(VideoMaePretrain::new(
+                root, config, *drop_path, precision,
+            )?)),
         })
     }
 
@@ -106,6 +124,7 @@ impl ModelSpec {
             ModelSpec::Videomae { .. } => {
                 name.starts_with("classifier.") || name.starts_with("fc_norm.")
             }
+            ModelSpec::Mae { .. } => false,
         }
     }
 }
@@ -128,14 +147,25 @@ impl Noise {
 pub enum Net {
     Tiny3d(Tiny3d),
     VideoMae(Box<VideoMae>),
+    Mae(Box<VideoMaePretrain>),
 }
 
 impl Net {
-    /// Logits `[B, classes]` in fp32; `train` with the step's noise.
+    /// Logits `[B, classes]` in fp32; `train` with the step's noise. A pre-training
+    /// model has no logits: see [`Net::mae`].
     pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
         match self {
             Net::Tiny3d(m) => m.forward(x, train, noise),
             Net::VideoMae(m) => m.forward(x, if train { noise } else { None }),
+            Net::Mae(_) => panic!("a pre-training model has no classification logits"),
+        }
+    }
+
+    /// The pre-training model, when this is one.
+    pub fn mae(&self) -> Option<&VideoMaePretrain> {
+        match self {
+            Net::Mae(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -143,6 +173,7 @@ impl Net {
         match self {
             Net::Tiny3d(m) => m.noise_len(batch),
             Net::VideoMae(m) => m.noise_len(batch),
+            Net::Mae(m) => m.noise_len(batch),
         }
     }
 
@@ -151,6 +182,7 @@ impl Net {
         match self {
             Net::Tiny3d(_) => (0, 0),
             Net::VideoMae(m) => (m.layer_of(name), m.depth()),
+            Net::Mae(m) => (m.layer_of(name), m.depth()),
         }
     }
 }
@@ -234,9 +266,9 @@ pub fn load_into(
         path: path.to_owned(),
         ..InitReport::default()
     };
-    let videomae = matches!(spec, ModelSpec::Videomae { .. });
+    let videomae = matches!(spec, ModelSpec::Videomae { .. } | ModelSpec::Mae { .. });
     // A bare `VideoMAEModel` checkpoint has no `videomae.` prefix.
-    let bare = videomae
+    let bare = matches!(spec, ModelSpec::Videomae { .. })
         && !tensors.iter().any(|(n, _)| n.starts_with("videomae."))
         && tensors
             .iter()
