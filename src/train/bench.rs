@@ -44,6 +44,11 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
             classes: args.classes,
             dropout: 0.3,
         },
+        ModelName::X3dM | ModelName::X3dL => ModelSpec::X3d {
+            name: args.model.as_str().into(),
+            config: super::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
+                .expect("a preset"),
+        },
         m => ModelSpec::Videomae {
             name: m.as_str().into(),
             config: VideoMaeConfig::preset(m.as_str(), args.classes, t, (h, w))
@@ -103,6 +108,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
                     scale: (0.25, 1.0),
                     ratio: (0.75, 1.3333),
                     flip: 0.5,
+                    jitter: None,
                 },
                 labels: Labels::Single(args.classes),
                 batch: args.batch,
@@ -221,6 +227,7 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
             scale: (0.25, 1.0),
             ratio: (0.75, 1.3333),
             flip: 0.5,
+            jitter: None,
         },
         labels: Labels::Single(usize::MAX),
         batch: args.batch,

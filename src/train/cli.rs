@@ -21,6 +21,13 @@ pub enum ModelName {
     VitB,
     /// The VideoMAE architecture of --init's config.json (any size)
     Videomae,
+    /// X3D-M (3.8 M parameters; also X3D-XS and X3D-S, the same network at other input
+    /// sizes), PySlowFast's names
+    #[value(name = "x3d-m")]
+    X3dM,
+    /// X3D-L (depth factor 5.0)
+    #[value(name = "x3d-l")]
+    X3dL,
 }
 
 impl ModelName {
@@ -30,7 +37,14 @@ impl ModelName {
             ModelName::VitS => "vit-s",
             ModelName::VitB => "vit-b",
             ModelName::Videomae => "videomae",
+            ModelName::X3dM => "x3d-m",
+            ModelName::X3dL => "x3d-l",
         }
+    }
+
+    /// A VideoMAE ViT (tubelets of 2×16×16).
+    pub fn is_vit(self) -> bool {
+        matches!(self, ModelName::VitS | ModelName::VitB | ModelName::Videomae)
     }
 }
 
@@ -222,6 +236,18 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_betas, default_value = "0.9,0.999", value_name = "B1,B2")]
     pub betas: (f64, f64),
 
+    /// Optimiser
+    #[arg(long, value_enum, default_value = "adamw", value_name = "O")]
+    pub optimizer: super::run::Optimizer,
+
+    /// SGD momentum [default: 0.9 with --optimizer sgd]
+    #[arg(long, value_name = "M", value_parser = parse_fraction)]
+    pub momentum: Option<f64>,
+
+    /// Nesterov momentum for SGD
+    #[arg(long)]
+    pub nesterov: bool,
+
     /// Layer-wise lr decay for ViTs [default: 0.75 with --init, else 1]
     #[arg(long, value_name = "X", value_parser = parse_fraction)]
     pub layer_decay: Option<f64>,
@@ -245,7 +271,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "P", value_parser = parse_fraction)]
     pub drop_path: Option<f64>,
 
-    /// Dropout before tiny3d's head [default: 0.3]
+    /// Dropout before the classifier [default: tiny3d 0.3, X3D 0.5]
     #[arg(long, value_name = "P", value_parser = parse_fraction)]
     pub dropout: Option<f64>,
 
@@ -264,6 +290,17 @@ pub struct TrainArgs {
     /// Random resized crop: range of the area fraction
     #[arg(long, value_parser = parse_pair, default_value = "0.25,1", value_name = "A,B")]
     pub crop_scale: (f64, f64),
+
+    /// Instead of the random resized crop: scale the short side to a random length in
+    /// [MIN, MAX] pixels, then crop --input at a random place (SlowFast's and PMV's
+    /// default recipe: 256,320)
+    #[arg(long, value_parser = parse_scales, value_name = "MIN,MAX")]
+    pub jitter_scales: Option<(usize, usize)>,
+
+    /// Evaluation views: scale the short side to S pixels, then crop --input (along the
+    /// long side for several crops) [default: the largest window of the input's aspect]
+    #[arg(long, value_name = "S")]
+    pub test_scale: Option<usize>,
 
     /// Random resized crop: range of the aspect ratio relative to the input's
     #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333", value_name = "A,B")]
@@ -331,6 +368,25 @@ pub struct PretrainOptions {
     pub decoder_depth: usize,
     pub decoder_width: Option<usize>,
     pub norm_pix_loss: bool,
+}
+
+/// `MIN,MAX` pixels, 0 < MIN <= MAX.
+pub fn parse_scales(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not MIN,MAX"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{v:?} is not a length in pixels"))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a > b {
+        return Err(format!("{s:?}: need MIN <= MAX"));
+    }
+    Ok((a, b))
 }
 
 /// `B1,B2`, each in [0, 1).
@@ -504,6 +560,11 @@ impl PretrainArgs {
             input: self.input,
             crop_scale: self.crop_scale,
             crop_ratio: self.crop_ratio,
+            jitter_scales: None,
+            test_scale: None,
+            optimizer: super::run::Optimizer::Adamw,
+            momentum: None,
+            nesterov: false,
             flip: self.flip,
             multi_label: false,
             single_label: false,
@@ -545,6 +606,16 @@ pub struct EvalArgs {
     /// end of the long side); CLIPS may be `all` [default: allx3]
     #[arg(long, value_parser = parse_views, value_name = "CLIPSxCROPS")]
     pub views: Option<(Option<usize>, usize)>,
+
+    /// Evaluation input HxW [default: the run's input] (X3D-M is tested at 256 after
+    /// training at 224; ViTs need multiples of 16)
+    #[arg(long, value_parser = parse_size, value_name = "HxW")]
+    pub input: Option<(usize, usize)>,
+
+    /// Scale the short side to S pixels before cropping the views [default: the run's
+    /// --test-scale, else the largest window of the input's aspect]
+    #[arg(long, value_name = "S")]
+    pub test_scale: Option<usize>,
 
     /// Evaluate these shards instead of the run's split
     #[arg(long, value_name = "DIR_OR_GLOB")]

@@ -172,6 +172,14 @@ pub fn run(
         )));
     }
     let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
+    if let (Some((h, w)), super::model::ModelSpec::Videomae { config, .. }) = (args.input, &cfg.model)
+        && (h % config.patch_size != 0 || w % config.patch_size != 0)
+    {
+        return Err(TrainError::Usage(format!(
+            "--input {h}x{w}: a ViT needs multiples of its {} pixel patches",
+            config.patch_size
+        )));
+    }
     let device = args.runtime.device.resolve()?;
     if let Some(t) = args.runtime.threads {
         tch::set_num_threads(t);
@@ -190,8 +198,12 @@ pub fn run(
     let spec = Arc::new(LoaderSpec {
         shards,
         shape: cfg.sample_shape,
-        out: (cfg.input[1], cfg.input[2]),
-        views: Views::Eval { clips, crops },
+        out: args.input.unwrap_or((cfg.input[1], cfg.input[2])),
+        views: Views::Eval {
+            clips,
+            crops,
+            short_side: args.test_scale.or(cfg.recipe.test_scale),
+        },
         labels: if cfg.multi_label {
             Labels::Multi(classes)
         } else {

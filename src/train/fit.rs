@@ -385,7 +385,7 @@ fn classes_from_labels(readers: &[Arc<pmv_data::shard::ShardReader>]) -> Vec<Str
 fn input_size(args: &TrainArgs, shape: [usize; 5]) -> Result<[usize; 3], TrainError> {
     let t = shape[1];
     let (mut h, mut w) = args.input.unwrap_or((shape[2], shape[3]));
-    if args.model != ModelName::Tiny3d {
+    if args.model.is_vit() {
         if !t.is_multiple_of(2) {
             return Err(TrainError::Usage(format!(
                 "the samples have {t} frames per clip; a ViT needs an even number (tubelets of 2 frames)"
@@ -399,9 +399,10 @@ fn input_size(args: &TrainArgs, shape: [usize; 5]) -> Result<[usize; 3], TrainEr
                 args.input.unwrap_or((shape[2], shape[3]))
             )));
         }
-    } else if h < 8 || w < 8 {
+    } else if h < 8 || w < 8 || (!matches!(args.model, ModelName::Tiny3d) && (h < 32 || w < 32)) {
         return Err(TrainError::Usage(format!(
-            "input {h}x{w} is too small for tiny3d"
+            "input {h}x{w} is too small for {}",
+            args.model.as_str()
         )));
     }
     Ok([t, h, w])
@@ -422,6 +423,14 @@ fn model_spec(
             classes,
             dropout: args.dropout.unwrap_or(0.3),
         }),
+        ModelName::X3dM | ModelName::X3dL => {
+            let name = args.model.as_str();
+            Ok(ModelSpec::X3d {
+                name: name.into(),
+                config: super::x3d::X3dConfig::preset(name, classes, args.dropout.unwrap_or(0.5))
+                    .expect("a preset"),
+            })
+        }
         ModelName::VitS | ModelName::VitB | ModelName::Videomae => {
             let name = args.model.as_str();
             let preset = VideoMaeConfig::preset(name, classes, t, (h, w));
@@ -538,7 +547,7 @@ fn mae_spec(
 }
 
 fn recipe(args: &TrainArgs) -> Recipe {
-    let vit = args.model != ModelName::Tiny3d;
+    let vit = args.model.is_vit();
     let eff_batch = (args.batch_size * args.accum.max(1)) as f64;
     let lr = args
         .lr
@@ -557,6 +566,10 @@ fn recipe(args: &TrainArgs) -> Recipe {
             weight_decay: args.weight_decay,
             beta1: args.betas.0,
             beta2: args.betas.1,
+            sgd: (args.optimizer == super::run::Optimizer::Sgd).then(|| super::optim::SgdConfig {
+                momentum: args.momentum.unwrap_or(0.9),
+                nesterov: args.nesterov,
+            }),
             ..Default::default()
         },
         layer_decay: args.layer_decay.unwrap_or(if vit && args.init.is_some() {
@@ -571,6 +584,12 @@ fn recipe(args: &TrainArgs) -> Recipe {
         clip_grad: args.clip_grad,
         crop_scale: args.crop_scale,
         crop_ratio: args.crop_ratio,
+        jitter: args.jitter_scales,
+        test_scale: args.test_scale,
+        optimizer: args.optimizer,
+        momentum: (args.optimizer == super::run::Optimizer::Sgd)
+            .then(|| args.momentum.unwrap_or(0.9)),
+        nesterov: args.nesterov,
         flip: args.flip,
         shuffle_buffer: args.shuffle_buffer,
     }
@@ -1015,6 +1034,7 @@ pub fn train(
             scale: recipe.crop_scale,
             ratio: recipe.crop_ratio,
             flip: recipe.flip,
+            jitter: recipe.jitter,
         },
         labels,
         batch: recipe.batch_size,
@@ -1032,7 +1052,11 @@ pub fn train(
             shards: val_readers,
             shape: sample_shape,
             out: (input[1], input[2]),
-            views: Views::Eval { clips: 1, crops: 1 },
+            views: Views::Eval {
+                clips: 1,
+                crops: 1,
+                short_side: recipe.test_scale,
+            },
             labels,
             batch: recipe.batch_size,
             workers,

@@ -57,14 +57,22 @@ pub enum LoaderError {
 /// How samples become views.
 #[derive(Debug, Clone, Serialize)]
 pub enum Views {
-    /// One random clip, random resized crop, flip with probability `flip`.
+    /// One random clip, a random resized crop (or, with `jitter`, short-side scale
+    /// jitter to that range and a random crop), flip with probability `flip`.
     Train {
         scale: (f64, f64),
         ratio: (f64, f64),
         flip: f64,
+        jitter: Option<(usize, usize)>,
     },
-    /// `clips` evenly spread stored clips × `crops` spatial crops, in that order.
-    Eval { clips: usize, crops: usize },
+    /// `clips` evenly spread stored clips × `crops` spatial crops, in that order; the
+    /// crops are the largest windows of the output's aspect, or, with `short_side`,
+    /// windows of the frame scaled to that short side.
+    Eval {
+        clips: usize,
+        crops: usize,
+        short_side: Option<usize>,
+    },
 }
 
 /// How labels are read.
@@ -115,7 +123,7 @@ impl LoaderSpec {
     pub fn views_per_sample(&self) -> usize {
         match self.views {
             Views::Train { .. } => 1,
-            Views::Eval { clips, crops } => {
+            Views::Eval { clips, crops, .. } => {
                 augment::eval_clips(self.shape[0], clips).len() * crops.max(1)
             }
         }
@@ -521,21 +529,35 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
             };
             let out = &mut bytes[filled * views * view_len..(filled + 1) * views * view_len];
             match &spec.views {
-                Views::Train { scale, ratio, flip } => {
+                Views::Train {
+                    scale,
+                    ratio,
+                    flip,
+                    jitter,
+                } => {
                     let mut rng =
                         Rng::stream(spec.seed, Purpose::Augment, epoch, (job.first + pos) as u64);
                     let k = rng.below(clips);
-                    let crop =
-                        augment::random_resized_crop(&mut rng, w, h, ow, oh, *scale, *ratio, *flip);
+                    let crop = match jitter {
+                        Some(j) => augment::jitter_crop(&mut rng, w, h, ow, oh, *j, *flip),
+                        None => augment::random_resized_crop(
+                            &mut rng, w, h, ow, oh, *scale, *ratio, *flip,
+                        ),
+                    };
                     cut(sample.clip(k), crop, (w, h), (ow, oh), t, out, tmp);
                 }
                 Views::Eval {
                     clips: n_clips,
                     crops,
+                    short_side,
                 } => {
                     let mut v = 0;
+                    let windows = match short_side {
+                        Some(s) => augment::scaled_eval_crops(w, h, ow, oh, *crops, *s),
+                        None => augment::eval_crops(w, h, ow, oh, *crops),
+                    };
                     for k in augment::eval_clips(clips, *n_clips) {
-                        for crop in augment::eval_crops(w, h, ow, oh, *crops) {
+                        for &crop in &windows {
                             let dst = &mut out[v * view_len..(v + 1) * view_len];
                             cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
                             v += 1;

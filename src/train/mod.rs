@@ -26,6 +26,7 @@ pub mod rng;
 pub mod run;
 pub mod tiny3d;
 pub mod videomae;
+pub mod x3d;
 
 use serde::Serialize;
 

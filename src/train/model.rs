@@ -19,6 +19,7 @@ use super::device::Precision;
 use super::mae::{MaeConfig, VideoMaePretrain};
 use super::tiny3d::Tiny3d;
 use super::videomae::{VideoMae, VideoMaeConfig};
+use super::x3d::{X3d, X3dConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -75,6 +76,8 @@ pub enum ModelSpec {
         config: VideoMaeConfig,
         drop_path: f64,
     },
+    /// X3D (`x3d-m`, `x3d-l`), PySlowFast's names.
+    X3d { name: String, config: X3dConfig },
     /// VideoMAE masked pre-training (`VideoMAEForPreTraining`).
     Mae {
         /// `vit-s`, `vit-b`, ... or `videomae` for the architecture of `--init`.
@@ -88,7 +91,9 @@ impl ModelSpec {
     pub fn name(&self) -> &str {
         match self {
             ModelSpec::Tiny3d { .. } => "tiny3d",
-            ModelSpec::Videomae { name, .. } | ModelSpec::Mae { name, .. } => name,
+            ModelSpec::Videomae { name, .. }
+            | ModelSpec::Mae { name, .. }
+            | ModelSpec::X3d { name, .. } => name,
         }
     }
 
@@ -109,6 +114,9 @@ impl ModelSpec {
             } => Net::VideoMae(Box::new(VideoMae::new(
                 root, config, *drop_path, precision,
             )?)),
+            ModelSpec::X3d { config, .. } => {
+                Net::X3d(Box::new(X3d::new(root, config, precision)))
+            }
             ModelSpec::Mae {
                 config, drop_path, ..
             } => Net::Mae(Box::new(VideoMaePretrain::new(
@@ -125,6 +133,7 @@ impl ModelSpec {
                 name.starts_with("classifier.") || name.starts_with("fc_norm.")
             }
             ModelSpec::Mae { .. } => false,
+            ModelSpec::X3d { .. } => name.starts_with("head.projection."),
         }
     }
 }
@@ -148,6 +157,7 @@ pub enum Net {
     Tiny3d(Tiny3d),
     VideoMae(Box<VideoMae>),
     Mae(Box<VideoMaePretrain>),
+    X3d(Box<X3d>),
 }
 
 impl Net {
@@ -157,6 +167,7 @@ impl Net {
         match self {
             Net::Tiny3d(m) => m.forward(x, train, noise),
             Net::VideoMae(m) => m.forward(x, if train { noise } else { None }),
+            Net::X3d(m) => m.forward(x, train, noise),
             Net::Mae(_) => panic!("a pre-training model has no classification logits"),
         }
     }
@@ -174,13 +185,14 @@ impl Net {
             Net::Tiny3d(m) => m.noise_len(batch),
             Net::VideoMae(m) => m.noise_len(batch),
             Net::Mae(m) => m.noise_len(batch),
+            Net::X3d(m) => m.noise_len(batch),
         }
     }
 
     /// (layer index, highest layer index) for layer-wise lr decay.
     pub fn layer_of(&self, name: &str) -> (usize, usize) {
         match self {
-            Net::Tiny3d(_) => (0, 0),
+            Net::Tiny3d(_) | Net::X3d(_) => (0, 0),
             Net::VideoMae(m) => (m.layer_of(name), m.depth()),
             Net::Mae(m) => (m.layer_of(name), m.depth()),
         }
