@@ -51,11 +51,14 @@ enum Command {
     /// Which libtorch this binary runs on and what it reaches (CUDA, cuDNN, threads)
     Info,
     /// Train a model on a dataset's shards (or a shard directory)
+    #[command(args_override_self = true)]
     Train(Box<train::cli::TrainArgs>),
     /// VideoMAE masked pre-training of a ViT encoder on a dataset's shards (labels
     /// unused); the result fine-tunes with `train --init`
+    #[command(args_override_self = true)]
     Pretrain(Box<train::cli::PretrainArgs>),
     /// Evaluate a run: views per video, top-1/top-5, per-class accuracy, reports
+    #[command(args_override_self = true)]
     Eval(train::cli::EvalArgs),
     /// Time training steps of a model (synthetic batch on the device, or --shards)
     Bench(train::cli::BenchArgs),
@@ -67,7 +70,14 @@ enum Command {
 
 fn main() -> ExitCode {
     train::device::flush_denormals();
-    let cli = match Cli::try_parse() {
+    let argv = match train::recipe::expand(std::env::args_os().collect(), &["train", "pretrain", "eval"]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -192,6 +192,11 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
 
+    /// Options from a recipe file's [train] table (manifests/recipes/*.toml);
+    /// options given here override them
+    #[arg(long, value_name = "FILE")]
+    pub recipe_file: Option<PathBuf>,
+
     /// Model to train
     #[arg(long, value_enum, value_name = "M")]
     pub model: ModelName,
@@ -212,9 +217,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub accum: usize,
 
-    /// Peak learning rate [default: tiny3d 2e-3; ViT 1e-3 x batch x accum / 256]
-    #[arg(long, value_name = "X")]
+    /// Peak learning rate [default: --base-lr x batch x accum / 256 for ViTs, 2e-3 for
+    /// CNNs]
+    #[arg(long, value_name = "X", conflicts_with = "base_lr")]
     pub lr: Option<f64>,
+
+    /// Peak learning rate per 256 clips: lr = X x batch x accum / 256 (VideoMAE's
+    /// --lr) [default: 1e-3 for ViTs]
+    #[arg(long, value_name = "X")]
+    pub base_lr: Option<f64>,
 
     /// Final learning rate of the cosine [default: lr / 100]
     #[arg(long, value_name = "X")]
@@ -409,6 +420,11 @@ pub struct PretrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
 
+    /// Options from a recipe file's [pretrain] table (manifests/recipes/*.toml);
+    /// options given here override them
+    #[arg(long, value_name = "FILE")]
+    pub recipe_file: Option<PathBuf>,
+
     /// Encoder to pre-train
     #[arg(long, value_enum, value_name = "M")]
     pub model: ModelName,
@@ -445,9 +461,13 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub accum: usize,
 
-    /// Peak learning rate [default: 1.5e-4 x batch x accum / 256]
-    #[arg(long, value_name = "X")]
+    /// Peak learning rate [default: --base-lr x batch x accum / 256]
+    #[arg(long, value_name = "X", conflicts_with = "base_lr")]
     pub lr: Option<f64>,
+
+    /// Peak learning rate per 256 clips (VideoMAE's --lr)
+    #[arg(long, default_value_t = 1.5e-4, value_name = "X")]
+    pub base_lr: f64,
 
     /// Final learning rate of the cosine [default: 1e-5 x batch x accum / 256]
     #[arg(long, value_name = "X")]
@@ -531,15 +551,17 @@ impl PretrainArgs {
     /// The training run this is: the same loop with a reconstruction objective.
     pub fn to_train_args(&self) -> TrainArgs {
         let eff = (self.batch_size * self.accum.max(1)) as f64 / 256.0;
-        let lr = self.lr.unwrap_or(1.5e-4 * eff);
+        let lr = self.lr.unwrap_or(self.base_lr * eff);
         TrainArgs {
             data: self.data.clone(),
+            recipe_file: self.recipe_file.clone(),
             model: self.model,
             init: self.init.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,
             accum: self.accum,
             lr: Some(lr),
+            base_lr: None,
             min_lr: Some(self.min_lr.unwrap_or(1e-5 * eff)),
             warmup_lr: Some(self.warmup_lr.unwrap_or(1e-6 * eff)),
             warmup_epochs: Some(
@@ -590,6 +612,11 @@ impl PretrainArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
+    /// Options from a recipe file's [eval] table (manifests/recipes/*.toml);
+    /// options given here override them
+    #[arg(long, value_name = "FILE")]
+    pub recipe_file: Option<PathBuf>,
+
     /// Run directory to evaluate (relative: from the data root)
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,

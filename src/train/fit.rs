@@ -549,9 +549,12 @@ fn mae_spec(
 fn recipe(args: &TrainArgs) -> Recipe {
     let vit = args.model.is_vit();
     let eff_batch = (args.batch_size * args.accum.max(1)) as f64;
-    let lr = args
-        .lr
-        .unwrap_or(if vit { 1e-3 * eff_batch / 256.0 } else { 2e-3 });
+    let lr = match (args.lr, args.base_lr) {
+        (Some(lr), _) => lr,
+        (None, Some(b)) => b * eff_batch / 256.0,
+        (None, None) if vit => 1e-3 * eff_batch / 256.0,
+        (None, None) => 2e-3,
+    };
     Recipe {
         epochs: args.epochs,
         batch_size: args.batch_size,

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod recipe;
 pub mod rng;
 pub mod run;
 pub mod tiny3d;
