@@ -693,6 +693,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub warmup: usize,
 
+    /// Time VideoMAE masked pre-training steps (encoder on the visible tubelets,
+    /// decoder, reconstruction loss) at this mask ratio instead of fine-tuning steps
+    #[arg(long, value_name = "R", value_parser = parse_fraction)]
+    pub pretrain: Option<f64>,
+
     /// Feed batches from these shards through the loader instead of one synthetic
     /// batch kept on the device
     #[arg(long, value_name = "DIR_OR_GLOB")]
