@@ -135,6 +135,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
                 seed: 0,
                 pin: device.is_cuda().then_some(device),
                 ids: false,
+        extras: None,
             });
             if spec.batches() == 0 {
                 return Err(TrainError::Usage("fewer samples than one batch".into()));
@@ -273,6 +274,7 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
         seed: 0,
         pin: None,
         ids: false,
+        extras: None,
     });
     let started = Instant::now();
     let (mut clips, mut bad) = (0u64, 0u64);

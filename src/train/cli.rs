@@ -321,6 +321,51 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.5, value_name = "P", value_parser = parse_fraction)]
     pub flip: f64,
 
+    /// Multimodal classifier: the --model video branch fused with a cover-image branch
+    /// (the samples' .jpg) and a text branch (their .txt), as the xinpianchang baseline
+    #[arg(long)]
+    pub multimodal: bool,
+
+    /// Multimodal: cover input HxW (the cover's centred window of that aspect)
+    #[arg(long, value_parser = parse_size, default_value = "64x112", value_name = "HxW")]
+    pub cover_size: (usize, usize),
+
+    /// Multimodal: channels of the cover CNN's first stage
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub cover_channels: usize,
+
+    /// Multimodal: leave the cover branch out
+    #[arg(long)]
+    pub no_cover: bool,
+
+    /// Multimodal: leave the text branch out
+    #[arg(long)]
+    pub no_text: bool,
+
+    /// Multimodal: tokens kept per text
+    #[arg(long, default_value_t = 48, value_name = "N")]
+    pub text_len: usize,
+
+    /// Multimodal: token embedding width
+    #[arg(long, default_value_t = 64, value_name = "D")]
+    pub text_dim: usize,
+
+    /// Multimodal: largest vocabulary built from the training split's texts
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub vocab_size: usize,
+
+    /// Multimodal: tokens seen fewer times in the training split are unknown
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub min_count: usize,
+
+    /// Multimodal: width of each branch's projection and of the fusion layer
+    #[arg(long, default_value_t = 256, value_name = "D")]
+    pub fusion_dim: usize,
+
+    /// Multimodal: probability of dropping a whole branch of a training sample
+    #[arg(long, default_value_t = 0.1, value_name = "P", value_parser = parse_fraction)]
+    pub modality_dropout: f64,
+
     /// Train a sigmoid/BCE head (several labels per item) [default: as the dataset is]
     #[arg(long, conflicts_with = "single_label")]
     pub multi_label: bool,
@@ -590,6 +635,17 @@ impl PretrainArgs {
             flip: self.flip,
             multi_label: false,
             single_label: false,
+            multimodal: false,
+            cover_size: (64, 112),
+            cover_channels: 16,
+            no_cover: false,
+            no_text: false,
+            text_len: 48,
+            text_dim: 64,
+            vocab_size: 50_000,
+            min_count: 2,
+            fusion_dim: 256,
+            modality_dropout: 0.1,
             shuffle_buffer: self.shuffle_buffer,
             seed: self.seed,
             out: self.out.clone(),
@@ -767,6 +823,15 @@ pub struct SynthArgs {
 
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub shard_size: usize,
+
+    /// Also write a cover (.jpg) and a text (.txt) per video; each video's class then
+    /// shows in only one of video, cover and text
+    #[arg(long)]
+    pub multimodal: bool,
+
+    /// Cover size HxW for --multimodal
+    #[arg(long, value_parser = parse_size, default_value = "36x64", value_name = "HxW")]
+    pub cover_size: (usize, usize),
 
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,

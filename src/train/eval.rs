@@ -61,7 +61,8 @@ pub fn evaluate(
             }
             let n = b.len() as i64;
             let x = b.input(device, &norm);
-            let logits = net.forward(&x, false, None);
+            let extra = b.extra(device, &norm);
+            let logits = net.forward_with(&x, extra.as_ref(), false, None);
             let probs = if multi {
                 logits.sigmoid()
             } else {
@@ -218,6 +219,7 @@ pub fn run(
         seed: cfg.seed,
         pin: device.is_cuda().then_some(device),
         ids: true,
+        extras: super::fit::extras_of(&cfg.model, &run_dir)?,
     });
     let views_label = format!("{clips}x{crops}");
     let result = evaluate(

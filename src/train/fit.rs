@@ -476,6 +476,107 @@ fn model_spec(
     }
 }
 
+/// The multimodal model around the video model `video`. A fresh run builds the text
+/// vocabulary from the training split's texts and saves it as `tokenizer.json` in the
+/// run; a resumed run reads that file.
+fn multimodal_spec(
+    args: &TrainArgs,
+    video: ModelSpec,
+    classes: usize,
+    train: &[Arc<pmv_data::shard::ShardReader>],
+    run_dir: &RunDir,
+    existing: bool,
+) -> Result<ModelSpec, TrainError> {
+    use super::multimodal::{CoverSpec, MultimodalSpec, TextSpec};
+    use super::text::Tokenizer;
+    let text = if args.no_text {
+        None
+    } else {
+        let path = run_dir.file("tokenizer.json");
+        let tok = if existing && path.is_file() {
+            Tokenizer::load(&path).map_err(|e| TrainError::Invalid(e.to_string()))?
+        } else {
+            let mut texts: Vec<String> = vec![];
+            for r in train {
+                for i in 0..r.len() {
+                    if let Ok(s) = r.sample(i)
+                        && let Some(t) = s.txt
+                    {
+                        texts.push(t.to_owned());
+                    }
+                }
+            }
+            let tok = Tokenizer::build(
+                texts.iter().map(String::as_str),
+                args.min_count,
+                args.vocab_size,
+                args.text_len.max(1),
+            );
+            if tok.is_empty() {
+                tracing::warn!(
+                    "--multimodal: the training samples carry no text seen {} times or more; \
+                     the text branch will only learn when text is absent (--no-text leaves it out)",
+                    args.min_count
+                );
+            }
+            pmv_data::util::write_atomic(&path, &tok.to_bytes()).map_err(TrainError::io(&path))?;
+            tok
+        };
+        Some(TextSpec {
+            vocab: tok.len(),
+            dim: args.text_dim.max(1),
+            max_len: tok.max_len,
+            tokenizer_sha256: pmv_data::util::sha256_hex(&tok.to_bytes()),
+        })
+    };
+    Ok(ModelSpec::Multimodal(Box::new(MultimodalSpec {
+        video,
+        cover: (!args.no_cover).then_some(CoverSpec {
+            height: args.cover_size.0,
+            width: args.cover_size.1,
+            channels: args.cover_channels.max(1),
+        }),
+        text,
+        fusion: args.fusion_dim.max(1),
+        classes,
+        dropout: args.dropout.unwrap_or(0.3),
+        modality_dropout: args.modality_dropout,
+    })))
+}
+
+/// What the loader must read besides frames for `model`: covers and texts of a
+/// multimodal run (its tokenizer from the run directory, checked against the hash the
+/// run recorded).
+pub fn extras_of(
+    model: &ModelSpec,
+    run_dir: &RunDir,
+) -> Result<Option<Arc<super::loader::Extras>>, TrainError> {
+    let ModelSpec::Multimodal(m) = model else {
+        return Ok(None);
+    };
+    let tokenizer = match &m.text {
+        Some(t) => {
+            let path = run_dir.file("tokenizer.json");
+            let tok = super::text::Tokenizer::load(&path)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let sha = pmv_data::util::sha256_hex(&tok.to_bytes());
+            if sha != t.tokenizer_sha256 {
+                return Err(TrainError::Invalid(format!(
+                    "{}: not the vocabulary this run was trained with (SHA-256 {sha}, the run recorded {})",
+                    path.display(),
+                    t.tokenizer_sha256
+                )));
+            }
+            Some(Arc::new(tok))
+        }
+        None => None,
+    };
+    Ok(Some(Arc::new(super::loader::Extras {
+        cover: m.cover.as_ref().map(|c| (c.height, c.width)),
+        tokenizer,
+    })))
+}
+
 /// The pre-training model: a preset encoder with a fresh decoder, or the architecture
 /// of `--init`'s `config.json` (a `VideoMAEForPreTraining` checkpoint).
 fn mae_spec(
@@ -759,7 +860,8 @@ fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     let mut mix_rng = Rng::stream(m.seed, Purpose::Mix, m.micro_index, 0);
     let mixed = mix(&mut x, &mut y, r, &mut mix_rng);
     let noise = noise_for(m.net, b.len(), m.seed, m.micro_index, m.device);
-    let logits = m.net.forward(&x, true, noise.as_ref());
+    let extra = b.extra(m.device, m.norm);
+    let logits = m.net.forward_with(&x, extra.as_ref(), true, noise.as_ref());
     let loss = if m.multi_label {
         logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean)
     } else {
@@ -892,7 +994,18 @@ pub fn train(
         plan.multi_label
     };
     let input = input_size(args, sample_shape)?;
-    let model_spec = model_spec(args, classes.len(), input)?;
+    let mut model_spec = model_spec(args, classes.len(), input)?;
+    if args.multimodal {
+        if pretraining {
+            return Err(TrainError::Usage("pretrain has no --multimodal".into()));
+        }
+        if args.mixup > 0.0 || args.cutmix > 0.0 {
+            return Err(TrainError::Usage(
+                "--multimodal: mixup and CutMix mix frames but not covers or texts; leave them off".into(),
+            ));
+        }
+        model_spec = multimodal_spec(args, model_spec, classes.len(), &train_readers, &run_dir, existing)?;
+    }
     let recipe = recipe(args);
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
@@ -1029,6 +1142,7 @@ pub fn train(
     } else {
         Labels::Single(classes.len())
     };
+    let extras = extras_of(&model_spec, &run_dir)?;
     let train_spec = Arc::new(LoaderSpec {
         shards: train_readers,
         shape: sample_shape,
@@ -1049,6 +1163,7 @@ pub fn train(
         seed: args.seed,
         pin,
         ids: false,
+        extras: extras.clone(),
     });
     let val_spec = (!val_readers.is_empty()).then(|| {
         Arc::new(LoaderSpec {
@@ -1070,6 +1185,7 @@ pub fn train(
             seed: args.seed,
             pin,
             ids: true,
+            extras: extras.clone(),
         })
     });
     let batches = train_spec.batches();
@@ -1565,6 +1681,9 @@ fn write_model(
         }),
     )?;
     let mut files = vec![model_file, model_json];
+    if run.file("tokenizer.json").is_file() {
+        files.push(run.file("tokenizer.json"));
+    }
     let hf = match &cfg.model {
         ModelSpec::Videomae { config, .. } => Some(config.to_hf(&cfg.classes, cfg.multi_label)),
         ModelSpec::Mae { config, .. } => Some(config.to_hf()),

@@ -14,5 +14,9 @@ mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
 #[cfg(feature = "train")]
+mod pretrain;
+#[cfg(feature = "train")]
 mod train;
 mod util;
+#[cfg(feature = "train")]
+mod x3d;
