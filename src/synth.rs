@@ -477,8 +477,9 @@ pub fn render_cover(
     let blobs: Vec<(f64, f64, f64)> = (0..3)
         .map(|_| (d.range(0.0, 1.0), d.range(0.0, 1.0), d.range(0.08, 0.2)))
         .collect();
-    let stripe: [f64; 3] = std::array::from_fn(|_| if d.range(0.0, 1.0) < 0.5 { 20.0 } else { 235.0 });
-    let period = d.range(6.0, 9.0);
+    let stripe: [f64; 3] =
+        std::array::from_fn(|_| if d.range(0.0, 1.0) < 0.5 { 20.0 } else { 235.0 });
+    let period = d.range(8.0, 12.0);
     let phase = d.range(0.0, 1.0);
     let (w, h) = (width as f64, height as f64);
     let mut out = vec![0u8; width * height * 3];
@@ -584,7 +585,8 @@ pub fn write_shards_with(
                 };
                 let (jpg, txt) = match multimodal {
                     Some(m) => {
-                        let shown = (carrier == Some(Carrier::Cover)).then_some((class, spec.classes));
+                        let shown =
+                            (carrier == Some(Carrier::Cover)).then_some((class, spec.classes));
                         let rgb = render_cover(shown, seed, m.cover_width, m.cover_height);
                         let jpg = encode_jpeg(&rgb, m.cover_width, m.cover_height)?;
                         let said = (carrier == Some(Carrier::Text)).then_some(class);
@@ -617,7 +619,10 @@ pub fn write_shards_with(
                     extra: [("synthetic".to_owned(), serde_json::Value::Bool(true))]
                         .into_iter()
                         .chain(carrier.map(|c| {
-                            ("carrier".to_owned(), serde_json::to_value(c).unwrap_or_default())
+                            (
+                                "carrier".to_owned(),
+                                serde_json::to_value(c).unwrap_or_default(),
+                            )
                         }))
                         .collect(),
                 };

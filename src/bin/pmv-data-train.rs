@@ -70,7 +70,10 @@ enum Command {
 
 fn main() -> ExitCode {
     train::device::flush_denormals();
-    let argv = match train::recipe::expand(std::env::args_os().collect(), &["train", "pretrain", "eval"]) {
+    let argv = match train::recipe::expand(
+        std::env::args_os().collect(),
+        &["train", "pretrain", "eval"],
+    ) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");

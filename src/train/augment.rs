@@ -106,10 +106,7 @@ pub fn scaled_eval_crops(
 ) -> Vec<Crop> {
     let f = scale_for(src_w, src_h, out_w, out_h, short as f64);
     let (w, h) = (out_w as f64 / f, out_h as f64 / f);
-    let (room_x, room_y) = (
-        (src_w as f64 - w).max(0.0),
-        (src_h as f64 - h).max(0.0),
-    );
+    let (room_x, room_y) = ((src_w as f64 - w).max(0.0), (src_h as f64 - h).max(0.0));
     let at = |i: usize| {
         if n <= 1 {
             0.5
@@ -546,7 +543,9 @@ mod tests {
             let short = 720.0 * f;
             assert!((256.0 - 1e-6..=320.0 + 1e-6).contains(&short), "{c:?}");
             assert!((c.h * f - 288.0).abs() < 1e-6);
-            assert!(c.x >= 0.0 && c.y >= 0.0 && c.x + c.w <= 720.0 + 1e-9 && c.y + c.h <= 1280.0 + 1e-9);
+            assert!(
+                c.x >= 0.0 && c.y >= 0.0 && c.x + c.w <= 720.0 + 1e-9 && c.y + c.h <= 1280.0 + 1e-9
+            );
         }
         // A jitter too small for the crop is raised until the crop fits.
         let c = jitter_crop(&mut rng, 100, 100, 64, 80, (32, 32), 0.0);

@@ -135,7 +135,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
                 seed: 0,
                 pin: device.is_cuda().then_some(device),
                 ids: false,
-        extras: None,
+                extras: None,
             });
             if spec.batches() == 0 {
                 return Err(TrainError::Usage("fewer samples than one batch".into()));

@@ -44,7 +44,10 @@ impl ModelName {
 
     /// A VideoMAE ViT (tubelets of 2×16×16).
     pub fn is_vit(self) -> bool {
-        matches!(self, ModelName::VitS | ModelName::VitB | ModelName::Videomae)
+        matches!(
+            self,
+            ModelName::VitS | ModelName::VitB | ModelName::Videomae
+        )
     }
 }
 

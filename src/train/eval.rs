@@ -173,7 +173,8 @@ pub fn run(
         )));
     }
     let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
-    if let (Some((h, w)), super::model::ModelSpec::Videomae { config, .. }) = (args.input, &cfg.model)
+    if let (Some((h, w)), super::model::ModelSpec::Videomae { config, .. }) =
+        (args.input, &cfg.model)
         && (h % config.patch_size != 0 || w % config.patch_size != 0)
     {
         return Err(TrainError::Usage(format!(

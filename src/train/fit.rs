@@ -27,12 +27,12 @@ use super::device::{Precision, device_name};
 use super::error::TrainError;
 use super::eval;
 use super::loader::{Batch, Labels, Loader, LoaderSpec, Normalizer, Views};
+use super::mae::{DecoderConfig, MaeConfig, TubeMask, VideoMaePretrain};
 use super::model::{self, InitReport, ModelSpec, Net, Noise};
 use super::optim::{AdamW, ParamRule, Schedule};
 use super::plot;
 use super::rng::{Purpose, Rng};
 use super::run::{self, RUN_VERSION, Recipe, RunConfig};
-use super::mae::{DecoderConfig, MaeConfig, TubeMask, VideoMaePretrain};
 use super::videomae::VideoMaeConfig;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -597,9 +597,8 @@ fn mae_spec(
             let dir = init.parent().unwrap_or(Path::new("."));
             let path = dir.join("config.json");
             let text = fs_err::read_to_string(&path).map_err(TrainError::io(&path))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                TrainError::Invalid(format!("{}: {e}", path.display()))
-            })?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
             let mut c = MaeConfig::from_hf(&v, p.mask_ratio)
                 .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
             if let Some(preset) = VideoMaeConfig::preset(name, 0, t, (h, w))
@@ -746,7 +745,13 @@ fn mix(x: &mut Tensor, y: &mut Tensor, r: &Recipe, rng: &mut Rng) -> bool {
 }
 
 /// The tube masks of a batch, from the run's mask stream at `index`.
-fn draw_mask(mae: &VideoMaePretrain, x: &Tensor, seed: u64, index: u64, device: Device) -> TubeMask {
+fn draw_mask(
+    mae: &VideoMaePretrain,
+    x: &Tensor,
+    seed: u64,
+    index: u64,
+    device: Device,
+) -> TubeMask {
     let (slots, per_slot) = mae.grid(x);
     let mut rng = Rng::stream(seed, Purpose::Mask, index, 0);
     TubeMask::draw(
@@ -1001,10 +1006,18 @@ pub fn train(
         }
         if args.mixup > 0.0 || args.cutmix > 0.0 {
             return Err(TrainError::Usage(
-                "--multimodal: mixup and CutMix mix frames but not covers or texts; leave them off".into(),
+                "--multimodal: mixup and CutMix mix frames but not covers or texts; leave them off"
+                    .into(),
             ));
         }
-        model_spec = multimodal_spec(args, model_spec, classes.len(), &train_readers, &run_dir, existing)?;
+        model_spec = multimodal_spec(
+            args,
+            model_spec,
+            classes.len(),
+            &train_readers,
+            &run_dir,
+            existing,
+        )?;
     }
     let recipe = recipe(args);
     let rel_root = plan.rel_root.as_deref();

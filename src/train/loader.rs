@@ -246,9 +246,7 @@ impl Batch {
                 t
             }
         };
-        let flags = |f: &[bool]| {
-            rep(Tensor::from_slice(f).to_device(device))
-        };
+        let flags = |f: &[bool]| rep(Tensor::from_slice(f).to_device(device));
         let (cover, cover_present) = match &self.covers {
             Some((c, present)) => {
                 let c = c.to_device_(device, Kind::Uint8, true, false).unsqueeze(1);
@@ -536,12 +534,19 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
     let cover_size = spec.extras.as_ref().and_then(|e| e.cover);
     let tokenizer = spec.extras.as_ref().and_then(|e| e.tokenizer.clone());
     let mut cover_t = cover_size.map(|(ch, cw)| {
-        Tensor::zeros([n as i64, ch as i64, cw as i64, 3], (Kind::Uint8, Device::Cpu))
+        Tensor::zeros(
+            [n as i64, ch as i64, cw as i64, 3],
+            (Kind::Uint8, Device::Cpu),
+        )
     });
     let mut cover_present: Vec<bool> = Vec::with_capacity(n);
-    let mut tokens = tokenizer
-        .as_ref()
-        .map(|t| (Vec::with_capacity(n * t.max_len), t.max_len, Vec::with_capacity(n)));
+    let mut tokens = tokenizer.as_ref().map(|t| {
+        (
+            Vec::with_capacity(n * t.max_len),
+            t.max_len,
+            Vec::with_capacity(n),
+        )
+    });
     {
         let bytes = tensor_bytes_mut(&mut frames);
         let mut cover_bytes = cover_t.as_mut().map(tensor_bytes_mut);

@@ -209,9 +209,7 @@ impl TubeMask {
         }
         let b = batch as i64;
         TubeMask {
-            visible: Tensor::from_slice(&visible)
-                .view([b, -1])
-                .to_device(device),
+            visible: Tensor::from_slice(&visible).view([b, -1]).to_device(device),
             masked: Tensor::from_slice(&masked).view([b, -1]).to_device(device),
         }
     }
@@ -363,8 +361,16 @@ impl VideoMaePretrain {
             .enc
             .positions(n, dd as usize, x.device())
             .expand([b, n, dd], false);
-        let pos_vis = pos.gather(1, &mask.visible.unsqueeze(-1).expand([b, v, dd], false), false);
-        let pos_mask = pos.gather(1, &mask.masked.unsqueeze(-1).expand([b, m, dd], false), false);
+        let pos_vis = pos.gather(
+            1,
+            &mask.visible.unsqueeze(-1).expand([b, v, dd], false),
+            false,
+        );
+        let pos_mask = pos.gather(
+            1,
+            &mask.masked.unsqueeze(-1).expand([b, m, dd], false),
+            false,
+        );
         let mut h = Tensor::cat(
             &[
                 y.to_kind(Kind::Float) + pos_vis,
@@ -494,14 +500,17 @@ mod tests {
         assert!(report.set_aside.is_empty() && report.reinitialised.is_empty());
         let x = Tensor::read_npy(dir.path().join("input.npy")).unwrap();
         let mask = mask_of(dir.path());
-        let (loss, pred) = tch::no_grad(|| (model.loss(&x, &mask, None), model.predict(&x, &mask, None)));
-        let want: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("loss.json")).unwrap(),
-        )
-        .unwrap();
+        let (loss, pred) =
+            tch::no_grad(|| (model.loss(&x, &mask, None), model.predict(&x, &mask, None)));
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("loss.json")).unwrap())
+                .unwrap();
         let want = want["loss"].as_f64().unwrap();
         let got = loss.double_value(&[]);
-        assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "loss {got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs().max(1.0),
+            "loss {got} vs {want}"
+        );
         let logits = Tensor::read_npy(dir.path().join("logits.npy")).unwrap();
         let d = (&pred - &logits).abs().max().double_value(&[]);
         assert!(d < 1e-4, "predictions differ by {d}");
@@ -550,7 +559,9 @@ mod tests {
         crate::train::checkpoint::write_safetensors(
             &dir.path().join("model.safetensors"),
             &weights,
-            &[("format".to_owned(), "pt".to_owned())].into_iter().collect(),
+            &[("format".to_owned(), "pt".to_owned())]
+                .into_iter()
+                .collect(),
         )
         .unwrap();
         std::fs::write(
@@ -565,7 +576,10 @@ mod tests {
         let out = python(&["check", dir.path().to_str().unwrap()]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         let theirs = v["loss"].as_f64().unwrap();
-        assert!((theirs - loss).abs() < 1e-5 * loss.abs().max(1.0), "{theirs} vs {loss}");
+        assert!(
+            (theirs - loss).abs() < 1e-5 * loss.abs().max(1.0),
+            "{theirs} vs {loss}"
+        );
     }
 
     #[test]
@@ -573,6 +587,8 @@ mod tests {
         assert_eq!(TubeMask::masked_per_slot(196, 0.9), 176);
         assert_eq!(TubeMask::masked_per_slot(196, 0.75), 147);
         assert_eq!(TubeMask::masked_per_slot(4, 0.99), 3);
-        assert!(TubeMask::from_token_flags(&[true, false, false, false], 2, 2, Device::Cpu).is_err());
+        assert!(
+            TubeMask::from_token_flags(&[true, false, false, false], 2, 2, Device::Cpu).is_err()
+        );
     }
 }

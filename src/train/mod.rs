@@ -82,12 +82,10 @@ pub fn synth_cmd(args: &cli::SynthArgs) -> Result<serde_json::Value, error::Trai
         samples_per_shard: args.shard_size,
         seed: args.seed,
     };
-    let modal = args
-        .multimodal
-        .then_some(pmv_data::synth::MultimodalSynth {
-            cover_height: args.cover_size.0,
-            cover_width: args.cover_size.1,
-        });
+    let modal = args.multimodal.then_some(pmv_data::synth::MultimodalSynth {
+        cover_height: args.cover_size.0,
+        cover_width: args.cover_size.1,
+    });
     let written = pmv_data::synth::write_shards_with(&args.out, &spec, modal.as_ref())?;
     Ok(serde_json::json!({
         "out": args.out,

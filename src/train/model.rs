@@ -118,9 +118,7 @@ impl ModelSpec {
             } => Net::VideoMae(Box::new(VideoMae::new(
                 root, config, *drop_path, precision,
             )?)),
-            ModelSpec::X3d { config, .. } => {
-                Net::X3d(Box::new(X3d::new(root, config, precision)))
-            }
+            ModelSpec::X3d { config, .. } => Net::X3d(Box::new(X3d::new(root, config, precision))),
             ModelSpec::Multimodal(spec) => {
                 Net::Multimodal(Box::new(Multimodal::new(root, spec, precision)?))
             }
@@ -226,8 +224,6 @@ impl Net {
             Net::Mae(_) | Net::Multimodal(_) => None,
         }
     }
-
-
 
     /// The pre-training model, when this is one.
     pub fn mae(&self) -> Option<&VideoMaePretrain> {

@@ -82,8 +82,12 @@ impl Proj {
                 },
             ),
             b: p.var("bias", &[out as i64], nn::Init::Const(0.0)),
-            ln_w: p.sub("norm").var("weight", &[out as i64], nn::Init::Const(1.0)),
-            ln_b: p.sub("norm").var("bias", &[out as i64], nn::Init::Const(0.0)),
+            ln_w: p
+                .sub("norm")
+                .var("weight", &[out as i64], nn::Init::Const(1.0)),
+            ln_b: p
+                .sub("norm")
+                .var("bias", &[out as i64], nn::Init::Const(0.0)),
         }
     }
 
@@ -135,9 +139,14 @@ impl CoverNet {
     fn forward(&self, x: &Tensor, train: bool, kind: Kind) -> Tensor {
         let mut h = x.contiguous();
         for (w, g, b, m, v) in &self.stages {
-            let y = h
-                .to_kind(kind)
-                .conv2d(&w.to_kind(kind), None::<&Tensor>, [2, 2], [1, 1], [1, 1], 1);
+            let y = h.to_kind(kind).conv2d(
+                &w.to_kind(kind),
+                None::<&Tensor>,
+                [2, 2],
+                [1, 1],
+                [1, 1],
+                1,
+            );
             h = Tensor::batch_norm(
                 &y.to_kind(Kind::Float),
                 Some(g),
@@ -251,7 +260,9 @@ impl Multimodal {
     ) -> Tensor {
         let n = x.size()[0];
         let vlen = self.video.noise_len(n as usize) as i64;
-        let video_noise = noise.filter(|_| vlen > 0).map(|nz| Noise::from_tensor(nz.slice(0, vlen)));
+        let video_noise = noise
+            .filter(|_| vlen > 0)
+            .map(|nz| Noise::from_tensor(nz.slice(0, vlen)));
         let drops = noise.map(|nz| nz.slice(vlen, n * 3).view([3, n]));
         let keep = |branch: i64| -> Option<Tensor> {
             match (&drops, train && self.spec.modality_dropout > 0.0) {
@@ -263,19 +274,22 @@ impl Multimodal {
             .video_proj
             .forward(&self.video.features(x, train, video_noise.as_ref()));
         let mut parts = vec![match keep(0) {
-            Some(k) => video.zeros_like().where_self(&k.logical_not().unsqueeze(1), &video),
+            Some(k) => video
+                .zeros_like()
+                .where_self(&k.logical_not().unsqueeze(1), &video),
             None => video,
         }];
-        let choose = |feat: Tensor, absent: &Tensor, present: Option<&Tensor>, k: Option<Tensor>| {
-            let mut use_it = match present {
-                Some(p) => p.shallow_clone(),
-                None => Tensor::zeros([n], (Kind::Bool, x.device())),
+        let choose =
+            |feat: Tensor, absent: &Tensor, present: Option<&Tensor>, k: Option<Tensor>| {
+                let mut use_it = match present {
+                    Some(p) => p.shallow_clone(),
+                    None => Tensor::zeros([n], (Kind::Bool, x.device())),
+                };
+                if let Some(k) = k {
+                    use_it = use_it.logical_and(&k);
+                }
+                feat.where_self(&use_it.unsqueeze(1), &absent.unsqueeze(0).expand_as(&feat))
             };
-            if let Some(k) = k {
-                use_it = use_it.logical_and(&k);
-            }
-            feat.where_self(&use_it.unsqueeze(1), &absent.unsqueeze(0).expand_as(&feat))
-        };
         let kind = self.precision.compute_kind();
         if let Some((net, proj, absent)) = &self.cover {
             let feat = match extra.and_then(|e| e.cover.as_ref()) {
@@ -294,9 +308,14 @@ impl Multimodal {
                 Some(ids) => {
                     let e = Tensor::embedding(emb, ids, 0, false, false);
                     let mask = ids.ne(0).unsqueeze(-1).to_kind(Kind::Float);
-                    let count = mask.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1.0);
-                    let mean = (&e * &mask).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / count;
-                    let max = (&e + (mask - 1.0) * 1e4).amax([1i64].as_slice(), false).clamp_min(-1e3);
+                    let count = mask
+                        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                        .clamp_min(1.0);
+                    let mean =
+                        (&e * &mask).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / count;
+                    let max = (&e + (mask - 1.0) * 1e4)
+                        .amax([1i64].as_slice(), false)
+                        .clamp_min(-1e3);
                     proj.forward(&Tensor::cat(&[mean, max], 1))
                 }
                 None => absent.unsqueeze(0).expand([n, -1], false),

@@ -389,7 +389,10 @@ mod tests {
         };
         let (mut rw, mut rb) = (w.detach().copy(), b.detach().copy());
         let (mut mw, mut mb) = (rw.zeros_like(), rb.zeros_like());
-        let vars = vec![("w".to_owned(), w.shallow_clone()), ("b".to_owned(), b.shallow_clone())];
+        let vars = vec![
+            ("w".to_owned(), w.shallow_clone()),
+            ("b".to_owned(), b.shallow_clone()),
+        ];
         let mut opt = AdamW::new(vars, Device::Cpu, cfg, |name, _| ParamRule {
             lr_scale: 1.0,
             decay: name == "w",

@@ -180,9 +180,20 @@ mod tests {
             "[recipe]\nname = \"x\"\nfollows = \"upstream/train.sh\"\n\n[train]\nmodel = \"x3d-m\"\nbatch-size = 8\nlr = 0.05\njitter_scales = [256, 320]\nnesterov = true\nmulti-label = false\n\n[eval]\nviews = \"10x3\"\n",
         )
         .unwrap();
-        let argv = os(&["t", "--json", "train", "--recipe-file", p.to_str().unwrap(), "--lr", "0.1"]);
+        let argv = os(&[
+            "t",
+            "--json",
+            "train",
+            "--recipe-file",
+            p.to_str().unwrap(),
+            "--lr",
+            "0.1",
+        ]);
         let out = expand(argv, &["train", "eval", "pretrain"]).unwrap();
-        let text: Vec<String> = out.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let text: Vec<String> = out
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let lr_recipe = text.iter().position(|a| a == "0.05").unwrap();
         let lr_user = text.iter().position(|a| a == "0.1").unwrap();
         assert!(lr_recipe < lr_user, "{text:?}");
@@ -196,8 +207,15 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("no [pretrain] table (it configures: train, eval)"), "{e}");
-        std::fs::write(&p, "[recipe]\nname = \"x\"\nfollows = \"y\"\n[train]\nout = \"runs/x\"\n").unwrap();
+        assert!(
+            e.contains("no [pretrain] table (it configures: train, eval)"),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "[recipe]\nname = \"x\"\nfollows = \"y\"\n[train]\nout = \"runs/x\"\n",
+        )
+        .unwrap();
         let e = options(&p, "train").unwrap_err().to_string();
         assert!(e.contains("--out on the command line"), "{e}");
         std::fs::write(&p, "[train]\nmodel = \"x\"\n").unwrap();
@@ -232,7 +250,12 @@ mod tests {
                     continue;
                 }
                 configured += 1;
-                let mut argv = os(&["pmv-data-train", command, "--recipe-file", f.to_str().unwrap()]);
+                let mut argv = os(&[
+                    "pmv-data-train",
+                    command,
+                    "--recipe-file",
+                    f.to_str().unwrap(),
+                ]);
                 argv.extend(os(&base));
                 let argv = expand(argv, &["train", "pretrain", "eval"]).unwrap();
                 if let Err(e) = crate::Cli::try_parse_from(&argv) {

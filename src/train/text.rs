@@ -193,12 +193,18 @@ mod tests {
     fn chinese_english_and_mixed_text() {
         assert_eq!(
             tokens("香港城市 B-Roll，ＨＫ 2017!"),
-            vec!["香", "港", "香港", "城", "港城", "市", "城市", "b", "roll", "hk", "2017"]
+            vec![
+                "香", "港", "香港", "城", "港城", "市", "城市", "b", "roll", "hk", "2017"
+            ]
         );
-        assert_eq!(tokens(" Hong Kong Circa 2017, City B-Roll"), vec![
-            "hong", "kong", "circa", "2017", "city", "b", "roll"
-        ]);
-        assert_eq!(tokens("日本語テキストand한국어"), tokens("日本語テキスト and 한국어"));
+        assert_eq!(
+            tokens(" Hong Kong Circa 2017, City B-Roll"),
+            vec!["hong", "kong", "circa", "2017", "city", "b", "roll"]
+        );
+        assert_eq!(
+            tokens("日本語テキストand한국어"),
+            tokens("日本語テキスト and 한국어")
+        );
         let t = Tokenizer::build(["天空 sky", "天空 city", "海 sky"], 2, 100, 4);
         assert_eq!(t.tokens, vec!["<pad>", "<unk>", "sky", "天", "天空", "空"]);
         assert_eq!(t.encode("天空 night sky 天"), vec![3, 5, 4, UNK]);

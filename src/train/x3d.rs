@@ -220,7 +220,15 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, cfg: &X3dConfig, inp: usize, out: usize, inner: usize, stride: i64, index: usize) -> Block {
+    fn new(
+        p: &nn::Path,
+        cfg: &X3dConfig,
+        inp: usize,
+        out: usize,
+        inner: usize,
+        stride: i64,
+        index: usize,
+    ) -> Block {
         let br = p.sub("branch2");
         let s = [1, stride, stride];
         Block {
@@ -307,9 +315,23 @@ impl X3d {
             last_inner = inner;
         }
         let head = root.sub("head");
-        let conv5 = Conv::new(&head.sub("conv_5"), inp, last_inner, [1, 1, 1], [1, 1, 1], 1);
+        let conv5 = Conv::new(
+            &head.sub("conv_5"),
+            inp,
+            last_inner,
+            [1, 1, 1],
+            [1, 1, 1],
+            1,
+        );
         let conv5_bn = Bn::new(&head.sub("conv_5_bn"), last_inner, 1.0);
-        let lin5 = Conv::new(&head.sub("lin_5"), last_inner, cfg.dim_c5, [1, 1, 1], [1, 1, 1], 1);
+        let lin5 = Conv::new(
+            &head.sub("lin_5"),
+            last_inner,
+            cfg.dim_c5,
+            [1, 1, 1],
+            [1, 1, 1],
+            1,
+        );
         let proj = head.sub("projection");
         let proj_w = proj.var(
             "weight",
@@ -346,14 +368,19 @@ impl X3d {
     /// The pooled 2048-wide feature `[B, C5]` the classifier reads (fp32), before dropout.
     pub fn features(&self, x: &Tensor, train: bool) -> Tensor {
         let kind = self.precision.compute_kind();
-        let h = self.stem_t.forward(&self.stem_xy.forward(&x.contiguous(), kind), kind);
+        let h = self
+            .stem_t
+            .forward(&self.stem_xy.forward(&x.contiguous(), kind), kind);
         let mut h = self.stem_bn.forward(&h, train).relu();
         for stage in &self.stages {
             for block in stage {
                 h = block.forward(&h, train, kind);
             }
         }
-        let h = self.conv5_bn.forward(&self.conv5.forward(&h, kind), train).relu();
+        let h = self
+            .conv5_bn
+            .forward(&self.conv5.forward(&h, kind), train)
+            .relu();
         let pooled = h.mean_dim([2i64, 3, 4].as_slice(), true, Kind::Float);
         self.lin5
             .forward(&pooled, kind)

@@ -14,6 +14,8 @@ mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
 #[cfg(feature = "train")]
+mod multimodal;
+#[cfg(feature = "train")]
 mod pretrain;
 #[cfg(feature = "train")]
 mod train;

@@ -158,7 +158,10 @@ print(m.config.decoder_hidden_size)
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(aside.contains(&"mask_token") && aside.contains(&"decoder.head.weight"), "{aside:?}");
+    assert!(
+        aside.contains(&"mask_token") && aside.contains(&"decoder.head.weight"),
+        "{aside:?}"
+    );
     assert_eq!(init["reinitialised"].as_array().unwrap().len(), 4, "{init}");
 
     // Continuing pre-training needs a pre-training checkpoint.

@@ -91,7 +91,10 @@ fn x3d_m_trains_from_the_pmv_portrait_recipe() {
     let weights = std::fs::read(out.join("model.safetensors")).unwrap();
     let n = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
     let header = String::from_utf8_lossy(&weights[8..8 + n]);
-    assert!(header.contains("s4.pathway0_res10.branch2.b.weight"), "PySlowFast names");
+    assert!(
+        header.contains("s4.pathway0_res10.branch2.b.weight"),
+        "PySlowFast names"
+    );
     let optim = std::fs::read_dir(out.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())
