@@ -236,7 +236,7 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect();
         files.sort();
-        assert!(files.len() >= 8, "{files:?}");
+        assert!(files.len() >= 9, "{files:?}");
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
             let doc: toml::Table = toml::from_str(&text).unwrap();
