@@ -451,7 +451,7 @@ pub fn synth_text(class: Option<usize>, seed: u64) -> String {
         .map(|_| FILLER[(d.next() % FILLER.len() as u64) as usize])
         .collect();
     if let Some(c) = class {
-        let w = if d.next() % 2 == 0 {
+        let w = if d.next().is_multiple_of(2) {
             WORDS_ZH[c % MAX_CLASSES]
         } else {
             WORDS_EN[c % MAX_CLASSES]

@@ -298,7 +298,7 @@ impl X3d {
             let sp = root.sub(format!("s{}", s + 2));
             let stage = (0..blocks)
                 .map(|i| {
-                    let b = Block::new(
+                    Block::new(
                         &sp.sub(format!("pathway0_res{i}")),
                         cfg,
                         if i == 0 { inp } else { width },
@@ -306,8 +306,7 @@ impl X3d {
                         inner,
                         if i == 0 { 2 } else { 1 },
                         i,
-                    );
-                    b
+                    )
                 })
                 .collect();
             stages.push(stage);
