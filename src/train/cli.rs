@@ -195,7 +195,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
 
-    /// Options from a recipe file's [train] table (manifests/recipes/*.toml);
+    /// Options from the train table of a recipe file (manifests/recipes/*.toml);
     /// options given here override them
     #[arg(long, value_name = "FILE")]
     pub recipe_file: Option<PathBuf>,
@@ -468,7 +468,7 @@ pub struct PretrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
 
-    /// Options from a recipe file's [pretrain] table (manifests/recipes/*.toml);
+    /// Options from the pretrain table of a recipe file (manifests/recipes/*.toml);
     /// options given here override them
     #[arg(long, value_name = "FILE")]
     pub recipe_file: Option<PathBuf>,
@@ -671,7 +671,7 @@ impl PretrainArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
-    /// Options from a recipe file's [eval] table (manifests/recipes/*.toml);
+    /// Options from the eval table of a recipe file (manifests/recipes/*.toml);
     /// options given here override them
     #[arg(long, value_name = "FILE")]
     pub recipe_file: Option<PathBuf>,
