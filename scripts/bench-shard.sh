@@ -11,7 +11,8 @@
 #     before the first needed frame to the last needed one;
 #   - the reference floor: the same with -skip_frame noref, i.e. only the frames any
 #     exact decoder must decode; and what starting an ffmpeg process costs.
-# Reports videos/s (median of RUNS), frames decoded per frame kept, and peak memory.
+# Reports videos/s (median of RUNS), frames decoded per frame kept, and peak memory; and,
+# at K=1, the trainer's loader reading the shards against decoding the mp4s per step.
 # Results: stdout and target/bench/shard.json.
 #
 # usage: scripts/bench-shard.sh [--quick]      (QUICK: 1 run each instead of 3)
@@ -201,6 +202,23 @@ PY
   record floor gop-floor "$cli_ratio" "-" "ffmpeg decoding only frames $kf..$last, no scaling"
   record reffloor ref-floor "-" "-" "ffmpeg decoding only the reference frames of $kf..$last"
   record startup ffmpeg-start "-" "-" "ffmpeg -version: the process start the CLI rows include"
+  if ((k == 1)); then
+    # The trainer's view of the same work: a training step needs one clip of each video.
+    # Decoding it from the mp4 through the media layer is what `pmv-data shard` just
+    # timed (one clip per video, same sampling and scaling); the loader instead reads the
+    # K=1 shards it wrote, with the training augmentation (random resized crop to
+    # 224x224, flip), on the same $jobs threads.
+    cargo build --release --quiet --bin pmv-data-train
+    shards=$(ls -d "$work"/root/shards/bench/*/train)
+    "$PWD/target/release/pmv-data-train" --json --quiet bench-loader --shards "$shards" \
+      --batch 8 --size 224x224 --workers "$jobs" --epochs 25 >"$work/loader.json"
+    loader=$("$py" -c "import json; print(round(json.load(open('$work/loader.json'))['clips_per_s'], 1))")
+    decode=$(awk "BEGIN {printf \"%.2f\", $n / $(cut -d' ' -f1 "$work/m-pmv.txt" | median)}")
+    printf ',\n  {"case": "loader vs decoding per step", "loader_clips_per_s": %s, "decode_clips_per_s": %s, "ratio": %s}' \
+      "$loader" "$decode" "$(awk "BEGIN {printf \"%.1f\", $loader / $decode}")" >>"$out_json"
+    printf '%-12s %6s clips/s from shards vs %s clips/s decoding the mp4s (%sx)\n' loader "$loader" "$decode" \
+      "$(awk "BEGIN {printf \"%.1f\", $loader / $decode}")"
+  fi
 done
 printf '\n]\n' >>"$out_json"
 echo "results: $out_json"

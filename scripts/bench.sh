@@ -16,10 +16,14 @@
 #   loader   clips/s the shard loader delivers from synthetic shards (a PMV-like recipe,
 #            16x256x192 with 2 clips, cropped to 224x160; and the demo's 8x64x48) with 1
 #            and 2 threads, beside tiny3d's training rate on this CPU fed by the loader.
+#   models   masked pre-training against fine-tuning steps of the same encoder on this CPU
+#            (ViT-S, 16x112x112, mask ratio 0.9), X3D-M steps, and pre-train + fine-tune
+#            against training from scratch with the same fine-tune budget on synthetic
+#            shards shaped like the demo's (12 classes, 8x64x48).
 #   gpu      scripts/bench_gpu.sh (vit-s 16x224 bf16: pmv-data-train vs PyTorch eager),
 #            when nvidia-smi finds a GPU.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [gpu] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [gpu] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,8 +118,61 @@ bench_loader() {
     "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["step_ms"])')" \
     "$(echo "$r" | python3 -c 'import json, sys; print(json.load(sys.stdin)["loader_wait_s"])')"
   json_case "tiny3d-cpu-8x64x48" "$r"
-  echo "(decoding the source videos per step through the media layer, the loader's peer, is"
-  echo " measured here once that layer's decoder is in this build)"
+  echo "(the loader against decoding the source mp4s per step through the media layer, the"
+  echo " same videos and sampling, is measured by the shard section: scripts/bench.sh shard)"
+}
+
+bench_models() {
+  echo "== models ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  local tbin
+  tbin=$(train_bin)
+  local steps=10
+  ((quick)) && steps=4
+  local ft pt
+  ft=$("$tbin" --json --quiet bench --model vit-s --frames 16 --size 112 --batch 4 --classes 400 \
+    --device cpu --steps "$steps" --warmup 2 | tr -d '\n')
+  pt=$("$tbin" --json --quiet bench --model vit-s --frames 16 --size 112 --batch 4 --pretrain 0.9 \
+    --device cpu --steps "$steps" --warmup 2 | tr -d '\n')
+  json_case "vit-s-cpu-finetune-16x112" "$ft"
+  json_case "vit-s-cpu-pretrain-0.9-16x112" "$pt"
+  python3 - "$ft" "$pt" <<'PY'
+import json, sys
+ft, pt = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"{'ViT-S 16x112x112 fine-tune step, batch 4':50} {ft['clips_per_s']:8.2f} clips/s {ft['step_ms']:9.1f} ms/step")
+print(f"{'ViT-S pre-train step, mask 0.9, batch 4':50} {pt['clips_per_s']:8.2f} clips/s {pt['step_ms']:9.1f} ms/step")
+print(f"pre-training / fine-tuning throughput: {pt['clips_per_s'] / ft['clips_per_s']:.2f}x (target >= 3x)")
+PY
+  local x
+  x=$("$tbin" --json --quiet bench --model x3d-m --frames 16 --size 224 --batch 2 --device cpu \
+    --steps 3 --warmup 1 | tr -d '\n')
+  json_case "x3d-m-cpu-16x224" "$x"
+  printf '%-50s %8.2f clips/s\n' "X3D-M 16x224x224 training step, batch 2" \
+    "$(echo "$x" | python3 -c 'import json, sys; print(json.load(sys.stdin)["clips_per_s"])')"
+
+  # Pre-train + fine-tune against scratch, the same fine-tune budget.
+  local d="$work/synth-demo-12"
+  [ -d "$d/train" ] || "$tbin" --quiet synth --out "$d" --classes 12 --train 40 --val 10 \
+    --frames 8 --size 64x48 --clips 2 --fps 6 >/dev/null
+  local pe=40 fe=10
+  ((quick)) && pe=10 && fe=4
+  rm -rf "$work/mae-pre" "$work/mae-ft" "$work/mae-scratch"
+  "$tbin" --json --quiet pretrain --shards "$d" --model vit-s --mask-ratio 0.75 --epochs "$pe" \
+    --batch-size 16 --lr 1.5e-3 --device cpu --out "$work/mae-pre" >/dev/null
+  local common=(--shards "$d" --model vit-s --epochs "$fe" --batch-size 16 --flip 0 \
+    --crop-scale 0.8,1 --lr 1e-3 --device cpu)
+  local a b
+  a=$("$tbin" --json --quiet train "${common[@]}" --init "$work/mae-pre/model.safetensors" \
+    --out "$work/mae-ft" | tr -d '\n')
+  b=$("$tbin" --json --quiet train "${common[@]}" --out "$work/mae-scratch" | tr -d '\n')
+  json_case "vit-s-pretrained-finetune" "$a"
+  json_case "vit-s-scratch" "$b"
+  python3 - "$a" "$b" "$pe" "$fe" <<'PY'
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"ViT-S on 12 synthetic motion classes, {sys.argv[4]} fine-tune epochs each:")
+print(f"  after {sys.argv[3]} epochs of masked pre-training: val top-1 {100 * a['top1']:.1f}%")
+print(f"  from scratch:                                val top-1 {100 * b['top1']:.1f}%")
+PY
 }
 
 bench_gpu() {
@@ -322,6 +379,7 @@ for s in "${sections[@]}"; do
     ingest) bench_ingest ;;
     fetch) bench_fetch ;;
     loader) bench_loader ;;
+    models) bench_models ;;
     gpu) bench_gpu ;;
     shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;

@@ -77,6 +77,10 @@ pub enum Command {
     /// the options; runs pmv-data-train)
     #[command(disable_help_flag = true)]
     Train(PassArgs),
+    /// VideoMAE masked pre-training of a ViT on a dataset's shards (`pmv-data pretrain
+    /// --help` lists the options; runs pmv-data-train)
+    #[command(disable_help_flag = true)]
+    Pretrain(PassArgs),
     /// Evaluate a trained run: views, top-1/top-5, per-class accuracy, reports
     /// (`pmv-data eval --help` lists the options; runs pmv-data-train)
     #[command(disable_help_flag = true)]

@@ -6,7 +6,10 @@
 //! GPU machines without FFmpeg use it; the demo encodes the same frames as video). A
 //! single frame shows the shape (square or triangle) but not its class: whether it
 //! moves left or right, turns clockwise or anticlockwise, drifts down slowly or fast
-//! only shows across frames. It never touches the catalog and never decodes video.
+//! only shows across frames. Multimodal sets add a cover (JPEG) and a text per video, and
+//! the label is carried by exactly one of video, cover and text: the other two are
+//! neutral (a shape that does not move; a cover without stripes; filler words). It
+//! never touches the catalog and never decodes video.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -215,6 +218,13 @@ impl SynthVideo {
         }
     }
 
+    /// Video `seed` of no class: a shape of either kind that stands still.
+    pub fn still(seed: u64) -> SynthVideo {
+        let mut v = SynthVideo::new(4 * (seed % 2) as usize, seed);
+        v.motion = Motion::Move { dx: 0.0, dy: 0.0 };
+        v
+    }
+
     /// Draws the frame at `t` seconds as RGB24 (`height` rows of `width` pixels) into
     /// `out`, which must hold `width * height * 3` bytes.
     pub fn render(&self, t: f64, width: usize, height: usize, out: &mut [u8]) {
@@ -389,10 +399,142 @@ pub fn render_clips(video: &SynthVideo, spec: &SynthSpec) -> Vec<u8> {
     out
 }
 
+/// Which of a multimodal sample's inputs shows its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Carrier {
+    Video,
+    Cover,
+    Text,
+}
+
+impl Carrier {
+    /// The carrier of sample `j` of a split of `classes` classes: samples cycle through
+    /// the classes, and each round of classes through video, cover, text.
+    pub fn of(j: usize, classes: usize) -> Carrier {
+        match (j / classes.max(1)) % 3 {
+            0 => Carrier::Video,
+            1 => Carrier::Cover,
+            _ => Carrier::Text,
+        }
+    }
+}
+
+/// What a multimodal synthetic set adds: a cover of this size per video, and a text.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultimodalSynth {
+    pub cover_height: usize,
+    pub cover_width: usize,
+}
+
+/// Class words of the texts: one Chinese and one English word per class (a carrier
+/// text holds one of the two).
+const WORDS_ZH: [&str; MAX_CLASSES] = [
+    "红色", "蓝天", "绿叶", "黄金", "紫藤", "橙汁", "黑夜", "白雪", "银河", "粉笔", "灰尘", "棕熊",
+];
+const WORDS_EN: [&str; MAX_CLASSES] = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima",
+];
+/// Words of no class.
+const FILLER: [&str; 20] = [
+    "视频", "拍摄", "城市", "自然", "生活", "风景", "旅行", "音乐", "美丽", "时光", "video",
+    "footage", "city", "nature", "life", "travel", "music", "clip", "shot", "scene",
+];
+
+/// The text of a sample: filler words, plus the class's Chinese or English word when the
+/// text carries the class.
+pub fn synth_text(class: Option<usize>, seed: u64) -> String {
+    let mut d = Draw(mix(seed ^ 0x7e47));
+    let n = 5 + (d.next() % 4) as usize;
+    let mut words: Vec<&str> = (0..n)
+        .map(|_| FILLER[(d.next() % FILLER.len() as u64) as usize])
+        .collect();
+    if let Some(c) = class {
+        let w = if d.next().is_multiple_of(2) {
+            WORDS_ZH[c % MAX_CLASSES]
+        } else {
+            WORDS_EN[c % MAX_CLASSES]
+        };
+        let at = (d.next() % (words.len() as u64 + 1)) as usize;
+        words.insert(at, w);
+    }
+    words.join(" ")
+}
+
+/// A cover (RGB, `height` rows of `width` pixels): a soft two-colour background with a
+/// few blobs; when it carries `class` of `classes`, stripes at an angle of class × 180° /
+/// classes over it.
+pub fn render_cover(
+    class: Option<(usize, usize)>,
+    seed: u64,
+    width: usize,
+    height: usize,
+) -> Vec<u8> {
+    let mut d = Draw(mix(seed ^ 0xC0FE));
+    let a: [f64; 3] = std::array::from_fn(|_| d.range(30.0, 220.0));
+    let b: [f64; 3] = std::array::from_fn(|_| d.range(30.0, 220.0));
+    let blobs: Vec<(f64, f64, f64)> = (0..3)
+        .map(|_| (d.range(0.0, 1.0), d.range(0.0, 1.0), d.range(0.08, 0.2)))
+        .collect();
+    let stripe: [f64; 3] =
+        std::array::from_fn(|_| if d.range(0.0, 1.0) < 0.5 { 20.0 } else { 235.0 });
+    let period = d.range(8.0, 12.0);
+    let phase = d.range(0.0, 1.0);
+    let (w, h) = (width as f64, height as f64);
+    let mut out = vec![0u8; width * height * 3];
+    for y in 0..height {
+        for x in 0..width {
+            let (u, v) = (x as f64 / w, y as f64 / h);
+            let f = 0.5 + 0.5 * (3.0 * u + 2.0 * v + seed as f64).sin();
+            let mut px: [f64; 3] = std::array::from_fn(|c| a[c] * f + b[c] * (1.0 - f));
+            for &(bx, by, br) in &blobs {
+                if (u - bx).powi(2) + (v - by).powi(2) < br * br {
+                    for p in &mut px {
+                        *p = 255.0 - *p;
+                    }
+                }
+            }
+            if let Some((c, n)) = class {
+                let angle = c as f64 * std::f64::consts::PI / n.max(1) as f64;
+                let t = (x as f64 * angle.cos() + y as f64 * angle.sin()) / period + phase;
+                if t.rem_euclid(1.0) < 0.5 {
+                    px = stripe;
+                }
+            }
+            let p = (y * width + x) * 3;
+            for c in 0..3 {
+                out[p + c] = px[c].clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// `rgb` as a JPEG (quality 90).
+pub fn encode_jpeg(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>, SynthError> {
+    let mut buf = vec![];
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)
+        .encode(rgb, width as u32, height as u32, image::ColorType::Rgb8)
+        .map_err(|e| SynthError::Invalid(format!("JPEG encoding: {e}")))?;
+    Ok(buf)
+}
+
 /// Writes a synthetic dataset under `dir`: `<split>/<split>-NNNNNN.tar` shards (samples
 /// of all classes interleaved, one label each) and `classes.txt`. Each shard is written to
 /// a temporary name and renamed into place once complete.
 pub fn write_shards(dir: &Path, spec: &SynthSpec) -> Result<Vec<SynthSplit>, SynthError> {
+    write_shards_with(dir, spec, None)
+}
+
+/// [`write_shards`], with a cover (`.jpg`) and a text (`.txt`) per sample when
+/// `multimodal` is given: sample j's class shows in its video, cover or text only
+/// ([`Carrier::of`]); its `.json` `extra` says which (`"carrier"`).
+pub fn write_shards_with(
+    dir: &Path,
+    spec: &SynthSpec,
+    multimodal: Option<&MultimodalSynth>,
+) -> Result<Vec<SynthSplit>, SynthError> {
     if spec.classes == 0 || spec.classes > MAX_CLASSES {
         return Err(SynthError::Invalid(format!(
             "{} classes asked for; the generator has 1 to {MAX_CLASSES}",
@@ -436,7 +578,22 @@ pub fn write_shards(dir: &Path, spec: &SynthSpec) -> Result<Vec<SynthSplit>, Syn
             for j in i..i + n {
                 let class = j % spec.classes;
                 let seed = mix(spec.seed ^ ((split_no as u64) << 56) ^ j as u64);
-                let video = SynthVideo::new(class, seed);
+                let carrier = multimodal.map(|_| Carrier::of(j, spec.classes));
+                let video = match carrier {
+                    None | Some(Carrier::Video) => SynthVideo::new(class, seed),
+                    Some(_) => SynthVideo::still(seed),
+                };
+                let (jpg, txt) = match multimodal {
+                    Some(m) => {
+                        let shown =
+                            (carrier == Some(Carrier::Cover)).then_some((class, spec.classes));
+                        let rgb = render_cover(shown, seed, m.cover_width, m.cover_height);
+                        let jpg = encode_jpeg(&rgb, m.cover_width, m.cover_height)?;
+                        let said = (carrier == Some(Carrier::Text)).then_some(class);
+                        (Some(jpg), Some(synth_text(said, seed)))
+                    }
+                    None => (None, None),
+                };
                 let frames = render_clips(&video, spec);
                 let id = format!("synth-{split}-{j:06}");
                 let meta = SampleMeta {
@@ -461,6 +618,12 @@ pub fn write_shards(dir: &Path, spec: &SynthSpec) -> Result<Vec<SynthSplit>, Syn
                         .collect(),
                     extra: [("synthetic".to_owned(), serde_json::Value::Bool(true))]
                         .into_iter()
+                        .chain(carrier.map(|c| {
+                            (
+                                "carrier".to_owned(),
+                                serde_json::to_value(c).unwrap_or_default(),
+                            )
+                        }))
                         .collect(),
                 };
                 w.append(&SampleInput {
@@ -469,8 +632,8 @@ pub fn write_shards(dir: &Path, spec: &SynthSpec) -> Result<Vec<SynthSplit>, Syn
                     frames: &frames,
                     label: Some(class as u32),
                     meta: &meta,
-                    jpg: None,
-                    txt: None,
+                    jpg: jpg.as_deref(),
+                    txt: txt.as_deref(),
                 })?;
             }
             let (buf, _) = w.finish()?;

@@ -51,8 +51,14 @@ enum Command {
     /// Which libtorch this binary runs on and what it reaches (CUDA, cuDNN, threads)
     Info,
     /// Train a model on a dataset's shards (or a shard directory)
+    #[command(args_override_self = true)]
     Train(Box<train::cli::TrainArgs>),
+    /// VideoMAE masked pre-training of a ViT encoder on a dataset's shards (labels
+    /// unused); the result fine-tunes with `train --init`
+    #[command(args_override_self = true)]
+    Pretrain(Box<train::cli::PretrainArgs>),
     /// Evaluate a run: views per video, top-1/top-5, per-class accuracy, reports
+    #[command(args_override_self = true)]
     Eval(train::cli::EvalArgs),
     /// Time training steps of a model (synthetic batch on the device, or --shards)
     Bench(train::cli::BenchArgs),
@@ -64,7 +70,17 @@ enum Command {
 
 fn main() -> ExitCode {
     train::device::flush_denormals();
-    let cli = match Cli::try_parse() {
+    let argv = match train::recipe::expand(
+        std::env::args_os().collect(),
+        &["train", "pretrain", "eval"],
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -147,6 +163,29 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                         String::new()
                     },
                     summary["run"].as_str().unwrap_or("?")
+                )
+            });
+            Ok(if bad > 0 { 3 } else { 0 })
+        }
+        Command::Pretrain(args) => {
+            let (summary, bad) =
+                train::fit::train(&args.to_train_args(), reporter.as_ref(), cli.quiet)?;
+            print(cli.json, &summary, || {
+                format!(
+                    "pre-trained {} for {} steps: final loss {:.4}, val reconstruction loss {}{}\nrun: {}\nfine-tune: train --init {}",
+                    summary["model"].as_str().unwrap_or("?"),
+                    summary["steps"],
+                    summary["final_loss"].as_f64().unwrap_or(f64::NAN),
+                    summary["val_loss"]
+                        .as_f64()
+                        .map_or_else(|| "-".to_owned(), |l| format!("{l:.4}")),
+                    if bad > 0 {
+                        format!("; {bad} samples could not be read (errors.jsonl)")
+                    } else {
+                        String::new()
+                    },
+                    summary["run"].as_str().unwrap_or("?"),
+                    summary["files"]["model"][0].as_str().unwrap_or("?")
                 )
             });
             Ok(if bad > 0 { 3 } else { 0 })

@@ -7,6 +7,7 @@ mod doctor;
 mod eval;
 mod fetch;
 mod ingest;
+mod pretrain;
 mod probe;
 mod refresh;
 mod resolve;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Doctor => doctor::run(&app),
         Command::Train(args) => train::run(&app, args),
         Command::Eval(args) => eval::run(&app, args),
+        Command::Pretrain(args) => pretrain::run(&app, args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "pmv-data", &mut std::io::stdout());

@@ -57,6 +57,81 @@ pub fn random_resized_crop(
     Crop { x, y, w, h, flip }
 }
 
+/// Short-side scale jitter, then a random crop (SlowFast's
+/// `random_short_side_scale_jitter` + `random_crop`, and the PMV repository's
+/// `random_crop_rect` for rectangular outputs): the frame's short side is scaled to a
+/// length drawn uniformly from `short_side` (raised where the scaled frame would not
+/// hold the output, as PMV's `TRAIN_JITTER_SCALES_AUTO_ADJUST` does), and an
+/// `out_w`×`out_h` window of the scaled frame is taken at a uniform position.
+#[allow(clippy::too_many_arguments)]
+pub fn jitter_crop(
+    rng: &mut Rng,
+    src_w: usize,
+    src_h: usize,
+    out_w: usize,
+    out_h: usize,
+    short_side: (usize, usize),
+    flip_p: f64,
+) -> Crop {
+    let s = rng
+        .range(short_side.0 as f64, short_side.1 as f64 + 1.0)
+        .floor()
+        .min(short_side.1 as f64);
+    let f = scale_for(src_w, src_h, out_w, out_h, s);
+    let (w, h) = (out_w as f64 / f, out_h as f64 / f);
+    let x = rng.range(0.0, (src_w as f64 - w).max(0.0));
+    let y = rng.range(0.0, (src_h as f64 - h).max(0.0));
+    let flip = flip_p > 0.0 && rng.f64() < flip_p;
+    Crop { x, y, w, h, flip }
+}
+
+/// The factor that scales the short side to `short` pixels, raised so the scaled
+/// frame holds an `out_w`×`out_h` window.
+fn scale_for(src_w: usize, src_h: usize, out_w: usize, out_h: usize, short: f64) -> f64 {
+    let f = short / src_w.min(src_h) as f64;
+    f.max(out_w as f64 / src_w as f64)
+        .max(out_h as f64 / src_h as f64)
+}
+
+/// Evaluation crops after scaling the short side to `short` pixels (SlowFast's and
+/// PMV's `uniform_crop` / `uniform_crop_rect`): 1 centred, or `n` spread evenly along
+/// the long side and centred on the short one.
+pub fn scaled_eval_crops(
+    src_w: usize,
+    src_h: usize,
+    out_w: usize,
+    out_h: usize,
+    n: usize,
+    short: usize,
+) -> Vec<Crop> {
+    let f = scale_for(src_w, src_h, out_w, out_h, short as f64);
+    let (w, h) = (out_w as f64 / f, out_h as f64 / f);
+    let (room_x, room_y) = ((src_w as f64 - w).max(0.0), (src_h as f64 - h).max(0.0));
+    let at = |i: usize| {
+        if n <= 1 {
+            0.5
+        } else {
+            i as f64 / (n - 1) as f64
+        }
+    };
+    (0..n.max(1))
+        .map(|i| {
+            let (px, py) = if src_h > src_w {
+                (0.5, at(i))
+            } else {
+                (at(i), 0.5)
+            };
+            Crop {
+                x: room_x * px,
+                y: room_y * py,
+                w,
+                h,
+                flip: false,
+            }
+        })
+        .collect()
+}
+
 /// The largest window of the output's aspect ratio inside the source (what VideoMAE's
 /// "resize the short side, crop the output size" evaluation takes), at `position` along
 /// the axis with room to spare: 0 the start (top or left), 0.5 the centre, 1 the end.
@@ -456,6 +531,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn jitter_and_scaled_crops_follow_slowfast() {
+        let mut rng = Rng::stream(2, Purpose::Augment, 0, 0);
+        // A 720x1280 portrait frame, short side jittered to [256, 320], 288x192 crops.
+        for _ in 0..200 {
+            let c = jitter_crop(&mut rng, 720, 1280, 192, 288, (256, 320), 0.0);
+            let f = 192.0 / c.w;
+            let short = 720.0 * f;
+            assert!((256.0 - 1e-6..=320.0 + 1e-6).contains(&short), "{c:?}");
+            assert!((c.h * f - 288.0).abs() < 1e-6);
+            assert!(
+                c.x >= 0.0 && c.y >= 0.0 && c.x + c.w <= 720.0 + 1e-9 && c.y + c.h <= 1280.0 + 1e-9
+            );
+        }
+        // A jitter too small for the crop is raised until the crop fits.
+        let c = jitter_crop(&mut rng, 100, 100, 64, 80, (32, 32), 0.0);
+        assert!(c.w <= 100.0 + 1e-9 && c.h <= 100.0 + 1e-9, "{c:?}");
+        // Test views: short side 256, three crops down the long side, centred across.
+        let v = scaled_eval_crops(720, 1280, 192, 288, 3, 256);
+        let f = 256.0 / 720.0;
+        assert!((v[0].w - 192.0 / f).abs() < 1e-9 && (v[0].h - 288.0 / f).abs() < 1e-9);
+        assert_eq!(v[0].y, 0.0);
+        assert!((v[2].y + v[2].h - 1280.0).abs() < 1e-9);
+        assert!(v.iter().all(|c| (c.x - (720.0 - c.w) / 2.0).abs() < 1e-9));
+        // Square crops of the short side's size are the largest windows.
+        let sq = scaled_eval_crops(192, 256, 112, 112, 3, 112);
+        assert_eq!(sq, eval_crops(192, 256, 112, 112, 3));
     }
 
     #[test]

@@ -44,6 +44,26 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
             classes: args.classes,
             dropout: 0.3,
         },
+        ModelName::X3dM | ModelName::X3dL => ModelSpec::X3d {
+            name: args.model.as_str().into(),
+            config: super::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
+                .expect("a preset"),
+        },
+        m if args.pretrain.is_some() => {
+            let mut encoder = VideoMaeConfig::preset(m.as_str(), 0, t, (h, w))
+                .ok_or_else(|| TrainError::Usage("bench --pretrain takes vit-s or vit-b".into()))?;
+            encoder.use_mean_pooling = false;
+            ModelSpec::Mae {
+                name: m.as_str().into(),
+                config: super::mae::MaeConfig {
+                    decoder: super::mae::DecoderConfig::for_encoder(encoder.hidden_size, 4, None),
+                    encoder,
+                    mask_ratio: args.pretrain.unwrap_or(0.9),
+                    norm_pix_loss: true,
+                },
+                drop_path: 0.0,
+            }
+        }
         m => ModelSpec::Videomae {
             name: m.as_str().into(),
             config: VideoMaeConfig::preset(m.as_str(), args.classes, t, (h, w))
@@ -103,6 +123,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
                     scale: (0.25, 1.0),
                     ratio: (0.75, 1.3333),
                     flip: 0.5,
+                    jitter: None,
                 },
                 labels: Labels::Single(args.classes),
                 batch: args.batch,
@@ -114,6 +135,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
                 seed: 0,
                 pin: device.is_cuda().then_some(device),
                 ids: false,
+                extras: None,
             });
             if spec.batches() == 0 {
                 return Err(TrainError::Usage("fewer samples than one batch".into()));
@@ -157,13 +179,30 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
             let v: Vec<f32> = (0..noise_len).map(|_| r.f32()).collect();
             Noise::new(&v, device)
         });
-        let off = 0.1 / classes as f64;
-        let mut y = Tensor::full([n, classes], off, (Kind::Float, device));
-        let _ = y.scatter_value_(1, &labels.unsqueeze(1), 0.9 + off);
-        let logits = net.forward(&x, true, noise.as_ref());
-        let loss = -(&y * logits.log_softmax(-1, Kind::Float))
-            .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
-            .mean(Kind::Float);
+        let loss = match net.mae() {
+            Some(mae) => {
+                let (slots, per_slot) = mae.grid(&x);
+                let mut r = Rng::stream(0, Purpose::Mask, step as u64, 0);
+                let mask = super::mae::TubeMask::draw(
+                    &mut r,
+                    n as usize,
+                    slots,
+                    per_slot,
+                    mae.cfg.mask_ratio,
+                    device,
+                );
+                mae.loss(&x, &mask, noise.as_ref())
+            }
+            None => {
+                let off = 0.1 / classes as f64;
+                let mut y = Tensor::full([n, classes], off, (Kind::Float, device));
+                let _ = y.scatter_value_(1, &labels.unsqueeze(1), 0.9 + off);
+                let logits = net.forward(&x, true, noise.as_ref());
+                -(&y * logits.log_softmax(-1, Kind::Float))
+                    .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+                    .mean(Kind::Float)
+            }
+        };
         loss.backward();
         opt.bind_grads();
         opt.update(1e-4);
@@ -176,6 +215,8 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
         "bench": "train-step",
         "implementation": "pmv-data-train (tch/libtorch)",
         "model": args.model.as_str(),
+        "objective": if args.pretrain.is_some() { "masked pre-training" } else { "classification" },
+        "mask_ratio": args.pretrain,
         "parameters": params,
         "batch": args.batch,
         "frames": t,
@@ -221,6 +262,7 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
             scale: (0.25, 1.0),
             ratio: (0.75, 1.3333),
             flip: 0.5,
+            jitter: None,
         },
         labels: Labels::Single(usize::MAX),
         batch: args.batch,
@@ -232,6 +274,7 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
         seed: 0,
         pin: None,
         ids: false,
+        extras: None,
     });
     let started = Instant::now();
     let (mut clips, mut bad) = (0u64, 0u64);

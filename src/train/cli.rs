@@ -21,6 +21,13 @@ pub enum ModelName {
     VitB,
     /// The VideoMAE architecture of --init's config.json (any size)
     Videomae,
+    /// X3D-M (3.8 M parameters; also X3D-XS and X3D-S, the same network at other input
+    /// sizes), PySlowFast's names
+    #[value(name = "x3d-m")]
+    X3dM,
+    /// X3D-L (depth factor 5.0)
+    #[value(name = "x3d-l")]
+    X3dL,
 }
 
 impl ModelName {
@@ -30,7 +37,17 @@ impl ModelName {
             ModelName::VitS => "vit-s",
             ModelName::VitB => "vit-b",
             ModelName::Videomae => "videomae",
+            ModelName::X3dM => "x3d-m",
+            ModelName::X3dL => "x3d-l",
         }
+    }
+
+    /// A VideoMAE ViT (tubelets of 2×16×16).
+    pub fn is_vit(self) -> bool {
+        matches!(
+            self,
+            ModelName::VitS | ModelName::VitB | ModelName::Videomae
+        )
     }
 }
 
@@ -178,6 +195,11 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
 
+    /// Options from the train table of a recipe file (manifests/recipes/*.toml);
+    /// options given here override them
+    #[arg(long, value_name = "FILE")]
+    pub recipe_file: Option<PathBuf>,
+
     /// Model to train
     #[arg(long, value_enum, value_name = "M")]
     pub model: ModelName,
@@ -198,9 +220,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub accum: usize,
 
-    /// Peak learning rate [default: tiny3d 2e-3; ViT 1e-3 x batch x accum / 256]
-    #[arg(long, value_name = "X")]
+    /// Peak learning rate [default: --base-lr x batch x accum / 256 for ViTs, 2e-3 for
+    /// CNNs]
+    #[arg(long, value_name = "X", conflicts_with = "base_lr")]
     pub lr: Option<f64>,
+
+    /// Peak learning rate per 256 clips: lr = X x batch x accum / 256 (VideoMAE's
+    /// --lr) [default: 1e-3 for ViTs]
+    #[arg(long, value_name = "X")]
+    pub base_lr: Option<f64>,
 
     /// Final learning rate of the cosine [default: lr / 100]
     #[arg(long, value_name = "X")]
@@ -210,9 +238,29 @@ pub struct TrainArgs {
     #[arg(long, value_name = "E")]
     pub warmup_epochs: Option<f64>,
 
+    /// Learning rate at the start of the warm-up [default: lr / 100]
+    #[arg(long, value_name = "X")]
+    pub warmup_lr: Option<f64>,
+
     /// AdamW weight decay (not on biases, norms or position tables)
     #[arg(long, default_value_t = 0.05, value_name = "X")]
     pub weight_decay: f64,
+
+    /// AdamW betas
+    #[arg(long, value_parser = parse_betas, default_value = "0.9,0.999", value_name = "B1,B2")]
+    pub betas: (f64, f64),
+
+    /// Optimiser
+    #[arg(long, value_enum, default_value = "adamw", value_name = "O")]
+    pub optimizer: super::run::Optimizer,
+
+    /// SGD momentum [default: 0.9 with --optimizer sgd]
+    #[arg(long, value_name = "M", value_parser = parse_fraction)]
+    pub momentum: Option<f64>,
+
+    /// Nesterov momentum for SGD
+    #[arg(long)]
+    pub nesterov: bool,
 
     /// Layer-wise lr decay for ViTs [default: 0.75 with --init, else 1]
     #[arg(long, value_name = "X", value_parser = parse_fraction)]
@@ -237,7 +285,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "P", value_parser = parse_fraction)]
     pub drop_path: Option<f64>,
 
-    /// Dropout before tiny3d's head [default: 0.3]
+    /// Dropout before the classifier [default: tiny3d 0.3, X3D 0.5]
     #[arg(long, value_name = "P", value_parser = parse_fraction)]
     pub dropout: Option<f64>,
 
@@ -257,6 +305,17 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_pair, default_value = "0.25,1", value_name = "A,B")]
     pub crop_scale: (f64, f64),
 
+    /// Instead of the random resized crop: scale the short side to a random length in
+    /// [MIN, MAX] pixels, then crop --input at a random place (SlowFast's and PMV's
+    /// default recipe: 256,320)
+    #[arg(long, value_parser = parse_scales, value_name = "MIN,MAX")]
+    pub jitter_scales: Option<(usize, usize)>,
+
+    /// Evaluation views: scale the short side to S pixels, then crop --input (along the
+    /// long side for several crops) [default: the largest window of the input's aspect]
+    #[arg(long, value_name = "S")]
+    pub test_scale: Option<usize>,
+
     /// Random resized crop: range of the aspect ratio relative to the input's
     #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333", value_name = "A,B")]
     pub crop_ratio: (f64, f64),
@@ -264,6 +323,51 @@ pub struct TrainArgs {
     /// Probability of a horizontal flip (0 when left and right are different classes)
     #[arg(long, default_value_t = 0.5, value_name = "P", value_parser = parse_fraction)]
     pub flip: f64,
+
+    /// Multimodal classifier: the --model video branch fused with a cover-image branch
+    /// (the samples' .jpg) and a text branch (their .txt), as the xinpianchang baseline
+    #[arg(long)]
+    pub multimodal: bool,
+
+    /// Multimodal: cover input HxW (the cover's centred window of that aspect)
+    #[arg(long, value_parser = parse_size, default_value = "64x112", value_name = "HxW")]
+    pub cover_size: (usize, usize),
+
+    /// Multimodal: channels of the cover CNN's first stage
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub cover_channels: usize,
+
+    /// Multimodal: leave the cover branch out
+    #[arg(long)]
+    pub no_cover: bool,
+
+    /// Multimodal: leave the text branch out
+    #[arg(long)]
+    pub no_text: bool,
+
+    /// Multimodal: tokens kept per text
+    #[arg(long, default_value_t = 48, value_name = "N")]
+    pub text_len: usize,
+
+    /// Multimodal: token embedding width
+    #[arg(long, default_value_t = 64, value_name = "D")]
+    pub text_dim: usize,
+
+    /// Multimodal: largest vocabulary built from the training split's texts
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub vocab_size: usize,
+
+    /// Multimodal: tokens seen fewer times in the training split are unknown
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub min_count: usize,
+
+    /// Multimodal: width of each branch's projection and of the fusion layer
+    #[arg(long, default_value_t = 256, value_name = "D")]
+    pub fusion_dim: usize,
+
+    /// Multimodal: probability of dropping a whole branch of a training sample
+    #[arg(long, default_value_t = 0.1, value_name = "P", value_parser = parse_fraction)]
+    pub modality_dropout: f64,
 
     /// Train a sigmoid/BCE head (several labels per item) [default: as the dataset is]
     #[arg(long, conflicts_with = "single_label")]
@@ -310,10 +414,268 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    /// Set by `pretrain`: masked pre-training instead of classification.
+    #[arg(skip)]
+    pub pretrain: Option<PretrainOptions>,
+}
+
+/// What `pretrain` adds to a training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PretrainOptions {
+    pub mask_ratio: f64,
+    pub decoder_depth: usize,
+    pub decoder_width: Option<usize>,
+    pub norm_pix_loss: bool,
+}
+
+/// `MIN,MAX` pixels, 0 < MIN <= MAX.
+pub fn parse_scales(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not MIN,MAX"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{v:?} is not a length in pixels"))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a > b {
+        return Err(format!("{s:?}: need MIN <= MAX"));
+    }
+    Ok((a, b))
+}
+
+/// `B1,B2`, each in [0, 1).
+pub fn parse_betas(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not B1,B2"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| (0.0..1.0).contains(x))
+            .ok_or_else(|| format!("{v:?} is not a beta in [0, 1)"))
+    };
+    Ok((parse(a)?, parse(b)?))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Options from the pretrain table of a recipe file (manifests/recipes/*.toml);
+    /// options given here override them
+    #[arg(long, value_name = "FILE")]
+    pub recipe_file: Option<PathBuf>,
+
+    /// Encoder to pre-train
+    #[arg(long, value_enum, value_name = "M")]
+    pub model: ModelName,
+
+    /// Continue from a VideoMAEForPreTraining checkpoint (safetensors with config.json
+    /// beside it: a transformers folder or a pretrain run's model or checkpoint)
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+
+    /// Fraction of each frame's tubelets hidden from the encoder (0.75 for small sets)
+    #[arg(long, default_value_t = 0.9, value_name = "R", value_parser = parse_fraction)]
+    pub mask_ratio: f64,
+
+    /// Decoder blocks
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub decoder_depth: usize,
+
+    /// Decoder width [default: half the encoder's: 192 for vit-s, 384 for vit-b]
+    #[arg(long, value_name = "D")]
+    pub decoder_width: Option<usize>,
+
+    /// Reconstruct raw pixels instead of per-tubelet normalised ones
+    #[arg(long)]
+    pub no_norm_pix_loss: bool,
+
+    #[arg(long, default_value_t = 800, value_name = "N")]
+    pub epochs: u64,
+
+    /// Clips per batch
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch_size: usize,
+
+    /// Batches per optimiser step (gradient accumulation)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub accum: usize,
+
+    /// Peak learning rate [default: --base-lr x batch x accum / 256]
+    #[arg(long, value_name = "X", conflicts_with = "base_lr")]
+    pub lr: Option<f64>,
+
+    /// Peak learning rate per 256 clips (VideoMAE's --lr)
+    #[arg(long, default_value_t = 1.5e-4, value_name = "X")]
+    pub base_lr: f64,
+
+    /// Final learning rate of the cosine [default: 1e-5 x batch x accum / 256]
+    #[arg(long, value_name = "X")]
+    pub min_lr: Option<f64>,
+
+    /// Learning rate at the start of the warm-up [default: 1e-6 x batch x accum / 256]
+    #[arg(long, value_name = "X")]
+    pub warmup_lr: Option<f64>,
+
+    /// Epochs of linear warm-up [default: a twentieth of the epochs, at most 40]
+    #[arg(long, value_name = "E")]
+    pub warmup_epochs: Option<f64>,
+
+    #[arg(long, default_value_t = 0.05, value_name = "X")]
+    pub weight_decay: f64,
+
+    /// AdamW betas
+    #[arg(long, value_parser = parse_betas, default_value = "0.9,0.95", value_name = "B1,B2")]
+    pub betas: (f64, f64),
+
+    /// Clip the global gradient norm to this
+    #[arg(long, value_name = "X")]
+    pub clip_grad: Option<f64>,
+
+    /// Stochastic depth of the last encoder block
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub drop_path: f64,
+
+    /// Model input HxW [default: the stored frame size, rounded down to 16s]
+    #[arg(long, value_parser = parse_size, value_name = "HxW")]
+    pub input: Option<(usize, usize)>,
+
+    /// Random resized crop: range of the area fraction (VideoMAE's multi-scale crop
+    /// takes sides of 1 to 0.66 of the short side)
+    #[arg(long, value_parser = parse_pair, default_value = "0.44,1", value_name = "A,B")]
+    pub crop_scale: (f64, f64),
+
+    /// Random resized crop: range of the aspect ratio relative to the input's
+    #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333", value_name = "A,B")]
+    pub crop_ratio: (f64, f64),
+
+    /// Probability of a horizontal flip
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub flip: f64,
+
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub shuffle_buffer: usize,
+
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+
+    /// Run directory [default: runs/DATASET-MODEL-pretrain]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long)]
+    pub resume: bool,
+
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub save_every: u64,
+
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub keep: usize,
+
+    /// Reconstruction loss on the validation split every N epochs (and after the last)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub eval_every: u64,
+
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub log_every: u64,
+
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl PretrainArgs {
+    /// The training run this is: the same loop with a reconstruction objective.
+    pub fn to_train_args(&self) -> TrainArgs {
+        let eff = (self.batch_size * self.accum.max(1)) as f64 / 256.0;
+        let lr = self.lr.unwrap_or(self.base_lr * eff);
+        TrainArgs {
+            data: self.data.clone(),
+            recipe_file: self.recipe_file.clone(),
+            model: self.model,
+            init: self.init.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            accum: self.accum,
+            lr: Some(lr),
+            base_lr: None,
+            min_lr: Some(self.min_lr.unwrap_or(1e-5 * eff)),
+            warmup_lr: Some(self.warmup_lr.unwrap_or(1e-6 * eff)),
+            warmup_epochs: Some(
+                self.warmup_epochs
+                    .unwrap_or_else(|| (self.epochs as f64 / 20.0).min(40.0)),
+            ),
+            weight_decay: self.weight_decay,
+            betas: self.betas,
+            layer_decay: Some(1.0),
+            label_smoothing: 0.0,
+            mixup: 0.0,
+            cutmix: 0.0,
+            mix_prob: 1.0,
+            drop_path: Some(self.drop_path),
+            dropout: None,
+            clip_grad: self.clip_grad,
+            width: 16,
+            input: self.input,
+            crop_scale: self.crop_scale,
+            crop_ratio: self.crop_ratio,
+            jitter_scales: None,
+            test_scale: None,
+            optimizer: super::run::Optimizer::Adamw,
+            momentum: None,
+            nesterov: false,
+            flip: self.flip,
+            multi_label: false,
+            single_label: false,
+            multimodal: false,
+            cover_size: (64, 112),
+            cover_channels: 16,
+            no_cover: false,
+            no_text: false,
+            text_len: 48,
+            text_dim: 64,
+            vocab_size: 50_000,
+            min_count: 2,
+            fusion_dim: 256,
+            modality_dropout: 0.1,
+            shuffle_buffer: self.shuffle_buffer,
+            seed: self.seed,
+            out: self.out.clone(),
+            resume: self.resume,
+            save_every: self.save_every,
+            keep: self.keep,
+            eval_every: self.eval_every,
+            log_every: self.log_every,
+            strict: self.strict,
+            runtime: self.runtime.clone(),
+            pretrain: Some(PretrainOptions {
+                mask_ratio: self.mask_ratio,
+                decoder_depth: self.decoder_depth,
+                decoder_width: self.decoder_width,
+                norm_pix_loss: !self.no_norm_pix_loss,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
+    /// Options from the eval table of a recipe file (manifests/recipes/*.toml);
+    /// options given here override them
+    #[arg(long, value_name = "FILE")]
+    pub recipe_file: Option<PathBuf>,
+
     /// Run directory to evaluate (relative: from the data root)
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
@@ -330,6 +692,16 @@ pub struct EvalArgs {
     /// end of the long side); CLIPS may be `all` [default: allx3]
     #[arg(long, value_parser = parse_views, value_name = "CLIPSxCROPS")]
     pub views: Option<(Option<usize>, usize)>,
+
+    /// Evaluation input HxW [default: the run's input] (X3D-M is tested at 256 after
+    /// training at 224; ViTs need multiples of 16)
+    #[arg(long, value_parser = parse_size, value_name = "HxW")]
+    pub input: Option<(usize, usize)>,
+
+    /// Scale the short side to S pixels before cropping the views [default: the run's
+    /// --test-scale, else the largest window of the input's aspect]
+    #[arg(long, value_name = "S")]
+    pub test_scale: Option<usize>,
 
     /// Evaluate these shards instead of the run's split
     #[arg(long, value_name = "DIR_OR_GLOB")]
@@ -379,6 +751,11 @@ pub struct BenchArgs {
     /// Untimed steps first
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub warmup: usize,
+
+    /// Time VideoMAE masked pre-training steps (encoder on the visible tubelets,
+    /// decoder, reconstruction loss) at this mask ratio instead of fine-tuning steps
+    #[arg(long, value_name = "R", value_parser = parse_fraction)]
+    pub pretrain: Option<f64>,
 
     /// Feed batches from these shards through the loader instead of one synthetic
     /// batch kept on the device
@@ -449,6 +826,15 @@ pub struct SynthArgs {
 
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub shard_size: usize,
+
+    /// Also write a cover (.jpg) and a text (.txt) per video; each video's class then
+    /// shows in only one of video, cover and text
+    #[arg(long)]
+    pub multimodal: bool,
+
+    /// Cover size HxW for --multimodal
+    #[arg(long, value_parser = parse_size, default_value = "36x64", value_name = "HxW")]
+    pub cover_size: (usize, usize),
 
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,

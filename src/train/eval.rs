@@ -61,7 +61,8 @@ pub fn evaluate(
             }
             let n = b.len() as i64;
             let x = b.input(device, &norm);
-            let logits = net.forward(&x, false, None);
+            let extra = b.extra(device, &norm);
+            let logits = net.forward_with(&x, extra.as_ref(), false, None);
             let probs = if multi {
                 logits.sigmoid()
             } else {
@@ -149,6 +150,14 @@ pub fn run(
     }
     let run_dir = RunDir::open(&dir)?;
     let cfg: RunConfig = checkpoint::read_json(&run_dir.file("run.json"))?;
+    if cfg.model.is_pretraining() {
+        return Err(TrainError::Usage(format!(
+            "{} is a pre-training run: it has no classifier to evaluate; fine-tune it with \
+             train --init {}",
+            dir.display(),
+            dir.join("model.safetensors").display()
+        )));
+    }
     let weights = weights_of(&run_dir, args.checkpoint.as_deref())?;
     let split_data = match &args.shards {
         Some(spec) => data::shards_split(spec, &args.split, true)?,
@@ -164,6 +173,15 @@ pub fn run(
         )));
     }
     let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
+    if let (Some((h, w)), super::model::ModelSpec::Videomae { config, .. }) =
+        (args.input, &cfg.model)
+        && (h % config.patch_size != 0 || w % config.patch_size != 0)
+    {
+        return Err(TrainError::Usage(format!(
+            "--input {h}x{w}: a ViT needs multiples of its {} pixel patches",
+            config.patch_size
+        )));
+    }
     let device = args.runtime.device.resolve()?;
     if let Some(t) = args.runtime.threads {
         tch::set_num_threads(t);
@@ -182,8 +200,12 @@ pub fn run(
     let spec = Arc::new(LoaderSpec {
         shards,
         shape: cfg.sample_shape,
-        out: (cfg.input[1], cfg.input[2]),
-        views: Views::Eval { clips, crops },
+        out: args.input.unwrap_or((cfg.input[1], cfg.input[2])),
+        views: Views::Eval {
+            clips,
+            crops,
+            short_side: args.test_scale.or(cfg.recipe.test_scale),
+        },
         labels: if cfg.multi_label {
             Labels::Multi(classes)
         } else {
@@ -198,6 +220,7 @@ pub fn run(
         seed: cfg.seed,
         pin: device.is_cuda().then_some(device),
         ids: true,
+        extras: super::fit::extras_of(&cfg.model, &run_dir)?,
     });
     let views_label = format!("{clips}x{crops}");
     let result = evaluate(

@@ -27,6 +27,7 @@ use super::device::{Precision, device_name};
 use super::error::TrainError;
 use super::eval;
 use super::loader::{Batch, Labels, Loader, LoaderSpec, Normalizer, Views};
+use super::mae::{DecoderConfig, MaeConfig, TubeMask, VideoMaePretrain};
 use super::model::{self, InitReport, ModelSpec, Net, Noise};
 use super::optim::{AdamW, ParamRule, Schedule};
 use super::plot;
@@ -93,6 +94,15 @@ pub enum Record {
         mean_class_accuracy: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map: Option<f64>,
+        samples: u64,
+    },
+    /// Pre-training: the reconstruction loss on the validation split, with the same
+    /// masks at every validation.
+    #[serde(rename = "val_reconstruction")]
+    ValReconstruction {
+        step: u64,
+        epoch: u64,
+        loss: f64,
         samples: u64,
     },
 }
@@ -190,6 +200,9 @@ pub fn draw_curves(dir: &Path, records: &[Record]) -> Result<Vec<PathBuf>, Train
                 val_top1.push((*step as f64, *top1));
                 val_top5.push((*step as f64, *top5));
             }
+            Record::ValReconstruction { step, loss, .. } => {
+                val_loss.push((*step as f64, *loss));
+            }
         }
     }
     let series = |name, points, markers| plot::Series {
@@ -207,6 +220,10 @@ pub fn draw_curves(dir: &Path, records: &[Record]) -> Result<Vec<PathBuf>, Train
         ],
         None,
     )?;
+    if train_acc.is_empty() && val_top1.is_empty() {
+        // Pre-training: no accuracy to draw.
+        return Ok(vec![loss]);
+    }
     let acc = plot::curves(
         &dir.join("accuracy.png"),
         "Accuracy",
@@ -368,7 +385,7 @@ fn classes_from_labels(readers: &[Arc<pmv_data::shard::ShardReader>]) -> Vec<Str
 fn input_size(args: &TrainArgs, shape: [usize; 5]) -> Result<[usize; 3], TrainError> {
     let t = shape[1];
     let (mut h, mut w) = args.input.unwrap_or((shape[2], shape[3]));
-    if args.model != ModelName::Tiny3d {
+    if args.model.is_vit() {
         if !t.is_multiple_of(2) {
             return Err(TrainError::Usage(format!(
                 "the samples have {t} frames per clip; a ViT needs an even number (tubelets of 2 frames)"
@@ -382,9 +399,10 @@ fn input_size(args: &TrainArgs, shape: [usize; 5]) -> Result<[usize; 3], TrainEr
                 args.input.unwrap_or((shape[2], shape[3]))
             )));
         }
-    } else if h < 8 || w < 8 {
+    } else if h < 8 || w < 8 || (!matches!(args.model, ModelName::Tiny3d) && (h < 32 || w < 32)) {
         return Err(TrainError::Usage(format!(
-            "input {h}x{w} is too small for tiny3d"
+            "input {h}x{w} is too small for {}",
+            args.model.as_str()
         )));
     }
     Ok([t, h, w])
@@ -396,12 +414,23 @@ fn model_spec(
     input: [usize; 3],
 ) -> Result<ModelSpec, TrainError> {
     let [t, h, w] = input;
+    if let Some(p) = &args.pretrain {
+        return mae_spec(args, p, input);
+    }
     match args.model {
         ModelName::Tiny3d => Ok(ModelSpec::Tiny3d {
             width: args.width.max(1),
             classes,
             dropout: args.dropout.unwrap_or(0.3),
         }),
+        ModelName::X3dM | ModelName::X3dL => {
+            let name = args.model.as_str();
+            Ok(ModelSpec::X3d {
+                name: name.into(),
+                config: super::x3d::X3dConfig::preset(name, classes, args.dropout.unwrap_or(0.5))
+                    .expect("a preset"),
+            })
+        }
         ModelName::VitS | ModelName::VitB | ModelName::Videomae => {
             let name = args.model.as_str();
             let preset = VideoMaeConfig::preset(name, classes, t, (h, w));
@@ -447,24 +476,203 @@ fn model_spec(
     }
 }
 
+/// The multimodal model around the video model `video`. A fresh run builds the text
+/// vocabulary from the training split's texts and saves it as `tokenizer.json` in the
+/// run; a resumed run reads that file.
+fn multimodal_spec(
+    args: &TrainArgs,
+    video: ModelSpec,
+    classes: usize,
+    train: &[Arc<pmv_data::shard::ShardReader>],
+    run_dir: &RunDir,
+    existing: bool,
+) -> Result<ModelSpec, TrainError> {
+    use super::multimodal::{CoverSpec, MultimodalSpec, TextSpec};
+    use super::text::Tokenizer;
+    let text = if args.no_text {
+        None
+    } else {
+        let path = run_dir.file("tokenizer.json");
+        let tok = if existing && path.is_file() {
+            Tokenizer::load(&path).map_err(|e| TrainError::Invalid(e.to_string()))?
+        } else {
+            let mut texts: Vec<String> = vec![];
+            for r in train {
+                for i in 0..r.len() {
+                    if let Ok(s) = r.sample(i)
+                        && let Some(t) = s.txt
+                    {
+                        texts.push(t.to_owned());
+                    }
+                }
+            }
+            let tok = Tokenizer::build(
+                texts.iter().map(String::as_str),
+                args.min_count,
+                args.vocab_size,
+                args.text_len.max(1),
+            );
+            if tok.is_empty() {
+                tracing::warn!(
+                    "--multimodal: the training samples carry no text seen {} times or more; \
+                     the text branch will only learn when text is absent (--no-text leaves it out)",
+                    args.min_count
+                );
+            }
+            pmv_data::util::write_atomic(&path, &tok.to_bytes()).map_err(TrainError::io(&path))?;
+            tok
+        };
+        Some(TextSpec {
+            vocab: tok.len(),
+            dim: args.text_dim.max(1),
+            max_len: tok.max_len,
+            tokenizer_sha256: pmv_data::util::sha256_hex(&tok.to_bytes()),
+        })
+    };
+    Ok(ModelSpec::Multimodal(Box::new(MultimodalSpec {
+        video,
+        cover: (!args.no_cover).then_some(CoverSpec {
+            height: args.cover_size.0,
+            width: args.cover_size.1,
+            channels: args.cover_channels.max(1),
+        }),
+        text,
+        fusion: args.fusion_dim.max(1),
+        classes,
+        dropout: args.dropout.unwrap_or(0.3),
+        modality_dropout: args.modality_dropout,
+    })))
+}
+
+/// What the loader must read besides frames for `model`: covers and texts of a
+/// multimodal run (its tokenizer from the run directory, checked against the hash the
+/// run recorded).
+pub fn extras_of(
+    model: &ModelSpec,
+    run_dir: &RunDir,
+) -> Result<Option<Arc<super::loader::Extras>>, TrainError> {
+    let ModelSpec::Multimodal(m) = model else {
+        return Ok(None);
+    };
+    let tokenizer = match &m.text {
+        Some(t) => {
+            let path = run_dir.file("tokenizer.json");
+            let tok = super::text::Tokenizer::load(&path)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let sha = pmv_data::util::sha256_hex(&tok.to_bytes());
+            if sha != t.tokenizer_sha256 {
+                return Err(TrainError::Invalid(format!(
+                    "{}: not the vocabulary this run was trained with (SHA-256 {sha}, the run recorded {})",
+                    path.display(),
+                    t.tokenizer_sha256
+                )));
+            }
+            Some(Arc::new(tok))
+        }
+        None => None,
+    };
+    Ok(Some(Arc::new(super::loader::Extras {
+        cover: m.cover.as_ref().map(|c| (c.height, c.width)),
+        tokenizer,
+    })))
+}
+
+/// The pre-training model: a preset encoder with a fresh decoder, or the architecture
+/// of `--init`'s `config.json` (a `VideoMAEForPreTraining` checkpoint).
+fn mae_spec(
+    args: &TrainArgs,
+    p: &super::cli::PretrainOptions,
+    [t, h, w]: [usize; 3],
+) -> Result<ModelSpec, TrainError> {
+    let name = args.model.as_str();
+    let config = match &args.init {
+        Some(init) => {
+            if !is_pretraining_checkpoint(init)? {
+                return Err(TrainError::Usage(format!(
+                    "{} has no pre-training decoder: pretrain --init continues a \
+                     VideoMAEForPreTraining checkpoint (fine-tune encoders with train --init)",
+                    init.display()
+                )));
+            }
+            let dir = init.parent().unwrap_or(Path::new("."));
+            let path = dir.join("config.json");
+            let text = fs_err::read_to_string(&path).map_err(TrainError::io(&path))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+            let mut c = MaeConfig::from_hf(&v, p.mask_ratio)
+                .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+            if let Some(preset) = VideoMaeConfig::preset(name, 0, t, (h, w))
+                && (preset.hidden_size != c.encoder.hidden_size
+                    || preset.num_hidden_layers != c.encoder.num_hidden_layers)
+            {
+                return Err(TrainError::Usage(format!(
+                    "{} is a ViT with {} layers of width {}, not --model {name}",
+                    init.display(),
+                    c.encoder.num_hidden_layers,
+                    c.encoder.hidden_size
+                )));
+            }
+            c.encoder.num_frames = t;
+            c.encoder.image_size = [h, w];
+            c.encoder.num_labels = 0;
+            c
+        }
+        None => {
+            let mut encoder = VideoMaeConfig::preset(name, 0, t, (h, w)).ok_or_else(|| {
+                TrainError::Usage(format!(
+                    "pretrain --model {name}: give vit-s or vit-b, or --init a \
+                     VideoMAEForPreTraining checkpoint"
+                ))
+            })?;
+            encoder.use_mean_pooling = false;
+            let decoder = DecoderConfig::for_encoder(
+                encoder.hidden_size,
+                p.decoder_depth.max(1),
+                p.decoder_width,
+            );
+            MaeConfig {
+                encoder,
+                decoder,
+                mask_ratio: p.mask_ratio,
+                norm_pix_loss: p.norm_pix_loss,
+            }
+        }
+    };
+    config.check().map_err(TrainError::Usage)?;
+    Ok(ModelSpec::Mae {
+        name: name.into(),
+        config,
+        drop_path: args.drop_path.unwrap_or(0.0),
+    })
+}
+
 fn recipe(args: &TrainArgs) -> Recipe {
-    let vit = args.model != ModelName::Tiny3d;
+    let vit = args.model.is_vit();
     let eff_batch = (args.batch_size * args.accum.max(1)) as f64;
-    let lr = args
-        .lr
-        .unwrap_or(if vit { 1e-3 * eff_batch / 256.0 } else { 2e-3 });
+    let lr = match (args.lr, args.base_lr) {
+        (Some(lr), _) => lr,
+        (None, Some(b)) => b * eff_batch / 256.0,
+        (None, None) if vit => 1e-3 * eff_batch / 256.0,
+        (None, None) => 2e-3,
+    };
     Recipe {
         epochs: args.epochs,
         batch_size: args.batch_size,
         accum: args.accum.max(1),
         lr,
         min_lr: args.min_lr.unwrap_or(lr / 100.0),
-        warmup_lr: lr / 100.0,
+        warmup_lr: args.warmup_lr.unwrap_or(lr / 100.0),
         warmup_epochs: args
             .warmup_epochs
             .unwrap_or_else(|| (args.epochs as f64 / 10.0).min(5.0)),
         adamw: super::optim::AdamWConfig {
             weight_decay: args.weight_decay,
+            beta1: args.betas.0,
+            beta2: args.betas.1,
+            sgd: (args.optimizer == super::run::Optimizer::Sgd).then(|| super::optim::SgdConfig {
+                momentum: args.momentum.unwrap_or(0.9),
+                nesterov: args.nesterov,
+            }),
             ..Default::default()
         },
         layer_decay: args.layer_decay.unwrap_or(if vit && args.init.is_some() {
@@ -479,6 +687,12 @@ fn recipe(args: &TrainArgs) -> Recipe {
         clip_grad: args.clip_grad,
         crop_scale: args.crop_scale,
         crop_ratio: args.crop_ratio,
+        jitter: args.jitter_scales,
+        test_scale: args.test_scale,
+        optimizer: args.optimizer,
+        momentum: (args.optimizer == super::run::Optimizer::Sgd)
+            .then(|| args.momentum.unwrap_or(0.9)),
+        nesterov: args.nesterov,
         flip: args.flip,
         shuffle_buffer: args.shuffle_buffer,
     }
@@ -530,6 +744,79 @@ fn mix(x: &mut Tensor, y: &mut Tensor, r: &Recipe, rng: &mut Rng) -> bool {
     true
 }
 
+/// The tube masks of a batch, from the run's mask stream at `index`.
+fn draw_mask(
+    mae: &VideoMaePretrain,
+    x: &Tensor,
+    seed: u64,
+    index: u64,
+    device: Device,
+) -> TubeMask {
+    let (slots, per_slot) = mae.grid(x);
+    let mut rng = Rng::stream(seed, Purpose::Mask, index, 0);
+    TubeMask::draw(
+        &mut rng,
+        x.size()[0] as usize,
+        slots,
+        per_slot,
+        mae.cfg.mask_ratio,
+        device,
+    )
+}
+
+/// Stochastic-depth and dropout draws of one micro-batch.
+fn noise_for(net: &Net, batch: usize, seed: u64, index: u64, device: Device) -> Option<Noise> {
+    let noise_len = net.noise_len(batch);
+    (noise_len > 0).then(|| {
+        let mut rng = Rng::stream(seed, Purpose::Noise, index, 0);
+        let v: Vec<f32> = (0..noise_len).map(|_| rng.f32()).collect();
+        Noise::new(&v, device)
+    })
+}
+
+/// The mean reconstruction loss of a pre-training model over `spec` (no gradients),
+/// with masks keyed by each batch's position, so every validation sees the same ones.
+fn validate_reconstruction(
+    mae: &VideoMaePretrain,
+    spec: Arc<LoaderSpec>,
+    device: Device,
+    seed: u64,
+    reporter: &dyn Reporter,
+    label: &str,
+) -> Result<(f64, u64, Vec<super::loader::SampleError>), TrainError> {
+    let norm = Normalizer::new(device);
+    let loader = Loader::start(Arc::clone(&spec), 0, 0);
+    reporter.begin(label, Some(loader.batches() as u64), Unit::Items);
+    let mut sum = Tensor::zeros([], (Kind::Double, device));
+    let mut samples = 0u64;
+    let mut errors = vec![];
+    let result = tch::no_grad(|| -> Result<(), TrainError> {
+        for (i, batch) in loader.enumerate() {
+            let b = batch?;
+            errors.extend(b.errors.iter().cloned());
+            reporter.advance(1);
+            if b.is_empty() {
+                continue;
+            }
+            let x = b.input(device, &norm);
+            // Validation masks live in their own corner of the mask stream.
+            let mask = draw_mask(mae, &x, seed ^ 0x7661_6c69_6461_7465, i as u64, device);
+            let loss = mae.loss(&x, &mask, None);
+            let _ = sum.g_add_(&(loss.to_kind(Kind::Double) * b.len() as f64));
+            samples += b.len() as u64;
+        }
+        Ok(())
+    });
+    reporter.end();
+    result?;
+    let loss = if samples > 0 {
+        sum.double_value(&[]) / samples as f64
+    } else {
+        f64::NAN
+    };
+    Ok((loss, samples, errors))
+}
+
 /// What one training micro-batch needs.
 struct MicroInput<'a> {
     net: &'a Net,
@@ -556,6 +843,15 @@ struct MicroOutput {
 fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     let b = m.batch;
     let r = m.recipe;
+    if let Some(mae) = m.net.mae() {
+        let x = b.input(m.device, m.norm);
+        let mask = draw_mask(mae, &x, m.seed, m.micro_index, m.device);
+        let noise = noise_for(m.net, b.len(), m.seed, m.micro_index, m.device);
+        return MicroOutput {
+            loss: mae.loss(&x, &mask, noise.as_ref()),
+            hits: None,
+        };
+    }
     let mut x = b.input(m.device, m.norm);
     let labels = b.label_tensor(m.device);
     let mut y = if m.multi_label {
@@ -568,13 +864,9 @@ fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     };
     let mut mix_rng = Rng::stream(m.seed, Purpose::Mix, m.micro_index, 0);
     let mixed = mix(&mut x, &mut y, r, &mut mix_rng);
-    let noise_len = m.net.noise_len(b.len());
-    let noise = (noise_len > 0).then(|| {
-        let mut rng = Rng::stream(m.seed, Purpose::Noise, m.micro_index, 0);
-        let v: Vec<f32> = (0..noise_len).map(|_| rng.f32()).collect();
-        Noise::new(&v, m.device)
-    });
-    let logits = m.net.forward(&x, true, noise.as_ref());
+    let noise = noise_for(m.net, b.len(), m.seed, m.micro_index, m.device);
+    let extra = b.extra(m.device, m.norm);
+    let logits = m.net.forward_with(&x, extra.as_ref(), true, noise.as_ref());
     let loss = if m.multi_label {
         logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean)
     } else {
@@ -605,9 +897,16 @@ pub fn train(
     let plan = plan_data(args, &root)?;
     let out = match &args.out {
         Some(o) => run::run_path(&root, o),
-        None => root
-            .join("runs")
-            .join(format!("{}-{}", plan.name, args.model.as_str())),
+        None => root.join("runs").join(format!(
+            "{}-{}{}",
+            plan.name,
+            args.model.as_str(),
+            if args.pretrain.is_some() {
+                "-pretrain"
+            } else {
+                ""
+            }
+        )),
     };
     let existing = out.join("run.json").is_file();
     if existing && !args.resume {
@@ -683,13 +982,16 @@ pub fn train(
             classes_from_labels(&all)
         }
     };
-    if classes.len() < 2 {
+    let pretraining = args.pretrain.is_some();
+    if classes.len() < 2 && !pretraining {
         return Err(TrainError::Invalid(format!(
             "{} class(es) found; classification needs at least 2",
             classes.len()
         )));
     }
-    let multi_label = if args.multi_label {
+    let multi_label = if pretraining {
+        false
+    } else if args.multi_label {
         true
     } else if args.single_label {
         false
@@ -697,7 +999,26 @@ pub fn train(
         plan.multi_label
     };
     let input = input_size(args, sample_shape)?;
-    let model_spec = model_spec(args, classes.len(), input)?;
+    let mut model_spec = model_spec(args, classes.len(), input)?;
+    if args.multimodal {
+        if pretraining {
+            return Err(TrainError::Usage("pretrain has no --multimodal".into()));
+        }
+        if args.mixup > 0.0 || args.cutmix > 0.0 {
+            return Err(TrainError::Usage(
+                "--multimodal: mixup and CutMix mix frames but not covers or texts; leave them off"
+                    .into(),
+            ));
+        }
+        model_spec = multimodal_spec(
+            args,
+            model_spec,
+            classes.len(),
+            &train_readers,
+            &run_dir,
+            existing,
+        )?;
+    }
     let recipe = recipe(args);
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
@@ -742,6 +1063,9 @@ pub fn train(
     tch::manual_seed(args.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = model_spec.build(&vs.root(), precision)?;
+    if pretraining && args.init.is_none() && state.is_none() {
+        VideoMaePretrain::xavier_init(&vs);
+    }
     let mut init_report: Option<InitReport> = None;
     if let (Some(init), None) = (&args.init, &state) {
         let r = model::load_into(&vs, &model_spec, init, model::read_weights(init)?, true)?;
@@ -824,11 +1148,14 @@ pub fn train(
     // Loaders.
     let workers = default_workers(&args.runtime, device);
     let pin = device.is_cuda().then_some(device);
-    let labels = if multi_label {
+    let labels = if pretraining {
+        Labels::None
+    } else if multi_label {
         Labels::Multi(classes.len())
     } else {
         Labels::Single(classes.len())
     };
+    let extras = extras_of(&model_spec, &run_dir)?;
     let train_spec = Arc::new(LoaderSpec {
         shards: train_readers,
         shape: sample_shape,
@@ -837,6 +1164,7 @@ pub fn train(
             scale: recipe.crop_scale,
             ratio: recipe.crop_ratio,
             flip: recipe.flip,
+            jitter: recipe.jitter,
         },
         labels,
         batch: recipe.batch_size,
@@ -848,13 +1176,18 @@ pub fn train(
         seed: args.seed,
         pin,
         ids: false,
+        extras: extras.clone(),
     });
     let val_spec = (!val_readers.is_empty()).then(|| {
         Arc::new(LoaderSpec {
             shards: val_readers,
             shape: sample_shape,
             out: (input[1], input[2]),
-            views: Views::Eval { clips: 1, crops: 1 },
+            views: Views::Eval {
+                clips: 1,
+                crops: 1,
+                short_side: recipe.test_scale,
+            },
             labels,
             batch: recipe.batch_size,
             workers,
@@ -865,6 +1198,7 @@ pub fn train(
             seed: args.seed,
             pin,
             ids: true,
+            extras: extras.clone(),
         })
     });
     let batches = train_spec.batches();
@@ -888,8 +1222,9 @@ pub fn train(
     };
     if !quiet {
         eprintln!(
-            "train {} on {} ({} train samples in {} shards{}), {} classes, input {}x{}x{}, \
+            "{} {} on {} ({} train samples in {} shards{}), {} classes, input {}x{}x{}, \
              {:.1} M parameters, {} on {} ({}), {} epochs of {} steps",
+            if pretraining { "pretrain" } else { "train" },
             model_spec.name(),
             plan.name,
             train_spec.samples(),
@@ -947,14 +1282,16 @@ pub fn train(
     let mut metadata: BTreeMap<String, String> = BTreeMap::new();
     metadata.insert("format".into(), "pt".into());
     metadata.insert("pmv_data_model".into(), model_spec.name().to_owned());
-    if let ModelSpec::Videomae { config, .. } = &model_spec {
+    let hf_config = match &model_spec {
+        ModelSpec::Videomae { config, .. } => Some(config.to_hf(&classes, multi_label)),
+        ModelSpec::Mae { config, .. } => Some(config.to_hf()),
+        _ => None,
+    };
+    if let Some(c) = &hf_config {
         // Beside the checkpoints, so any of them can be an --init.
         fs_err::create_dir_all(run_dir.checkpoints())
             .map_err(TrainError::io(&run_dir.checkpoints()))?;
-        checkpoint::write_json(
-            &run_dir.checkpoints().join("config.json"),
-            &config.to_hf(&classes, multi_label),
-        )?;
+        checkpoint::write_json(&run_dir.checkpoints().join("config.json"), c)?;
     }
     let save = |opt: &AdamW,
                 state: State,
@@ -985,6 +1322,7 @@ pub fn train(
 
     let norm = Normalizer::new(device);
     let mut last_val: Option<eval::EvalResult> = None;
+    let mut last_val_loss: Option<f64> = None;
     let mut interrupted = false;
     let mut last_loss = f64::NAN;
     let mut last_train_acc: Option<f64> = None;
@@ -1119,7 +1457,40 @@ pub fn train(
         drop(loader);
         // End of the epoch: validate, then checkpoint at the start of the next.
         let last_epoch = epoch + 1 == recipe.epochs;
-        if let Some(vspec) = &val_spec
+        let validate_now = (epoch + 1).is_multiple_of(args.eval_every.max(1)) || last_epoch;
+        if let (Some(vspec), Some(mae), true) = (&val_spec, net.mae(), validate_now) {
+            let (loss, samples, errs) = validate_reconstruction(
+                mae,
+                Arc::clone(vspec),
+                device,
+                args.seed,
+                reporter,
+                &format!("validate epoch {}", epoch + 1),
+            )?;
+            for e in &errs {
+                errors.push(&json!({"step": step, "epoch": epoch, "split": "val", "shard": e.shard, "key": e.key, "error": e.error}))?;
+            }
+            if args.strict
+                && let Some(e) = errs.first()
+            {
+                return Err(TrainError::BadSample(e.to_string()));
+            }
+            metrics.push(&Record::ValReconstruction {
+                step,
+                epoch,
+                loss,
+                samples,
+            })?;
+            if !quiet {
+                eprintln!(
+                    "epoch {}/{}: train loss {last_loss:.4}, val reconstruction loss {loss:.4}",
+                    epoch + 1,
+                    recipe.epochs
+                );
+            }
+            last_val_loss = Some(loss);
+        } else if let Some(vspec) = &val_spec
+            && net.mae().is_none()
             && ((epoch + 1).is_multiple_of(args.eval_every.max(1)) || last_epoch)
         {
             // The last validation keeps its predictions for the run's report.
@@ -1264,6 +1635,7 @@ pub fn train(
         "final_loss": last_loss,
         "train_top1": last_train_acc,
         "val": val,
+        "val_loss": val.as_ref().map(|v| v["loss"].clone()).or(last_val_loss.map(|l| json!(l))),
         "top1": val.as_ref().map(|v| v["top1"].clone()),
         "top5": val.as_ref().map(|v| v["top5"].clone()),
         "eval_json": val_report.as_ref().map(|w| &w.eval_json),
@@ -1322,9 +1694,17 @@ fn write_model(
         }),
     )?;
     let mut files = vec![model_file, model_json];
-    if let ModelSpec::Videomae { config, .. } = &cfg.model {
+    if run.file("tokenizer.json").is_file() {
+        files.push(run.file("tokenizer.json"));
+    }
+    let hf = match &cfg.model {
+        ModelSpec::Videomae { config, .. } => Some(config.to_hf(&cfg.classes, cfg.multi_label)),
+        ModelSpec::Mae { config, .. } => Some(config.to_hf()),
+        _ => None,
+    };
+    if let Some(v) = hf {
         let c = run.file("config.json");
-        checkpoint::write_json(&c, &config.to_hf(&cfg.classes, cfg.multi_label))?;
+        checkpoint::write_json(&c, &v)?;
         files.push(c);
     }
     Ok(files)

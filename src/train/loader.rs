@@ -57,14 +57,22 @@ pub enum LoaderError {
 /// How samples become views.
 #[derive(Debug, Clone, Serialize)]
 pub enum Views {
-    /// One random clip, random resized crop, flip with probability `flip`.
+    /// One random clip, a random resized crop (or, with `jitter`, short-side scale
+    /// jitter to that range and a random crop), flip with probability `flip`.
     Train {
         scale: (f64, f64),
         ratio: (f64, f64),
         flip: f64,
+        jitter: Option<(usize, usize)>,
     },
-    /// `clips` evenly spread stored clips × `crops` spatial crops, in that order.
-    Eval { clips: usize, crops: usize },
+    /// `clips` evenly spread stored clips × `crops` spatial crops, in that order; the
+    /// crops are the largest windows of the output's aspect, or, with `short_side`,
+    /// windows of the frame scaled to that short side.
+    Eval {
+        clips: usize,
+        crops: usize,
+        short_side: Option<usize>,
+    },
 }
 
 /// How labels are read.
@@ -74,12 +82,15 @@ pub enum Labels {
     Single(usize),
     /// Any number of classes per sample (`labels` of `.json`), as multi-hot targets.
     Multi(usize),
+    /// No labels are read (pre-training): samples without any are fine.
+    None,
 }
 
 impl Labels {
     pub fn classes(self) -> usize {
         match self {
             Labels::Single(n) | Labels::Multi(n) => n,
+            Labels::None => 0,
         }
     }
 }
@@ -105,6 +116,16 @@ pub struct LoaderSpec {
     pub pin: Option<Device>,
     /// Parse each sample's metadata for its item id (evaluation reports it).
     pub ids: bool,
+    /// Covers and texts for multimodal models.
+    pub extras: Option<Arc<Extras>>,
+}
+
+/// What multimodal batches carry besides frames.
+pub struct Extras {
+    /// Covers are decoded (JPEG) and resized to (H, W): the largest centred window of
+    /// that aspect.
+    pub cover: Option<(usize, usize)>,
+    pub tokenizer: Option<Arc<super::text::Tokenizer>>,
 }
 
 impl LoaderSpec {
@@ -112,7 +133,7 @@ impl LoaderSpec {
     pub fn views_per_sample(&self) -> usize {
         match self.views {
             Views::Train { .. } => 1,
-            Views::Eval { clips, crops } => {
+            Views::Eval { clips, crops, .. } => {
                 augment::eval_clips(self.shape[0], clips).len() * crops.max(1)
             }
         }
@@ -190,6 +211,10 @@ pub struct Batch {
     pub all_labels: Vec<Vec<u32>>,
     /// Samples of this batch that could not be used.
     pub errors: Vec<SampleError>,
+    /// uint8 `[N, H, W, 3]` covers (zeros where absent) and which samples have one.
+    pub covers: Option<(Tensor, Vec<bool>)>,
+    /// `[N × max_len]` token ids (0-padded) and which samples have text.
+    pub tokens: Option<(Vec<i64>, usize, Vec<bool>)>,
 }
 
 impl Batch {
@@ -206,6 +231,46 @@ impl Batch {
     /// ImageNet mean and std. The copy from pinned memory does not block the host.
     pub fn input(&self, device: Device, norm: &Normalizer) -> Tensor {
         norm.apply(&self.frames.to_device_(device, Kind::Uint8, true, false))
+    }
+
+    /// The cover and text inputs on `device`, repeated for each of the sample's views.
+    pub fn extra(&self, device: Device, norm: &Normalizer) -> Option<super::multimodal::Extra> {
+        if self.covers.is_none() && self.tokens.is_none() {
+            return None;
+        }
+        let v = self.views as i64;
+        let rep = |t: Tensor| {
+            if v > 1 {
+                t.repeat_interleave_self_int(v, 0, None)
+            } else {
+                t
+            }
+        };
+        let flags = |f: &[bool]| rep(Tensor::from_slice(f).to_device(device));
+        let (cover, cover_present) = match &self.covers {
+            Some((c, present)) => {
+                let c = c.to_device_(device, Kind::Uint8, true, false).unsqueeze(1);
+                // [N, 1, H, W, 3] through the video normaliser → [N, 3, 1, H, W].
+                let x = norm.apply(&c).squeeze_dim(2);
+                (Some(rep(x)), Some(flags(present)))
+            }
+            None => (None, None),
+        };
+        let (tokens, text_present) = match &self.tokens {
+            Some((ids, len, present)) => {
+                let t = Tensor::from_slice(ids)
+                    .view([present.len() as i64, *len as i64])
+                    .to_device(device);
+                (Some(rep(t)), Some(flags(present)))
+            }
+            None => (None, None),
+        };
+        Some(super::multimodal::Extra {
+            cover,
+            cover_present,
+            tokens,
+            text_present,
+        })
     }
 
     /// Labels as an int64 tensor on `device`.
@@ -423,6 +488,9 @@ fn read_labels(
     meta: Option<&pmv_data::shard::SampleMeta>,
 ) -> Result<Vec<u32>, String> {
     let classes = spec.labels.classes();
+    if spec.labels == Labels::None {
+        return Ok(vec![]);
+    }
     let labels = match (spec.labels, label, meta) {
         (Labels::Single(_), Some(l), _) => vec![l],
         (_, _, Some(m)) if !m.labels.is_empty() => {
@@ -463,8 +531,25 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
     let mut all_labels = Vec::with_capacity(n);
     let mut errors = vec![];
     let mut filled = 0usize;
+    let cover_size = spec.extras.as_ref().and_then(|e| e.cover);
+    let tokenizer = spec.extras.as_ref().and_then(|e| e.tokenizer.clone());
+    let mut cover_t = cover_size.map(|(ch, cw)| {
+        Tensor::zeros(
+            [n as i64, ch as i64, cw as i64, 3],
+            (Kind::Uint8, Device::Cpu),
+        )
+    });
+    let mut cover_present: Vec<bool> = Vec::with_capacity(n);
+    let mut tokens = tokenizer.as_ref().map(|t| {
+        (
+            Vec::with_capacity(n * t.max_len),
+            t.max_len,
+            Vec::with_capacity(n),
+        )
+    });
     {
         let bytes = tensor_bytes_mut(&mut frames);
+        let mut cover_bytes = cover_t.as_mut().map(tensor_bytes_mut);
         for (pos, &(s, i)) in job.items.iter().enumerate() {
             let reader = &spec.shards[s as usize];
             let fail = |key: &str, error: String| SampleError {
@@ -493,7 +578,8 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                 ));
                 continue;
             }
-            let need_meta = multi || spec.ids || sample.label.is_none();
+            let need_meta =
+                multi || spec.ids || (sample.label.is_none() && spec.labels != Labels::None);
             let meta = if need_meta {
                 match sample.meta() {
                     Ok(m) => Some(m),
@@ -512,23 +598,61 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                     continue;
                 }
             };
+            // The cover first: a sample whose cover cannot be decoded is left out whole.
+            let cover = match (cover_size, sample.jpg) {
+                (Some((ch, cw)), Some(jpg)) => match decode_cover(jpg, cw, ch, tmp) {
+                    Ok(px) => Some(px),
+                    Err(e) => {
+                        errors.push(fail(sample.key, format!("cover (.jpg): {e}")));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            if let Some(buf) = cover_bytes.as_mut() {
+                let len = buf.len() / n;
+                if let Some(px) = &cover {
+                    buf[filled * len..(filled + 1) * len].copy_from_slice(px);
+                }
+                cover_present.push(cover.is_some());
+            }
+            if let (Some((ids, len, present)), Some(tok)) = (tokens.as_mut(), tokenizer.as_ref()) {
+                let mut row = sample.txt.map(|t| tok.encode(t)).unwrap_or_default();
+                present.push(sample.txt.is_some_and(|t| !t.trim().is_empty()));
+                row.resize(*len, super::text::PAD);
+                ids.extend(row);
+            }
             let out = &mut bytes[filled * views * view_len..(filled + 1) * views * view_len];
             match &spec.views {
-                Views::Train { scale, ratio, flip } => {
+                Views::Train {
+                    scale,
+                    ratio,
+                    flip,
+                    jitter,
+                } => {
                     let mut rng =
                         Rng::stream(spec.seed, Purpose::Augment, epoch, (job.first + pos) as u64);
                     let k = rng.below(clips);
-                    let crop =
-                        augment::random_resized_crop(&mut rng, w, h, ow, oh, *scale, *ratio, *flip);
+                    let crop = match jitter {
+                        Some(j) => augment::jitter_crop(&mut rng, w, h, ow, oh, *j, *flip),
+                        None => augment::random_resized_crop(
+                            &mut rng, w, h, ow, oh, *scale, *ratio, *flip,
+                        ),
+                    };
                     cut(sample.clip(k), crop, (w, h), (ow, oh), t, out, tmp);
                 }
                 Views::Eval {
                     clips: n_clips,
                     crops,
+                    short_side,
                 } => {
                     let mut v = 0;
+                    let windows = match short_side {
+                        Some(s) => augment::scaled_eval_crops(w, h, ow, oh, *crops, *s),
+                        None => augment::eval_crops(w, h, ow, oh, *crops),
+                    };
                     for k in augment::eval_clips(clips, *n_clips) {
-                        for crop in augment::eval_crops(w, h, ow, oh, *crops) {
+                        for &crop in &windows {
                             let dst = &mut out[v * view_len..(v + 1) * view_len];
                             cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
                             v += 1;
@@ -536,7 +660,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                     }
                 }
             }
-            labels.push(sample_labels[0] as i64);
+            labels.push(sample_labels.first().map_or(-1, |&l| l as i64));
             if let Some(tg) = targets.as_mut() {
                 let at = tg.len();
                 tg.resize(at + classes, 0.0);
@@ -554,7 +678,11 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
     }
     if filled < n {
         frames = frames.narrow(0, 0, (filled * views) as i64);
+        if let Some(c) = cover_t.as_mut() {
+            *c = c.narrow(0, 0, filled as i64);
+        }
     }
+    let covers = cover_t.map(|t| (t, cover_present));
     if let Some(device) = spec.pin
         && filled > 0
     {
@@ -563,6 +691,8 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
         frames = frames.internal_pin_memory(device);
     }
     Batch {
+        covers,
+        tokens,
         frames,
         views,
         labels,
@@ -572,6 +702,22 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
         all_labels,
         errors,
     }
+}
+
+/// Decodes a JPEG cover and resizes its largest centred `w`×`h`-aspect window to w×h RGB.
+fn decode_cover(jpg: &[u8], w: usize, h: usize, tmp: &mut Scratch) -> Result<Vec<u8>, String> {
+    let img = image::load_from_memory_with_format(jpg, image::ImageFormat::Jpeg)
+        .map_err(|e| format!("not a decodable JPEG: {e}"))?
+        .to_rgb8();
+    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    if sw == 0 || sh == 0 {
+        return Err("an empty image".into());
+    }
+    let crop = augment::cover_window(sw, sh, w, h, 0.5);
+    let r = Resampler::new(sw, sh, crop, w, h);
+    let mut out = vec![0u8; r.out_len()];
+    r.frame(img.as_raw(), &mut out, tmp);
+    Ok(out)
 }
 
 /// Resamples the `t` frames of one clip through one crop into `out`.

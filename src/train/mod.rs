@@ -17,14 +17,19 @@ pub mod error;
 pub mod eval;
 pub mod fit;
 pub mod loader;
+pub mod mae;
 pub mod metrics;
 pub mod model;
+pub mod multimodal;
 pub mod optim;
 pub mod plot;
+pub mod recipe;
 pub mod rng;
 pub mod run;
+pub mod text;
 pub mod tiny3d;
 pub mod videomae;
+pub mod x3d;
 
 use serde::Serialize;
 
@@ -77,7 +82,11 @@ pub fn synth_cmd(args: &cli::SynthArgs) -> Result<serde_json::Value, error::Trai
         samples_per_shard: args.shard_size,
         seed: args.seed,
     };
-    let written = pmv_data::synth::write_shards(&args.out, &spec)?;
+    let modal = args.multimodal.then_some(pmv_data::synth::MultimodalSynth {
+        cover_height: args.cover_size.0,
+        cover_width: args.cover_size.1,
+    });
+    let written = pmv_data::synth::write_shards_with(&args.out, &spec, modal.as_ref())?;
     Ok(serde_json::json!({
         "out": args.out,
         "recipe": spec.recipe_id(),

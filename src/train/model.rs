@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use super::device::Precision;
+use super::mae::{MaeConfig, VideoMaePretrain};
+use super::multimodal::{Extra, Multimodal, MultimodalSpec};
 use super::tiny3d::Tiny3d;
 use super::videomae::{VideoMae, VideoMaeConfig};
+use super::x3d::{X3d, X3dConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -74,14 +77,33 @@ pub enum ModelSpec {
         config: VideoMaeConfig,
         drop_path: f64,
     },
+    /// X3D (`x3d-m`, `x3d-l`), PySlowFast's names.
+    X3d { name: String, config: X3dConfig },
+    /// Video, cover and text branches fused (the xinpianchang classifier).
+    Multimodal(Box<MultimodalSpec>),
+    /// VideoMAE masked pre-training (`VideoMAEForPreTraining`).
+    Mae {
+        /// `vit-s`, `vit-b`, ... or `videomae` for the architecture of `--init`.
+        name: String,
+        config: MaeConfig,
+        drop_path: f64,
+    },
 }
 
 impl ModelSpec {
     pub fn name(&self) -> &str {
         match self {
             ModelSpec::Tiny3d { .. } => "tiny3d",
-            ModelSpec::Videomae { name, .. } => name,
+            ModelSpec::Videomae { name, .. }
+            | ModelSpec::Mae { name, .. }
+            | ModelSpec::X3d { name, .. } => name,
+            ModelSpec::Multimodal(_) => "multimodal",
         }
+    }
+
+    /// Whether this is a pre-training model (no classes, a reconstruction loss).
+    pub fn is_pretraining(&self) -> bool {
+        matches!(self, ModelSpec::Mae { .. })
     }
 
     pub fn build(&self, root: &nn::Path, precision: Precision) -> Result<Net, ModelError> {
@@ -96,6 +118,15 @@ impl ModelSpec {
             } => Net::VideoMae(Box::new(VideoMae::new(
                 root, config, *drop_path, precision,
             )?)),
+            ModelSpec::X3d { config, .. } => Net::X3d(Box::new(X3d::new(root, config, precision))),
+            ModelSpec::Multimodal(spec) => {
+                Net::Multimodal(Box::new(Multimodal::new(root, spec, precision)?))
+            }
+            ModelSpec::Mae {
+                config, drop_path, ..
+            } => Net::Mae(Box::new(VideoMaePretrain::new(
+                root, config, *drop_path, precision,
+            )?)),
         })
     }
 
@@ -105,6 +136,15 @@ impl ModelSpec {
             ModelSpec::Tiny3d { .. } => name.starts_with("head."),
             ModelSpec::Videomae { .. } => {
                 name.starts_with("classifier.") || name.starts_with("fc_norm.")
+            }
+            ModelSpec::Mae { .. } => false,
+            ModelSpec::X3d { .. } => name.starts_with("head.projection."),
+            // With a video checkpoint, everything outside the video branch is new.
+            ModelSpec::Multimodal(_) => {
+                !name.starts_with("video.")
+                    || name.starts_with("video.classifier.")
+                    || name.starts_with("video.fc_norm.")
+                    || name.starts_with("video.head.")
             }
         }
     }
@@ -122,20 +162,74 @@ impl Noise {
     pub fn slice(&self, start: i64, len: i64) -> Tensor {
         self.0.narrow(0, start, len)
     }
+
+    /// Draws already on the device (a part of another model's).
+    pub fn from_tensor(t: Tensor) -> Noise {
+        Noise(t)
+    }
 }
 
 /// A built model.
 pub enum Net {
     Tiny3d(Tiny3d),
     VideoMae(Box<VideoMae>),
+    Mae(Box<VideoMaePretrain>),
+    X3d(Box<X3d>),
+    Multimodal(Box<Multimodal>),
 }
 
 impl Net {
-    /// Logits `[B, classes]` in fp32; `train` with the step's noise.
+    /// Logits `[B, classes]` in fp32; `train` with the step's noise. A pre-training
+    /// model has no logits: see [`Net::mae`].
     pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
         match self {
             Net::Tiny3d(m) => m.forward(x, train, noise),
             Net::VideoMae(m) => m.forward(x, if train { noise } else { None }),
+            Net::X3d(m) => m.forward(x, train, noise),
+            Net::Multimodal(m) => m.forward(x, None, train, noise),
+            Net::Mae(_) => panic!("a pre-training model has no classification logits"),
+        }
+    }
+
+    /// Logits with the cover and text of multimodal batches (video models ignore them).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        extra: Option<&Extra>,
+        train: bool,
+        noise: Option<&Noise>,
+    ) -> Tensor {
+        match self {
+            Net::Multimodal(m) => m.forward(x, extra, train, noise),
+            _ => self.forward(x, train, noise),
+        }
+    }
+
+    /// The pooled video feature a classifier's head reads, `[B, F]` (fp32).
+    pub fn features(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
+        match self {
+            Net::Tiny3d(m) => m.features(x, train),
+            Net::VideoMae(m) => m.features(x, if train { noise } else { None }),
+            Net::X3d(m) => m.features(x, train),
+            Net::Mae(_) | Net::Multimodal(_) => panic!("not a video feature model"),
+        }
+    }
+
+    /// Width of [`Net::features`].
+    pub fn feature_dim(&self) -> Option<usize> {
+        match self {
+            Net::Tiny3d(m) => Some(m.feature_dim()),
+            Net::VideoMae(m) => Some(m.enc.cfg.hidden_size),
+            Net::X3d(m) => Some(m.cfg.dim_c5),
+            Net::Mae(_) | Net::Multimodal(_) => None,
+        }
+    }
+
+    /// The pre-training model, when this is one.
+    pub fn mae(&self) -> Option<&VideoMaePretrain> {
+        match self {
+            Net::Mae(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -143,14 +237,18 @@ impl Net {
         match self {
             Net::Tiny3d(m) => m.noise_len(batch),
             Net::VideoMae(m) => m.noise_len(batch),
+            Net::Mae(m) => m.noise_len(batch),
+            Net::X3d(m) => m.noise_len(batch),
+            Net::Multimodal(m) => m.noise_len(batch),
         }
     }
 
     /// (layer index, highest layer index) for layer-wise lr decay.
     pub fn layer_of(&self, name: &str) -> (usize, usize) {
         match self {
-            Net::Tiny3d(_) => (0, 0),
+            Net::Tiny3d(_) | Net::X3d(_) | Net::Multimodal(_) => (0, 0),
             Net::VideoMae(m) => (m.layer_of(name), m.depth()),
+            Net::Mae(m) => (m.layer_of(name), m.depth()),
         }
     }
 }
@@ -234,13 +332,38 @@ pub fn load_into(
         path: path.to_owned(),
         ..InitReport::default()
     };
-    let videomae = matches!(spec, ModelSpec::Videomae { .. });
+    let videomae = matches!(spec, ModelSpec::Videomae { .. } | ModelSpec::Mae { .. });
     // A bare `VideoMAEModel` checkpoint has no `videomae.` prefix.
-    let bare = videomae
+    let bare = matches!(spec, ModelSpec::Videomae { .. })
         && !tensors.iter().any(|(n, _)| n.starts_with("videomae."))
         && tensors
             .iter()
             .any(|(n, _)| n.starts_with("embeddings.") || n.starts_with("encoder."));
+    // A video checkpoint given to a multimodal model fills its video branch.
+    let into_video = matches!(spec, ModelSpec::Multimodal(_))
+        && !tensors.iter().any(|(n, _)| n.starts_with("video."));
+    let tensors: Vec<(String, Tensor)> = if into_video {
+        let inner = match spec {
+            ModelSpec::Multimodal(m) => &m.video,
+            _ => unreachable!(),
+        };
+        let is_vit = matches!(inner, ModelSpec::Videomae { .. });
+        tensors
+            .into_iter()
+            .map(|(n, t)| {
+                let n = if is_vit { canonical_name(&n) } else { n };
+                (format!("video.{n}"), t)
+            })
+            .filter(|(n, _)| {
+                // The video model's own head stays as built: the fusion head replaces it.
+                !(n.starts_with("video.classifier.")
+                    || n.starts_with("video.head.")
+                    || (is_vit && pretraining_only(&n["video.".len()..])))
+            })
+            .collect()
+    } else {
+        tensors
+    };
     for (name, t) in tensors {
         let mut name = if videomae {
             canonical_name(&name)

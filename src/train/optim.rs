@@ -14,13 +14,24 @@ use std::f64::consts::PI;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// AdamW hyper-parameters.
+/// AdamW hyper-parameters (or SGD's, when `sgd` is set).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// SGD with momentum instead: p ← p − lr·s·d, d the (Nesterov) momentum of
+    /// g + wd·p, as `torch.optim.SGD` with dampening 0. The moment buffer holds the
+    /// momentum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sgd: Option<SgdConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SgdConfig {
+    pub momentum: f64,
+    pub nesterov: bool,
 }
 
 impl Default for AdamWConfig {
@@ -30,6 +41,7 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.05,
+            sgd: None,
         }
     }
 }
@@ -186,6 +198,9 @@ impl AdamW {
     /// p ← p (1 − lr·s·wd) − lr·s · m̂ / (√v̂ + ε). Eight passes over the buffers, with
     /// the bias corrections folded into ε and the step size.
     pub fn update(&mut self, lr: f64) {
+        if let Some(sgd) = self.cfg.sgd {
+            return self.sgd_update(lr, sgd);
+        }
         let c = self.cfg;
         self.step += 1;
         let t = self.step as i32;
@@ -218,13 +233,58 @@ impl AdamW {
         });
     }
 
-    /// The moments, per parameter: `exp_avg.<name>`, `exp_avg_sq.<name>`.
+    /// One SGD update: weight decay into the gradient (decayed groups), the momentum
+    /// buffer m ← μ·m + g, then p ← p − lr·s·(g + μ·m) (Nesterov) or p − lr·s·m.
+    fn sgd_update(&mut self, lr: f64, sgd: SgdConfig) {
+        let wd = self.cfg.weight_decay;
+        self.step += 1;
+        tch::no_grad(|| {
+            if wd != 0.0 {
+                for g in self.groups.iter().filter(|g| g.rule.decay) {
+                    let _ = self
+                        .grad
+                        .narrow(0, g.start, g.len)
+                        .g_add_(&(self.flat.narrow(0, g.start, g.len) * wd));
+                }
+            }
+            let _ = self.m.g_mul_scalar_(sgd.momentum);
+            let _ = self.m.g_add_(&self.grad);
+            let d = if sgd.nesterov {
+                &self.grad + &self.m * sgd.momentum
+            } else {
+                self.m.shallow_clone()
+            };
+            for g in &self.groups {
+                let step = lr * g.rule.lr_scale;
+                if step == 0.0 {
+                    continue;
+                }
+                let _ = self
+                    .flat
+                    .narrow(0, g.start, g.len)
+                    .g_add_(&(d.narrow(0, g.start, g.len) * -step));
+            }
+        });
+    }
+
+    /// The buffers a checkpoint keeps, by prefix.
+    fn buffers(&self) -> Vec<(&'static str, &Tensor)> {
+        if self.cfg.sgd.is_some() {
+            vec![("momentum_buffer", &self.m)]
+        } else {
+            vec![("exp_avg", &self.m), ("exp_avg_sq", &self.v)]
+        }
+    }
+
+    /// The moments, per parameter: `exp_avg.<name>`, `exp_avg_sq.<name>` (SGD:
+    /// `momentum_buffer.<name>`).
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(self.params.len() * 2);
         for p in &self.params {
-            let view = |t: &Tensor| t.narrow(0, p.offset, p.numel).view(p.shape.as_slice());
-            out.push((format!("exp_avg.{}", p.name), view(&self.m)));
-            out.push((format!("exp_avg_sq.{}", p.name), view(&self.v)));
+            for (prefix, buf) in self.buffers() {
+                let view = buf.narrow(0, p.offset, p.numel).view(p.shape.as_slice());
+                out.push((format!("{prefix}.{}", p.name), view));
+            }
         }
         out
     }
@@ -235,7 +295,7 @@ impl AdamW {
         let mut problems = vec![];
         tch::no_grad(|| {
             for p in &self.params {
-                for (prefix, buf) in [("exp_avg", &self.m), ("exp_avg_sq", &self.v)] {
+                for (prefix, buf) in self.buffers() {
                     let key = format!("{prefix}.{}", p.name);
                     match by_name.remove(&key) {
                         Some(t) if t.size() == p.shape => {
@@ -311,6 +371,55 @@ mod tests {
 
     /// The flat AdamW equals the textbook per-parameter AdamW, parameters and their
     /// gradients stay views of the flat buffers, and clipping bounds the norm.
+    #[test]
+    fn flat_sgd_matches_torch_sgd_with_nesterov() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let w = root.randn("w", &[3, 4], 0.0, 1.0);
+        let b = root.randn("b", &[3], 0.0, 1.0);
+        let x = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let cfg = AdamWConfig {
+            weight_decay: 0.01,
+            sgd: Some(SgdConfig {
+                momentum: 0.9,
+                nesterov: true,
+            }),
+            ..Default::default()
+        };
+        let (mut rw, mut rb) = (w.detach().copy(), b.detach().copy());
+        let (mut mw, mut mb) = (rw.zeros_like(), rb.zeros_like());
+        let vars = vec![
+            ("w".to_owned(), w.shallow_clone()),
+            ("b".to_owned(), b.shallow_clone()),
+        ];
+        let mut opt = AdamW::new(vars, Device::Cpu, cfg, |name, _| ParamRule {
+            lr_scale: 1.0,
+            decay: name == "w",
+        });
+        for _ in 0..4 {
+            let loss = x.linear(&w, Some(&b)).square().sum(Kind::Float);
+            loss.backward();
+            opt.bind_grads();
+            let (gw, gb) = (w.grad().detach().copy(), b.grad().detach().copy());
+            opt.update(0.05);
+            opt.zero_grad();
+            tch::no_grad(|| {
+                // torch.optim.SGD(momentum=0.9, nesterov=True, weight_decay on w only)
+                let gw = gw + &rw * 0.01;
+                mw = &mw * 0.9 + &gw;
+                mb = &mb * 0.9 + &gb;
+                rw = &rw - (gw + &mw * 0.9) * 0.05;
+                rb = &rb - (gb + &mb * 0.9) * 0.05;
+            });
+        }
+        assert!((&w - &rw).abs().max().double_value(&[]) < 1e-5);
+        assert!((&b - &rb).abs().max().double_value(&[]) < 1e-5);
+        let names: Vec<String> = opt.state().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.iter().all(|n| n.starts_with("momentum_buffer.")));
+    }
+
     #[test]
     fn flat_adamw_matches_the_reference() {
         tch::manual_seed(0);

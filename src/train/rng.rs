@@ -14,6 +14,7 @@ pub enum Purpose {
     Augment = 3,
     Mix = 4,
     Noise = 5,
+    Mask = 6,
 }
 
 /// xoshiro256++ seeded through SplitMix64 from a key.

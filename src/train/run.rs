@@ -12,6 +12,18 @@ use super::data::{self, DataError, ShardRef, Source, SplitData};
 use super::model::ModelSpec;
 use super::optim::AdamWConfig;
 
+/// The optimiser of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// AdamW (decoupled weight decay)
+    #[default]
+    Adamw,
+    /// SGD with momentum (weight decay added to the gradient), as PySlowFast trains
+    /// X3D
+    Sgd,
+}
+
 pub const RUN_VERSION: u32 = 1;
 
 /// One shard as a run records it.
@@ -43,6 +55,18 @@ pub struct Recipe {
     pub clip_grad: Option<f64>,
     pub crop_scale: (f64, f64),
     pub crop_ratio: (f64, f64),
+    /// Short-side scale jitter range instead of the random resized crop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<(usize, usize)>,
+    /// Short side the frames are scaled to for evaluation views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_scale: Option<usize>,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nesterov: bool,
     pub flip: f64,
     pub shuffle_buffer: usize,
 }

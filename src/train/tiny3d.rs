@@ -123,15 +123,24 @@ impl Tiny3d {
         }
     }
 
-    /// Logits `[B, classes]` (fp32). `train`: batch statistics (updating the running
-    /// ones) and dropout from `noise`.
-    pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
+    /// The pooled feature `[B, 8w]` the head reads (fp32), before dropout.
+    pub fn features(&self, x: &Tensor, train: bool) -> Tensor {
         let kind = self.precision.compute_kind();
         let mut h = x.contiguous();
         for s in &self.stages {
             h = s.forward(&h, train, kind);
         }
-        let mut pooled = h.mean_dim([2i64, 3, 4].as_slice(), false, Kind::Float);
+        h.mean_dim([2i64, 3, 4].as_slice(), false, Kind::Float)
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.head_w.size()[1] as usize
+    }
+
+    /// Logits `[B, classes]` (fp32). `train`: batch statistics (updating the running
+    /// ones) and dropout from `noise`.
+    pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
+        let mut pooled = self.features(x, train);
         if let (true, Some(nz)) = (train && self.dropout > 0.0, noise) {
             let (b, c) = pooled.size2().expect("[B, C]");
             let keep = nz

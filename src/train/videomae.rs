@@ -211,13 +211,13 @@ impl VideoMaeConfig {
     }
 }
 
-struct Linear {
-    w: Tensor,
-    b: Option<Tensor>,
+pub(crate) struct Linear {
+    pub(crate) w: Tensor,
+    pub(crate) b: Option<Tensor>,
 }
 
 impl Linear {
-    fn new(p: &nn::Path, name: &str, inp: usize, out: usize, bias: bool) -> Linear {
+    pub(crate) fn new(p: &nn::Path, name: &str, inp: usize, out: usize, bias: bool) -> Linear {
         let p = p.sub(name);
         Linear {
             w: p.var("weight", &[out as i64, inp as i64], trunc_normal()),
@@ -225,13 +225,13 @@ impl Linear {
         }
     }
 
-    fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
         let b = self.b.as_ref().map(|b| b.to_kind(kind));
         x.to_kind(kind).linear(&self.w.to_kind(kind), b.as_ref())
     }
 }
 
-fn trunc_normal() -> nn::Init {
+pub(crate) fn trunc_normal() -> nn::Init {
     // timm's trunc_normal_(std=0.02) cuts at ±2 in absolute units, i.e. at 100 σ:
     // a plain normal.
     nn::Init::Randn {
@@ -240,14 +240,14 @@ fn trunc_normal() -> nn::Init {
     }
 }
 
-struct Norm {
+pub(crate) struct Norm {
     w: Tensor,
     b: Tensor,
     eps: f64,
 }
 
 impl Norm {
-    fn new(p: &nn::Path, name: &str, dim: usize, eps: f64) -> Norm {
+    pub(crate) fn new(p: &nn::Path, name: &str, dim: usize, eps: f64) -> Norm {
         let p = p.sub(name);
         Norm {
             w: p.var("weight", &[dim as i64], nn::Init::Const(1.0)),
@@ -257,14 +257,14 @@ impl Norm {
     }
 
     /// Always in fp32.
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let d = self.w.size()[0];
         x.to_kind(Kind::Float)
             .layer_norm([d], Some(&self.w), Some(&self.b), self.eps, true)
     }
 }
 
-struct Block {
+pub(crate) struct Block {
     norm1: Norm,
     query: Linear,
     key: Linear,
@@ -282,7 +282,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, cfg: &VideoMaeConfig, drop_path: f64) -> Block {
+    pub(crate) fn new(p: &nn::Path, cfg: &VideoMaeConfig, drop_path: f64) -> Block {
         let d = cfg.hidden_size;
         let att = p.sub("attention");
         let qkv = att.sub("attention");
@@ -314,7 +314,7 @@ impl Block {
     }
 
     /// `keep`: per-sample scale of each residual branch under stochastic depth.
-    fn forward(&self, x: &Tensor, kind: Kind, keep: Option<(Tensor, Tensor)>) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor, kind: Kind, keep: Option<(Tensor, Tensor)>) -> Tensor {
         let (b, n, d) = x.size3().expect("tokens are [B, N, D]");
         let h = self.norm1.forward(x).to_kind(kind);
         // One product for q, k and v (the weights stacked), as the original code does.
@@ -358,31 +358,30 @@ impl Block {
     }
 }
 
-/// A VideoMAE encoder with its classification head.
-pub struct VideoMae {
+/// The VideoMAE encoder (`videomae.*`): tubelet embedding, position table, blocks and,
+/// without mean pooling, the final norm. Shared by the classifier and the pre-training
+/// model.
+pub struct Encoder {
     pub cfg: VideoMaeConfig,
     patch_w: Tensor,
     patch_b: Tensor,
     blocks: Vec<Block>,
     /// `videomae.layernorm` (when not mean pooling).
     final_norm: Option<Norm>,
-    fc_norm: Option<Norm>,
-    classifier: Linear,
     precision: Precision,
-    positions: Mutex<HashMap<(i64, Device), Tensor>>,
+    positions: Mutex<HashMap<(i64, usize, Device), Tensor>>,
 }
 
-impl VideoMae {
-    /// Builds the model under `root` with `transformers`' names, freshly initialised.
+impl Encoder {
+    /// Builds the encoder under `p` (the `videomae` scope), freshly initialised.
     pub fn new(
-        root: &nn::Path,
+        p: &nn::Path,
         cfg: &VideoMaeConfig,
         drop_path: f64,
         precision: Precision,
-    ) -> Result<VideoMae, ModelError> {
+    ) -> Result<Encoder, ModelError> {
         cfg.check().map_err(ModelError::Config)?;
         let d = cfg.hidden_size as i64;
-        let p = root.sub("videomae");
         let emb = p
             .sub("embeddings")
             .sub("patch_embeddings")
@@ -412,35 +411,24 @@ impl VideoMae {
             })
             .collect();
         let final_norm = (!cfg.use_mean_pooling)
-            .then(|| Norm::new(&p, "layernorm", cfg.hidden_size, cfg.layer_norm_eps));
-        let fc_norm = cfg
-            .use_mean_pooling
-            .then(|| Norm::new(root, "fc_norm", cfg.hidden_size, 1e-5));
-        let classifier = Linear::new(root, "classifier", cfg.hidden_size, cfg.num_labels, true);
-        // VideoMAE fine-tuning starts the head small (init_scale 0.001).
-        tch::no_grad(|| {
-            let mut w = classifier.w.shallow_clone();
-            let _ = w.g_mul_scalar_(0.001);
-        });
-        Ok(VideoMae {
+            .then(|| Norm::new(p, "layernorm", cfg.hidden_size, cfg.layer_norm_eps));
+        Ok(Encoder {
             cfg: cfg.clone(),
             patch_w,
             patch_b,
             blocks,
             final_norm,
-            fc_norm,
-            classifier,
             precision,
             positions: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The sinusoidal table for `n` tokens `[1, n, D]` on `device`, cached.
-    fn positions(&self, n: i64, device: Device) -> Tensor {
+    /// The sinusoidal table for `n` tokens of width `d`, `[1, n, d]` on `device`, cached.
+    pub(crate) fn positions(&self, n: i64, d: usize, device: Device) -> Tensor {
         let mut cache = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((n, device))
-            .or_insert_with(|| sinusoid_table(n as usize, self.cfg.hidden_size).to_device(device))
+            .entry((n, d, device))
+            .or_insert_with(|| sinusoid_table(n as usize, d).to_device(device))
             .shallow_clone()
     }
 
@@ -453,35 +441,70 @@ impl VideoMae {
         }
     }
 
-    /// Encoder tokens `[B, N, D]` (after the final norm when not mean pooling).
-    pub fn encode(&self, x: &Tensor, noise: Option<&Noise>) -> Tensor {
-        let kind = self.precision.compute_kind();
-        let (b, c, t, h, w) = x.size5().expect("input is [B, 3, T, H, W]");
+    /// Tokens per clip of `x`'s shape: (temporal, height, width) slots.
+    pub fn grid(&self, x: &Tensor) -> (i64, i64, i64) {
+        let (_, c, t, h, w) = x.size5().expect("input is [B, 3, T, H, W]");
         let (ts, ps) = (self.cfg.tubelet_size as i64, self.cfg.patch_size as i64);
         assert!(
             c == 3 && t % ts == 0 && h % ps == 0 && w % ps == 0,
             "input {:?} does not divide into {ts}x{ps}x{ps} tubelets",
             x.size()
         );
-        let (nt, nh, nw) = (t / ts, h / ps, w / ps);
-        let n = nt * nh * nw;
-        let d = self.cfg.hidden_size as i64;
-        // Unfold tubelets in the Conv3d weight's (C, t, h, w) order; tokens in t, h, w order.
-        let patches = x
-            .to_kind(kind)
+        (t / ts, h / ps, w / ps)
+    }
+
+    /// Tubelets unfolded in the Conv3d weight's (C, t, h, w) order, tokens in t, h, w
+    /// order: `[B, N, 3·ts·ps·ps]` in the compute precision.
+    fn patches(&self, x: &Tensor) -> Tensor {
+        let kind = self.precision.compute_kind();
+        let (nt, nh, nw) = self.grid(x);
+        let b = x.size()[0];
+        let (ts, ps) = (self.cfg.tubelet_size as i64, self.cfg.patch_size as i64);
+        x.to_kind(kind)
             .view([b, 3, nt, ts, nh, ps, nw, ps].as_slice())
             .permute([0i64, 2, 4, 6, 1, 3, 5, 7].as_slice())
-            .reshape([b * n, 3 * ts * ps * ps]);
+            .reshape([b, nt * nh * nw, 3 * ts * ps * ps])
+    }
+
+    /// Encoder tokens `[B, N, D]` (after the final norm when not mean pooling).
+    pub fn encode(&self, x: &Tensor, noise: Option<&Noise>) -> Tensor {
+        let patches = self.patches(x);
+        let n = patches.size()[1];
+        let tokens = self.embed(&patches) + self.positions(n, self.cfg.hidden_size, x.device());
+        self.run_blocks(tokens, noise)
+    }
+
+    /// Tokens of the visible tubelets only: `visible` `[B, V]` holds each clip's visible
+    /// token indices (the same count for every clip); the rest is never computed.
+    pub fn encode_visible(&self, x: &Tensor, visible: &Tensor, noise: Option<&Noise>) -> Tensor {
+        let patches = self.patches(x);
+        let (b, n, p) = patches.size3().expect("[B, N, P]");
+        let v = visible.size()[1];
+        let picked = patches.gather(1, &visible.unsqueeze(-1).expand([b, v, p], false), false);
+        let d = self.cfg.hidden_size as i64;
+        let pos = self
+            .positions(n, self.cfg.hidden_size, x.device())
+            .expand([b, n, d], false)
+            .gather(1, &visible.unsqueeze(-1).expand([b, v, d], false), false);
+        self.run_blocks(self.embed(&picked) + pos, noise)
+    }
+
+    /// The tubelet embedding of unfolded patches `[B, N, P]` → `[B, N, D]`.
+    fn embed(&self, patches: &Tensor) -> Tensor {
+        let kind = self.precision.compute_kind();
+        let d = self.cfg.hidden_size as i64;
         let w_flat = self.patch_w.to_kind(kind).view([d, -1]);
-        let tokens = patches
-            .linear(&w_flat, Some(&self.patch_b.to_kind(kind)))
-            .view([b, n, d]);
-        let mut x = tokens + self.positions(n, x.device());
-        let per_layer = b;
+        patches.linear(&w_flat, Some(&self.patch_b.to_kind(kind)))
+    }
+
+    fn run_blocks(&self, tokens: Tensor, noise: Option<&Noise>) -> Tensor {
+        let kind = self.precision.compute_kind();
+        let b = tokens.size()[0];
+        let mut x = tokens.to_kind(Kind::Float);
         for (i, block) in self.blocks.iter().enumerate() {
             let keep = match noise {
                 Some(nz) if block.drop_path > 0.0 => {
-                    let u = nz.slice((i * 2) as i64 * per_layer, 2 * per_layer);
+                    let u = nz.slice((i * 2) as i64 * b, 2 * b);
                     let p = block.drop_path;
                     let keep = u.ge(p).to_kind(Kind::Float) / (1.0 - p);
                     let keep = keep.view([2, b, 1, 1]);
@@ -497,19 +520,8 @@ impl VideoMae {
         }
     }
 
-    /// Logits `[B, classes]` in fp32.
-    pub fn forward(&self, x: &Tensor, noise: Option<&Noise>) -> Tensor {
-        let kind = self.precision.compute_kind();
-        let tokens = self.encode(x, noise);
-        let pooled = match &self.fc_norm {
-            Some(norm) => norm.forward(&tokens.mean_dim(1, false, Kind::Float)),
-            None => tokens.select(1, 0),
-        };
-        self.classifier.forward(&pooled, kind).to_kind(Kind::Float)
-    }
-
     /// Layer index of a parameter for layer-wise lr decay: 0 the embedding, i+1 block
-    /// i, layers+1 the head and final norms.
+    /// i, layers+1 anything else (head, final norms).
     pub fn layer_of(&self, name: &str) -> usize {
         if name.starts_with("videomae.embeddings.") {
             return 0;
@@ -524,6 +536,77 @@ impl VideoMae {
 
     pub fn depth(&self) -> usize {
         self.cfg.num_hidden_layers + 1
+    }
+}
+
+/// A VideoMAE encoder with its classification head.
+pub struct VideoMae {
+    pub enc: Encoder,
+    fc_norm: Option<Norm>,
+    classifier: Linear,
+    precision: Precision,
+}
+
+impl VideoMae {
+    /// Builds the model under `root` with `transformers`' names, freshly initialised.
+    pub fn new(
+        root: &nn::Path,
+        cfg: &VideoMaeConfig,
+        drop_path: f64,
+        precision: Precision,
+    ) -> Result<VideoMae, ModelError> {
+        let enc = Encoder::new(&root.sub("videomae"), cfg, drop_path, precision)?;
+        let fc_norm = cfg
+            .use_mean_pooling
+            .then(|| Norm::new(root, "fc_norm", cfg.hidden_size, 1e-5));
+        let classifier = Linear::new(root, "classifier", cfg.hidden_size, cfg.num_labels, true);
+        // VideoMAE fine-tuning starts the head small (init_scale 0.001).
+        tch::no_grad(|| {
+            let mut w = classifier.w.shallow_clone();
+            let _ = w.g_mul_scalar_(0.001);
+        });
+        Ok(VideoMae {
+            enc,
+            fc_norm,
+            classifier,
+            precision,
+        })
+    }
+
+    /// Stochastic-depth draws a training forward pass needs.
+    pub fn noise_len(&self, batch: usize) -> usize {
+        self.enc.noise_len(batch)
+    }
+
+    /// Encoder tokens `[B, N, D]` (after the final norm when not mean pooling).
+    pub fn encode(&self, x: &Tensor, noise: Option<&Noise>) -> Tensor {
+        self.enc.encode(x, noise)
+    }
+
+    /// The pooled feature `[B, D]` the head reads (fp32).
+    pub fn features(&self, x: &Tensor, noise: Option<&Noise>) -> Tensor {
+        let tokens = self.encode(x, noise);
+        match &self.fc_norm {
+            Some(norm) => norm.forward(&tokens.mean_dim(1, false, Kind::Float)),
+            None => tokens.select(1, 0),
+        }
+    }
+
+    /// Logits `[B, classes]` in fp32.
+    pub fn forward(&self, x: &Tensor, noise: Option<&Noise>) -> Tensor {
+        let kind = self.precision.compute_kind();
+        let pooled = self.features(x, noise);
+        self.classifier.forward(&pooled, kind).to_kind(Kind::Float)
+    }
+
+    /// Layer index of a parameter for layer-wise lr decay: 0 the embedding, i+1 block
+    /// i, layers+1 the head and final norms.
+    pub fn layer_of(&self, name: &str) -> usize {
+        self.enc.layer_of(name)
+    }
+
+    pub fn depth(&self) -> usize {
+        self.enc.depth()
     }
 }
 
@@ -605,8 +688,8 @@ mod tests {
     fn logits_match_transformers_mean_pooling_portrait() {
         let dir = reference(&["classify"]);
         let (_vs, model) = load(dir.path(), Precision::Fp32);
-        assert_eq!(model.cfg.layer_norm_eps, 1e-12);
-        assert_eq!(model.cfg.image_size, [48, 32]);
+        assert_eq!(model.enc.cfg.layer_norm_eps, 1e-12);
+        assert_eq!(model.enc.cfg.image_size, [48, 32]);
         let x = npy(&dir.path().join("input.npy"));
         let logits = tch::no_grad(|| model.forward(&x, None));
         let d = max_diff(&logits, &npy(&dir.path().join("expected.npy")));
@@ -629,7 +712,7 @@ mod tests {
             "--new-names",
         ]);
         let (_vs, model) = load(dir.path(), Precision::Fp32);
-        assert!(!model.cfg.use_mean_pooling);
+        assert!(!model.enc.cfg.use_mean_pooling);
         let x = npy(&dir.path().join("input.npy"));
         let logits = tch::no_grad(|| model.forward(&x, None));
         let d = max_diff(&logits, &npy(&dir.path().join("expected.npy")));

@@ -26,5 +26,11 @@ mod shard_run;
 #[cfg(feature = "media")]
 mod shard_util;
 #[cfg(feature = "train")]
+mod multimodal;
+#[cfg(feature = "train")]
+mod pretrain;
+#[cfg(feature = "train")]
 mod train;
 mod util;
+#[cfg(feature = "train")]
+mod x3d;
