@@ -15,6 +15,10 @@ mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
+#[cfg(feature = "train")]
+mod multimodal;
+#[cfg(feature = "train")]
+mod pretrain;
 #[cfg(feature = "media")]
 mod probe;
 #[cfg(feature = "media")]
@@ -25,10 +29,6 @@ mod shard_media;
 mod shard_run;
 #[cfg(feature = "media")]
 mod shard_util;
-#[cfg(feature = "train")]
-mod multimodal;
-#[cfg(feature = "train")]
-mod pretrain;
 #[cfg(feature = "train")]
 mod train;
 mod util;
