@@ -22,6 +22,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::augment::{self, Crop, Resampler, Scratch};
+use super::model::to_device_async;
 use super::rng::{Purpose, Rng};
 
 /// ImageNet statistics, as VideoMAE normalises.
@@ -246,10 +247,10 @@ impl Batch {
                 t
             }
         };
-        let flags = |f: &[bool]| rep(Tensor::from_slice(f).to_device(device));
+        let flags = |f: &[bool]| rep(to_device_async(Tensor::from_slice(f), device));
         let (cover, cover_present) = match &self.covers {
             Some((c, present)) => {
-                let c = c.to_device_(device, Kind::Uint8, true, false).unsqueeze(1);
+                let c = to_device_async(c.shallow_clone(), device).unsqueeze(1);
                 // [N, 1, H, W, 3] through the video normaliser → [N, 3, 1, H, W].
                 let x = norm.apply(&c).squeeze_dim(2);
                 (Some(rep(x)), Some(flags(present)))
@@ -258,9 +259,10 @@ impl Batch {
         };
         let (tokens, text_present) = match &self.tokens {
             Some((ids, len, present)) => {
-                let t = Tensor::from_slice(ids)
-                    .view([present.len() as i64, *len as i64])
-                    .to_device(device);
+                let t = to_device_async(
+                    Tensor::from_slice(ids).view([present.len() as i64, *len as i64]),
+                    device,
+                );
                 (Some(rep(t)), Some(flags(present)))
             }
             None => (None, None),
@@ -275,15 +277,16 @@ impl Batch {
 
     /// Labels as an int64 tensor on `device`.
     pub fn label_tensor(&self, device: Device) -> Tensor {
-        Tensor::from_slice(&self.labels).to_device_(device, Kind::Int64, true, false)
+        to_device_async(Tensor::from_slice(&self.labels), device)
     }
 
     /// Multi-hot targets `[N, classes]` on `device` (multi-label batches).
     pub fn target_tensor(&self, device: Device, classes: usize) -> Option<Tensor> {
         self.targets.as_ref().map(|t| {
-            Tensor::from_slice(t)
-                .view([self.len() as i64, classes as i64])
-                .to_device_(device, Kind::Float, true, false)
+            to_device_async(
+                Tensor::from_slice(t).view([self.len() as i64, classes as i64]),
+                device,
+            )
         })
     }
 }

@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::device::Precision;
 use super::loader::{MEAN, STD};
-use super::model::{ModelError, Noise};
+use super::model::{ModelError, Noise, to_device_async};
 use super::rng::Rng;
 use super::videomae::{Block, Encoder, Linear, Norm, VideoMaeConfig};
 
@@ -209,8 +209,8 @@ impl TubeMask {
         }
         let b = batch as i64;
         TubeMask {
-            visible: Tensor::from_slice(&visible).view([b, -1]).to_device(device),
-            masked: Tensor::from_slice(&masked).view([b, -1]).to_device(device),
+            visible: to_device_async(Tensor::from_slice(&visible).view([b, -1]), device),
+            masked: to_device_async(Tensor::from_slice(&masked).view([b, -1]), device),
         }
     }
 
@@ -398,11 +398,9 @@ impl VideoMaePretrain {
                 self.cfg.encoder.patch_size as i64,
             );
             let dev = x.device();
-            let mean = Tensor::from_slice(&MEAN.map(|v| v as f32))
-                .to_device(dev)
+            let mean = to_device_async(Tensor::from_slice(&MEAN.map(|v| v as f32)), dev)
                 .view([1, 3, 1, 1, 1]);
-            let std = Tensor::from_slice(&STD.map(|v| v as f32))
-                .to_device(dev)
+            let std = to_device_async(Tensor::from_slice(&STD.map(|v| v as f32)), dev)
                 .view([1, 3, 1, 1, 1]);
             let frames = x.to_kind(Kind::Float) * std + mean;
             let n = nt * nh * nw;

@@ -154,9 +154,23 @@ impl ModelSpec {
 /// run's counter-based streams (so a resumed run draws the same).
 pub struct Noise(Tensor);
 
+/// A small host tensor on `device` without stalling the host: on CUDA it is staged in
+/// pinned memory and copied asynchronously (a copy from pageable memory would first
+/// wait for every kernel already queued, so the host could no longer run ahead of the
+/// GPU). Elsewhere it is moved as it is.
+pub fn to_device_async(t: Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        let kind = t.kind();
+        t.internal_pin_memory(device)
+            .to_device_(device, kind, true, false)
+    } else {
+        t.to_device(device)
+    }
+}
+
 impl Noise {
     pub fn new(values: &[f32], device: Device) -> Noise {
-        Noise(Tensor::from_slice(values).to_device_(device, Kind::Float, true, false))
+        Noise(to_device_async(Tensor::from_slice(values), device))
     }
 
     pub fn slice(&self, start: i64, len: i64) -> Tensor {
