@@ -1,4 +1,4 @@
--- pmv-data catalog schema, version 1.
+-- pmv-data catalog schema, version 2.
 -- Generated from src/catalog/migrations.rs by the test `schema_file_matches_migrations`;
 -- regenerate with PMV_BLESS=1 cargo test schema_file. Do not edit by hand.
 
@@ -165,3 +165,5 @@ CREATE TABLE runs (
     ),
     summary     TEXT
 ) STRICT;
+
+CREATE INDEX items_dataset_state ON items (dataset_id, state);

@@ -194,4 +194,10 @@ CREATE TABLE runs (
     summary     TEXT
 ) STRICT;
 "#,
+    // 2: an active dataset's items in id order. The fetch planner pages through them
+    // by `id > ?`; with only the (dataset_id, key) index SQLite sorted the rest of the
+    // dataset for every page, and planning a 76k-item dataset took seconds.
+    r#"
+CREATE INDEX items_dataset_state ON items (dataset_id, state);
+"#,
 ];

@@ -438,6 +438,32 @@ mod tests {
     }
 
     #[test]
+    fn older_catalogs_upgrade_and_keep_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("catalog.sqlite");
+        let c = Catalog::open(&p).unwrap();
+        // A catalog as version 1 left it, with a dataset in it.
+        c.conn()
+            .execute_batch(
+                "DROP INDEX items_dataset_state; PRAGMA user_version = 1; \
+                 INSERT INTO datasets (name, format, multi_label, created_at, updated_at) \
+                 VALUES ('d', 'pmv400', 0, 0, 0);",
+            )
+            .unwrap();
+        drop(c);
+        let e = Catalog::open_existing_readonly(&p).err().unwrap();
+        assert!(e.to_string().contains("to upgrade it"), "{e}");
+        let c = Catalog::open(&p).unwrap();
+        assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert!(c.schema_sql().unwrap().contains("items_dataset_state"));
+        let n: i64 = c
+            .conn()
+            .query_row("SELECT count(*) FROM datasets WHERE name = 'd'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
     fn newer_catalogs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("catalog.sqlite");
