@@ -20,10 +20,13 @@
 #            (ViT-S, 16x112x112, mask ratio 0.9), X3D-M steps, and pre-train + fine-tune
 #            against training from scratch with the same fine-tune budget on synthetic
 #            shards shaped like the demo's (12 classes, 8x64x48).
+#   refresh  a nightly refresh of the PMV-400 catalog (76,447 items whose links are all
+#            dead) that has nothing to do: the first run tries every link once; the
+#            second and third, timed, find nothing due.
 #   gpu      scripts/bench_gpu.sh (vit-s 16x224 bf16: pmv-data-train vs PyTorch eager),
 #            when nvidia-smi finds a GPU.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [gpu] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [refresh] [gpu] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -173,6 +176,40 @@ print(f"ViT-S on 12 synthetic motion classes, {sys.argv[4]} fine-tune epochs eac
 print(f"  after {sys.argv[3]} epochs of masked pre-training: val top-1 {100 * a['top1']:.1f}%")
 print(f"  from scratch:                                val top-1 {100 * b['top1']:.1f}%")
 PY
+}
+
+bench_refresh() {
+  echo "== refresh ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  local d="$work/refresh"
+  rm -rf "$d"
+  mkdir -p "$d"
+  # Every item gets a link to a closed port: the first run fails each one once (the
+  # nightly state of a dataset with dead links); later runs find nothing due.
+  cat >"$d/pmv.toml" <<TOML
+root = "root"
+[refresh]
+verify_fraction = 0.01
+[fetch]
+retries = 1
+concurrency = 64
+per_host = 64
+[[datasets]]
+name = "pmv400"
+format = "pmv400"
+manifests = ["$PWD/manifests/pmv400/train_pmv400.csv", "$PWD/manifests/pmv400/val_pmv400.csv", "$PWD/manifests/pmv400/test_pmv400.csv"]
+url_template = "http://127.0.0.1:9/{id}.mp4"
+recipes = ["videomae-16x4-224"]
+TOML
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$bin" --config "$d/pmv.toml" refresh >"$work/stdout.txt" 2>&1 || true
+  read -r wall rss <"$work/time.txt"
+  printf '%-50s %7s s %17s %7.1f MB peak\n' "first refresh (ingest, 76,447 dead links)" "$wall" "" "$(awk "BEGIN {print $rss / 1024}")"
+  for i in 1 2; do
+    /usr/bin/time -f "%e %M" -o "$work/time.txt" "$bin" --config "$d/pmv.toml" refresh >"$work/stdout.txt" 2>&1
+    read -r wall rss <"$work/time.txt"
+    printf '%-50s %7s s %17s %7.1f MB peak\n' "refresh with nothing to do, run $i" "$wall" "" "$(awk "BEGIN {print $rss / 1024}")"
+    json_case "refresh-nothing-to-do-$i" "{\"wall_s\": $wall, \"peak_rss_kb\": $rss}"
+  done
+  cat "$work/stdout.txt"
 }
 
 bench_gpu() {
@@ -380,6 +417,7 @@ for s in "${sections[@]}"; do
     fetch) bench_fetch ;;
     loader) bench_loader ;;
     models) bench_models ;;
+    refresh) bench_refresh ;;
     gpu) bench_gpu ;;
     shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
