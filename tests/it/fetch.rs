@@ -37,12 +37,7 @@ pub fn fetch(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Out {
         cmd.env(k, v);
     }
     cmd.arg("--json").arg("fetch").args(args);
-    let out = cmd.output().expect("run pmv-data");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::of(cmd)
 }
 
 /// Ingests JSON lines items into a dataset (split train).

@@ -3,25 +3,9 @@
 //! vocabulary is saved with the model, and evaluation reads the same covers and texts.
 
 use std::collections::BTreeMap;
-use std::process::Command;
-
 use pmv_data::synth::{Carrier, MultimodalSynth, SynthSpec, write_shards_with};
 
-use crate::util::{Env, Out, s};
-
-fn run(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_pmv-data-train"))
-        .env_remove("PMV_DATA_ROOT")
-        .env_remove("RUST_LOG")
-        .args(args)
-        .output()
-        .expect("run pmv-data-train");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::util::{Env, s, train_run};
 
 /// Top-1 per carrier from a predictions.csv of the val split.
 fn per_carrier(csv: &str, classes: usize) -> BTreeMap<String, (usize, usize)> {
@@ -63,7 +47,7 @@ fn each_branch_learns_the_samples_it_carries() {
     )
     .unwrap();
     let out = env.path("run");
-    let r = run(&[
+    let r = train_run(&[
         "--json",
         "--quiet",
         "train",
@@ -138,7 +122,7 @@ fn each_branch_learns_the_samples_it_carries() {
     );
 
     // Evaluation reads covers and texts through the saved vocabulary.
-    let e = run(&[
+    let e = train_run(&[
         "--json",
         "--quiet",
         "eval",
@@ -177,7 +161,7 @@ fn each_branch_learns_the_samples_it_carries() {
         .unwrap();
     }
     w.finish().unwrap();
-    let e = run(&[
+    let e = train_run(&[
         "--json",
         "--quiet",
         "eval",
@@ -204,7 +188,7 @@ fn each_branch_learns_the_samples_it_carries() {
         "{\"kind\": \"pmv-data-tokenizer\", \"version\": 1, \"max_len\": 4, \"tokens\": [\"<pad>\", \"<unk>\"]}",
     )
     .unwrap();
-    let e = run(&["eval", "--run", s(&out), "--device", "cpu"]);
+    let e = train_run(&["eval", "--run", s(&out), "--device", "cpu"]);
     assert_ne!(e.code, 0);
     assert!(e.stderr.contains("not the vocabulary"), "{}", e.stderr);
 }

@@ -7,22 +7,7 @@ use std::process::Command;
 
 use pmv_data::synth::{SynthSpec, write_shards};
 
-use crate::util::{Env, Out, repo, s};
-
-fn trainer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pmv-data-train"));
-    c.env_remove("PMV_DATA_ROOT").env_remove("RUST_LOG");
-    c
-}
-
-fn run(mut c: Command) -> Out {
-    let out = c.output().expect("run pmv-data-train");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::util::{Env, Out, repo, s, trainer};
 
 fn lines(run: &Path, kind: &str) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -82,7 +67,7 @@ fn pretraining_loss_falls_and_the_checkpoint_fine_tunes() {
         "--out",
         s(&pre),
     ]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     assert_eq!(v["steps"], 24);
@@ -123,7 +108,7 @@ print(m.config.decoder_hidden_size)
     // A pre-training run is not a classifier.
     let mut c = trainer();
     c.args(["eval", "--run", s(&pre), "--device", "cpu"]);
-    let e = run(c);
+    let e = Out::of(c);
     assert_eq!(e.code, 2, "{}", e.stderr);
     assert!(e.stderr.contains("train --init"), "{}", e.stderr);
 
@@ -149,7 +134,7 @@ print(m.config.decoder_hidden_size)
         "--out",
         s(&ft),
     ]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let init = &r.json()["init"];
     let aside: Vec<&str> = init["set_aside"]
@@ -179,7 +164,7 @@ print(m.config.decoder_hidden_size)
         "--out",
         s(&env.path("refused")),
     ]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no pre-training decoder"), "{}", r.stderr);
 

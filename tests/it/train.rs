@@ -9,22 +9,7 @@ use std::time::{Duration, Instant};
 use pmv_data::shard::{SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key};
 use pmv_data::synth::{SynthSpec, write_shards};
 
-use crate::util::{Env, Out, repo, s};
-
-fn trainer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pmv-data-train"));
-    c.env_remove("PMV_DATA_ROOT").env_remove("RUST_LOG");
-    c
-}
-
-fn run(mut c: Command) -> Out {
-    let out = c.output().expect("run pmv-data-train");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::util::{Env, Out, repo, s, trainer};
 
 /// Square moving right / left / turning clockwise / anticlockwise: the same look, four
 /// motions, so only motion tells the classes apart.
@@ -95,7 +80,7 @@ fn tiny3d_learns_motion_and_reports() {
     let mut c = trainer();
     c.args(small(&out, 10))
         .args(["--shards", s(&data), "--lr", "3e-3"]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     // Four classes that differ only in motion: chance is 25%.
@@ -128,7 +113,7 @@ fn tiny3d_learns_motion_and_reports() {
         "--device",
         "cpu",
     ]);
-    let e = run(c);
+    let e = Out::of(c);
     assert_eq!(e.code, 0, "{}", e.stderr);
     let ev = e.json();
     assert_eq!(ev["views"], "2x3");
@@ -156,7 +141,7 @@ fn tiny3d_learns_motion_and_reports() {
     // A second run in the same place needs --resume; a finished run does not resume.
     let mut c = trainer();
     c.args(small(&out, 10)).args(["--shards", s(&data)]);
-    let again = run(c);
+    let again = Out::of(c);
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("--resume"), "{}", again.stderr);
 }
@@ -179,7 +164,7 @@ fn a_seed_fixes_the_loss_curve() {
             "--workers",
             "2",
         ]);
-        let r = run(c);
+        let r = Out::of(c);
         assert_eq!(r.code, 0, "{}", r.stderr);
         losses(&out)
     };
@@ -240,7 +225,7 @@ fn resume_after_sigkill_ends_where_an_uninterrupted_run_ends() {
     let whole = env.path("whole");
     let mut c = trainer();
     c.args(opts(&whole));
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["steps"], 24);
 
@@ -271,7 +256,7 @@ fn resume_after_sigkill_ends_where_an_uninterrupted_run_ends() {
 
     let mut c = trainer();
     c.args(opts(&cut)).arg("--resume");
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     assert_eq!(v["steps"], 24);
@@ -293,7 +278,7 @@ fn resume_after_sigkill_ends_where_an_uninterrupted_run_ends() {
     o.push("--resume".into());
     o.extend(["--lr".to_string(), "0.5".to_string()]);
     c.args(o);
-    let r = run(c);
+    let r = Out::of(c);
     assert_ne!(r.code, 0);
 }
 
@@ -349,7 +334,7 @@ fn bad_samples_are_counted_reported_and_never_replaced() {
     let out = env.path("run");
     let mut c = trainer();
     c.args(small(&out, 1)).args(["--shards", s(&data)]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let v = r.json();
     assert_eq!(v["bad_samples"], 3, "{v}");
@@ -369,7 +354,7 @@ fn bad_samples_are_counted_reported_and_never_replaced() {
     let mut c = trainer();
     c.args(small(&strict, 1))
         .args(["--shards", s(&data), "--strict"]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("train-000099.tar"), "{}", r.stderr);
 }
@@ -632,7 +617,7 @@ fn vit_fine_tunes_from_a_transformers_checkpoint_and_exports_one() {
         "--out",
         s(&run_dir),
     ]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     assert!(r.stderr.contains("head re-initialised"), "{}", r.stderr);
@@ -690,7 +675,7 @@ print(json.dumps({"labels": m.config.num_labels}))
         "--out",
         s(&env.path("refused")),
     ]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("not --model vit-s"), "{}", r.stderr);
 }
@@ -750,7 +735,7 @@ fn official_checkpoints_convert_and_fine_tune_with_their_head() {
         "--out",
         s(&env.path("run")),
     ]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let init = &r.json()["init"];
     assert_eq!(init["reinitialised"].as_array().unwrap().len(), 0, "{init}");
@@ -808,7 +793,7 @@ fn multi_label_runs_train_a_sigmoid_head_and_report_map() {
     let mut c = trainer();
     c.args(small(&out, 2))
         .args(["--shards", s(&data), "--multi-label", "--mixup", "0.5"]);
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
@@ -825,7 +810,7 @@ fn multi_label_runs_train_a_sigmoid_head_and_report_map() {
         "--device",
         "cpu",
     ]);
-    let e = run(c);
+    let e = Out::of(c);
     assert_eq!(e.code, 0, "{}", e.stderr);
     let ev = e.json();
     let map = ev["map"].as_f64().unwrap();
@@ -888,7 +873,7 @@ fn sigterm_checkpoints_and_resume_finishes() {
 
     let mut c = trainer();
     c.args(&opts).arg("--resume");
-    let r = run(c);
+    let r = Out::of(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["steps"], 240);
 }

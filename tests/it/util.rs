@@ -20,6 +20,18 @@ pub struct Out {
 }
 
 impl Out {
+    /// Runs `cmd` to its end and keeps its exit code and output.
+    pub fn of(mut cmd: Command) -> Out {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
@@ -42,6 +54,22 @@ impl Out {
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The trainer binary, with no data root or log filter from the environment.
+#[cfg(feature = "train")]
+pub fn trainer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pmv-data-train"));
+    c.env_remove("PMV_DATA_ROOT").env_remove("RUST_LOG");
+    c
+}
+
+/// `pmv-data-train ARGS` run to its end.
+#[cfg(feature = "train")]
+pub fn train_run(args: &[&str]) -> Out {
+    let mut c = trainer();
+    c.args(args);
+    Out::of(c)
 }
 
 pub fn pmv_list(name: &str) -> PathBuf {
@@ -78,12 +106,9 @@ impl Env {
     }
 
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Out {
-        let out = self.command().args(args).output().expect("run pmv-data");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let mut c = self.command();
+        c.args(args);
+        Out::of(c)
     }
 
     /// `ingest --json` with the given arguments; the caller checks the exit code.

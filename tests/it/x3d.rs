@@ -2,25 +2,9 @@
 //! short-side jitter and portrait crops reach the run, command-line options override
 //! the recipe, and evaluation takes its views from the frame scaled to a short side.
 
-use std::process::Command;
-
 use pmv_data::synth::{SynthSpec, write_shards};
 
-use crate::util::{Env, Out, repo, s};
-
-fn run(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_pmv-data-train"))
-        .env_remove("PMV_DATA_ROOT")
-        .env_remove("RUST_LOG")
-        .args(args)
-        .output()
-        .expect("run pmv-data-train");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::util::{Env, repo, s, train_run};
 
 #[test]
 fn x3d_m_trains_from_the_pmv_portrait_recipe() {
@@ -45,7 +29,7 @@ fn x3d_m_trains_from_the_pmv_portrait_recipe() {
     let out = env.path("run");
     // The recipe trains 288x192 crops for 300 epochs; here the sizes and the length
     // are overridden for a CPU, the optimiser and the crop mode come from the recipe.
-    let r = run(&[
+    let r = train_run(&[
         "--json",
         "--quiet",
         "train",
@@ -105,7 +89,7 @@ fn x3d_m_trains_from_the_pmv_portrait_recipe() {
     assert!(String::from_utf8_lossy(&o[8..8 + n]).contains("momentum_buffer."));
 
     // Evaluation: 2 clips x 3 portrait crops down the frame, another input size.
-    let e = run(&[
+    let e = train_run(&[
         "--json",
         "--quiet",
         "eval",
