@@ -19,7 +19,7 @@ mod with_media {
     use anyhow::{Context as _, Result, bail};
     use pmv_data::catalog::{Catalog, RunStatus};
     use pmv_data::demo::{self, DemoOptions};
-    use pmv_data::report::{new_run_id, write_run_report};
+    use pmv_data::report::new_run_id;
 
     use crate::cli::DemoArgs;
     use crate::commands::App;
@@ -63,11 +63,7 @@ mod with_media {
         let prepared = match demo::prepare(&app.root, &mut catalog, &opts, reporter.as_ref()) {
             Ok(p) => p,
             Err(e) => {
-                catalog.finish_run(
-                    &run_id,
-                    RunStatus::Failed,
-                    &serde_json::json!({ "error": e.to_string() }),
-                )?;
+                app.fail_run(&catalog, (&run_id, "demo"), &run_args, &e)?;
                 return Err(e.into());
             }
         };
@@ -158,13 +154,13 @@ mod with_media {
                 "total": started.elapsed().as_secs_f64(),
             },
         });
-        catalog.finish_run(&run_id, RunStatus::Ok, &summary)?;
-        let report = write_run_report(
-            &app.root,
-            &run_id,
-            &serde_json::json!({ "run_id": run_id, "command": "demo", "args": run_args, "result": summary }),
-        )
-        .context("cannot write the run report")?;
+        let report = app.finish_run(
+            &catalog,
+            (&run_id, "demo"),
+            &run_args,
+            RunStatus::Ok,
+            &summary,
+        )?;
         if app.json {
             let mut doc = summary;
             doc["report"] = report.display().to_string().into();

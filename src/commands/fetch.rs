@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use pmv_data::catalog::{Catalog, RunStatus};
 use pmv_data::config::parse_size;
 use pmv_data::fetch::{self, FetchOptions, FetchReport, FetchSettings};
-use pmv_data::report::{new_run_id, write_run_report};
+use pmv_data::report::new_run_id;
 use pmv_data::source::SourceSettings;
 use pmv_data::util::group_digits;
 
@@ -66,10 +66,7 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            let summary = serde_json::json!({ "error": e.to_string() });
-            catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
-            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                .context("cannot write the run report")?;
+            app.fail_run(&catalog, (&run_id, "fetch"), &run_args, &e)?;
             return Err(e.into());
         }
     };
@@ -90,9 +87,7 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
         .map(|d| (d.name, serde_json::json!(d.states)))
         .collect();
     summary["states"] = serde_json::Value::Object(states);
-    catalog.finish_run(&run_id, status, &summary)?;
-    let report_path = write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-        .context("cannot write the run report")?;
+    let report_path = app.finish_run(&catalog, (&run_id, "fetch"), &run_args, status, &summary)?;
 
     if app.json {
         let mut doc = summary;
@@ -178,20 +173,6 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
             .transpose()
             .map_err(|e| usage(format!("--max-bytes: {e}")))?,
         cancel: None,
-    })
-}
-
-fn document(
-    run_id: &str,
-    args: &serde_json::Value,
-    summary: &serde_json::Value,
-) -> serde_json::Value {
-    serde_json::json!({
-        "run_id": run_id,
-        "command": "fetch",
-        "pmv_data": pmv_data::VERSION,
-        "args": args,
-        "result": summary,
     })
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use pmv_data::catalog::{Catalog, RunStatus};
 use pmv_data::ingest::{IngestOptions, IngestReport, ingest};
 use pmv_data::manifest::{Rejection, Split, SplitRatios, UrlTemplate};
-use pmv_data::report::{new_run_id, write_run_report};
+use pmv_data::report::new_run_id;
 use pmv_data::util::{group_digits, human_bytes};
 
 use super::App;
@@ -49,14 +49,7 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     let report = match result {
         Ok(report) => report,
         Err(e) => {
-            let summary = serde_json::json!({ "error": e.to_string() });
-            catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
-            write_run_report(
-                &app.root,
-                &run_id,
-                &run_document(&run_id, &run_args, &summary),
-            )
-            .context("cannot write the run report")?;
+            app.fail_run(&catalog, (&run_id, "ingest"), &run_args, &e)?;
             return Err(e.into());
         }
     };
@@ -66,13 +59,7 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
         RunStatus::Ok
     };
     let summary = serde_json::to_value(&report)?;
-    catalog.finish_run(&run_id, status, &summary)?;
-    let report_path = write_run_report(
-        &app.root,
-        &run_id,
-        &run_document(&run_id, &run_args, &summary),
-    )
-    .context("cannot write the run report")?;
+    let report_path = app.finish_run(&catalog, (&run_id, "ingest"), &run_args, status, &summary)?;
 
     if app.json {
         let mut doc = summary;
@@ -130,20 +117,6 @@ fn options(app: &App, args: &IngestArgs) -> Result<IngestOptions> {
         force: args.force,
         tmp_dir: app.root.tmp_dir().join("ingest"),
         memory_budget: pmv_data::ingest::DEFAULT_MEMORY_BUDGET,
-    })
-}
-
-fn run_document(
-    run_id: &str,
-    args: &serde_json::Value,
-    summary: &serde_json::Value,
-) -> serde_json::Value {
-    serde_json::json!({
-        "run_id": run_id,
-        "command": "ingest",
-        "pmv_data": pmv_data::VERSION,
-        "args": args,
-        "result": summary,
     })
 }
 

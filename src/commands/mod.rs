@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
+use pmv_data::catalog::{Catalog, RunStatus};
 use pmv_data::config::Config;
+use pmv_data::report::write_run_report;
 use pmv_data::root::{DEFAULT_ROOT, DataRoot};
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -76,6 +78,41 @@ impl App {
             quiet: global.quiet,
             verbose: global.verbose,
         })
+    }
+
+    /// Ends a run recorded at its start: the catalog's row gets `status` and `result`,
+    /// and `runs/<run-id>.json` the whole record. Returns the report's path.
+    pub fn finish_run(
+        &self,
+        catalog: &Catalog,
+        run: (&str, &str),
+        args: &serde_json::Value,
+        status: RunStatus,
+        result: &serde_json::Value,
+    ) -> Result<PathBuf> {
+        let (run_id, command) = run;
+        catalog.finish_run(run_id, status, result)?;
+        let document = serde_json::json!({
+            "run_id": run_id,
+            "command": command,
+            "pmv_data": pmv_data::VERSION,
+            "args": args,
+            "result": result,
+        });
+        write_run_report(&self.root, run_id, &document).context("cannot write the run report")
+    }
+
+    /// Ends a run as failed with `error`; the caller then returns the error.
+    pub fn fail_run(
+        &self,
+        catalog: &Catalog,
+        run: (&str, &str),
+        args: &serde_json::Value,
+        error: &dyn std::fmt::Display,
+    ) -> Result<()> {
+        let result = serde_json::json!({ "error": error.to_string() });
+        self.finish_run(catalog, run, args, RunStatus::Failed, &result)
+            .map(drop)
     }
 
     /// Prints a JSON document on stdout.

@@ -22,7 +22,7 @@ mod with_media {
     use pmv_data::config::parse_size;
     use pmv_data::fetch::{FetchOptions, FetchSettings};
     use pmv_data::refresh::{self, RefreshOptions};
-    use pmv_data::report::{new_run_id, write_run_report};
+    use pmv_data::report::new_run_id;
     use pmv_data::source::SourceSettings;
 
     use crate::cli::RefreshArgs;
@@ -109,10 +109,7 @@ mod with_media {
         let report = match refresh::run(&app.root, &mut catalog, &opts, reporter.as_ref()) {
             Ok(r) => r,
             Err(e) => {
-                let summary = serde_json::json!({ "error": e.to_string() });
-                catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
-                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                    .context("cannot write the run report")?;
+                app.fail_run(&catalog, (&run_id, "refresh"), &run_args, &e)?;
                 return Err(e.into());
             }
         };
@@ -134,10 +131,8 @@ mod with_media {
                 .map(|d| (d.name, serde_json::json!(d.states)))
                 .collect(),
         );
-        catalog.finish_run(&run_id, status, &summary)?;
         let report_path =
-            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                .context("cannot write the run report")?;
+            app.finish_run(&catalog, (&run_id, "refresh"), &run_args, status, &summary)?;
         if app.json {
             let mut doc = summary;
             doc["run_id"] = run_id.clone().into();
@@ -152,20 +147,6 @@ mod with_media {
             Exit::TooManyFailures(opts.plan.failure_exit_code)
         } else {
             Exit::Ok
-        })
-    }
-
-    fn document(
-        run_id: &str,
-        args: &serde_json::Value,
-        summary: &serde_json::Value,
-    ) -> serde_json::Value {
-        serde_json::json!({
-            "run_id": run_id,
-            "command": "refresh",
-            "pmv_data": pmv_data::VERSION,
-            "args": args,
-            "result": summary,
         })
     }
 }

@@ -13,9 +13,9 @@ pub use with_media::run;
 mod with_media {
     use std::time::Instant;
 
-    use anyhow::{Context as _, Result};
+    use anyhow::Result;
     use pmv_data::catalog::{Catalog, RunStatus};
-    use pmv_data::report::{new_run_id, write_run_report};
+    use pmv_data::report::new_run_id;
     use pmv_data::shard::recipe::{self, Overrides};
     use pmv_data::shard::{ShardOptions, ShardReport, rebuild_shard};
     use pmv_data::util::{group_digits, human_bytes};
@@ -87,10 +87,8 @@ mod with_media {
                     serde_json::json!({ "error": e.to_string() }),
                 ),
             };
-            catalog.finish_run(&run_id, status, &summary)?;
             let report_path =
-                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                    .context("cannot write the run report")?;
+                app.finish_run(&catalog, (&run_id, "shard"), &run_args, status, &summary)?;
             let r = result?;
             if app.json {
                 let mut doc = summary;
@@ -144,10 +142,7 @@ mod with_media {
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                let summary = serde_json::json!({ "error": e.to_string() });
-                catalog.finish_run(&run_id, RunStatus::Failed, &summary)?;
-                write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                    .context("cannot write the run report")?;
+                app.fail_run(&catalog, (&run_id, "shard"), &run_args, &e)?;
                 return Err(e.into());
             }
         };
@@ -158,10 +153,8 @@ mod with_media {
             RunStatus::Ok
         };
         let summary = serde_json::to_value(&report)?;
-        catalog.finish_run(&run_id, status, &summary)?;
         let report_path =
-            write_run_report(&app.root, &run_id, &document(&run_id, &run_args, &summary))
-                .context("cannot write the run report")?;
+            app.finish_run(&catalog, (&run_id, "shard"), &run_args, status, &summary)?;
         if app.json {
             let mut doc = summary;
             doc["run_id"] = run_id.into();
@@ -187,20 +180,6 @@ mod with_media {
             }
         }
         Ok(Exit::Ok)
-    }
-
-    fn document(
-        run_id: &str,
-        args: &serde_json::Value,
-        summary: &serde_json::Value,
-    ) -> serde_json::Value {
-        serde_json::json!({
-            "run_id": run_id,
-            "command": "shard",
-            "pmv_data": pmv_data::VERSION,
-            "args": args,
-            "result": summary,
-        })
     }
 
     fn print_human(r: &ShardReport, report_path: &std::path::Path) {
