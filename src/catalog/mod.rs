@@ -458,7 +458,9 @@ mod tests {
         assert!(c.schema_sql().unwrap().contains("items_dataset_state"));
         let n: i64 = c
             .conn()
-            .query_row("SELECT count(*) FROM datasets WHERE name = 'd'", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM datasets WHERE name = 'd'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(n, 1);
     }

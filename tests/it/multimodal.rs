@@ -3,6 +3,7 @@
 //! vocabulary is saved with the model, and evaluation reads the same covers and texts.
 
 use std::collections::BTreeMap;
+
 use pmv_data::synth::{Carrier, MultimodalSynth, SynthSpec, write_shards_with};
 
 use crate::util::{Env, s, train_run};
