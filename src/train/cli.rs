@@ -381,6 +381,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub shuffle_buffer: usize,
 
+    /// Seed of every random draw (shuffling, crops, mixing, initialisation)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
@@ -561,9 +562,11 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
     pub flip: f64,
 
+    /// Samples the shuffle buffer mixes across shards
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub shuffle_buffer: usize,
 
+    /// Seed of every random draw (shuffling, crops, masks, initialisation)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
@@ -575,9 +578,11 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub resume: bool,
 
+    /// Also checkpoint every N optimiser steps (0: only at epoch ends)
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub save_every: u64,
 
+    /// Checkpoints kept
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub keep: usize,
 
@@ -585,9 +590,11 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub eval_every: u64,
 
+    /// Write a metrics line every N optimiser steps
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub log_every: u64,
 
+    /// Fail on the first sample that cannot be read instead of counting it
     #[arg(long)]
     pub strict: bool,
 
