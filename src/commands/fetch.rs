@@ -4,11 +4,9 @@
 //! chunk and keep their partial files, what was verified is recorded, and the exit
 //! status is 130. A second Ctrl-C exits at once (a killed run also loses nothing).
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use pmv_data::catalog::{Catalog, RunStatus};
 use pmv_data::config::parse_size;
 use pmv_data::fetch::{self, FetchOptions, FetchReport, FetchSettings};
@@ -23,15 +21,7 @@ use crate::progress;
 
 pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
     let mut opts = options(app, &args)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // The second signal exits at once; the first asks for a clean stop.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel))
-            .context("cannot install the signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&cancel))
-            .context("cannot install the signal handler")?;
-    }
-    opts.cancel = Some(Arc::clone(&cancel));
+    opts.cancel = Some(super::stop_on_signals()?);
 
     app.root.ensure()?;
     let _lock = app.root.lock("fetch")?;

@@ -16,6 +16,8 @@ mod status;
 mod train;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
@@ -48,6 +50,20 @@ pub fn run(cli: Cli) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// A flag that SIGINT or SIGTERM sets: the first asks the command for a clean stop (it
+/// finishes what is in flight, records it and exits with 130); a second exits at once,
+/// which loses nothing either, since every change is committed as it is made.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&cancel))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(cancel)
 }
 
 /// What every command needs: the configuration, the root and the output mode.

@@ -15,9 +15,8 @@ pub use with_media::run;
 #[cfg(feature = "media")]
 mod with_media {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
-    use anyhow::{Context as _, Result};
+    use anyhow::Result;
     use pmv_data::catalog::{Catalog, RunStatus};
     use pmv_data::config::parse_size;
     use pmv_data::fetch::{FetchOptions, FetchSettings};
@@ -70,14 +69,7 @@ mod with_media {
         }
         let sources = SourceSettings::from_config(&app.config.sources)
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            // The first signal asks for a clean stop, the second exits at once.
-            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel))
-                .context("cannot install the signal handler")?;
-            signal_hook::flag::register(sig, Arc::clone(&cancel))
-                .context("cannot install the signal handler")?;
-        }
+        let cancel = crate::commands::stop_on_signals()?;
 
         app.root.ensure()?;
         let _lock = app.root.lock("refresh")?;

@@ -1,5 +1,10 @@
 //! `pmv-data shard`: resolve the recipe, lock the root, shard a dataset (or rebuild one
 //! shard), record the run and report it.
+//!
+//! Ctrl-C (or SIGTERM) stops the run cleanly: the videos being decoded are finished and
+//! written, the open shard is closed and recorded, the rest waits for the next run, and
+//! the exit status is 130. A second Ctrl-C exits at once (the shard being written is
+//! then left as a temporary file that the next run removes).
 
 #[cfg(not(feature = "media"))]
 pub fn run(_app: &super::App, _args: crate::cli::ShardArgs) -> anyhow::Result<crate::exit::Exit> {
@@ -17,7 +22,7 @@ mod with_media {
     use pmv_data::catalog::{Catalog, RunStatus};
     use pmv_data::report::new_run_id;
     use pmv_data::shard::recipe::{self, Overrides};
-    use pmv_data::shard::{ShardOptions, ShardReport, rebuild_shard};
+    use pmv_data::shard::{ShardOptions, ShardReport, Stop, rebuild_shard};
     use pmv_data::util::{group_digits, human_bytes};
 
     use crate::cli::ShardArgs;
@@ -124,7 +129,7 @@ mod with_media {
             jobs: args.jobs.map(|j| j as usize),
             limit: args.limit,
             deadline: args.max_time.map(|d| Instant::now() + d),
-            cancel: None,
+            cancel: Some(crate::commands::stop_on_signals()?),
         };
         let run_id = new_run_id("shard");
         let run_args = serde_json::json!({
@@ -147,7 +152,10 @@ mod with_media {
             }
         };
         let rejected = !report.corrupt.is_empty() || !report.failed.is_empty();
-        let status = if rejected || report.stopped.is_some() {
+        let interrupted = report.stopped == Some(Stop::Cancelled);
+        let status = if interrupted {
+            RunStatus::Interrupted
+        } else if rejected || report.stopped.is_some() {
             RunStatus::Partial
         } else {
             RunStatus::Ok
@@ -163,7 +171,13 @@ mod with_media {
         } else {
             print_human(&report, &report_path);
         }
-        Ok(if rejected { Exit::Rejected } else { Exit::Ok })
+        Ok(if interrupted {
+            Exit::Interrupted
+        } else if rejected {
+            Exit::Rejected
+        } else {
+            Exit::Ok
+        })
     }
 
     fn list_recipes(app: &App) -> Result<Exit> {

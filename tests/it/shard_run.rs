@@ -558,6 +558,76 @@ fn a_missing_video_is_sent_back_to_fetch() {
 }
 
 #[test]
+fn ctrl_c_stops_cleanly_keeps_what_was_done_and_exits_130() {
+    let env = Env::new();
+    let n = 10;
+    dataset(&env, "d", n, n);
+    let args = [
+        "shard",
+        "--dataset",
+        "d",
+        "--recipe",
+        "videomae-16x4-224",
+        "--size",
+        "128x128",
+        "--jobs",
+        "1",
+        "--samples-per-shard",
+        "100",
+    ];
+    let mut child = env
+        .command()
+        .arg("--json")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt as soon as the shard is being written.
+    let dir = env.root.join("shards/d");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while find(&dir, |n| n.contains(".tmp-")).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary shard appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stopped"], "cancelled");
+    let done = r["samples"].as_u64().unwrap();
+    assert!(done >= 1 && done < n as u64, "{r}");
+    assert_eq!(r["not_started"].as_u64().unwrap(), n as u64 - done);
+    // What was decoded is in a sealed, recorded shard; nothing is left half-written.
+    assert!(find(&dir, |n| n.contains(".tmp-")).is_none());
+    assert_eq!(env.query::<i64>("SELECT count(*) FROM shards"), 1);
+    assert_eq!(
+        env.query::<i64>("SELECT count(*) FROM samples"),
+        done as i64
+    );
+    assert_eq!(
+        env.query::<String>("SELECT status FROM runs WHERE command = 'shard'"),
+        "interrupted"
+    );
+    // The next run shards only the rest.
+    let (code, r, e) = shard(&env, &args[1..]);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(r["samples"].as_u64().unwrap(), n as u64 - done);
+    assert_eq!(env.query::<i64>("SELECT count(*) FROM samples"), n as i64);
+}
+
+#[test]
 fn a_killed_run_leaves_no_shard_and_no_rows() {
     let env = Env::new();
     let n = 10;
