@@ -400,7 +400,54 @@ fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Url, Failure> {
             format!("redirect from {}: {}", shorten(from.as_str()), f.message),
         )
     })?;
+    if internal_host(&next) && !internal_host(from) {
+        return Err(Failure::new(
+            ErrorClass::BadUrl,
+            format!(
+                "redirect from {} to the internal address {} refused",
+                shorten(from.as_str()),
+                next.host_str().unwrap_or("")
+            ),
+        ));
+    }
     Ok(next)
+}
+
+/// Whether a URL names this machine or a private network by address (loopback,
+/// private, link-local such as the cloud metadata service, unique-local, unspecified)
+/// or as `localhost`. A public server's redirect may not lead there: that would let any
+/// link in a manifest reach services that are not meant to be reachable from outside.
+/// Links that name such an address themselves are the user's choice and are followed.
+fn internal_host(url: &Url) -> bool {
+    use std::net::{IpAddr, Ipv4Addr};
+    let v4 = |a: Ipv4Addr| {
+        a.is_loopback()
+            || a.is_private()
+            || a.is_link_local()
+            || a.is_unspecified()
+            || a.is_broadcast()
+            // 100.64.0.0/10, carrier-grade NAT
+            || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
+    };
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
+        Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            return d == "localhost" || d.ends_with(".localhost");
+        }
+        None => return false,
+    };
+    match ip {
+        IpAddr::V4(a) => v4(a),
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+                || (a.segments()[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
+                || a.to_ipv4_mapped().is_some_and(v4)
+        }
+    }
 }
 
 /// Maps a client error onto the taxonomy, with the whole chain of causes.
@@ -482,6 +529,44 @@ mod tests {
         assert!(f.message.contains("'file'"), "{}", f.message);
         let f = redirect_target(&from, &HeaderMap::new()).unwrap_err();
         assert_eq!(f.class, ErrorClass::BadResponse);
+    }
+
+    #[test]
+    fn public_servers_cannot_redirect_to_internal_addresses() {
+        let to = |from: &str, loc: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, loc.parse().unwrap());
+            redirect_target(&u(from), &h)
+        };
+        for loc in [
+            "http://127.0.0.1:8080/admin",
+            "http://10.1.2.3/x",
+            "http://192.168.0.1/x",
+            "http://172.16.0.1/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/x",
+            "http://0.0.0.0/x",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://[fe80::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://localhost:9200/x",
+            "http://api.localhost/x",
+            "http://0x7f000001/x",
+        ] {
+            let f = to("https://cdn.example/v.mp4", loc).unwrap_err();
+            assert_eq!(f.class, ErrorClass::BadUrl, "{loc}");
+            assert!(
+                f.message.contains("internal address"),
+                "{loc}: {}",
+                f.message
+            );
+        }
+        // Public to public, and anything from a server the user named by its address.
+        assert!(to("https://cdn.example/v.mp4", "http://8.8.8.8/v.mp4").is_ok());
+        assert!(to("https://cdn.example/v.mp4", "https://[2001:db8::1]/v.mp4").is_ok());
+        assert!(to("http://127.0.0.1:9/v.mp4", "http://127.0.0.1:10/w.mp4").is_ok());
+        assert!(to("http://10.0.0.5/v.mp4", "http://10.0.0.6/v.mp4").is_ok());
     }
 
     #[test]
