@@ -585,18 +585,7 @@ fn ctrl_c_stops_cleanly_keeps_what_was_done_and_exits_130() {
         .unwrap();
     // Interrupt as soon as the shard is being written.
     let dir = env.root.join("shards/d");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while find(&dir, |n| n.contains(".tmp-")).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no temporary shard appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be interrupted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    wait_for_temporary_shard(&dir, &mut child);
     let sent = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -653,21 +642,7 @@ fn a_killed_run_leaves_no_shard_and_no_rows() {
         .unwrap();
     // Wait until the shard is being written (its temporary file exists), then kill.
     let dir = env.root.join("shards/d");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let tmp = loop {
-        if let Some(t) = find(&dir, |n| n.contains(".tmp-")) {
-            break t;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no temporary shard appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let tmp = wait_for_temporary_shard(&dir, &mut child);
     std::thread::sleep(std::time::Duration::from_millis(100));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -706,6 +681,26 @@ fn a_killed_run_leaves_no_shard_and_no_rows() {
             .ends_with(tmp.file_name().unwrap().to_str().unwrap())
     );
     assert!(!tmp.exists());
+}
+
+/// Waits (60 s at most) until a run is writing a shard under `dir` and returns the
+/// temporary file; fails if the run ends first.
+fn wait_for_temporary_shard(dir: &Path, child: &mut std::process::Child) -> PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(t) = find(dir, |n| n.contains(".tmp-")) {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary shard appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it wrote a shard"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 fn find(dir: &Path, pred: impl Fn(&str) -> bool + Copy) -> Option<PathBuf> {
