@@ -42,6 +42,19 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# pip keeps no cache outside the checkout (--no-cache-dir; the cache would also hold a
+# second copy of the 900 MB torch wheel) and puts its temporary files under .venv, not in a
+# /tmp that may be a small tmpfs.
+pip_install() {
+  mkdir -p .venv/.pip-tmp
+  TMPDIR="$PWD/.venv/.pip-tmp" .venv/bin/python -m pip install --quiet \
+    --disable-pip-version-check --no-cache-dir "$@"
+  rm -rf .venv/.pip-tmp
+}
+
+# Free space on the checkout's disk, in GiB (rounded down).
+free_gib() { df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }'; }
+
 # numpy: the tests read shards back with tarfile + numpy, and torch warns without it.
 have_torch() {
   [ -x .venv/bin/python ] &&
@@ -49,8 +62,13 @@ have_torch() {
 }
 if ! have_torch; then
   echo "setup: installing torch==$TORCH_VERSION and numpy into .venv (about 4.6 GB)"
+  # The wheel and its CUDA libraries unpack to about 4.6 GB, next to the 900 MB download.
+  if (($(free_gib) < 6)); then
+    echo "setup: torch $TORCH_VERSION needs about 6 GiB free on the disk of $PWD; $(free_gib) GiB free" >&2
+    exit 1
+  fi
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" numpy
+  pip_install "torch==$TORCH_VERSION" numpy
   have_torch || { echo "setup: torch $TORCH_VERSION did not install" >&2; exit 1; }
 fi
 
@@ -59,15 +77,14 @@ have_hf() {
 }
 if ! have_hf; then
   echo "setup: installing transformers==$TRANSFORMERS_VERSION and safetensors==$SAFETENSORS_VERSION into .venv"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    "transformers==$TRANSFORMERS_VERSION" "safetensors==$SAFETENSORS_VERSION"
+  pip_install "transformers==$TRANSFORMERS_VERSION" "safetensors==$SAFETENSORS_VERSION"
   have_hf || { echo "setup: transformers $TRANSFORMERS_VERSION did not install" >&2; exit 1; }
 fi
 
 # webdataset: the shard tests read shards with it; av (PyAV): a peer in the shard benchmark.
 if ! .venv/bin/python -c "import webdataset, av" 2>/dev/null; then
   echo "setup: installing webdataset==1.0.2 and av==18.1.0 (PyAV) into .venv"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check webdataset==1.0.2 av==18.1.0
+  pip_install webdataset==1.0.2 av==18.1.0
 fi
 
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds

@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+# A cold build of every check below leaves about 7 GiB under target/.
+free_gib=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+if ((free_gib < 8)); then
+  echo "test: warning: only $free_gib GiB free on the disk of $PWD; a cold build needs about 8" >&2
+fi
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { echo; echo "== $*"; }
 
