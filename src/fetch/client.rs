@@ -5,10 +5,12 @@
 //! with pooled keep-alive connections; no content decoding, so bytes arrive as stored),
 //! URL rules (http and https only, no user info, at most 8 KiB), redirects (followed
 //! here, one hop at a time, so that every hop is checked, paced by its own host and
-//! bounded in number, with loops detected), connect and idle-read timeouts, and the
-//! mapping of client errors onto the failure taxonomy. A 429 or 503 slows its host
+//! bounded in number, with loops detected, and never from a public server to an internal
+//! address, whether the redirect names it or a name resolves to it), connect and
+//! idle-read timeouts, and the mapping of client errors onto the failure taxonomy. A 429 or 503 slows its host
 //! down through [`Politeness`]. It never writes a file and never touches the catalog.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +107,9 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     /// Follow redirects (each hop checked); else a 3xx is returned as it is.
     pub follow: bool,
+    /// The URL came from a public server's answer (an API answer, a listing): it may
+    /// not name, nor resolve to, an internal address.
+    pub public: bool,
 }
 
 impl<'a> Request<'a> {
@@ -115,6 +120,7 @@ impl<'a> Request<'a> {
             if_range: None,
             headers: &[],
             follow: true,
+            public: false,
         }
     }
 }
@@ -126,6 +132,9 @@ pub struct Response {
     pub url: Url,
     /// Redirects followed.
     pub hops: usize,
+    /// The request or a server on its way was public, so what this answer names
+    /// must not lead to internal addresses.
+    pub public: bool,
     inner: reqwest::Response,
     idle: Duration,
 }
@@ -199,7 +208,14 @@ impl Response {
 
 /// The shared client.
 pub struct Client {
+    /// Connects wherever a name resolves.
     http: reqwest::Client,
+    /// Connects to public addresses only ([`PublicOnly`]): every hop after a public
+    /// server goes through it.
+    public_http: reqwest::Client,
+    /// Requests go through a proxy (from the environment), so the address a response
+    /// came from is the proxy's and says nothing about the server.
+    proxied: bool,
     gate: Arc<Politeness>,
     user_agent: String,
     idle: Duration,
@@ -210,16 +226,29 @@ impl Client {
     pub fn new(settings: &FetchSettings, gate: Arc<Politeness>) -> Result<Client, reqwest::Error> {
         // rustls with ring; installing twice (a second client) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .pool_max_idle_per_host(settings.per_host.max(settings.concurrency))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(settings.user_agent.clone())
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(settings.connect_timeout)
+                .pool_max_idle_per_host(settings.per_host.max(settings.concurrency))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .user_agent(settings.user_agent.clone())
+        };
+        let proxied = [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
         Ok(Client {
-            http,
+            http: builder().build()?,
+            public_http: builder().dns_resolver(PublicOnly).build()?,
+            proxied,
             gate,
             user_agent: settings.user_agent.clone(),
             idle: settings.timeout,
@@ -237,11 +266,27 @@ impl Client {
     pub async fn send(&self, req: &Request<'_>) -> Result<Response, Failure> {
         let mut url = req.url.clone();
         check_url(&url)?;
+        let mut public = req.public;
+        if public && internal_host(&url) {
+            return Err(Failure::new(
+                ErrorClass::BadUrl,
+                format!(
+                    "{} came from a public server and names the internal address {}; refused",
+                    shorten(url.as_str()),
+                    url.host_str().unwrap_or("")
+                ),
+            ));
+        }
         let mut seen: Vec<Url> = vec![];
         for hop in 0..=self.max_redirects {
             let host = host_key(&url);
             self.gate.pace(&host).await;
-            let mut rb = self.http.get(url.clone());
+            let http = if public {
+                &self.public_http
+            } else {
+                &self.http
+            };
+            let mut rb = http.get(url.clone());
             if let Some(from) = req.range_from {
                 rb = rb.header(header::RANGE, format!("bytes={from}-"));
                 if let Some(v) = req.if_range {
@@ -279,17 +324,19 @@ impl Client {
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 self.gate.throttled(&host, after);
             }
+            public |= public_peer(&url, resp.remote_addr(), self.proxied);
             let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
             if !(redirect && req.follow) {
                 return Ok(Response {
                     status,
                     url,
                     hops: hop,
+                    public,
                     inner: resp,
                     idle: self.idle,
                 });
             }
-            let next = redirect_target(&url, resp.headers())?;
+            let next = redirect_target(&url, resp.headers(), public)?;
             seen.push(url);
             if seen.contains(&next) {
                 return Err(Failure::new(
@@ -326,10 +373,11 @@ impl Client {
             if_range: None,
             headers,
             follow: false,
+            public: false,
         };
         let resp = self.send(&req).await?;
         if matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
-            return redirect_target(&resp.url, resp.headers()).map(Some);
+            return redirect_target(&resp.url, resp.headers(), resp.public).map(Some);
         }
         if let Some(f) = resp.failure() {
             return Err(f);
@@ -344,25 +392,39 @@ impl Client {
         url: &Url,
         headers: &[(String, String)],
         max: usize,
-    ) -> Result<(Url, String), Failure> {
+    ) -> Result<Document, Failure> {
         let req = Request {
             url: url.clone(),
             range_from: None,
             if_range: None,
             headers,
             follow: true,
+            public: false,
         };
         let resp = self.send(&req).await?;
         if let Some(f) = resp.failure() {
             return Err(f);
         }
-        let at = resp.url.clone();
-        Ok((at, resp.text(max).await?))
+        let public = resp.public;
+        Ok(Document {
+            text: resp.text(max).await?,
+            public,
+        })
     }
 }
 
-/// The checked absolute target of a redirect.
-fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Url, Failure> {
+/// A document [`Client::get_text`] read.
+#[derive(Debug)]
+pub struct Document {
+    pub text: String,
+    /// A public server answered (or one on the way): addresses the document names
+    /// are fetched with [`Request::public`].
+    pub public: bool,
+}
+
+/// The checked absolute target of a redirect; `public`: the chain has passed a public
+/// server, so the target may not name an internal address.
+fn redirect_target(from: &Url, headers: &HeaderMap, public: bool) -> Result<Url, Failure> {
     let loc = headers
         .get(header::LOCATION)
         .ok_or_else(|| {
@@ -400,7 +462,7 @@ fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Url, Failure> {
             format!("redirect from {}: {}", shorten(from.as_str()), f.message),
         )
     })?;
-    if internal_host(&next) && !internal_host(from) {
+    if public && internal_host(&next) {
         return Err(Failure::new(
             ErrorClass::BadUrl,
             format!(
@@ -413,13 +475,39 @@ fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Url, Failure> {
     Ok(next)
 }
 
-/// Whether a URL names this machine or a private network by address (loopback,
-/// private, link-local such as the cloud metadata service, unique-local, unspecified)
-/// or as `localhost`. A public server's redirect may not lead there: that would let any
-/// link in a manifest reach services that are not meant to be reachable from outside.
-/// Links that name such an address themselves are the user's choice and are followed.
+/// Whether the server that answered `url` is a public one: its address when known
+/// (not through a proxy), else what the URL names. A mirror on the local network named
+/// by a DNS name is not public, so it may redirect to its neighbours.
+fn public_peer(url: &Url, remote: Option<SocketAddr>, proxied: bool) -> bool {
+    if internal_host(url) {
+        return false;
+    }
+    match remote {
+        Some(a) if !proxied => !internal_ip(a.ip()),
+        _ => true,
+    }
+}
+
+/// Whether a URL names this machine or a private network by address (see
+/// [`internal_ip`]) or as `localhost`. A public server's redirect may not lead there:
+/// that would let any link in a manifest reach services that are not meant to be
+/// reachable from outside. Links that name such an address themselves are the user's
+/// choice and are followed.
 fn internal_host(url: &Url) -> bool {
-    use std::net::{IpAddr, Ipv4Addr};
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => internal_ip(IpAddr::V4(a)),
+        Some(url::Host::Ipv6(a)) => internal_ip(IpAddr::V6(a)),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// Loopback, private, link-local (the cloud metadata service among them), unique-local,
+/// unspecified, broadcast and carrier-grade NAT addresses.
+fn internal_ip(ip: IpAddr) -> bool {
     let v4 = |a: Ipv4Addr| {
         a.is_loopback()
             || a.is_private()
@@ -428,15 +516,6 @@ fn internal_host(url: &Url) -> bool {
             || a.is_broadcast()
             // 100.64.0.0/10, carrier-grade NAT
             || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
-    };
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
-        Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            return d == "localhost" || d.ends_with(".localhost");
-        }
-        None => return false,
     };
     match ip {
         IpAddr::V4(a) => v4(a),
@@ -450,11 +529,54 @@ fn internal_host(url: &Url) -> bool {
     }
 }
 
+/// The DNS of [`Client::public_http`]: the system's resolver, keeping public addresses
+/// only. Otherwise a public server could send a fetch where its redirect may not name
+/// directly, by a name that resolves to an internal address. The check sits in the
+/// resolver itself, not in a lookup of its own before the request, so the name cannot
+/// resolve one way for the check and another for the connection.
+struct PublicOnly;
+
+/// A name that resolved to internal addresses only, refused by [`PublicOnly`].
+#[derive(Debug)]
+struct InternalName(String);
+
+impl std::fmt::Display for InternalName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InternalName {}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| !internal_ip(a.ip()))
+                .collect();
+            if public.is_empty() && !all.is_empty() {
+                let ips: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
+                return Err(Box::new(InternalName(format!(
+                    "{host} resolves only to internal addresses ({}), where a public server's redirect or answer may not lead; refused",
+                    ips.join(", ")
+                ))) as _);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Maps a client error onto the taxonomy, with the whole chain of causes.
 fn classify(e: &reqwest::Error, url: &Url) -> Failure {
     let mut text = String::new();
+    let mut internal = false;
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
+        internal |= c.is::<InternalName>();
         let s = c.to_string();
         // reqwest repeats the URL in its own message; say it once at the end.
         let s = s
@@ -468,7 +590,9 @@ fn classify(e: &reqwest::Error, url: &Url) -> Failure {
         }
         cause = c.source();
     }
-    let class = if e.is_timeout() {
+    let class = if internal {
+        ErrorClass::BadUrl
+    } else if e.is_timeout() {
         ErrorClass::Timeout
     } else if e.is_body() || e.is_decode() {
         ErrorClass::Truncated
@@ -520,14 +644,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::LOCATION, "../z".parse().unwrap());
         assert_eq!(
-            redirect_target(&from, &h).unwrap().as_str(),
+            redirect_target(&from, &h, true).unwrap().as_str(),
             "https://a.example/z"
         );
         h.insert(header::LOCATION, "file:///etc/passwd".parse().unwrap());
-        let f = redirect_target(&from, &h).unwrap_err();
+        let f = redirect_target(&from, &h, true).unwrap_err();
         assert_eq!(f.class, ErrorClass::BadUrl);
         assert!(f.message.contains("'file'"), "{}", f.message);
-        let f = redirect_target(&from, &HeaderMap::new()).unwrap_err();
+        let f = redirect_target(&from, &HeaderMap::new(), true).unwrap_err();
         assert_eq!(f.class, ErrorClass::BadResponse);
     }
 
@@ -536,7 +660,8 @@ mod tests {
         let to = |from: &str, loc: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::LOCATION, loc.parse().unwrap());
-            redirect_target(&u(from), &h)
+            let public = public_peer(&u(from), None, false);
+            redirect_target(&u(from), &h, public)
         };
         for loc in [
             "http://127.0.0.1:8080/admin",
@@ -567,6 +692,92 @@ mod tests {
         assert!(to("https://cdn.example/v.mp4", "https://[2001:db8::1]/v.mp4").is_ok());
         assert!(to("http://127.0.0.1:9/v.mp4", "http://127.0.0.1:10/w.mp4").is_ok());
         assert!(to("http://10.0.0.5/v.mp4", "http://10.0.0.6/v.mp4").is_ok());
+    }
+
+    #[test]
+    fn a_server_is_public_by_the_address_that_answered() {
+        let lan: SocketAddr = "10.0.0.5:80".parse().unwrap();
+        let wan: SocketAddr = "93.184.215.14:443".parse().unwrap();
+        // A mirror on the local network named by a DNS name is not public.
+        assert!(!public_peer(
+            &u("http://mirror.lan/v.mp4"),
+            Some(lan),
+            false
+        ));
+        assert!(public_peer(
+            &u("https://cdn.example/v.mp4"),
+            Some(wan),
+            false
+        ));
+        // Through a proxy the address is the proxy's: the name decides.
+        assert!(public_peer(&u("http://mirror.lan/v.mp4"), Some(lan), true));
+        assert!(!public_peer(&u("http://localhost/v.mp4"), Some(wan), false));
+        assert!(!public_peer(&u("http://127.0.0.1/v.mp4"), None, true));
+    }
+
+    /// A server on loopback that answers every request with `status` and `location`.
+    fn redirector(status: u16, location: String) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        addr
+    }
+
+    fn client() -> Client {
+        let settings = FetchSettings::default();
+        Client::new(&settings, Politeness::new(4, None)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn internal_servers_may_redirect_to_internal_names() {
+        let end = redirector(404, String::new());
+        let start = redirector(302, format!("http://localhost:{}/v.mp4", end.port()));
+        let c = client();
+        let resp = c
+            .send(&Request::get(u(&format!("http://{start}/v.mp4"))))
+            .await
+            .unwrap();
+        assert_eq!((resp.status, resp.hops, resp.public), (404, 1, false));
+    }
+
+    #[tokio::test]
+    async fn addresses_from_public_answers_may_not_lead_inside() {
+        let c = client();
+        let end = redirector(404, String::new());
+        // Named directly.
+        let mut req = Request::get(u(&format!("http://{end}/v.mp4")));
+        req.public = true;
+        let Err(f) = c.send(&req).await else {
+            panic!("a public answer's loopback address was fetched")
+        };
+        assert_eq!(f.class, ErrorClass::BadUrl, "{}", f.message);
+        assert!(f.message.contains("internal address"), "{}", f.message);
+        // A name that resolves inside, after a public server: refused by the resolver
+        // that every such hop goes through, and the refusal is permanent, not a
+        // network error to retry.
+        let url = u(&format!("http://localhost:{}/v.mp4", end.port()));
+        let e = c.public_http.get(url.clone()).send().await.unwrap_err();
+        let f = classify(&e, &url);
+        assert_eq!(f.class, ErrorClass::BadUrl, "{}", f.message);
+        assert!(
+            f.message
+                .contains("localhost resolves only to internal addresses"),
+            "{}",
+            f.message
+        );
+        // The same name through the ordinary client connects.
+        let resp = c.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
     }
 
     #[test]

@@ -273,16 +273,28 @@ pub(crate) fn start_writeback(file: &std::fs::File) {
     let _ = file.as_raw_fd();
 }
 
-/// Downloads `url` (the resolved source of rank `rank`) into the partial file.
+/// Where a resolved source's bytes are read over HTTP.
+pub(crate) struct Remote<'a> {
+    pub url: &'a Url,
+    pub headers: &'a [(String, String)],
+    /// See [`Request::public`].
+    pub public: bool,
+}
+
+/// Downloads `remote` (the resolved source of rank `rank`) into the partial file.
 pub(crate) async fn http(
     ctx: &Ctx,
     job: &mut Job,
     names: &Names,
     rank: usize,
-    url: &Url,
-    headers: &[(String, String)],
+    remote: &Remote<'_>,
     expected: &Expected,
 ) -> Result<Fetched, AttemptError> {
+    let Remote {
+        url,
+        headers,
+        public,
+    } = *remote;
     let settings = &ctx.settings;
     let path = names.partial();
     let resume = job
@@ -325,6 +337,7 @@ pub(crate) async fn http(
             },
             headers,
             follow: true,
+            public,
         };
         let r = or_cancel!(ctx, ctx.client.send(&req))?;
         match r.status {

@@ -319,8 +319,17 @@ async fn attempt(ctx: &Ctx, job: &mut Job, names: &Names) -> Result<Done, Attemp
                 Role::Cover => resolved.expected.clone(),
             };
             let fetched = match &resolved.target {
-                Target::Http { url, headers } => {
-                    download::http(ctx, job, names, rank, url, headers, &expected).await?
+                Target::Http {
+                    url,
+                    headers,
+                    from_public,
+                } => {
+                    let remote = download::Remote {
+                        url,
+                        headers,
+                        public: *from_public,
+                    };
+                    download::http(ctx, job, names, rank, &remote, &expected).await?
                 }
                 Target::Local { path } => download::local(ctx, job, names, path, &expected).await?,
             };

@@ -23,6 +23,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
         target: Target::Http {
             url: url.clone(),
             headers: vec![],
+            from_public: false,
         },
         via: "link",
         expected: Default::default(),

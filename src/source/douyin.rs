@@ -186,6 +186,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                 target: Target::Http {
                     url: play,
                     headers: vec![],
+                    from_public: false,
                 },
                 via: "play-link",
                 expected: Default::default(),
@@ -227,7 +228,8 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
     };
     let mut misses = vec![];
     for lookup in LOOKUPS {
-        match ask(r, lookup, &id).await {
+        let (answer, from_public) = ask(r, lookup, &id).await;
+        match answer {
             Answer::Item(item) => {
                 trail.push(format!("{} answered for item {id}", lookup.name()));
                 let play = play_addr(&item, s).map_err(|why| {
@@ -247,6 +249,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                     target: Target::Http {
                         url: target,
                         headers: vec![],
+                        from_public,
                     },
                     via: lookup.name(),
                     expected: Default::default(),
@@ -290,19 +293,20 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
     .with_retry_after(retry_after))
 }
 
-async fn ask(r: &Resolver, lookup: Lookup, id: &str) -> Answer {
+/// One lookup's answer, and whether a public server gave it.
+async fn ask(r: &Resolver, lookup: Lookup, id: &str) -> (Answer, bool) {
     let s = r.settings();
     let url = lookup.url(id, s);
     let mut headers = vec![("User-Agent".to_owned(), s.douyin_user_agent.clone())];
     if lookup == Lookup::SlidesInfo {
         headers.push(("Accept".to_owned(), "application/json".to_owned()));
     }
-    let text = match r.client().get_text(&url, &headers, MAX_ANSWER).await {
-        Ok((_, t)) => t,
-        Err(f) => return Answer::Nothing(f),
+    let (text, public) = match r.client().get_text(&url, &headers, MAX_ANSWER).await {
+        Ok(d) => (d.text, d.public),
+        Err(f) => return (Answer::Nothing(f), false),
     };
     let bad = |why: String| Answer::Nothing(Failure::new(ErrorClass::BadResponse, why));
-    match lookup {
+    let answer = match lookup {
         Lookup::SlidesInfo => match serde_json::from_str::<Value>(&text) {
             Ok(v) => read_answer(v.get("aweme_details"), v.get("filter_list"), &v, id),
             Err(e) => bad(format!("slidesinfo answer is not JSON: {e}")),
@@ -322,7 +326,8 @@ async fn ask(r: &Resolver, lookup: Lookup, id: &str) -> Answer {
             }
             None => bad("share page carries no window._ROUTER_DATA".into()),
         },
-    }
+    };
+    (answer, public)
 }
 
 /// Reads an item list and a filter list as both lookups return them.

@@ -84,6 +84,10 @@ pub enum Target {
     Http {
         url: Url,
         headers: Vec<(String, String)>,
+        /// A public server's answer named the URL (see [`Request::public`]).
+        ///
+        /// [`Request::public`]: crate::fetch::client::Request::public
+        from_public: bool,
     },
     /// Import a local file.
     Local { path: PathBuf },

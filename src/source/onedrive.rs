@@ -115,6 +115,9 @@ pub struct Listing {
     pub pages: usize,
     /// Names listed more than once (in different sub-folders): not used.
     pub ambiguous: usize,
+    /// A public server answered a page: the download addresses it names are fetched
+    /// with [`Request::public`](crate::fetch::client::Request::public).
+    pub public: bool,
     fetched: Instant,
 }
 
@@ -216,6 +219,7 @@ pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resol
         target: Target::Http {
             url: file.download.clone(),
             headers: vec![],
+            from_public: listing.public,
         },
         via: if listing.folder {
             "folder-listing"
@@ -250,12 +254,13 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
     let s = r.settings();
     let id = share_id(share);
     let root_url = api_url(s, &["shares", &id, "driveItem"], None);
-    let root = get_json(r, &root_url).await?;
+    let (root, public) = get_json(r, &root_url).await?;
     let mut listing = Listing {
         folder: root.get("folder").is_some(),
         files: HashMap::new(),
         pages: 1,
         ambiguous: 0,
+        public,
         fetched: Instant::now(),
     };
     if !listing.folder {
@@ -292,7 +297,8 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
                     ),
                 ));
             }
-            let page = get_json(r, &next).await?;
+            let (page, public) = get_json(r, &next).await?;
+            listing.public |= public;
             listing.pages += 1;
             let children = page.get("value").and_then(Value::as_array).ok_or_else(|| {
                 Failure::new(
@@ -368,18 +374,22 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
     Ok(Arc::new(listing))
 }
 
-async fn get_json(r: &Resolver, url: &Url) -> Result<Value, Failure> {
+/// A JSON answer, and whether a public server gave it.
+async fn get_json(r: &Resolver, url: &Url) -> Result<(Value, bool), Failure> {
     let headers = [("Accept".to_owned(), "application/json".to_owned())];
-    let (_, text) = r.client().get_text(url, &headers, MAX_PAGE).await?;
-    serde_json::from_str(&text).map_err(|e| {
-        Failure::new(
-            ErrorClass::BadResponse,
-            format!(
-                "OneDrive answer from {} is not JSON: {e}",
-                shorten(url.as_str())
-            ),
-        )
-    })
+    let doc = r.client().get_text(url, &headers, MAX_PAGE).await?;
+    let public = doc.public;
+    serde_json::from_str(&doc.text)
+        .map(|v| (v, public))
+        .map_err(|e| {
+            Failure::new(
+                ErrorClass::BadResponse,
+                format!(
+                    "OneDrive answer from {} is not JSON: {e}",
+                    shorten(url.as_str())
+                ),
+            )
+        })
 }
 
 /// A file entry of a listing; `None` for entries that are not usable files.
