@@ -281,6 +281,44 @@ pub(crate) struct Remote<'a> {
     pub public: bool,
 }
 
+/// Whether `path` was last written before this machine booted: its last bytes were
+/// then in the page cache when the machine went down (a power cut, a crash) and may
+/// never have reached the disk, leaving zeros or stale blocks under a length that
+/// looks right. Without an expected hash nothing would notice them, so such a file
+/// is fetched again from its start; a process that was only killed leaves the page
+/// cache, and so its partial files, intact. False where it cannot be told (no
+/// `/proc/stat`).
+fn written_before_boot(path: &Path) -> bool {
+    static BOOT: std::sync::OnceLock<Option<std::time::SystemTime>> = std::sync::OnceLock::new();
+    let boot = BOOT.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let secs: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    });
+    match (boot, std::fs::metadata(path).and_then(|m| m.modified())) {
+        (Some(boot), Ok(written)) => written < *boot,
+        _ => false,
+    }
+}
+
+/// [`written_before_boot`], said in the log when it is so.
+fn stale_after_reboot(path: &Path, key: &str) -> bool {
+    let stale = written_before_boot(path);
+    if stale {
+        tracing::info!(
+            item = key,
+            "{} was written before the machine last started and no hash can check it: fetching it from the start",
+            path.display()
+        );
+    }
+    stale
+}
+
 /// Downloads `remote` (the resolved source of rank `rank`) into the partial file.
 pub(crate) async fn http(
     ctx: &Ctx,
@@ -297,10 +335,14 @@ pub(crate) async fn http(
     } = *remote;
     let settings = &ctx.settings;
     let path = names.partial();
-    let resume = job
-        .resume
-        .clone()
-        .filter(|r| r.rank == rank && (r.validator().is_some() || expected.sha256.is_some()));
+    // A partial file is resumed when its end can be checked: by the expected hash,
+    // or by a validator the server compares, as long as the bytes kept are the ones
+    // written (see `written_before_boot`).
+    let resume = job.resume.clone().filter(|r| {
+        r.rank == rank
+            && (expected.sha256.is_some()
+                || (r.validator().is_some() && !stale_after_reboot(&path, &job.key)))
+    });
     // Re-hashing a kept partial file may read gigabytes: off the runtime's threads.
     // Starting afresh is one open.
     let mut part = if resume.is_some() {
