@@ -268,13 +268,9 @@ impl Client {
         check_url(&url)?;
         let mut public = req.public;
         if public && internal_host(&url) {
-            return Err(Failure::new(
-                ErrorClass::BadUrl,
-                format!(
-                    "{} came from a public server and names the internal address {}; refused",
-                    shorten(url.as_str()),
-                    url.host_str().unwrap_or("")
-                ),
+            return Err(led_inside(
+                &format!("{} came from a public server", shorten(url.as_str())),
+                &url,
             ));
         }
         let mut seen: Vec<Url> = vec![];
@@ -463,16 +459,23 @@ fn redirect_target(from: &Url, headers: &HeaderMap, public: bool) -> Result<Url,
         )
     })?;
     if public && internal_host(&next) {
-        return Err(Failure::new(
-            ErrorClass::BadUrl,
-            format!(
-                "redirect from {} to the internal address {} refused",
-                shorten(from.as_str()),
-                next.host_str().unwrap_or("")
-            ),
+        return Err(led_inside(
+            &format!("a public server's redirect from {}", shorten(from.as_str())),
+            &next,
         ));
     }
     Ok(next)
+}
+
+/// The refusal of an internal address that a public server led to (`how`).
+fn led_inside(how: &str, to: &Url) -> Failure {
+    Failure::new(
+        ErrorClass::BadUrl,
+        format!(
+            "{how} names the internal address {}; refused",
+            to.host_str().unwrap_or("")
+        ),
+    )
 }
 
 /// Whether the server that answered `url` is a public one: its address when known

@@ -321,16 +321,20 @@ fn the_demo_file_server_is_fetched_from_with_resume() {
     let r = assert_stored(&env, "d0", "video", &data);
     let etag = r.etag.expect("the demo server sends an ETag");
 
-    // As if a run had been killed a third of the way: a partial file and its record.
-    std::fs::remove_file(env.root.join("videos/demo/d0.mp4")).unwrap();
-    std::fs::write(env.root.join("videos/demo/d0.partial"), &data[..1 << 20]).unwrap();
-    let c = rusqlite::Connection::open(env.root.join("catalog.sqlite")).unwrap();
-    c.execute(
-        "UPDATE files SET state = 'downloading', path = NULL, sha256 = NULL, size = ?1, etag = ?2",
-        rusqlite::params![data.len() as i64, etag],
-    )
-    .unwrap();
-    drop(c);
+    // As if a run had been killed a third of the way: a partial file holding `kept`,
+    // and its record.
+    let partial = env.root.join("videos/demo/d0.partial");
+    let cut_short = |kept: &[u8]| {
+        std::fs::remove_file(env.root.join("videos/demo/d0.mp4")).unwrap();
+        std::fs::write(&partial, kept).unwrap();
+        let c = rusqlite::Connection::open(env.root.join("catalog.sqlite")).unwrap();
+        c.execute(
+            "UPDATE files SET state = 'downloading', path = NULL, sha256 = NULL, size = ?1, etag = ?2",
+            rusqlite::params![data.len() as i64, etag],
+        )
+        .unwrap();
+    };
+    cut_short(&data[..1 << 20]);
     let rep = run(&env, &options());
     assert_eq!(rep.verified, 1, "{rep:?}");
     assert_eq!(rep.bytes_resumed, 1 << 20);
@@ -340,24 +344,15 @@ fn the_demo_file_server_is_fetched_from_with_resume() {
     // The same, but the partial file was last written before the machine started
     // (as after a power cut): its bytes may not be the ones written, and only the
     // ETag would vouch for them, so it is fetched from the start.
-    std::fs::remove_file(env.root.join("videos/demo/d0.mp4")).unwrap();
-    let partial = env.root.join("videos/demo/d0.partial");
     let mut garbled = data[..1 << 20].to_vec();
     garbled[(1 << 20) - 4096..].fill(0);
-    std::fs::write(&partial, &garbled).unwrap();
+    cut_short(&garbled);
     std::fs::File::options()
         .write(true)
         .open(&partial)
         .unwrap()
         .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400))
         .unwrap();
-    let c = rusqlite::Connection::open(env.root.join("catalog.sqlite")).unwrap();
-    c.execute(
-        "UPDATE files SET state = 'downloading', path = NULL, sha256 = NULL, size = ?1, etag = ?2",
-        rusqlite::params![data.len() as i64, etag],
-    )
-    .unwrap();
-    drop(c);
     let rep = run(&env, &options());
     assert_eq!(rep.verified, 1, "{rep:?}");
     assert_eq!(rep.bytes_resumed, 0);
