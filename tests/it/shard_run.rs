@@ -557,24 +557,28 @@ fn a_missing_video_is_sent_back_to_fetch() {
     );
 }
 
+/// A shard run of dataset `d` slow enough to be stopped while its one shard is being
+/// written (one job, 16x224 clips, every sample in one shard).
+const SLOW_ONE_SHARD: [&str; 11] = [
+    "shard",
+    "--dataset",
+    "d",
+    "--recipe",
+    "videomae-16x4-224",
+    "--size",
+    "128x128",
+    "--jobs",
+    "1",
+    "--samples-per-shard",
+    "100",
+];
+
 #[test]
 fn ctrl_c_stops_cleanly_keeps_what_was_done_and_exits_130() {
     let env = Env::new();
     let n = 10;
     dataset(&env, "d", n, n);
-    let args = [
-        "shard",
-        "--dataset",
-        "d",
-        "--recipe",
-        "videomae-16x4-224",
-        "--size",
-        "128x128",
-        "--jobs",
-        "1",
-        "--samples-per-shard",
-        "100",
-    ];
+    let args = SLOW_ONE_SHARD;
     let mut child = env
         .command()
         .arg("--json")
@@ -623,19 +627,7 @@ fn a_killed_run_leaves_no_shard_and_no_rows() {
     dataset(&env, "d", n, n);
     let mut child = env
         .command()
-        .args([
-            "shard",
-            "--dataset",
-            "d",
-            "--recipe",
-            "videomae-16x4-224",
-            "--size",
-            "128x128",
-            "--jobs",
-            "1",
-            "--samples-per-shard",
-            "100",
-        ])
+        .args(SLOW_ONE_SHARD)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
