@@ -92,19 +92,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// True for commands that only read and print, never change the data root.
-    pub fn only_reports(&self) -> bool {
-        matches!(
-            self,
-            Command::Status(_)
-                | Command::Resolve(_)
-                | Command::Doctor
-                | Command::Completions { .. }
-        )
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// Dataset to ingest into (created on first use)

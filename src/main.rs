@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod output;
 mod progress;
 mod trainer;
 
@@ -14,6 +15,7 @@ use clap::Parser;
 
 use crate::cli::Cli;
 use crate::exit::Exit;
+use crate::output::{errln, outln};
 
 // mimalloc rather than glibc's allocator: ingest allocates millions of small records and
 // frees many on another thread, where glibc's arenas spent a quarter of the time.
@@ -32,15 +34,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    if cli.command.only_reports() {
-        // `pmv-data status | head` should end quietly when `head` has read enough, as
-        // other Unix tools do. Commands that change the root keep ignoring SIGPIPE: a
-        // closed pipe must not kill one halfway through its work.
-        // SAFETY: called before any other thread exists; SIG_DFL is always valid.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
+    // SIGPIPE stays ignored (Rust's default): a closed pipe must not kill a command
+    // halfway through changing the root. Output goes through `output`, which takes
+    // EPIPE to mean that nobody reads any more, so `pmv-data status | head` still ends
+    // quietly, as other Unix tools do.
+
     // Under cron a refresh prints its summary line and nothing else unless asked (-v);
     // errors still reach stderr.
     let quiet = cli.global.quiet
@@ -49,15 +47,15 @@ fn main() -> ExitCode {
             && !std::io::stderr().is_terminal());
     init_logging(cli.global.verbose, quiet);
     let json = cli.global.json;
-    match commands::run(cli) {
-        Ok(exit) => exit.into(),
+    let exit = match commands::run(cli) {
+        Ok(exit) => exit,
         Err(err) => {
             let exit = Exit::of_error(&err);
-            eprintln!("error: {err}");
+            errln!("error: {err}");
             for cause in err.chain().skip(1) {
                 // thiserror's `transparent` repeats the message; print each text once.
                 if !err.to_string().contains(&cause.to_string()) {
-                    eprintln!("  caused by: {cause}");
+                    errln!("  caused by: {cause}");
                 }
             }
             if json {
@@ -65,11 +63,20 @@ fn main() -> ExitCode {
                     "error": format!("{err:#}"),
                     "exit_code": exit.code(),
                 });
-                println!("{doc}");
+                outln!("{doc}");
             }
-            exit.into()
+            exit
+        }
+    };
+    output::flush_stdout();
+    if let Some(e) = output::stdout_error() {
+        // Nobody got the command's output, whatever the command did.
+        errln!("error: cannot write to stdout: {e}");
+        if exit == Exit::Ok {
+            return Exit::Error.into();
         }
     }
+    exit.into()
 }
 
 /// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace, `-q`
@@ -86,7 +93,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

@@ -18,6 +18,11 @@ mod train;
 #[path = "../progress.rs"]
 mod progress;
 
+#[path = "../output.rs"]
+mod output;
+
+use output::{errln, outln};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
     ) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -89,37 +94,45 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet);
     let json = cli.json;
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
+    let code = match run(cli) {
+        Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            errln!("error: {err}");
             let mut source = std::error::Error::source(&err);
             while let Some(cause) = source {
                 if !err.to_string().contains(&cause.to_string()) {
-                    eprintln!("  caused by: {cause}");
+                    errln!("  caused by: {cause}");
                 }
                 source = cause.source();
             }
             let code = err.exit_code();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "error": err.to_string(), "exit_code": code })
                 );
             }
-            ExitCode::from(code)
+            code
+        }
+    };
+    output::flush_stdout();
+    if let Some(e) = output::stdout_error() {
+        errln!("error: cannot write to stdout: {e}");
+        if code == 0 {
+            return ExitCode::from(1);
         }
     }
+    ExitCode::from(code)
 }
 
 fn print(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
         );
     } else {
-        println!("{}", text());
+        outln!("{}", text());
     }
 }
 
@@ -270,7 +283,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

@@ -24,6 +24,7 @@ mod with_media {
     use crate::cli::DemoArgs;
     use crate::commands::App;
     use crate::exit::Exit;
+    use crate::output::outln;
     use crate::progress;
 
     pub fn run(app: &App, args: DemoArgs) -> Result<Exit> {
@@ -52,7 +53,7 @@ mod with_media {
         catalog.start_run(&run_id, "demo", &run_args)?;
         let say = |line: String| {
             if !app.quiet && !app.json {
-                println!("{line}");
+                outln!("{line}");
             }
         };
         say(format!(

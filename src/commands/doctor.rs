@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::App;
 use crate::exit::Exit;
+use crate::output::outln;
 
 pub fn run(app: &App) -> Result<Exit> {
     let mut problems: Vec<String> = vec![];
@@ -33,18 +34,18 @@ pub fn run(app: &App) -> Result<Exit> {
     if app.json {
         app.print_json(&doc)?;
     } else {
-        println!(
+        outln!(
             "pmv-data {} (features: {})",
             pmv_data::VERSION,
             pmv_data::features().join(", ")
         );
-        println!("root      {}", app.root.path().display());
+        outln!("root      {}", app.root.path().display());
         match doc["catalog"]["schema_version"].as_u64() {
-            Some(v) => println!("catalog   schema v{v} (this build: v{})", MIGRATIONS.len()),
-            None => println!("catalog   none yet"),
+            Some(v) => outln!("catalog   schema v{v} (this build: v{})", MIGRATIONS.len()),
+            None => outln!("catalog   none yet"),
         }
         if media.is_null() {
-            println!("media     not built (feature `media` off)");
+            outln!("media     not built (feature `media` off)");
         } else {
             let decoders: Vec<String> = media["decoders"]
                 .as_array()
@@ -58,7 +59,7 @@ pub fn run(app: &App) -> Result<Exit> {
                     )
                 })
                 .collect();
-            println!(
+            outln!(
                 "media     libavformat {}, libavcodec {}, libswscale {}; decoders {}",
                 media["libavformat"].as_str().unwrap_or("?"),
                 media["libavcodec"].as_str().unwrap_or("?"),
@@ -67,9 +68,9 @@ pub fn run(app: &App) -> Result<Exit> {
             );
         }
         if train.is_null() {
-            println!("train     not built (feature `train` off)");
+            outln!("train     not built (feature `train` off)");
         } else {
-            println!(
+            outln!(
                 "train     libtorch {} from {}; CUDA {} ({} devices), cuDNN {}, {} CPU threads",
                 train["libtorch"].as_str().unwrap_or("?"),
                 train["lib_dir"].as_str().unwrap_or("?"),
@@ -84,7 +85,7 @@ pub fn run(app: &App) -> Result<Exit> {
             );
         }
         for p in &problems {
-            println!("problem   {p}");
+            outln!("problem   {p}");
         }
     }
     Ok(if problems.is_empty() {

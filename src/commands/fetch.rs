@@ -17,6 +17,7 @@ use pmv_data::util::group_digits;
 use super::App;
 use crate::cli::FetchArgs;
 use crate::exit::{Exit, UsageError};
+use crate::output::outln;
 use crate::progress;
 
 pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
@@ -99,9 +100,9 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
                     )
                 })
                 .collect();
-            println!("{name}: {}", parts.join(", "));
+            outln!("{name}: {}", parts.join(", "));
         }
-        println!("run {run_id}: {}", report_path.display());
+        outln!("run {run_id}: {}", report_path.display());
     }
     Ok(if interrupted {
         Exit::Interrupted
@@ -167,20 +168,24 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
 }
 
 fn print_human(r: &FetchReport) {
-    println!("{}", r.summary());
+    outln!("{}", r.summary());
     if r.no_source > 0 {
-        println!(
+        outln!(
             "{} item(s) have no source yet (see `ingest --links/--url-template`)",
             r.no_source
         );
     }
     for e in r.examples.iter().take(5) {
-        println!(
+        outln!(
             "  {}/{} {}: {} {}",
-            e.dataset, e.item, e.role, e.class, e.message
+            e.dataset,
+            e.item,
+            e.role,
+            e.class,
+            e.message
         );
     }
     if r.examples.len() > 5 {
-        println!("  ... every failure is in the catalog (`pmv-data status`) and the run report");
+        outln!("  ... every failure is in the catalog (`pmv-data status`) and the run report");
     }
 }

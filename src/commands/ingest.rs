@@ -13,6 +13,7 @@ use pmv_data::util::{group_digits, human_bytes};
 use super::App;
 use crate::cli::IngestArgs;
 use crate::exit::{Exit, UsageError};
+use crate::output::{errln, outln};
 use crate::progress;
 
 /// Rejections printed on stderr; all of them go to `runs/<run-id>-rejected.txt`.
@@ -141,7 +142,7 @@ impl RejectSink {
     fn push(&mut self, r: &Rejection) {
         self.total += 1;
         if self.total <= PRINTED_REJECTIONS {
-            eprintln!("{r}");
+            errln!("{r}");
         }
         if self.error.is_some() {
             return;
@@ -172,7 +173,7 @@ impl RejectSink {
                 f.flush()
                     .context("cannot write the list of rejected rows")?;
                 if self.total > PRINTED_REJECTIONS {
-                    eprintln!(
+                    errln!(
                         "... and {} more rejected rows (all in {})",
                         group_digits(self.total - PRINTED_REJECTIONS),
                         self.path.display()
@@ -197,19 +198,19 @@ fn print_human(
         "single-label"
     };
     let what = if r.created_dataset { ", created" } else { "" };
-    println!("dataset {} ({}, {kind}{what})", r.dataset, r.format);
+    outln!("dataset {} ({}, {kind}{what})", r.dataset, r.format);
     for m in &r.manifests {
         let split = m.split.as_deref().unwrap_or("-");
         if let Some(reason) = &m.reason {
-            println!("  {split:<6} {}  rejected: {reason}", m.path);
+            outln!("  {split:<6} {}  rejected: {reason}", m.path);
         } else if m.status == "unchanged" {
-            println!(
+            outln!(
                 "  {split:<6} {}  unchanged since its last ingest ({} rows)",
                 m.path,
                 group_digits(m.rows)
             );
         } else {
-            println!(
+            outln!(
                 "  {split:<6} {}  {} rows, {} accepted, {} rejected ({})",
                 m.path,
                 group_digits(m.rows),
@@ -220,17 +221,17 @@ fn print_human(
         }
     }
     if r.unchanged {
-        println!("unchanged: every manifest is as at its last ingest; nothing was written");
+        outln!("unchanged: every manifest is as at its last ingest; nothing was written");
     } else if !r.written && r.manifests.iter().all(|m| m.status != "read") {
-        println!("no manifest could be used; nothing was written");
+        outln!("no manifest could be used; nothing was written");
     } else if !r.written {
-        println!(
+        outln!(
             "--strict: {} rows rejected, nothing was written",
             group_digits(total_rejected)
         );
     } else {
         let i = &r.items;
-        println!(
+        outln!(
             "items: {} new, {} updated, {} restored, {} removed, {} unchanged",
             group_digits(i.new),
             group_digits(i.updated),
@@ -239,13 +240,13 @@ fn print_human(
             group_digits(i.unchanged)
         );
         if r.repeated_rows > 0 {
-            println!(
+            outln!(
                 "{} rows list an item already listed by the same manifest (merged)",
                 group_digits(r.repeated_rows)
             );
         }
         if !r.classes_added.is_empty() || !r.classes_renamed.is_empty() {
-            println!(
+            outln!(
                 "classes: {} added, {} renamed",
                 r.classes_added.len(),
                 r.classes_renamed.len()
@@ -253,7 +254,7 @@ fn print_human(
         }
     }
     if let Some(l) = &r.links {
-        println!(
+        outln!(
             "links {}: {} rows, {} ids, {} rejected",
             l.path,
             group_digits(l.rows),
@@ -261,24 +262,24 @@ fn print_human(
             group_digits(l.rejected)
         );
     }
-    println!(
+    outln!(
         "{}: {} active items, {} classes",
         r.dataset,
         group_digits(r.active_items),
         group_digits(r.classes)
     );
     if r.no_source > 0 {
-        println!(
+        outln!(
             "{} items have no video source yet: give --links FILE or --url-template URL",
             group_digits(r.no_source)
         );
     }
     if let Some(f) = rejected {
-        println!(
+        outln!(
             "{} rejected rows, listed in {}",
             group_digits(total_rejected),
             f.display()
         );
     }
-    println!("report {} ({:.2} s)", report_path.display(), r.seconds);
+    outln!("report {} ({:.2} s)", report_path.display(), r.seconds);
 }

@@ -28,6 +28,7 @@ use pmv_data::root::{DEFAULT_ROOT, DataRoot};
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::Exit;
+use crate::output::outln;
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let app = App::new(&cli.global)?;
@@ -46,7 +47,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Pretrain(args) => pretrain::run(&app, args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "pmv-data", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "pmv-data", &mut script);
+            outln!(
+                "{}",
+                String::from_utf8_lossy(&script).trim_end_matches('\n')
+            );
             Ok(Exit::Ok)
         }
     }
@@ -134,7 +140,7 @@ impl App {
     /// Prints a JSON document on stdout.
     pub fn print_json(&self, value: &impl serde::Serialize) -> Result<()> {
         let text = serde_json::to_string_pretty(value).context("cannot render JSON")?;
-        println!("{text}");
+        outln!("{text}");
         Ok(())
     }
 }

@@ -6,6 +6,8 @@ use anyhow::Result;
 use super::App;
 use crate::cli::ProbeArgs;
 use crate::exit::Exit;
+#[cfg(feature = "media")]
+use crate::output::{errln, outln};
 
 #[cfg(not(feature = "media"))]
 pub fn run(_app: &App, _args: ProbeArgs) -> Result<Exit> {
@@ -60,7 +62,7 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
                         "corrupt": matches!(e, MediaError::Corrupt { .. }),
                     }));
                 } else {
-                    eprintln!("{e}");
+                    errln!("{e}");
                 }
             }
         }
@@ -80,9 +82,9 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
 #[cfg(feature = "media")]
 fn print_probe(file: &std::path::Path, p: &pmv_data::media::Probe, decoded: Option<u64>) {
     let fps = |v: Option<f64>| v.map(|f| format!("{f:.3}")).unwrap_or_else(|| "?".into());
-    println!("{}", file.display());
-    println!("  container  {}", p.container);
-    println!(
+    outln!("{}", file.display());
+    outln!("  container  {}", p.container);
+    outln!(
         "  video      {}{} {} {}x{} (SAR {}), shown upright as {}x{}{}",
         p.codec,
         p.profile
@@ -101,8 +103,8 @@ fn print_probe(file: &std::path::Path, p: &pmv_data::media::Probe, decoded: Opti
             String::new()
         }
     );
-    println!("  colour     {} {}", p.color_space, p.color_range);
-    println!(
+    outln!("  colour     {} {}", p.color_space, p.color_range);
+    outln!(
         "  frames     {} in {:.3} s ({} declared), {} fps average, {} fps real{}",
         p.frames,
         p.duration_s,
@@ -111,18 +113,19 @@ fn print_probe(file: &std::path::Path, p: &pmv_data::media::Probe, decoded: Opti
         fps(p.real_fps),
         if p.vfr { ", variable frame rate" } else { "" }
     );
-    println!(
+    outln!(
         "  keyframes  {} (longest GOP {} frames)",
-        p.keyframes, p.max_gop
+        p.keyframes,
+        p.max_gop
     );
     if let Some(b) = p.bit_rate {
-        println!(
+        outln!(
             "  bit rate   {} kb/s{}",
             b / 1000,
             if p.has_audio { ", with audio" } else { "" }
         );
     }
     if let Some(n) = decoded {
-        println!("  decodes    all {n} frames");
+        outln!("  decodes    all {n} frames");
     }
 }

@@ -27,6 +27,7 @@ mod with_media {
     use crate::cli::RefreshArgs;
     use crate::commands::App;
     use crate::exit::{Exit, UsageError};
+    use crate::output::outln;
     use crate::progress;
 
     pub fn run(app: &App, args: RefreshArgs) -> Result<Exit> {
@@ -131,7 +132,7 @@ mod with_media {
             doc["report"] = report_path.display().to_string().into();
             app.print_json(&doc)?;
         } else {
-            println!("{} (report {})", report.summary(), report_path.display());
+            outln!("{} (report {})", report.summary(), report_path.display());
         }
         Ok(if interrupted {
             Exit::Interrupted

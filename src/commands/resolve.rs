@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::App;
 use crate::cli::ResolveArgs;
 use crate::exit::Exit;
+use crate::output::outln;
 
 /// Failures listed in full for `--dataset`.
 const LISTED_FAILURES: usize = 100;
@@ -121,14 +122,14 @@ fn online_doc(input: &str, r: &Resolved) -> Value {
 }
 
 fn print_doc(d: &Value) {
-    println!("{}", d["input"].as_str().unwrap_or(""));
+    outln!("{}", d["input"].as_str().unwrap_or(""));
     let row = |k: &str, v: &Value| {
         let text = match v {
             Value::Null => return,
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        println!("  {k:<13} {text}");
+        outln!("  {k:<13} {text}");
     };
     for k in [
         "kind",
@@ -153,7 +154,7 @@ fn print_doc(d: &Value) {
         }
     }
     if !d["error"].is_null() {
-        println!(
+        outln!(
             "  error         {}: {}",
             d["class"].as_str().unwrap_or(""),
             d["error"].as_str().unwrap_or("")
@@ -245,7 +246,7 @@ fn dataset(
     if app.json {
         app.print_json(&doc)?;
     } else {
-        println!(
+        outln!(
             "{name}: {} items, {} sources: {} resolve, {} fail ({})",
             items,
             count,
@@ -258,7 +259,7 @@ fn dataset(
                 .join(", ")
         );
         for f in &failures {
-            println!(
+            outln!(
                 "  {} {} #{}: {}: {}",
                 f["item"].as_str().unwrap_or(""),
                 f["role"].as_str().unwrap_or(""),

@@ -28,6 +28,7 @@ mod with_media {
     use crate::cli::ShardArgs;
     use crate::commands::App;
     use crate::exit::{Exit, UsageError};
+    use crate::output::{errln, outln};
     use crate::progress;
 
     pub fn run(app: &App, args: ShardArgs) -> Result<Exit> {
@@ -101,7 +102,7 @@ mod with_media {
                 doc["report"] = report_path.display().to_string().into();
                 app.print_json(&doc)?;
             } else {
-                println!(
+                outln!(
                     "rebuilt shard {} ({}) as {} ({} samples, {}){}",
                     r.old.id,
                     r.old.path,
@@ -114,7 +115,7 @@ mod with_media {
                         ": differs from the recorded original"
                     }
                 );
-                println!("report: {}", report_path.display());
+                outln!("report: {}", report_path.display());
             }
             return Ok(Exit::Ok);
         }
@@ -190,7 +191,7 @@ mod with_media {
             app.print_json(&doc)?;
         } else {
             for r in &all {
-                println!("{r}");
+                outln!("{r}");
             }
         }
         Ok(Exit::Ok)
@@ -198,7 +199,7 @@ mod with_media {
 
     fn print_human(r: &ShardReport, report_path: &std::path::Path) {
         for f in &r.corrupt {
-            eprintln!(
+            errln!(
                 "{}: not a decodable video: {} (moved to {})",
                 f.item,
                 f.reason,
@@ -206,12 +207,12 @@ mod with_media {
             );
         }
         for f in &r.failed {
-            eprintln!("{}: {}: {}", f.item, f.file, f.reason);
+            errln!("{}: {}: {}", f.item, f.file, f.reason);
         }
         for f in &r.cover_problems {
-            eprintln!("{}: cover left out: {}", f.item, f.reason);
+            errln!("{}: cover left out: {}", f.item, f.reason);
         }
-        println!(
+        outln!(
             "shard {} with {} ({}): {} of {} videos → {} samples in {} shards ({}), {} corrupt, {} failed",
             r.dataset,
             r.recipe.name,
@@ -225,7 +226,7 @@ mod with_media {
             r.failed.len()
         );
         for s in &r.shards {
-            println!(
+            outln!(
                 "  {}  {} samples  {}",
                 s.path,
                 s.samples,
@@ -233,7 +234,7 @@ mod with_media {
             );
         }
         if r.videos_sharded > 0 {
-            println!(
+            outln!(
                 "  decoded {} frames for {} kept ({:.2} per frame kept), {:.2} videos/s with {} jobs × {} threads",
                 group_digits(r.decode.frames_decoded),
                 group_digits(r.decode.frames_kept),
@@ -244,7 +245,7 @@ mod with_media {
             );
         }
         if let Some(stop) = r.stopped {
-            println!(
+            outln!(
                 "  stopped early ({}): {} videos left for the next run",
                 serde_json::to_value(stop)
                     .ok()
@@ -254,8 +255,8 @@ mod with_media {
             );
         }
         if r.videos_pending == 0 {
-            println!("  nothing new to shard");
+            outln!("  nothing new to shard");
         }
-        println!("report: {}", report_path.display());
+        outln!("report: {}", report_path.display());
     }
 }

@@ -8,6 +8,7 @@ use pmv_data::util::{group_digits, human_bytes};
 use super::App;
 use crate::cli::StatusArgs;
 use crate::exit::Exit;
+use crate::output::outln;
 
 pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
     let catalog = Catalog::open_existing_readonly(&app.root.catalog_path())?;
@@ -34,7 +35,7 @@ pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
                     app.root.path().display()
                 );
             }
-            println!(
+            outln!(
                 "{}: no catalog yet (run `pmv-data ingest` to create one)",
                 app.root.path().display()
             );
@@ -45,14 +46,14 @@ pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
 }
 
 fn print_human(app: &App, s: &Status) {
-    println!(
+    outln!(
         "root {} (catalog schema v{}, {} journal)",
         app.root.path().display(),
         s.schema_version,
         s.journal_mode
     );
     if s.datasets.is_empty() {
-        println!("no datasets");
+        outln!("no datasets");
     }
     for d in &s.datasets {
         let kind = if d.multi_label {
@@ -60,9 +61,9 @@ fn print_human(app: &App, s: &Status) {
         } else {
             "single-label"
         };
-        println!();
-        println!("{} ({}, {kind})", d.name, d.format);
-        println!(
+        outln!();
+        outln!("{} ({}, {kind})", d.name, d.format);
+        outln!(
             "  items      {} active, {} removed; {} classes",
             group_digits(d.items),
             group_digits(d.removed),
@@ -73,7 +74,7 @@ fn print_human(app: &App, s: &Status) {
             .iter()
             .map(|(k, v)| format!("{k} {}", group_digits(*v)))
             .collect();
-        println!(
+        outln!(
             "  splits     {}",
             if splits.is_empty() {
                 "-".into()
@@ -87,9 +88,9 @@ fn print_human(app: &App, s: &Status) {
                 .filter(|(_, n)| **n > 0)
                 .map(|(k, v)| format!("{k} {}", group_digits(*v)))
                 .collect();
-            println!("  {role:<10} {}", parts.join(", "));
+            outln!("  {role:<10} {}", parts.join(", "));
         }
-        println!("  stored     {}", human_bytes(d.bytes));
+        outln!("  stored     {}", human_bytes(d.bytes));
         let sources: Vec<String> = d
             .sources
             .iter()
@@ -106,14 +107,14 @@ fn print_human(app: &App, s: &Status) {
                 group_digits(d.no_source)
             ));
         }
-        println!("  sources    {line}");
+        outln!("  sources    {line}");
         if !d.failures.is_empty() {
             let f: Vec<String> = d
                 .failures
                 .iter()
                 .map(|(k, v)| format!("{k} {}", group_digits(*v)))
                 .collect();
-            println!("  failures   {}", f.join(", "));
+            outln!("  failures   {}", f.join(", "));
         }
         let mut backlog = format!("{} files due for fetch", group_digits(d.due));
         if d.waiting > 0 {
@@ -122,9 +123,9 @@ fn print_human(app: &App, s: &Status) {
                 group_digits(d.waiting)
             ));
         }
-        println!("  backlog    {backlog}");
+        outln!("  backlog    {backlog}");
         for r in &d.shards {
-            println!(
+            outln!(
                 "  shards     {} ({}): {} shards, {} samples, {}; {} videos to shard",
                 r.name,
                 r.recipe_id,
@@ -135,7 +136,7 @@ fn print_human(app: &App, s: &Status) {
             );
         }
         for m in &d.manifests {
-            println!(
+            outln!(
                 "  manifest   {} ({} rows, {} rejected, {})",
                 m.path,
                 group_digits(m.rows),
@@ -145,10 +146,10 @@ fn print_human(app: &App, s: &Status) {
         }
     }
     if !s.runs.is_empty() {
-        println!();
-        println!("recent runs");
+        outln!();
+        outln!("recent runs");
         for r in &s.runs {
-            println!(
+            outln!(
                 "  {}  {:<11} {}",
                 r.id,
                 r.status,

@@ -34,6 +34,7 @@ use super::plot;
 use super::rng::{Purpose, Rng};
 use super::run::{self, RUN_VERSION, Recipe, RunConfig};
 use super::videomae::VideoMaeConfig;
+use crate::output::errln;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -1079,7 +1080,7 @@ pub fn train(
             );
         }
         if !quiet {
-            eprintln!(
+            errln!(
                 "init: {} tensors from {}; head re-initialised: {}; set aside: {}",
                 r.loaded,
                 init.display(),
@@ -1135,7 +1136,7 @@ pub fn train(
             v["step"].as_u64().is_some_and(|st| st <= cut_step)
         })?;
         if !quiet {
-            eprintln!(
+            errln!(
                 "resuming {} at step {} (epoch {}, batch {})",
                 out.display(),
                 step,
@@ -1221,7 +1222,7 @@ pub fn train(
         total_steps,
     };
     if !quiet {
-        eprintln!(
+        errln!(
             "{} {} on {} ({} train samples in {} shards{}), {} classes, input {}x{}x{}, \
              {:.1} M parameters, {} on {} ({}), {} epochs of {} steps",
             if pretraining { "pretrain" } else { "train" },
@@ -1482,7 +1483,7 @@ pub fn train(
                 samples,
             })?;
             if !quiet {
-                eprintln!(
+                errln!(
                     "epoch {}/{}: train loss {last_loss:.4}, val reconstruction loss {loss:.4}",
                     epoch + 1,
                     recipe.epochs
@@ -1523,7 +1524,7 @@ pub fn train(
                 samples: s.samples,
             })?;
             if !quiet {
-                eprintln!(
+                errln!(
                     "epoch {}/{}: train loss {:.4}, val loss {:.4}, val top-1 {:.1}%, top-5 {:.1}%",
                     epoch + 1,
                     recipe.epochs,
@@ -1535,7 +1536,7 @@ pub fn train(
             }
             last_val = Some(r);
         } else if !quiet {
-            eprintln!(
+            errln!(
                 "epoch {}/{}: train loss {last_loss:.4}",
                 epoch + 1,
                 recipe.epochs

@@ -1,4 +1,5 @@
-//! The command line: exit codes, the root lock, configuration, completions, doctor.
+//! The command line: exit codes, the root lock, configuration, completions, doctor,
+//! and output to readers that went away.
 
 use pmv_data::root::DataRoot;
 
@@ -333,26 +334,145 @@ fn doctor_reports_ffmpeg_and_libtorch() {
     assert_eq!(out.code, 0, "{}", out.stdout);
 }
 
+/// How a test takes the reader away from the binary's output.
+#[derive(Debug, Clone, Copy)]
+enum Closed {
+    /// stdout is a pipe nobody reads: closed before the binary starts.
+    StdoutBefore,
+    /// stdout is read for one byte, then closed: the binary is writing.
+    StdoutDuring,
+    /// stderr is a pipe nobody reads (stdout is read).
+    Stderr,
+}
+
+/// Runs the binary with one output closed as `closed` says; returns the exit code
+/// (-1 when a signal killed it) and the output that still had a reader.
+fn run_closed(env: &Env, args: &[&str], closed: Closed) -> crate::util::Out {
+    use std::io::Read;
+    use std::process::Stdio;
+    let (reader, writer) = std::io::pipe().unwrap();
+    {
+        // The smallest pipe (a page), so that a few KiB of output is "during".
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a pipe descriptor this function owns.
+        let r = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+        assert!(r >= 4096, "F_SETPIPE_SZ");
+    }
+    let mut cmd = env.command();
+    cmd.args(args).stdin(Stdio::null());
+    match closed {
+        Closed::StdoutBefore | Closed::StdoutDuring => cmd.stdout(writer).stderr(Stdio::piped()),
+        Closed::Stderr => cmd.stderr(writer).stdout(Stdio::piped()),
+    };
+    let mut reader = Some(reader);
+    if matches!(closed, Closed::StdoutBefore | Closed::Stderr) {
+        reader = None;
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The parent's copy of the write end goes with `cmd`.
+    drop(cmd);
+    if let Some(mut r) = reader.take() {
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).unwrap();
+    }
+    let mut text = String::new();
+    match closed {
+        Closed::Stderr => child.stdout.take().unwrap().read_to_string(&mut text),
+        _ => child.stderr.take().unwrap().read_to_string(&mut text),
+    }
+    .unwrap();
+    let status = child.wait().unwrap();
+    let (stdout, stderr) = match closed {
+        Closed::Stderr => (text, String::new()),
+        _ => (String::new(), text),
+    };
+    crate::util::Out {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+fn assert_quiet(what: &str, out: &crate::util::Out) {
+    for bad in ["panicked", "Broken pipe", "error"] {
+        assert!(!out.stderr.contains(bad), "{what}: {}", out.stderr);
+    }
+}
+
 #[test]
-fn a_closed_stdout_ends_a_report_quietly() {
-    use std::os::unix::process::ExitStatusExt;
-    // The reader goes away before pmv-data writes (it reads nothing): the write fails
-    // with EPIPE, which must end the process like any Unix filter, not panic.
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 3>&1; ( '{}' completions bash; echo \"rc=$?\" >&3 ) | true",
-            env!("CARGO_BIN_EXE_pmv-data")
-        ))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    // 141 = 128 + SIGPIPE: killed by the signal; 0: it wrote before the pipe closed.
-    assert!(
-        stdout.contains("rc=141") || stdout.contains("rc=0"),
-        "{stdout} {stderr} {:?}",
-        out.status.signal()
+fn reports_end_quietly_when_their_reader_has_gone() {
+    let env = Env::new();
+    let f = env.write("items.jsonl", "{\"id\": \"a\"}\n");
+    assert_eq!(
+        env.run(&["ingest", "--dataset", "d", "--format", "jsonl", s(&f)])
+            .code,
+        0
     );
+    let mut cases: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["--json", "status"],
+        vec!["resolve", "--offline", "https://v.douyin.com/L5pbfdP/"],
+        vec!["completions", "bash"],
+        vec!["--help"],
+    ];
+    if cfg!(feature = "media") {
+        cases.push(vec!["shard", "--list-recipes"]);
+        cases.push(vec!["--json", "shard", "--list-recipes"]);
+    }
+    for args in &cases {
+        let out = run_closed(&env, args, Closed::StdoutBefore);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_quiet(&format!("{args:?}"), &out);
+    }
+    // The completion script is larger than the pipe holds: the reader goes away while
+    // it is being written.
+    let out = run_closed(&env, &["completions", "bash"], Closed::StdoutDuring);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_quiet("completions bash", &out);
+}
+
+/// A command that changes the root does all its work and records it when nobody
+/// reads its output any more, and ends with its own status.
+#[test]
+fn an_ingest_whose_reader_has_gone_does_its_work_and_keeps_its_status() {
+    let rows = "{\"id\": \"a\"}\n{\"id\": \"b\"}\nnot json\n";
+    for (closed, json) in [
+        (Closed::StdoutBefore, false),
+        (Closed::StdoutBefore, true),
+        (Closed::Stderr, false),
+    ] {
+        let env = Env::new();
+        let f = env.write("items.jsonl", rows);
+        let mut args = vec!["-v", "ingest", "--dataset", "d", "--format", "jsonl", s(&f)];
+        if json {
+            args.insert(0, "--json");
+        }
+        let out = run_closed(&env, &args, closed);
+        let what = format!("{closed:?} json={json}");
+        assert_eq!(out.code, 3, "{what}: one row rejected\n{}", out.stderr);
+        match closed {
+            Closed::Stderr => assert!(
+                out.stdout.contains("items: 2 new"),
+                "{what}: {}",
+                out.stdout
+            ),
+            _ => {
+                assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+                assert!(
+                    !out.stderr.contains("Broken pipe"),
+                    "{what}: {}",
+                    out.stderr
+                );
+                assert!(out.stderr.contains(":3: "), "{what}: {}", out.stderr);
+            }
+        }
+        assert_eq!(env.query::<i64>("SELECT count(*) FROM items"), 2, "{what}");
+        assert_eq!(
+            env.strings("SELECT status FROM runs"),
+            ["partial"],
+            "{what}: the run is recorded"
+        );
+        let reports = std::fs::read_dir(env.root.join("runs")).unwrap().count();
+        assert_eq!(reports, 2, "{what}: the report and the rejected rows");
+    }
 }
