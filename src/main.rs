@@ -8,6 +8,12 @@ mod output;
 mod progress;
 mod trainer;
 
+// The trainer's option definitions, for shell completions only (the trainer parses
+// them itself); most of what the file defines is used by the trainer alone.
+#[allow(dead_code)]
+#[path = "train/cli.rs"]
+mod train_cli;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

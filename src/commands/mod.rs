@@ -2,6 +2,7 @@
 //!
 //! Nothing a test would want to check lives only here; the logic is in the library.
 
+mod completions;
 mod demo;
 mod doctor;
 mod eval;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use pmv_data::catalog::{Catalog, RunStatus};
 use pmv_data::config::Config;
 use pmv_data::report::write_run_report;
@@ -45,16 +45,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Train(args) => train::run(&app, args),
         Command::Eval(args) => eval::run(&app, args),
         Command::Pretrain(args) => pretrain::run(&app, args),
-        Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "pmv-data", &mut script);
-            outln!(
-                "{}",
-                String::from_utf8_lossy(&script).trim_end_matches('\n')
-            );
-            Ok(Exit::Ok)
-        }
+        Command::Completions { shell } => completions::run(shell),
     }
 }
 

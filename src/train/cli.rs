@@ -1,13 +1,17 @@
-//! The trainer's command line: one argument struct per subcommand (clap derive).
+//! The trainer's command line: one argument struct per subcommand (clap derive), and
+//! the values they parse into (`--device`, `--precision`, `--optimizer`, `--model`).
 //!
 //! Only parsing and defaults live here; what each command does is in `fit`, `eval`,
-//! `bench` and `synth_cmd`.
+//! `bench` and `synth_cmd`. This file must never need libtorch: `pmv-data` includes it
+//! too, so that its shell completions know the options of `train`, `pretrain` and
+//! `eval`, without linking libtorch.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
-
-use super::device::{DeviceChoice, PrecisionChoice};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModelName {
@@ -49,6 +53,63 @@ impl ModelName {
             ModelName::VitS | ModelName::VitB | ModelName::Videomae
         )
     }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(DeviceChoice::Cuda(i)),
+                _ => Err(format!("{s:?} is not auto, cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// The arithmetic of the matrix products and convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// bf16 on CUDA, fp32 on the CPU.
+    Auto,
+    Fp32,
+    /// bf16 products and convolutions, fp32 weights, norms, softmax and residual stream
+    /// (what `torch.autocast(dtype=torch.bfloat16)` does).
+    Bf16,
+}
+
+/// The optimiser of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// AdamW (decoupled weight decay)
+    #[default]
+    Adamw,
+    /// SGD with momentum (weight decay added to the gradient), as PySlowFast trains
+    /// X3D
+    Sgd,
 }
 
 /// `A,B` as two floats.
@@ -252,7 +313,7 @@ pub struct TrainArgs {
 
     /// Optimiser
     #[arg(long, value_enum, default_value = "adamw", value_name = "O")]
-    pub optimizer: super::run::Optimizer,
+    pub optimizer: Optimizer,
 
     /// SGD momentum [default: 0.9 with --optimizer sgd]
     #[arg(long, value_name = "M", value_parser = parse_fraction)]
@@ -639,7 +700,7 @@ impl PretrainArgs {
             crop_ratio: self.crop_ratio,
             jitter_scales: None,
             test_scale: None,
-            optimizer: super::run::Optimizer::Adamw,
+            optimizer: Optimizer::Adamw,
             momentum: None,
             nesterov: false,
             flip: self.flip,

@@ -1,46 +1,12 @@
 //! Where tensors live and in which precision the model computes.
 //!
-//! Owns the parsing of `--device auto|cpu|cuda[:i]` and `--precision auto|fp32|bf16`
-//! and the choice they resolve to on this machine. It never moves data itself.
-
-use std::fmt;
-use std::str::FromStr;
+//! Owns the choice that `--device auto|cpu|cuda[:i]` and `--precision auto|fp32|bf16`
+//! (parsed in `cli`) resolve to on this machine. It never moves data itself.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
-/// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(i)) => Ok(DeviceChoice::Cuda(i)),
-                _ => Err(format!("{s:?} is not auto, cpu, cuda or cuda:N")),
-            },
-        }
-    }
-}
-
-impl fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeviceChoice::Auto => f.write_str("auto"),
-            DeviceChoice::Cpu => f.write_str("cpu"),
-            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
-        }
-    }
-}
+pub use super::cli::{DeviceChoice, PrecisionChoice};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -75,18 +41,6 @@ pub fn device_name(d: Device) -> String {
         Device::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".into(),
     }
-}
-
-/// The arithmetic of the matrix products and convolutions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum PrecisionChoice {
-    /// bf16 on CUDA, fp32 on the CPU.
-    Auto,
-    Fp32,
-    /// bf16 products and convolutions, fp32 weights, norms, softmax and residual stream
-    /// (what `torch.autocast(dtype=torch.bfloat16)` does).
-    Bf16,
 }
 
 /// The resolved precision.

@@ -12,17 +12,7 @@ use super::data::{self, DataError, ShardRef, Source, SplitData};
 use super::model::ModelSpec;
 use super::optim::AdamWConfig;
 
-/// The optimiser of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    /// AdamW (decoupled weight decay)
-    #[default]
-    Adamw,
-    /// SGD with momentum (weight decay added to the gradient), as PySlowFast trains
-    /// X3D
-    Sgd,
-}
+pub use super::cli::Optimizer;
 
 pub const RUN_VERSION: u32 = 1;
 

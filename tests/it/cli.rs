@@ -1,5 +1,5 @@
-//! The command line: exit codes, the root lock, configuration, completions, doctor,
-//! and output to readers that went away.
+//! The command line: exit codes, the root lock, configuration, completions (run in
+//! bash), doctor, and output to readers that went away.
 
 use pmv_data::root::DataRoot;
 
@@ -311,6 +311,78 @@ fn completions_are_printed() {
         assert_eq!(out.code, 0);
         assert!(out.stdout.contains("pmv-data"), "{shell}");
         assert!(out.stdout.contains("ingest"), "{shell}");
+        // The trainer's options, which pmv-data hands on without parsing them.
+        for option in ["epochs", "mask-ratio", "views"] {
+            assert!(out.stdout.contains(option), "{shell}: {option}");
+        }
+    }
+}
+
+/// Real bash completion: the script `completions bash` prints is sourced, the function
+/// it registers for `pmv-data` is called as bash calls it on TAB, and what it offers
+/// is compared.
+#[test]
+fn bash_completes_subcommands_and_the_options_of_each() {
+    let env = Env::new();
+    let out = env.run(&["completions", "bash"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let script = env.write("pmv-data.bash", &out.stdout);
+    // (words typed, the last being completed; what must be offered)
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["tr"], &["train"]),
+        (&["st"], &["status"]),
+        (&["ingest", "--for"], &["--format"]),
+        (
+            &["ingest", "--format", ""],
+            &["pmv400", "jsonl", "videomae", "xinpianchang"],
+        ),
+        (&["--json", "status", "--da"], &["--dataset"]),
+        (&["fetch", "--import"], &["--import-dir"]),
+        (&["shard", "--list"], &["--list-recipes"]),
+        (&["shard", "--fit", ""], &["cover", "contain", "short-side"]),
+        (&["train", "--ep"], &["--epochs"]),
+        (&["train", "--model", ""], &["tiny3d", "vit-s", "x3d-m"]),
+        (&["pretrain", "--mask"], &["--mask-ratio"]),
+        (&["eval", "--vi"], &["--views"]),
+        (&["completions", ""], &["bash", "zsh", "fish"]),
+    ];
+    let mut program = format!(
+        "set -u\nsource {}\n\
+         spec=$(complete -p pmv-data) || exit 9\n\
+         fn=$(printf '%s' \"$spec\" | sed -n 's/.*-F \\([^ ]*\\).*/\\1/p')\n\
+         offer() {{\n\
+           COMP_WORDS=(pmv-data \"$@\"); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n\
+           COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; COMPREPLY=()\n\
+           \"$fn\" pmv-data \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+           echo \"${{COMPREPLY[*]}}\"\n\
+         }}\n",
+        s(&script)
+    );
+    for (words, _) in cases {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        program.push_str(&format!("offer {}\n", quoted.join(" ")));
+    }
+    let run = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &program])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{stdout}");
+    for ((words, expected), line) in cases.iter().zip(lines) {
+        let offered: Vec<&str> = line.split_whitespace().collect();
+        for e in *expected {
+            assert!(
+                offered.contains(e),
+                "pmv-data {} <TAB> offers {offered:?}, not {e}",
+                words.join(" ")
+            );
+        }
     }
 }
 
