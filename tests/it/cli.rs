@@ -397,13 +397,95 @@ fn doctor_reports_ffmpeg_and_libtorch() {
     }
     if cfg!(feature = "train") {
         // The trainer binary is built next to pmv-data by `cargo test --all-features`.
-        assert_eq!(j["train"]["tensor_ok"], true, "{j}");
+        assert_eq!(j["trainer"]["status"], "ok", "{j}");
+        assert_eq!(j["trainer"]["info"]["tensor_ok"], true, "{j}");
         assert!(
-            j["train"]["libtorch"].as_str().unwrap().starts_with("2.11"),
+            j["trainer"]["info"]["libtorch"]
+                .as_str()
+                .unwrap()
+                .starts_with("2.11"),
             "{j}"
+        );
+        let text = env.run(&["doctor"]);
+        assert!(
+            text.stdout.contains("trainer   ") && text.stdout.contains("libtorch 2.11"),
+            "{}",
+            text.stdout
         );
     }
     assert_eq!(out.code, 0, "{}", out.stdout);
+}
+
+/// doctor tells the features this pmv-data was built with apart from whether the
+/// trainer it runs for train, pretrain and eval is there and works, and never says
+/// one thing in one place and the opposite in another.
+#[test]
+fn doctor_asks_the_trainer_itself_whatever_the_features_say() {
+    let env = Env::new();
+    let features: Vec<String> = env.run(&["--json", "doctor"]).json()["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    let missing = env.path("nowhere/pmv-data-train");
+    let broken = env.write(
+        "bin/pmv-data-train",
+        "#!/bin/sh\necho 'libtorch_cpu.so: cannot open shared object file' >&2\nexit 127\n",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (trainer, status, says) in [
+        (&missing, "missing", "not found"),
+        (&broken, "failed", "does not work"),
+    ] {
+        let run = |args: &[&str]| {
+            let mut c = env.command();
+            c.env("PMV_DATA_TRAIN", trainer).args(args);
+            crate::util::Out::of(c)
+        };
+        let out = run(&["--json", "doctor"]);
+        assert_eq!(
+            out.code, 1,
+            "a named trainer that does not work is a problem"
+        );
+        let j = out.json();
+        assert_eq!(j["trainer"]["status"], status, "{j}");
+        assert_eq!(j["trainer"]["path"], s(trainer), "{j}");
+        assert!(j["trainer"]["info"].is_null(), "{j}");
+        let problems = j["problems"].to_string();
+        assert!(problems.contains(s(trainer)), "{j}");
+        if status == "failed" {
+            assert!(problems.contains("cannot open shared object file"), "{j}");
+        }
+        let text = run(&["doctor"]);
+        assert_eq!(text.code, 1);
+        let line = text
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("trainer "))
+            .unwrap_or_else(|| panic!("no trainer line: {}", text.stdout));
+        assert!(line.contains(s(trainer)) && line.contains(says), "{line}");
+        // The features line says what was compiled; nothing contradicts it.
+        assert!(
+            text.stdout
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(&format!("(features: {})", features.join(", "))),
+            "{}",
+            text.stdout
+        );
+        if features.iter().any(|f| f == "train") {
+            assert!(
+                !text.stdout.contains("not built (feature `train` off)"),
+                "{}",
+                text.stdout
+            );
+        }
+    }
 }
 
 /// How a test takes the reader away from the binary's output.
