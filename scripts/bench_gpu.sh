@@ -106,7 +106,7 @@ if ((smoke)); then
 import json, sys
 p = lambda s: json.loads(s) if s else None
 t, te, v, ve, vf = (p(x) for x in sys.argv[1:6])
-print(f"tiny3d on CUDA: {t['steps']} steps in {t['elapsed_s']:.1f} s ({t['clips_per_s']:.0f} clips/s), "
+print(f"tiny3d on CUDA: {t['steps']} steps in {t['duration_s']:.1f} s ({t['clips_per_s']:.0f} clips/s), "
       f"val top-1 {100 * t['top1']:.1f}%; eval {te['views']} views top-1 {100 * te['top1']:.1f}%", file=sys.stderr)
 if v:
     print(f"vit-s on CUDA (bf16): {v['steps']} steps, {v['clips_per_s']:.1f} clips/s, final loss {v['final_loss']:.3f}; "

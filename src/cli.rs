@@ -92,6 +92,27 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ingest(_) => "ingest",
+            Command::Status(_) => "status",
+            Command::Fetch(_) => "fetch",
+            Command::Resolve(_) => "resolve",
+            Command::Shard(_) => "shard",
+            Command::Probe(_) => "probe",
+            Command::Refresh(_) => "refresh",
+            Command::Demo(_) => "demo",
+            Command::Doctor => "doctor",
+            Command::Train(_) => "train",
+            Command::Pretrain(_) => "pretrain",
+            Command::Eval(_) => "eval",
+            Command::Completions { .. } => "completions",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// Dataset to ingest into (created on first use)
@@ -316,13 +337,34 @@ pub struct ShardArgs {
     pub max_time: Option<std::time::Duration>,
 
     /// Print the built-in recipes and exit
-    #[arg(long, exclusive = true)]
+    #[arg(long, conflicts_with_all = SHARD_RUN_ARGS, conflicts_with_all = ["jobs", "rebuild"])]
     pub list_recipes: bool,
 
     /// Write the shard with this catalog id again from its videos, under a new name
-    #[arg(long, value_name = "SHARD_ID", exclusive = true)]
+    /// (with --jobs)
+    #[arg(long, value_name = "SHARD_ID", conflicts_with_all = SHARD_RUN_ARGS)]
     pub rebuild: Option<i64>,
 }
+
+/// The options of a shard run, which `--list-recipes` and `--rebuild` take none of
+/// (the global ones, such as `--json`, go with every command).
+const SHARD_RUN_ARGS: [&str; 15] = [
+    "dataset",
+    "split",
+    "recipe",
+    "frames",
+    "stride",
+    "segments",
+    "clips",
+    "size",
+    "fit",
+    "short_side",
+    "fps",
+    "filter",
+    "samples_per_shard",
+    "limit",
+    "max_time",
+];
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             && !std::io::stderr().is_terminal());
     init_logging(cli.global.verbose, quiet);
     let json = cli.global.json;
+    let command = cli.command.name();
     let exit = match commands::run(cli) {
         Ok(exit) => exit,
         Err(err) => {
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
             }
             if json {
                 let doc = serde_json::json!({
+                    "command": command,
                     "error": format!("{err:#}"),
                     "exit_code": exit.code(),
                 });

@@ -5,6 +5,7 @@
 //! (cron) or nothing. Every command that changes the root also leaves a JSON report
 //! in `runs/<run-id>.json`; this module names runs and writes those files atomically.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,6 +68,28 @@ pub fn write_run_report(
     bytes.push(b'\n');
     crate::util::write_atomic(&path, &bytes)?;
     Ok(path)
+}
+
+/// Serialises a map from dataset name to a report as an array of the reports, each
+/// with its `dataset` (JSON output keeps collections as arrays of objects).
+pub fn keyed_list<S, V>(map: &BTreeMap<String, V>, s: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    V: serde::Serialize,
+{
+    use serde::ser::Error;
+    let mut list = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let mut v = serde_json::to_value(value).map_err(S::Error::custom)?;
+        match v.as_object_mut() {
+            Some(o) => {
+                o.insert("dataset".into(), name.clone().into());
+            }
+            None => v = serde_json::json!({ "dataset": name, "value": v }),
+        }
+        list.push(v);
+    }
+    s.collect_seq(list)
 }
 
 #[cfg(test)]

@@ -73,6 +73,21 @@ enum Command {
     Synth(train::cli::SynthArgs),
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Info => "info",
+            Command::Train(_) => "train",
+            Command::Pretrain(_) => "pretrain",
+            Command::Eval(_) => "eval",
+            Command::Bench(_) => "bench",
+            Command::BenchLoader(_) => "bench-loader",
+            Command::Synth(_) => "synth",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     train::device::flush_denormals();
     let argv = match train::recipe::expand(
@@ -94,6 +109,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet);
     let json = cli.json;
+    let command = cli.command.name();
     let code = match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -109,7 +125,11 @@ fn main() -> ExitCode {
             if json {
                 outln!(
                     "{}",
-                    serde_json::json!({ "error": err.to_string(), "exit_code": code })
+                    serde_json::json!({
+                        "command": command,
+                        "error": err.to_string(),
+                        "exit_code": code,
+                    })
                 );
             }
             code
@@ -175,7 +195,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     } else {
                         String::new()
                     },
-                    summary["run"].as_str().unwrap_or("?")
+                    summary["run_dir"].as_str().unwrap_or("?")
                 )
             });
             Ok(if bad > 0 { 3 } else { 0 })
@@ -197,7 +217,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     } else {
                         String::new()
                     },
-                    summary["run"].as_str().unwrap_or("?"),
+                    summary["run_dir"].as_str().unwrap_or("?"),
                     summary["files"]["model"][0].as_str().unwrap_or("?")
                 )
             });
@@ -208,7 +228,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
             print(cli.json, &summary, || {
                 format!(
                     "{} {} ({} views): top-1 {}, top-5 {}, mean class accuracy {} on {} videos{}\nreport: {}",
-                    summary["run"].as_str().unwrap_or("?"),
+                    summary["run_dir"].as_str().unwrap_or("?"),
                     summary["split"].as_str().unwrap_or("?"),
                     summary["views"].as_str().unwrap_or("?"),
                     pct(&summary["top1"]),

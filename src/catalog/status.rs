@@ -36,6 +36,7 @@ pub struct DatasetStatus {
     /// The same per role (video, cover).
     pub roles: BTreeMap<String, BTreeMap<String, u64>>,
     /// Bytes of files stored (downloaded, verified or sharded), all items.
+    #[serde(rename = "stored_bytes")]
     pub bytes: u64,
     /// Active items with no video source yet.
     pub no_source: u64,
@@ -60,6 +61,7 @@ pub struct RecipeStatus {
     /// Live shards and their samples and bytes.
     pub shards: u64,
     pub samples: u64,
+    #[serde(rename = "stored_bytes")]
     pub bytes: u64,
     /// Active items whose video is verified but has no live sample of this recipe.
     pub backlog: u64,
@@ -77,6 +79,7 @@ pub struct ManifestStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
+    #[serde(rename = "run_id")]
     pub id: String,
     pub command: String,
     pub status: String,

@@ -142,18 +142,20 @@ mod with_media {
             "top1": top1,
             "top5": eval["top5"],
             "chance": chance,
-            "run": app.root.path().join(&out_dir),
+            "run_dir": app.root.path().join(&out_dir),
             "eval_json": eval["eval_json"],
             "plots": eval["plots"],
             "train": train,
             "fetch": prepared.fetch,
             "shard_samples": prepared.shard.samples,
-            "seconds": {
-                "prepare": prepared.seconds.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
-                "train": train_secs,
-                "eval": eval_secs,
-                "total": started.elapsed().as_secs_f64(),
-            },
+            "stages": prepared
+                .seconds
+                .iter()
+                .copied()
+                .chain([("train", train_secs), ("eval", eval_secs)])
+                .map(|(stage, s)| serde_json::json!({ "stage": stage, "duration_s": s }))
+                .collect::<Vec<_>>(),
+            "duration_s": started.elapsed().as_secs_f64(),
         });
         let report = app.finish_run(
             &catalog,
@@ -163,9 +165,7 @@ mod with_media {
             &summary,
         )?;
         if app.json {
-            let mut doc = summary;
-            doc["report"] = report.display().to_string().into();
-            app.print_json(&doc)?;
+            app.print_run_json((&run_id, "demo"), &report, summary)?;
         } else {
             say(format!(
                 "  train   final loss {:.3} in {train_secs:.0} s; eval on {} held-out videos in {eval_secs:.0} s",

@@ -71,24 +71,20 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
     };
     let mut summary = serde_json::to_value(&report)?;
     // Where the datasets stand now: files per state.
-    let states: serde_json::Map<String, serde_json::Value> = catalog
+    summary["datasets"] = catalog
         .status(args.dataset.as_deref())?
         .datasets
         .into_iter()
-        .map(|d| (d.name, serde_json::json!(d.states)))
+        .map(|d| serde_json::json!({ "name": d.name, "states": d.states }))
         .collect();
-    summary["states"] = serde_json::Value::Object(states);
     let report_path = app.finish_run(&catalog, (&run_id, "fetch"), &run_args, status, &summary)?;
 
     if app.json {
-        let mut doc = summary;
-        doc["run_id"] = run_id.clone().into();
-        doc["report"] = report_path.display().to_string().into();
-        app.print_json(&doc)?;
+        app.print_run_json((&run_id, "fetch"), &report_path, summary)?;
     } else {
         print_human(&report);
-        for (name, states) in summary["states"].as_object().into_iter().flatten() {
-            let parts: Vec<String> = states
+        for d in summary["datasets"].as_array().into_iter().flatten() {
+            let parts: Vec<String> = d["states"]
                 .as_object()
                 .into_iter()
                 .flatten()
@@ -100,7 +96,11 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
                     )
                 })
                 .collect();
-            outln!("{name}: {}", parts.join(", "));
+            outln!(
+                "{}: {}",
+                d["name"].as_str().unwrap_or("?"),
+                parts.join(", ")
+            );
         }
         outln!("run {run_id}: {}", report_path.display());
     }

@@ -59,17 +59,15 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     } else {
         RunStatus::Ok
     };
-    let summary = serde_json::to_value(&report)?;
+    let mut summary = serde_json::to_value(&report)?;
+    summary["rejected_file"] = rejected_file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .into();
     let report_path = app.finish_run(&catalog, (&run_id, "ingest"), &run_args, status, &summary)?;
 
     if app.json {
-        let mut doc = summary;
-        doc["run_id"] = run_id.clone().into();
-        doc["report"] = report_path.display().to_string().into();
-        if let Some(f) = &rejected_file {
-            doc["rejected_file"] = f.display().to_string().into();
-        }
-        app.print_json(&doc)?;
+        app.print_run_json((&run_id, "ingest"), &report_path, summary)?;
     } else {
         print_human(&report, &report_path, rejected_file.as_deref(), sink.total);
     }

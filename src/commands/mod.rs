@@ -128,6 +128,25 @@ impl App {
             .map(drop)
     }
 
+    /// Prints the `--json` document of a command that recorded run `run_id` in
+    /// `report`: `result` (an object, as the report holds it) with the keys every such
+    /// document has, `command`, `run_id` and `report`.
+    pub fn print_run_json(
+        &self,
+        run: (&str, &str),
+        report: &std::path::Path,
+        result: serde_json::Value,
+    ) -> Result<()> {
+        let (run_id, command) = run;
+        let mut doc = result;
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("command".into(), command.into());
+            o.insert("run_id".into(), run_id.into());
+            o.insert("report".into(), report.display().to_string().into());
+        }
+        self.print_json(&doc)
+    }
+
     /// Prints a JSON document on stdout.
     pub fn print_json(&self, value: &impl serde::Serialize) -> Result<()> {
         let text = serde_json::to_string_pretty(value).context("cannot render JSON")?;

@@ -36,11 +36,13 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
         match result {
             Ok((probe, decoded)) => {
                 if app.json {
-                    let mut doc = serde_json::json!({ "file": file, "probe": probe });
-                    if let Some(n) = decoded {
-                        doc["decoded_frames"] = n.into();
-                    }
-                    docs.push(doc);
+                    docs.push(serde_json::json!({
+                        "file": file,
+                        "probe": probe,
+                        "decoded_frames": decoded,
+                        "corrupt": false,
+                        "error": null,
+                    }));
                 } else {
                     print_probe(file, &probe, decoded);
                 }
@@ -58,8 +60,10 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
                 if app.json {
                     docs.push(serde_json::json!({
                         "file": file,
-                        "error": e.to_string(),
+                        "probe": null,
+                        "decoded_frames": null,
                         "corrupt": matches!(e, MediaError::Corrupt { .. }),
+                        "error": e.to_string(),
                     }));
                 } else {
                     errln!("{e}");
@@ -68,7 +72,7 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
         }
     }
     if app.json {
-        app.print_json(&docs)?;
+        app.print_json(&serde_json::json!({ "command": "probe", "files": docs }))?;
     }
     Ok(if hard_error.is_some() {
         Exit::Error

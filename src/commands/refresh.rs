@@ -115,22 +115,21 @@ mod with_media {
             RunStatus::Ok
         };
         let mut summary = serde_json::to_value(&report)?;
-        summary["states"] = serde_json::Value::Object(
-            catalog
-                .status(None)?
-                .datasets
-                .into_iter()
-                .filter(|d| opts.plan.datasets.iter().any(|p| p.name == d.name))
-                .map(|d| (d.name, serde_json::json!(d.states)))
-                .collect(),
-        );
+        // Where each dataset stands now: files per state.
+        let states: std::collections::BTreeMap<String, _> = catalog
+            .status(None)?
+            .datasets
+            .into_iter()
+            .map(|d| (d.name, d.states))
+            .collect();
+        for d in summary["datasets"].as_array_mut().into_iter().flatten() {
+            let name = d["name"].as_str().unwrap_or_default().to_owned();
+            d["states"] = serde_json::json!(states.get(&name));
+        }
         let report_path =
             app.finish_run(&catalog, (&run_id, "refresh"), &run_args, status, &summary)?;
         if app.json {
-            let mut doc = summary;
-            doc["run_id"] = run_id.clone().into();
-            doc["report"] = report_path.display().to_string().into();
-            app.print_json(&doc)?;
+            app.print_run_json((&run_id, "refresh"), &report_path, summary)?;
         } else {
             outln!("{} (report {})", report.summary(), report_path.display());
         }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use pmv_data::catalog::Catalog;
 use pmv_data::fetch::{self, FetchSettings, for_each_source};
 use pmv_data::manifest::{Allow, Locator, parse_location};
-use pmv_data::source::{Offline, Resolved, SourceSettings, Target, resolve_offline};
+use pmv_data::source::{Resolved, SourceSettings, Target, resolve_offline};
 use serde_json::{Value, json};
 
 use super::App;
@@ -37,8 +37,8 @@ fn links(
     sources: &SourceSettings,
 ) -> Result<Exit> {
     let cwd = std::env::current_dir()?;
-    // In the order of the input.
-    let mut docs: Vec<Value> = vec![Value::Null; args.urls.len()];
+    // In the order of the input; every entry has every key.
+    let mut docs: Vec<Value> = args.urls.iter().map(|raw| entry(raw, None)).collect();
     let mut failed = 0;
     let mut parsed: Vec<(usize, Locator)> = vec![];
     for (i, raw) in args.urls.iter().enumerate() {
@@ -46,19 +46,29 @@ fn links(
             Ok(l) => parsed.push((i, l)),
             Err(e) => {
                 failed += 1;
-                docs[i] = json!({ "input": raw, "error": e, "class": "bad_url" });
+                docs[i]["class"] = "bad_url".into();
+                docs[i]["error"] = e.into();
             }
         }
     }
     if args.offline {
         for (i, loc) in parsed {
-            docs[i] = match resolve_offline(&loc, args.item.as_deref(), sources) {
-                Ok(o) => offline_doc(&args.urls[i], &o),
+            let d = &mut docs[i];
+            *d = entry(&args.urls[i], Some(&loc));
+            match resolve_offline(&loc, args.item.as_deref(), sources) {
+                Ok(o) => {
+                    d["canonical_id"] = o.canonical_id.into();
+                    d["download_url"] = o.download_url.into();
+                    d["lookup_url"] = o.lookup_url.into();
+                    d["host"] = o.host.into();
+                    d["note"] = o.note.into();
+                }
                 Err(f) => {
                     failed += 1;
-                    json!({ "input": args.urls[i], "kind": loc.kind, "error": f.message, "class": f.class })
+                    d["class"] = f.class.to_string().into();
+                    d["error"] = f.message.into();
                 }
-            };
+            }
         }
     } else {
         let asks: Vec<(Locator, Option<String>)> = parsed
@@ -67,17 +77,24 @@ fn links(
             .collect();
         let answers = fetch::resolve_online(settings, sources, &asks)?;
         for ((i, loc), answer) in parsed.iter().zip(answers) {
-            docs[*i] = match answer {
-                Ok(r) => online_doc(&args.urls[*i], &r),
+            let d = &mut docs[*i];
+            *d = entry(&args.urls[*i], Some(loc));
+            match answer {
+                Ok(r) => online(d, &r),
                 Err(f) => {
                     failed += 1;
-                    json!({ "input": args.urls[*i], "kind": loc.kind, "error": f.message, "class": f.class })
+                    d["class"] = f.class.to_string().into();
+                    d["error"] = f.message.into();
                 }
-            };
+            }
         }
     }
     if app.json {
-        app.print_json(&docs)?;
+        app.print_json(&json!({
+            "command": "resolve",
+            "offline": args.offline,
+            "links": docs,
+        }))?;
     } else {
         for d in &docs {
             print_doc(d);
@@ -86,39 +103,40 @@ fn links(
     Ok(if failed > 0 { Exit::Rejected } else { Exit::Ok })
 }
 
-fn offline_doc(input: &str, o: &Offline) -> Value {
+/// One input's entry, before resolving: what it was read as (`loc`, when it could be).
+fn entry(input: &str, loc: Option<&Locator>) -> Value {
     json!({
         "input": input,
-        "kind": o.kind,
-        "canonical_id": o.canonical_id,
-        "download_url": o.download_url,
-        "lookup_url": o.lookup_url,
-        "host": o.host,
-        "note": o.note,
-        "offline": true,
+        "location": loc.map(|l| &l.location),
+        "kind": loc.map(|l| l.kind),
+        "canonical_id": null,
+        "via": null,
+        "download_url": null,
+        "path": null,
+        "lookup_url": null,
+        "host": null,
+        "note": null,
+        "expected": null,
+        "trail": [],
+        "class": null,
+        "error": null,
     })
 }
 
-fn online_doc(input: &str, r: &Resolved) -> Value {
-    let (url, path) = match &r.target {
-        Target::Http { url, .. } => (Some(url.to_string()), None),
-        Target::Local { path } => (None, Some(path.display().to_string())),
-    };
-    json!({
-        "input": input,
-        "kind": r.kind,
-        "canonical_id": r.canonical_id,
-        "via": r.via,
-        "download_url": url,
-        "path": path,
-        "expected": {
-            "size": r.expected.size,
-            "sha1": r.expected.sha1,
-            "quickxor": r.expected.quickxor,
-        },
-        "trail": r.trail,
-        "offline": false,
-    })
+/// Fills an entry with an online answer.
+fn online(d: &mut Value, r: &Resolved) {
+    match &r.target {
+        Target::Http { url, .. } => d["download_url"] = url.to_string().into(),
+        Target::Local { path } => d["path"] = path.display().to_string().into(),
+    }
+    d["canonical_id"] = r.canonical_id.clone().into();
+    d["via"] = r.via.into();
+    d["expected"] = json!({
+        "size_bytes": r.expected.size,
+        "sha1": r.expected.sha1,
+        "quickxor": r.expected.quickxor,
+    });
+    d["trail"] = json!(r.trail);
 }
 
 fn print_doc(d: &Value) {
@@ -131,6 +149,9 @@ fn print_doc(d: &Value) {
         };
         outln!("  {k:<13} {text}");
     };
+    if d["location"] != d["input"] {
+        row("location", &d["location"]);
+    }
     for k in [
         "kind",
         "canonical_id",
@@ -143,9 +164,9 @@ fn print_doc(d: &Value) {
     ] {
         row(k, &d[k]);
     }
-    if let Some(e) = d.get("expected") {
-        for k in ["size", "sha1", "quickxor"] {
-            row(&format!("expected {k}"), &e[k]);
+    if let Some(e) = d["expected"].as_object() {
+        for (k, v) in e {
+            row(&format!("expected {}", k.trim_end_matches("_bytes")), v);
         }
     }
     if let Some(trail) = d["trail"].as_array() {
@@ -233,6 +254,7 @@ fn dataset(
         items
     };
     let doc = json!({
+        "command": "resolve",
         "dataset": name,
         "items": items,
         "sources": count,

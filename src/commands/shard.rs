@@ -97,10 +97,7 @@ mod with_media {
                 app.finish_run(&catalog, (&run_id, "shard"), &run_args, status, &summary)?;
             let r = result?;
             if app.json {
-                let mut doc = summary;
-                doc["run_id"] = run_id.into();
-                doc["report"] = report_path.display().to_string().into();
-                app.print_json(&doc)?;
+                app.print_run_json((&run_id, "shard"), &report_path, summary)?;
             } else {
                 outln!(
                     "rebuilt shard {} ({}) as {} ({} samples, {}){}",
@@ -165,10 +162,7 @@ mod with_media {
         let report_path =
             app.finish_run(&catalog, (&run_id, "shard"), &run_args, status, &summary)?;
         if app.json {
-            let mut doc = summary;
-            doc["run_id"] = run_id.into();
-            doc["report"] = report_path.display().to_string().into();
-            app.print_json(&doc)?;
+            app.print_run_json((&run_id, "shard"), &report_path, summary)?;
         } else {
             print_human(&report, &report_path);
         }
@@ -184,11 +178,13 @@ mod with_media {
     fn list_recipes(app: &App) -> Result<Exit> {
         let all = recipe::builtins();
         if app.json {
-            let doc: Vec<_> = all
+            let recipes: Vec<_> = all
                 .iter()
-                .map(|r| serde_json::json!({ "name": r.name, "id": r.id(), "params": r.params }))
+                .map(|r| {
+                    serde_json::json!({ "name": r.name, "recipe_id": r.id(), "params": r.params })
+                })
                 .collect();
-            app.print_json(&doc)?;
+            app.print_json(&serde_json::json!({ "command": "shard", "recipes": recipes }))?;
         } else {
             for r in &all {
                 outln!("{r}");

@@ -16,8 +16,15 @@ pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
         Some(c) => Some(c.status(args.dataset.as_deref())?),
         None => None,
     };
+    if let (None, Some(name)) = (&status, &args.dataset) {
+        anyhow::bail!(
+            "no dataset named '{name}': the root {} has no catalog yet",
+            app.root.path().display()
+        );
+    }
     if app.json {
         let doc = serde_json::json!({
+            "command": "status",
             "root": app.root.path(),
             "catalog": status.is_some().then(|| app.root.catalog_path()),
             "schema_version": status.as_ref().map(|s| s.schema_version),
@@ -29,12 +36,6 @@ pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
     }
     match status {
         None => {
-            if let Some(name) = &args.dataset {
-                anyhow::bail!(
-                    "no dataset named '{name}': the root {} has no catalog yet",
-                    app.root.path().display()
-                );
-            }
             outln!(
                 "{}: no catalog yet (run `pmv-data ingest` to create one)",
                 app.root.path().display()

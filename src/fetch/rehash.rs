@@ -59,6 +59,7 @@ pub struct RehashOptions {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RehashReport {
     pub checked: u64,
+    #[serde(rename = "checked_bytes")]
     pub bytes: u64,
     /// Files whose bytes changed (moved to quarantine, back to pending).
     pub changed: u64,

@@ -34,8 +34,10 @@ pub struct FetchReport {
     /// Active items with no candidate source (nothing to fetch).
     pub no_source: u64,
     /// Bytes received over the network or copied from local files.
+    #[serde(rename = "received_bytes")]
     pub bytes: u64,
     /// Bytes already present in partial files that were resumed.
+    #[serde(rename = "resumed_bytes")]
     pub bytes_resumed: u64,
     /// Attempts started (each source try, retries included).
     pub attempts: u64,

@@ -103,12 +103,12 @@ pub struct ManifestReport {
     pub status: &'static str,
     pub split: Option<String>,
     pub sha256: String,
+    #[serde(rename = "size_bytes")]
     pub bytes: u64,
     pub rows: u64,
     pub accepted: u64,
     pub rejected: u64,
     /// Why the whole manifest was rejected (status `rejected`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -148,11 +148,34 @@ pub struct IngestReport {
     /// Active items without any video source after the ingest.
     pub no_source: u64,
     pub classes: u64,
+    #[serde(serialize_with = "class_list")]
     pub classes_added: Vec<(u32, String)>,
+    /// `(id, old name, new name)`.
+    #[serde(serialize_with = "renamed_class_list")]
     pub classes_renamed: Vec<(u32, String, String)>,
     pub links: Option<LinksReport>,
     pub rejections: Vec<Rejection>,
+    #[serde(rename = "duration_s")]
     pub seconds: f64,
+}
+
+/// Classes as `[{"id", "name"}]`.
+fn class_list<S: serde::Serializer>(v: &[(u32, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        v.iter()
+            .map(|(id, name)| serde_json::json!({ "id": id, "name": name })),
+    )
+}
+
+/// Renamed classes as `[{"id", "old_name", "name"}]`.
+fn renamed_class_list<S: serde::Serializer>(
+    v: &[(u32, String, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        v.iter()
+            .map(|(id, old, name)| serde_json::json!({ "id": id, "old_name": old, "name": name })),
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]

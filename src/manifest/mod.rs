@@ -123,7 +123,6 @@ pub struct Rejection {
     /// 1-based line, or 0 when the whole file is rejected.
     pub line: u64,
     /// The row's id, when it could be read; such an item is not treated as vanished.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub reason: String,
 }

@@ -59,7 +59,6 @@ pub struct DatasetOutcome {
     pub rows_rejected: u64,
     pub active_items: u64,
     /// Why the dataset's ingest failed (its other stages still ran on what it had).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub shard: Vec<RecipeOutcome>,
 }
@@ -72,11 +71,11 @@ pub struct RecipeOutcome {
     pub videos_sharded: u64,
     pub samples: u64,
     pub shards_written: u64,
+    #[serde(rename = "written_bytes")]
     pub bytes_written: u64,
     pub corrupt: u64,
     pub failed: u64,
     pub not_started: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -84,6 +83,7 @@ pub struct RecipeOutcome {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ShardCheck {
     pub checked: u64,
+    #[serde(rename = "checked_bytes")]
     pub bytes: u64,
     /// Shards whose bytes no longer match their recorded SHA-256 (or that are gone).
     pub damaged: u64,
@@ -97,6 +97,7 @@ pub struct ShardCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct StageTime {
     pub stage: &'static str,
+    #[serde(rename = "duration_s")]
     pub seconds: f64,
 }
 
@@ -104,6 +105,7 @@ pub struct StageTime {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RefreshReport {
     pub started_at: String,
+    #[serde(rename = "duration_s")]
     pub seconds: f64,
     /// `time budget` or `cancelled` when the run stopped early.
     pub stopped: Option<String>,
@@ -113,10 +115,12 @@ pub struct RefreshReport {
     pub items_new: u64,
     pub items_updated: u64,
     pub items_removed: u64,
-    /// The fetch report of each dataset.
+    /// The fetch report of each dataset (as `[{"dataset", ...report}]`).
+    #[serde(serialize_with = "crate::report::keyed_list")]
     pub fetch: BTreeMap<String, FetchReport>,
     pub files_verified: u64,
     pub files_failed: u64,
+    #[serde(rename = "fetched_bytes")]
     pub bytes_fetched: u64,
     pub failures: BTreeMap<String, u64>,
     pub rehash: Option<RehashReport>,

@@ -100,6 +100,7 @@ pub struct ShardRecord {
     /// Relative to the data root.
     pub path: String,
     pub samples: usize,
+    #[serde(rename = "size_bytes")]
     pub bytes: u64,
     pub sha256: String,
 }
@@ -111,7 +112,6 @@ pub struct Failure {
     pub file: String,
     pub reason: String,
     /// Where the file went (corrupt videos), relative to the data root.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
 }
 
@@ -143,10 +143,13 @@ pub struct ShardReport {
     pub decode: DecodeStats,
     /// Frames decoded per frame kept.
     pub decode_ratio: f64,
+    #[serde(rename = "written_bytes")]
     pub bytes_written: u64,
     pub jobs: usize,
     pub threads_per_video: usize,
+    #[serde(rename = "duration_s")]
     pub seconds: f64,
+    #[serde(rename = "videos_per_s")]
     pub videos_per_second: f64,
 }
 
@@ -749,6 +752,7 @@ pub struct RebuildReport {
     /// videos, same FFmpeg): the repair restored the original exactly.
     pub identical: bool,
     pub decode: DecodeStats,
+    #[serde(rename = "duration_s")]
     pub seconds: f64,
 }
 

@@ -242,14 +242,14 @@ pub fn run(
         &result,
         &problems,
         json!({
-            "run": dir,
+            "run_dir": dir,
             "split": args.split,
             "views": { "clips": clips, "crops": crops },
             "weights": weights,
             "device": device_name(device),
             "precision": precision,
             "shards": split_data.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
-            "elapsed_s": started.elapsed().as_secs_f64(),
+            "duration_s": started.elapsed().as_secs_f64(),
         }),
     )?;
     let bad = result.errors.len() as u64
@@ -259,7 +259,8 @@ pub fn run(
             .sum::<u64>();
     let s = &result.summary;
     let summary = json!({
-        "run": dir,
+        "command": "eval",
+        "run_dir": dir,
         "split": args.split,
         "views": views_label,
         "samples": s.samples,
@@ -273,7 +274,7 @@ pub fn run(
         "predictions_csv": written.predictions_csv,
         "plots": written.plots,
         "weights": weights,
-        "elapsed_s": started.elapsed().as_secs_f64(),
+        "duration_s": started.elapsed().as_secs_f64(),
     });
     Ok((summary, bad))
 }

@@ -1590,7 +1590,7 @@ pub fn train(
             r,
             &val_shard_problems,
             json!({
-                "run": run_dir.path(),
+                "run_dir": run_dir.path(),
                 "split": v.split,
                 "views": { "clips": 1, "crops": 1 },
                 "weights": run_dir.file("model.safetensors"),
@@ -1623,8 +1623,8 @@ pub fn train(
             "samples": r.summary.samples,
         })
     });
-    let summary = json!({
-        "run": run_dir.path(),
+    let mut summary = json!({
+        "run_dir": run_dir.path(),
         "status": if interrupted { "interrupted" } else { "ok" },
         "model": model_spec.name(),
         "data": plan.name,
@@ -1644,7 +1644,7 @@ pub fn train(
         "device": device_name(device),
         "precision": precision,
         "clips_per_s": clips_done as f64 / train_secs.max(1e-9),
-        "elapsed_s": started.elapsed().as_secs_f64(),
+        "duration_s": started.elapsed().as_secs_f64(),
         "init": init_report,
         "files": {
             "run_json": run_dir.file("run.json"),
@@ -1660,8 +1660,22 @@ pub fn train(
         },
     });
     checkpoint::write_json(&run_dir.file("summary.json"), &summary)?;
-    if let Source::Catalog { root, .. } = &plan.source {
-        record_in_catalog(root, &summary, interrupted, bad_samples);
+    // A run on a catalog's shards is recorded there, as every pmv-data run is.
+    let command = if args.pretrain.is_some() {
+        "pretrain"
+    } else {
+        "train"
+    };
+    let recorded = match &plan.source {
+        Source::Catalog { root, .. } => {
+            record_in_catalog(root, command, &summary, interrupted, bad_samples)
+        }
+        _ => None,
+    };
+    if let Some(o) = summary.as_object_mut() {
+        o.insert("command".into(), command.into());
+        o.insert("run_id".into(), json!(recorded.as_ref().map(|r| &r.0)));
+        o.insert("report".into(), json!(recorded.as_ref().map(|r| &r.1)));
     }
     if interrupted {
         return Err(TrainError::Invalid(format!(
@@ -1711,11 +1725,18 @@ fn write_model(
     Ok(files)
 }
 
-/// Adds a finished row to the catalog's `runs` table and `runs/<id>.json`; a failure
+/// Adds a finished row to the catalog's `runs` table and `runs/<id>.json` (shaped as
+/// every command's run report); returns the run id and the report's path. A failure
 /// here is logged, never fatal (the run directory holds everything).
-fn record_in_catalog(root: &Path, summary: &serde_json::Value, interrupted: bool, bad: u64) {
+fn record_in_catalog(
+    root: &Path,
+    command: &str,
+    summary: &serde_json::Value,
+    interrupted: bool,
+    bad: u64,
+) -> Option<(String, PathBuf)> {
     use pmv_data::catalog::{Catalog, RunStatus};
-    let id = pmv_data::report::new_run_id("train");
+    let id = pmv_data::report::new_run_id(command);
     let status = if interrupted {
         RunStatus::Interrupted
     } else if bad > 0 {
@@ -1725,14 +1746,26 @@ fn record_in_catalog(root: &Path, summary: &serde_json::Value, interrupted: bool
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = Catalog::open(&root.join("catalog.sqlite")).and_then(|c| {
-        c.start_run(&id, "train", &json!(argv))?;
+        c.start_run(&id, command, &json!(argv))?;
         c.finish_run(&id, status, summary)
     });
     if let Err(e) = result {
         tracing::warn!("could not record the run in the catalog: {e}");
+        return None;
     }
     let root = pmv_data::root::DataRoot::new(root);
-    if let Err(e) = pmv_data::report::write_run_report(&root, &id, summary) {
-        tracing::warn!("could not write the run report: {e}");
+    let document = json!({
+        "run_id": id,
+        "command": command,
+        "pmv_data": pmv_data::VERSION,
+        "args": argv,
+        "result": summary,
+    });
+    match pmv_data::report::write_run_report(&root, &id, &document) {
+        Ok(path) => Some((id, path)),
+        Err(e) => {
+            tracing::warn!("could not write the run report: {e}");
+            None
+        }
     }
 }

@@ -279,7 +279,7 @@ fn status_reports_runs_and_human_text() {
     assert_eq!(j["schema_version"], 2);
     assert_eq!(j["runs"][0]["command"], "ingest");
     assert_eq!(j["runs"][0]["status"], "ok");
-    let run_id = j["runs"][0]["id"].as_str().unwrap();
+    let run_id = j["runs"][0]["run_id"].as_str().unwrap();
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.root.join("runs").join(format!("{run_id}.json"))).unwrap(),
     )

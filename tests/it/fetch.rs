@@ -202,7 +202,7 @@ fn videos_and_covers_are_downloaded_verified_and_recorded() {
     assert_eq!(d["roles"]["cover"]["verified"], 1);
     assert_eq!(d["states"]["pending"], 0);
     assert_eq!(
-        d["bytes"].as_u64().unwrap(),
+        d["stored_bytes"].as_u64().unwrap(),
         (real.len() + cover.len() + videos.iter().map(Vec::len).sum::<usize>()) as u64
     );
 
@@ -302,7 +302,8 @@ fn items_without_sources_are_counted_not_fetched() {
     let rep = out.json();
     assert_eq!(rep["planned"], 0);
     assert_eq!(rep["no_source"], 2);
-    assert_eq!(rep["states"]["p"]["pending"], 2);
+    assert_eq!(rep["datasets"][0]["name"], "p");
+    assert_eq!(rep["datasets"][0]["states"]["pending"], 2);
     let human = env.run(&["fetch"]);
     assert_eq!(human.code, 0);
     assert!(

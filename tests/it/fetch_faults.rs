@@ -34,7 +34,7 @@ fn a_cut_body_is_resumed_with_range_and_if_range() {
     let rep = out.json();
     assert_eq!(rep["verified"], 1);
     assert_eq!(rep["retries"], 1);
-    assert_eq!(rep["bytes_resumed"], 120_000);
+    assert_eq!(rep["resumed_bytes"], 120_000);
     assert_stored(&env, "v", "video", &data);
     let reqs = srv.requests("/v.mp4");
     assert_eq!(reqs.len(), 2);
@@ -62,7 +62,7 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
     one(&env, &srv, "/v.mp4");
     let out = fetch(&env, &[], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["bytes_resumed"], 0);
+    assert_eq!(out.json()["resumed_bytes"], 0);
     assert_stored(&env, "v", "video", &data);
     let reqs = srv.requests("/v.mp4");
     assert_eq!(reqs[1].0.header("range"), Some("bytes=50000-"));

@@ -37,7 +37,7 @@ fn every_pmv400_play_link_resolves_offline_to_its_own_id() {
         "https://aweme.snssdk.com/aweme/v1/play/?video_id=v0d00fg10000cc0bltrc77ud5sllkjug&ratio=720p&line=0",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let d = &out.json()[0];
+    let d = &out.json()["links"][0];
     assert_eq!(d["kind"], "douyin");
     assert_eq!(d["canonical_id"], "v0d00fg10000cc0bltrc77ud5sllkjug");
     assert!(
@@ -68,7 +68,7 @@ fn hostile_links_are_refused_with_a_reason() {
     args.extend(inputs.iter().copied());
     let out = env.run(&args);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    let docs = out.json();
+    let docs = out.json()["links"].clone();
     let class = |i: usize| docs[i]["class"].as_str().unwrap_or("").to_owned();
     assert_eq!(class(0), "bad_url");
     assert_eq!(class(1), "bad_url");

@@ -184,7 +184,9 @@ fn resolve_shows_where_douyin_links_lead() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_output::check(&doc);
+    let docs = &doc["links"];
     let first = &docs[0];
     assert_eq!(first["kind"], "douyin");
     assert_eq!(first["canonical_id"], "111");

@@ -10,7 +10,7 @@ fn probes_the_real_sample() {
     let v = repo().join("tests/data/xinpianchang/example/99945958.mp4");
     let out = env.run(&["--json", "probe", "--decode", s(&v)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let doc = out.json();
+    let doc = &out.json()["files"];
     let p = &doc[0]["probe"];
     assert_eq!(p["codec"], "h264");
     assert_eq!(p["width"], 640);
@@ -42,7 +42,7 @@ fn bad_files_are_named() {
     let junk = env.write("junk.mp4", b"definitely not a video, just some text");
     let out = env.run(&["--json", "probe", s(&good), s(&junk)]);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    let doc = out.json();
+    let doc = &out.json()["files"];
     assert_eq!(doc[0]["probe"]["width"], 96);
     assert_eq!(doc[1]["corrupt"], true);
     assert!(doc[1]["error"].as_str().unwrap().contains("junk.mp4"));

@@ -463,8 +463,9 @@ fn a_time_budget_ends_the_run_cleanly_and_the_next_one_goes_on() {
     let out = f.refresh(&["--max-duration", "1s"]);
     let j = ok_json(&out);
     assert_eq!(j["stopped"], "time budget", "{j}");
-    assert!(j["seconds"].as_f64().unwrap() < 60.0);
-    let fetch = &j["fetch"]["d"];
+    assert!(j["duration_s"].as_f64().unwrap() < 60.0);
+    let fetch = &j["fetch"][0];
+    assert_eq!(fetch["dataset"], "d");
     assert!(fetch["not_started"].as_u64().unwrap() > 0, "{j}");
     assert!(
         j["skipped"]

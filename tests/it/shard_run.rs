@@ -924,7 +924,7 @@ fn bad_requests_are_refused() {
     let out = env.run(&["--json", "shard", "--list-recipes"]);
     assert_eq!(out.code, 0);
     assert!(
-        out.json()
+        out.json()["recipes"]
             .as_array()
             .unwrap()
             .iter()

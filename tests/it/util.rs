@@ -32,13 +32,17 @@ impl Out {
         }
     }
 
+    /// stdout as JSON, checked against the schema of the command that printed it
+    /// (`json_output::check`).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+        let doc = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
                 self.stdout, self.stderr
             )
-        })
+        });
+        crate::json_output::check(&doc);
+        doc
     }
 
     /// Rejection lines printed on stderr.
