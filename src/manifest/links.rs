@@ -70,6 +70,12 @@ pub fn read_links_file(path: &Path) -> Result<Links, ReadError<std::convert::Inf
                 continue;
             }
         };
+        // Share text pasted from the Douyin app: the id is its link's (the share code).
+        let first = if first.contains(char::is_whitespace) {
+            locator.location.trim_end_matches('/')
+        } else {
+            first
+        };
         let raw_id = match first.rsplit_once('=') {
             Some((_, id)) if !id.is_empty() => id,
             _ => id_from_location(first),

@@ -47,6 +47,8 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
             location: raw.to_owned(),
         });
     }
+    // Text copied with the Douyin app's share button stands for the link inside it.
+    let raw = crate::source::douyin::share_text_link(raw)?.unwrap_or(raw);
     if raw.is_empty() {
         return Err("empty URL".into());
     }

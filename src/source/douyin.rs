@@ -3,7 +3,9 @@
 //!
 //! Owns the link forms (`.../aweme/v1/play/?video_id=<id>`, `v.douyin.com/<code>`,
 //! `douyin.com/video/<aweme_id>`, `iesdouyin.com/share/video/<aweme_id>`,
-//! `?modal_id=<aweme_id>`) and the cookie-free item lookups, each a small replaceable
+//! `?modal_id=<aweme_id>`, a user page's `?vid=<aweme_id>`), the text the app's share
+//! button copies around a share link ([`share_text_link`]), and the cookie-free item
+//! lookups, each a small replaceable
 //! path tried in order until one answers ([`LOOKUPS`]): the `slidesinfo` JSON endpoint,
 //! then the mobile share page's `window._ROUTER_DATA`. From the item it takes
 //! `video.play_addr` (`url_list[0]`, else built from `uri`), with `playwm` turned into
@@ -56,6 +58,10 @@ pub fn parse(url: &Url) -> Result<Link, Failure> {
     if let Some(id) = query("modal_id") {
         return aweme(&id).ok_or_else(|| unsupported("modal_id is not an item id"));
     }
+    // A user page showing one of the user's videos (`/user/<sec_uid>?...&vid=<id>`).
+    if let Some(id) = query("vid") {
+        return aweme(&id).ok_or_else(|| unsupported("vid is not an item id"));
+    }
     let host = url.host_str().unwrap_or("").trim_end_matches('.');
     let segments: Vec<&str> = url
         .path_segments()
@@ -86,6 +92,67 @@ pub fn parse(url: &Url) -> Result<Link, Failure> {
     Err(unsupported(
         "not a Douyin play link, share link or video page",
     ))
+}
+
+/// Words the app's share text carries around its link.
+const SHARE_TEXT_MARKS: [&str; 4] = ["抖音", "Dou音", "复制此链接", "复制打开"];
+
+/// The link in text pasted from the Douyin app's share button, such as
+/// `7.43 pda:/ 让你在几秒钟之内记住我 https://v.douyin.com/L5pbfdP/ 复制此链接，打开Dou音搜索，直接观看视频！`.
+///
+/// Text without whitespace is a URL or a path, not share text: `Ok(None)`, as for text
+/// around no Douyin link at all (the caller reads it as it did). Text around one Douyin
+/// link (written once or repeated) gives that link. Share text without any link, and
+/// text holding several different links one of which is Douyin's, are errors: which of
+/// them was meant cannot be told.
+pub fn share_text_link(text: &str) -> Result<Option<&str>, String> {
+    if !text.contains(char::is_whitespace) {
+        return Ok(None);
+    }
+    let mut links: Vec<&str> = vec![];
+    for word in text.split(char::is_whitespace) {
+        let Some(start) =
+            find_ascii_ci(word, "http://").or_else(|| find_ascii_ci(word, "https://"))
+        else {
+            continue;
+        };
+        let link = &word[start..];
+        // A URL is ASCII; CJK punctuation or text may follow it without a space.
+        let end = link
+            .find(|c: char| !c.is_ascii_graphic() || "\"<>\\^`{|}".contains(c))
+            .unwrap_or(link.len());
+        let link = link[..end].trim_end_matches(['.', ',', ';', ':', '!', '?', '\'', ')', ']']);
+        if !links.contains(&link) {
+            links.push(link);
+        }
+    }
+    let is_douyin =
+        |l: &str| Url::parse(l).is_ok_and(|u| SourceKind::classify_url(&u) == SourceKind::Douyin);
+    let marked = SHARE_TEXT_MARKS.iter().any(|m| text.contains(m));
+    match links.as_slice() {
+        [] if marked => Err(format!(
+            "Douyin share text without a link: '{}'",
+            shorten(text)
+        )),
+        [link] if is_douyin(link) => Ok(Some(link)),
+        [_, _, ..] if marked || links.iter().any(|l| is_douyin(l)) => Err(format!(
+            "text holds {} different links ({}): give one",
+            links.len(),
+            links
+                .iter()
+                .map(|l| shorten(l))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Byte offset of `needle` (ASCII) in `hay`, ignoring ASCII case.
+fn find_ascii_ci(hay: &str, needle: &str) -> Option<usize> {
+    hay.as_bytes()
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn aweme(id: &str) -> Option<Link> {
@@ -531,16 +598,56 @@ mod tests {
                 id: "7123456789012345678".into()
             }
         );
+        assert_eq!(
+            link("https://www.douyin.com/user/MS4wLjABAAAA?from_tab_name=main&vid=7123456789012345678")
+                .unwrap(),
+            Link::Aweme {
+                id: "7123456789012345678".into()
+            }
+        );
         for bad in [
             "https://www.douyin.com/user/MS4wLjABAAAA",
             "https://www.douyin.com/aweme/v1/play/?ratio=720p",
             "https://www.douyin.com/video/12ab",
+            "https://www.douyin.com/user/MS4wLjABAAAA?vid=12ab",
             "https://v.douyin.com/",
             "https://aweme.snssdk.com/aweme/v1/play/?video_id=../../etc",
         ] {
             let f = link(bad).unwrap_err();
             assert_eq!(f.class, ErrorClass::Unsupported, "{bad}");
         }
+    }
+
+    #[test]
+    fn share_text_gives_its_one_link() {
+        let text = "7.43 pda:/ 让你在几秒钟之内记住我 https://v.douyin.com/L5pbfdP/ \
+                    复制此链接，打开Dou音搜索，直接观看视频！";
+        assert_eq!(
+            share_text_link(text),
+            Ok(Some("https://v.douyin.com/L5pbfdP/"))
+        );
+        // CJK text right after the link, no space; the link written twice.
+        assert_eq!(
+            share_text_link(
+                "看看 https://v.douyin.com/L5pbfdP/复制此链接 https://v.douyin.com/L5pbfdP/"
+            ),
+            Ok(Some("https://v.douyin.com/L5pbfdP/"))
+        );
+        // Not share text: URLs, paths, and text around no Douyin link.
+        for other in [
+            "https://v.douyin.com/L5pbfdP/",
+            "videos/my clip.mp4",
+            "see https://example.com/a.mp4 here",
+            "https://www.douyin.com/search/美食?modal_id=7123456789012345678",
+        ] {
+            assert_eq!(share_text_link(other), Ok(None), "{other}");
+        }
+        let e = share_text_link("7.43 pda:/ 复制此链接，打开Dou音搜索").unwrap_err();
+        assert!(e.contains("without a link"), "{e}");
+        let e = share_text_link(&format!("{text} https://v.douyin.com/Other12/")).unwrap_err();
+        assert!(e.contains("2 different links"), "{e}");
+        let e = share_text_link("https://v.douyin.com/L5pbfdP/ https://example.com/x").unwrap_err();
+        assert!(e.contains("2 different links"), "{e}");
     }
 
     #[test]
