@@ -21,7 +21,7 @@ use clap::Parser;
 
 use crate::cli::Cli;
 use crate::exit::Exit;
-use crate::output::{errln, outln};
+use crate::output::errln;
 
 // mimalloc rather than glibc's allocator: ingest allocates millions of small records and
 // frees many on another thread, where glibc's arenas spent a quarter of the time.
@@ -29,15 +29,27 @@ use crate::output::{errln, outln};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage.into()
-            } else {
-                Exit::Ok.into()
-            };
+            if !e.use_stderr() {
+                // --help, --version: what was asked for.
+                return Exit::Ok.into();
+            }
+            if output::json_requested(&args) {
+                // The first argument that names a command is the command, as far as a
+                // command line that did not parse can tell.
+                let cmd = <Cli as clap::CommandFactory>::command();
+                let named = args
+                    .iter()
+                    .skip(1)
+                    .filter_map(|a| a.to_str())
+                    .find(|a| cmd.find_subcommand(a).is_some());
+                output::error_json(named, &output::usage_error_line(&e), Exit::Usage.code());
+            }
+            return Exit::Usage.into();
         }
     };
     // SIGPIPE stays ignored (Rust's default): a closed pipe must not kill a command
@@ -66,12 +78,7 @@ fn main() -> ExitCode {
                 }
             }
             if json {
-                let doc = serde_json::json!({
-                    "command": command,
-                    "error": format!("{err:#}"),
-                    "exit_code": exit.code(),
-                });
-                outln!("{doc}");
+                output::error_json(Some(command), &format!("{err:#}"), exit.code());
             }
             exit
         }

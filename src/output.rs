@@ -7,8 +7,12 @@
 //! [`outln!`] and [`errln!`] (logs through [`Stderr`]): the first EPIPE on a stream marks
 //! it closed, later writes to it are dropped, and the work goes on. Any other failure to
 //! write stdout (a full disk behind `>`) is kept and becomes the command's error at the
-//! end ([`stdout_error`]). This module never writes anywhere else and never panics.
+//! end ([`stdout_error`]). The document `--json` asks for when a command fails is
+//! written here too ([`error_json`]), in one shape for both binaries and for errors met
+//! before the command line is understood. This module never writes anywhere else and
+//! never panics.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Mutex;
@@ -68,6 +72,34 @@ pub fn flush_stdout() {
     if let Err(e) = io::stdout().lock().flush() {
         stdout_failed(e);
     }
+}
+
+/// Prints the document `--json` asks for when a command fails: the command (null when
+/// the command line names none), the error on one line, and the exit status.
+pub fn error_json(command: Option<&str>, error: &str, exit_code: u8) {
+    let doc = serde_json::json!({
+        "command": command,
+        "error": error,
+        "exit_code": exit_code,
+    });
+    line_out(format_args!("{doc}"));
+}
+
+/// Whether a command line (`args[0]` the program) asks for JSON: `--json` before any
+/// `--`. For errors met before the command line is parsed.
+pub fn json_requested(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// A clap error as one line: what is wrong, without the usage and the hint.
+pub fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let what = text.split("\n\nUsage:").next().unwrap_or(&text);
+    let what = what.trim().strip_prefix("error: ").unwrap_or(what.trim());
+    what.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The first failure to write stdout other than a closed pipe, if there was one.

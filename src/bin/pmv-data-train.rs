@@ -90,13 +90,24 @@ impl Command {
 
 fn main() -> ExitCode {
     train::device::flush_denormals();
-    let argv = match train::recipe::expand(
-        std::env::args_os().collect(),
-        &["train", "pretrain", "eval"],
-    ) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = output::json_requested(&args);
+    // The command, as far as a command line that does not parse can tell.
+    let named = || {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        args.iter()
+            .skip(1)
+            .filter_map(|a| a.to_str())
+            .find(|a| cmd.find_subcommand(a).is_some())
+            .map(str::to_owned)
+    };
+    let argv = match train::recipe::expand(args.clone(), &["train", "pretrain", "eval"]) {
         Ok(a) => a,
         Err(e) => {
             errln!("error: {e}");
+            if json {
+                output::error_json(named().as_deref(), &e.to_string(), 2);
+            }
             return ExitCode::from(2);
         }
     };
@@ -104,7 +115,13 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            if !e.use_stderr() {
+                return ExitCode::from(0);
+            }
+            if json {
+                output::error_json(named().as_deref(), &output::usage_error_line(&e), 2);
+            }
+            return ExitCode::from(2);
         }
     };
     init_logging(cli.verbose, cli.quiet);
@@ -123,14 +140,7 @@ fn main() -> ExitCode {
             }
             let code = err.exit_code();
             if json {
-                outln!(
-                    "{}",
-                    serde_json::json!({
-                        "command": command,
-                        "error": err.to_string(),
-                        "exit_code": code,
-                    })
-                );
+                output::error_json(Some(command), &err.to_string(), code);
             }
             code
         }

@@ -203,16 +203,47 @@ fn json_is_accepted_wherever_it_is_written() {
             assert_eq!(docs[0], docs[1], "{case:?}: the same document either way");
         }
     }
-    // A failed command prints the error document wherever --json is written.
-    for args in [
-        vec!["--json", "status", "--dataset", "nope"],
-        vec!["status", "--dataset", "nope", "--json"],
-    ] {
+    // A failed command prints the error document wherever --json is written, and so
+    // does a command line that does not parse.
+    let mut failures: Vec<(Vec<&str>, i32, Option<&str>)> = vec![
+        (
+            vec!["--json", "status", "--dataset", "nope"],
+            1,
+            Some("status"),
+        ),
+        (
+            vec!["status", "--dataset", "nope", "--json"],
+            1,
+            Some("status"),
+        ),
+        (
+            vec!["--json", "ingest", "--dataset", "d", s(&f)],
+            2,
+            Some("ingest"),
+        ),
+        (
+            vec!["ingest", "--format", "nope", "--json"],
+            2,
+            Some("ingest"),
+        ),
+        (vec!["--json", "frobnicate"], 2, None),
+    ];
+    if cfg!(feature = "train") {
+        // The trainer parses these; its documents have the same shape.
+        failures.push((
+            vec!["--json", "train", "--no-such-option"],
+            2,
+            Some("train"),
+        ));
+        failures.push((vec!["eval", "--run", "nowhere", "--json"], 1, Some("eval")));
+    }
+    for (args, code, command) in failures {
         let out = env.run(&args);
-        assert_eq!(out.code, 1, "{args:?}");
+        assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
         let doc = out.json();
-        assert_eq!(doc["command"], "status");
-        assert_eq!(doc["exit_code"], 1);
+        assert_eq!(doc["command"].as_str(), command, "{args:?}");
+        assert_eq!(doc["exit_code"], code, "{args:?}");
+        assert!(!doc["error"].as_str().unwrap().is_empty(), "{args:?}");
     }
     assert!(check_run_reports(&env.root) >= 2);
 }
