@@ -270,6 +270,11 @@ fn each_command_of_the_pipeline_prints_what_its_schema_says() {
     let run = |args: &[&str]| {
         let out = env.run(args);
         let doc = out.json();
+        // The key `check` picks the schema by: a document without it is not checked.
+        let command = args
+            .iter()
+            .skip_while(|a| a.starts_with('-') || a.ends_with(".toml"));
+        assert_eq!(doc["command"].as_str(), command.copied().next(), "{args:?}");
         (out.code, doc)
     };
     let (code, doc) = run(&[
