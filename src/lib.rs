@@ -8,6 +8,9 @@
 //! `train` (libtorch). Only the `pmv-data-train` binary links libtorch (its code is in
 //! `src/train/`, outside this library), so `pmv-data` starts without loading it.
 
+// The library reports through its types and `Reporter`; it never prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod catalog;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,10 @@
 //! The `pmv-data` binary: parse the command line, run one command, print the error
 //! chain once and exit with a documented status (README: exit codes).
 
+// Every line goes through `output`, where a reader that went away cannot make a print
+// panic; the print macros would bring that back.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod cli;
 mod commands;
 mod exit;

@@ -7,6 +7,10 @@
 //! ok, 1 error, 2 usage, 3 some samples could not be read (counted, reported, left out),
 //! 75 the run is in use by another process.
 
+// Every line goes through `output`, where a reader that went away cannot make a print
+// panic; the print macros would bring that back.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
