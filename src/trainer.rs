@@ -23,8 +23,9 @@ pub fn path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// Runs `pmv-data-train <sub> [--json] [--quiet] [-v...] --root <root> <args...>`,
-/// passing stdin, stdout and stderr through, and returns its exit status.
+/// Replaces this process with `pmv-data-train <sub> [--json] [--quiet] [-v...] --root
+/// <root> <args...>` (same stdin, stdout, stderr and environment); returns only when
+/// the trainer cannot be started.
 pub fn run(app: &App, sub: &str, args: &[OsString]) -> Result<Exit> {
     let exe = path();
     let mut cmd = std::process::Command::new(&exe);
@@ -45,18 +46,16 @@ pub fn run(app: &App, sub: &str, args: &[OsString]) -> Result<Exit> {
         cmd.arg("--root").arg(app.root.path());
     }
     cmd.args(args);
-    let status = cmd.status().with_context(|| {
+    // The trainer takes this process's place: its exit status is the command's, and
+    // SIGINT or SIGTERM reach it alone, so it writes its checkpoint and exits 130 with no
+    // waiting parent to die first (or to pass a signal on a second time, which would end
+    // the trainer before its checkpoint).
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    Err(err).with_context(|| {
         format!(
             "cannot run the trainer {}: build it with `cargo build --release --features train` \
              (it lies beside pmv-data) or set PMV_DATA_TRAIN",
             exe.display()
         )
-    })?;
-    Ok(match status.code() {
-        Some(0) => Exit::Ok,
-        Some(2) => Exit::Usage,
-        Some(3) => Exit::Rejected,
-        Some(75) => Exit::Locked,
-        _ => Exit::Error,
     })
 }

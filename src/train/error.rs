@@ -30,6 +30,9 @@ pub enum TrainError {
     Usage(String),
     #[error("{0}")]
     Invalid(String),
+    /// SIGINT or SIGTERM stopped the run after a checkpoint (exit 130).
+    #[error("interrupted at step {step}: checkpoint saved; continue with --resume --out {}", run_dir.display())]
+    Interrupted { step: u64, run_dir: PathBuf },
     /// With --strict: the first sample that could not be read.
     #[error("{0} (without --strict such samples are counted and left out)")]
     BadSample(String),
@@ -53,10 +56,12 @@ impl TrainError {
         }
     }
 
-    /// 2 for a command line that cannot work, 75 for a run in use, else 1.
+    /// 2 for a command line that cannot work, 75 for a run in use, 130 for a run
+    /// stopped by a signal, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
             TrainError::Usage(_) => 2,
+            TrainError::Interrupted { .. } => 130,
             TrainError::Checkpoint(CheckpointError::Busy { .. }) => 75,
             _ => 1,
         }

@@ -1678,10 +1678,10 @@ pub fn train(
         o.insert("report".into(), json!(recorded.as_ref().map(|r| &r.1)));
     }
     if interrupted {
-        return Err(TrainError::Invalid(format!(
-            "interrupted at step {step}: checkpoint saved; continue with --resume --out {}",
-            run_dir.path().display()
-        )));
+        return Err(TrainError::Interrupted {
+            step,
+            run_dir: run_dir.path().to_owned(),
+        });
     }
     Ok((summary, bad_samples))
 }

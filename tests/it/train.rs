@@ -839,7 +839,9 @@ fn sigterm_checkpoints_and_resume_finishes() {
             .iter()
             .map(|x| x.to_string()),
     );
-    let mut c = trainer();
+    // Through `pmv-data train`, as a user (or cron, or systemd) starts it: the signal
+    // sent to the process they started must reach the trainer, and its status come back.
+    let mut c = env.command();
     c.args(&opts)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -860,7 +862,7 @@ fn sigterm_checkpoints_and_resume_finishes() {
     assert!(status.success());
     let done = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&done.stderr);
-    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert_eq!(done.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted at step"), "{stderr}");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
