@@ -22,6 +22,8 @@ mod multimodal;
 mod pretrain;
 #[cfg(feature = "media")]
 mod probe;
+#[cfg(all(feature = "media", feature = "train"))]
+mod readme;
 #[cfg(feature = "media")]
 mod refresh;
 #[cfg(feature = "media")]
