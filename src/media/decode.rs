@@ -518,11 +518,14 @@ impl Decoder {
                 path: path.to_owned(),
                 reason,
             })?;
+        let invalid = |message| MediaError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         let dst = &mut out[slot * frame_bytes..(slot + 1) * frame_bytes];
         if geometry.direct() {
-            // SAFETY: the frame is cropped to the key's source size; dst holds the
-            // whole output picture.
-            unsafe { scaler.scale(raw, dst, geometry.out_w as usize * 3) };
+            // SAFETY: a decoded frame of this decoder, cropped by FFmpeg.
+            unsafe { scaler.scale(raw, dst, geometry.out_w as usize * 3) }.map_err(invalid)?;
         } else {
             let stride = geometry.scaled_w as usize * 3;
             let need = stride * geometry.scaled_h as usize;
@@ -530,7 +533,7 @@ impl Decoder {
                 self.scratch.resize(need, 0);
             }
             // SAFETY: as above, into the scratch picture.
-            unsafe { scaler.scale(raw, &mut self.scratch[..need], stride) };
+            unsafe { scaler.scale(raw, &mut self.scratch[..need], stride) }.map_err(invalid)?;
             geometry.blit(&self.scratch[..need], stride, dst);
         }
         Ok(())
