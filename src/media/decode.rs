@@ -568,8 +568,12 @@ fn open_decoder(video: &mut VideoFile, threads: usize) -> Result<(), MediaError>
         count: threads,
         ..Default::default()
     });
-    // SAFETY: plain field; gives frames' best-effort timestamps in the stream time base.
-    unsafe { (*ctx.as_mut_ptr()).pkt_timebase = time_base.into() };
+    // SAFETY: plain fields of a context not opened yet: frames' best-effort timestamps
+    // in the stream time base, and no picture larger than 8K (a stream may change size).
+    unsafe {
+        (*ctx.as_mut_ptr()).pkt_timebase = time_base.into();
+        super::open::bound_decoder(ctx.as_mut_ptr());
+    }
     let decoder = ctx.decoder().video().map_err(|e| match e {
         ff::Error::DecoderNotFound => MediaError::Unsupported {
             path: path.clone(),
