@@ -1,17 +1,20 @@
 //! The media layer: FFmpeg (libavformat, libavcodec, libswscale) through ffmpeg-next.
 //!
 //! Owns every call into FFmpeg: what the linked FFmpeg offers ([`info`], for `doctor`),
-//! the one way a file reaches FFmpeg ([`open`]: a file it has opened, bounded first),
-//! probing a file ([`probe`]: container, codec, geometry, rotation, frame rates, a frame
-//! table read from the packets without decoding), sampling frame indices on an
-//! fps-normalised timeline ([`sample`]), the crop and scale geometry ([`geometry`]), and
-//! decoding only the frames a sample needs, seeking to the keyframe before each window,
-//! into a caller's buffer ([`decode`]). It never writes files and never touches the
-//! catalog; the shard stage decides what a failure means for the data.
+//! the one way a file reaches FFmpeg ([`open`]: a file it has opened, bounded first, MP4
+//! sample tables checked by [`isobmff`], FLV keyframe indexes by `flv`), probing a file
+//! ([`probe`]: container, codec, geometry, rotation, frame rates, a frame table read from
+//! the packets without decoding), sampling frame indices on an fps-normalised timeline
+//! ([`sample`]), the crop and scale geometry ([`geometry`]), and decoding only the frames
+//! a sample needs, seeking to the keyframe before each window, into a caller's buffer
+//! ([`decode`]). It never writes files and never touches the catalog; the shard stage
+//! decides what a failure means for the data.
 
 pub mod decode;
+mod flv;
 pub mod geometry;
 pub mod image;
+pub mod isobmff;
 pub mod open;
 pub mod probe;
 pub mod sample;

@@ -7,9 +7,12 @@
 //! a media file cannot make it open another file or a URL (playlists, `concat`, image
 //! sequences, MP4 data references) and no file name is ever a pattern (image2's `%d`).
 //! The container is recognised from the bytes alone, by FFmpeg's own probe without the
-//! demuxers that read files by name, and must be one the caller takes. Before any frame
-//! is decoded, a video stream larger than 8K is refused, and every decoder (stream
-//! analysis included) refuses pictures larger than that. A process-wide cap on any one
+//! demuxers that read files by name, and must be one the caller takes. Before that
+//! demuxer reads its header, what it would allocate from the file's declarations is
+//! bounded: MP4/MOV sample tables ([`super::isobmff`]) and FLV keyframe indexes
+//! ([`super::flv`]) must fit in the file. Before any frame is decoded, a video stream
+//! larger than 8K is refused, and every decoder (stream analysis included) refuses
+//! pictures larger than that. A process-wide cap on any one
 //! FFmpeg allocation ([`MAX_ALLOC`], set by [`super::init`]) is the second line for what
 //! no check foresaw. Nothing here writes, and nothing decodes beyond stream analysis.
 
@@ -20,6 +23,8 @@ use ffmpeg_next::format::context::{Input, StreamIo};
 use ffmpeg_next::{self as ff, ffi};
 
 use super::MediaError;
+use super::flv;
+use super::isobmff::{self, Problem};
 
 /// The largest picture decoded (8K UHD, 7680x4320); larger ones would need gigabytes of
 /// frames. Videos larger are refused when opened, covers too.
@@ -111,6 +116,8 @@ pub fn open(path: &Path, kind: Kind) -> Result<Input, MediaError> {
         return Err(corrupt(path, "the file is empty"));
     }
     let file = file.into_file();
+    // The checks read at offsets through a second handle; FFmpeg reads through the first.
+    let checked = file.try_clone().map_err(io_err)?;
     let mut io = StreamIo::from_read_seek(file).map_err(|source| MediaError::Ffmpeg {
         path: path.to_owned(),
         source,
@@ -150,6 +157,26 @@ pub fn open(path: &Path, kind: Kind) -> Result<Input, MediaError> {
             format!("not {} pmv-data reads (FFmpeg sees {name})", kind.what()),
         ));
     }
+    let problem = |container: &'static str| {
+        move |p| match p {
+            Problem::Forged(m) => {
+                corrupt(path, format!("forged or damaged {container} headers: {m}"))
+            }
+            Problem::Refused(m) => refused(path, m),
+            Problem::Io(source) => MediaError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    };
+    match name.split(',').next() {
+        Some("mov") => isobmff::check(&checked, len)
+            .map(drop)
+            .map_err(problem("MP4"))?,
+        Some("flv") => flv::check(&checked, len).map_err(problem("FLV"))?,
+        _ => {}
+    }
+    drop(checked);
 
     let mut opts = ff::Dictionary::new();
     opts.set("format_whitelist", kind.demuxers());
