@@ -15,6 +15,8 @@ mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
+#[cfg(feature = "media")]
+mod media_hostile;
 #[cfg(feature = "train")]
 mod multimodal;
 #[cfg(feature = "train")]
