@@ -485,13 +485,20 @@ impl Decoder {
                 path: path.to_owned(),
                 reason: format!(
                     "cannot crop pixel format {}",
-                    super::scale::pixel_format_name(raw.format)
+                    super::enums::pixel_format_name(raw.format)
                 ),
             });
         }
         // The YCbCr matrix and range of the picture (yuvj formats are full range).
         use ffi::AVPixelFormat::*;
-        let full_range = raw.color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG
+        // SAFETY: enum-typed fields of the frame, read as the numbers they hold.
+        let (range, colorspace) = unsafe {
+            (
+                super::enums::raw(std::ptr::addr_of!(raw.color_range)),
+                super::enums::raw(std::ptr::addr_of!(raw.colorspace)),
+            )
+        };
+        let full_range = super::enums::is_full_range(range)
             || [
                 AV_PIX_FMT_YUVJ420P,
                 AV_PIX_FMT_YUVJ422P,
@@ -508,7 +515,7 @@ impl Decoder {
             dst_w: geometry.scaled_w,
             dst_h: geometry.scaled_h,
             filter: target.filter,
-            colorspace: raw.colorspace as i32,
+            colorspace,
             full_range,
         };
         let scaler = self

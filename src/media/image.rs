@@ -78,7 +78,7 @@ pub fn cover_jpeg(path: &Path) -> Result<Vec<u8>, MediaError> {
     }
     // SAFETY: a plain field of the decoded frame.
     let format = unsafe { (*frame.as_ptr()).format };
-    super::scale::pixel_format(format).map_err(|e| MediaError::Unsupported {
+    super::enums::pixel_format(format).map_err(|e| MediaError::Unsupported {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;

@@ -2,7 +2,7 @@
 //!
 //! Owns every call into FFmpeg: what the linked FFmpeg offers ([`info`], for `doctor`),
 //! the one way a file reaches FFmpeg ([`open`]: a file it has opened, bounded first, MP4
-//! sample tables checked by [`isobmff`], FLV keyframe indexes by `flv`), probing a file
+//! sample tables checked by [`isobmff`], FLV keyframe indexes by [`flv`]), probing a file
 //! ([`probe`]: container, codec, geometry, rotation, frame rates, a frame table read from
 //! the packets without decoding), sampling frame indices on an fps-normalised timeline
 //! ([`sample`]), the crop and scale geometry ([`geometry`]), and decoding only the frames
@@ -11,7 +11,8 @@
 //! decides what a failure means for the data.
 
 pub mod decode;
-mod flv;
+pub mod enums;
+pub mod flv;
 pub mod geometry;
 pub mod image;
 pub mod isobmff;

@@ -12,9 +12,10 @@
 //! bounded: MP4/MOV sample tables ([`super::isobmff`]) and FLV keyframe indexes
 //! ([`super::flv`]) must fit in the file. Before any frame is decoded, a video stream
 //! larger than 8K is refused, and every decoder (stream analysis included) refuses
-//! pictures larger than that. A process-wide cap on any one
-//! FFmpeg allocation ([`MAX_ALLOC`], set by [`super::init`]) is the second line for what
-//! no check foresaw. Nothing here writes, and nothing decodes beyond stream analysis.
+//! pictures larger than that. A process-wide cap on any one FFmpeg allocation
+//! ([`MAX_ALLOC`], set when the media layer initialises FFmpeg) is the second line for
+//! what no check foresaw. Nothing here writes, and nothing decodes beyond stream
+//! analysis.
 
 use std::ffi::{CStr, c_char, c_int};
 use std::path::Path;

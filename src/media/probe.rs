@@ -15,8 +15,8 @@ use ffmpeg_next::codec::packet::{Mut as _, Ref as _};
 use ffmpeg_next::{self as ff, ffi, format, media};
 use serde::Serialize;
 
-use super::MediaError;
 use super::geometry::Rotation;
+use super::{MediaError, enums};
 
 /// More frames than any short video has (9 hours at 30 fps); a file claiming more is
 /// refused rather than indexed into unbounded memory.
@@ -153,15 +153,6 @@ fn rational(r: ff::Rational) -> Option<f64> {
         .then(|| r.numerator() as f64 / r.denominator() as f64)
 }
 
-fn c_name(p: *const std::ffi::c_char) -> Option<String> {
-    // SAFETY: FFmpeg returns static NUL-terminated names or null.
-    (!p.is_null()).then(|| {
-        unsafe { std::ffi::CStr::from_ptr(p) }
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
 struct Entry {
     pts: i64,
     key: bool,
@@ -235,17 +226,18 @@ impl VideoFile {
         let entries = scan(path, &mut input, stream, declared)?;
         let table = build_table(path, entries, tick_s, avg_fps.or(real_fps))?;
 
-        // SAFETY: codecpar belongs to the stream and lives as long as `input`.
+        // SAFETY: codecpar belongs to the stream and lives as long as `input`; its
+        // enum-typed fields are read as the numbers they hold (a file may put any there).
         let (codec_id, profile, format, width, height, color_space, color_range, bit_rate) = unsafe {
-            let p = &*params.as_ptr();
+            let p = params.as_ptr();
             (
-                p.codec_id,
-                p.profile,
-                p.format,
-                p.width,
-                p.height,
-                p.color_space,
-                p.color_range,
+                enums::raw(std::ptr::addr_of!((*p).codec_id)),
+                (*p).profile,
+                (*p).format,
+                (*p).width,
+                (*p).height,
+                enums::raw(std::ptr::addr_of!((*p).color_space)),
+                enums::raw(std::ptr::addr_of!((*p).color_range)),
                 (*input.as_ptr()).bit_rate,
             )
         };
@@ -289,34 +281,29 @@ impl VideoFile {
         if let Some(&(last, _)) = table.keyframes.last() {
             max_gop = max_gop.max((table.len() - last) as u64);
         }
-        // SAFETY: name lookups on plain enum values.
-        let probe = unsafe {
-            Probe {
-                container: input.format().name().to_owned(),
-                codec: c_name(ffi::avcodec_get_name(codec_id)).unwrap_or_default(),
-                profile: c_name(ffi::avcodec_profile_name(codec_id, profile)),
-                pixel_format: super::scale::pixel_format_name(format),
-                width,
-                height,
-                display_width: geometry.display_w,
-                display_height: geometry.display_h,
-                rotation: rotation.degrees(),
-                sar: format!("{}:{}", sar.0, sar.1),
-                avg_fps,
-                real_fps,
-                duration_s: table.duration_s,
-                frames: table.len() as u64,
-                declared_frames: declared,
-                keyframes: table.keyframes.len() as u64,
-                max_gop,
-                vfr: is_vfr(&table.pts),
-                bit_rate: (bit_rate > 0).then_some(bit_rate as u64),
-                color_space: c_name(ffi::av_color_space_name(color_space))
-                    .unwrap_or_else(|| "unknown".into()),
-                color_range: c_name(ffi::av_color_range_name(color_range))
-                    .unwrap_or_else(|| "unknown".into()),
-                has_audio,
-            }
+        let probe = Probe {
+            container: input.format().name().to_owned(),
+            codec: enums::codec_name(codec_id),
+            profile: enums::profile_name(codec_id, profile),
+            pixel_format: enums::pixel_format_name(format),
+            width,
+            height,
+            display_width: geometry.display_w,
+            display_height: geometry.display_h,
+            rotation: rotation.degrees(),
+            sar: format!("{}:{}", sar.0, sar.1),
+            avg_fps,
+            real_fps,
+            duration_s: table.duration_s,
+            frames: table.len() as u64,
+            declared_frames: declared,
+            keyframes: table.keyframes.len() as u64,
+            max_gop,
+            vfr: is_vfr(&table.pts),
+            bit_rate: (bit_rate > 0).then_some(bit_rate as u64),
+            color_space: enums::color_space_name(color_space),
+            color_range: enums::color_range_name(color_range),
+            has_audio,
         };
         Ok(VideoFile {
             path: path.to_owned(),

@@ -2,39 +2,17 @@
 //! output size, with colour accuracy (full chroma interpolation, accurate rounding, the
 //! picture's own YCbCr matrix and range).
 //!
-//! Owns the `SwsContext` and its reuse across frames and videos of the same shape, and
-//! the one conversion of a pixel format number from FFmpeg into the bindings' enum
-//! ([`pixel_format`]: a number this build does not know is an error naming it). It never
-//! allocates per frame: the context is rebuilt only when the source format, region or
-//! colour description changes; every scale checks the picture and the output buffer
-//! against the context first. All of it is `unsafe` FFI kept in this one file.
+//! Owns the `SwsContext` and its reuse across frames and videos of the same shape. It
+//! never allocates per frame: the context is rebuilt only when the source format, region
+//! or colour description changes; a pixel format this build does not know is an error
+//! naming it ([`super::enums::pixel_format`]), and every scale checks the picture and the
+//! output buffer against the context first. All of it is `unsafe` FFI kept in this one
+//! file.
 
 use ffmpeg_next::ffi;
 
+use super::enums::pixel_format;
 use crate::shard::recipe::Filter;
-
-/// A pixel format number that the FFmpeg bindings of this build do not know (a newer
-/// libavutil than the headers it was built with).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("pixel format #{0} is unknown to this build of pmv-data")]
-pub(crate) struct UnknownPixelFormat(pub i32);
-
-// pixfmt.h numbers the formats consecutively from AV_PIX_FMT_NONE = -1 to AV_PIX_FMT_NB
-// (no explicit value after NONE), and the bindings mirror the header they were built
-// from: every number in between is one of the enum's variants.
-const FIRST_FORMAT: i32 = ffi::AVPixelFormat::AV_PIX_FMT_NONE as i32;
-const END_FORMAT: i32 = ffi::AVPixelFormat::AV_PIX_FMT_NB as i32;
-const _: () = assert!(FIRST_FORMAT == -1 && END_FORMAT > 0);
-
-/// The pixel format numbered `v` (an `AVFrame` or `AVCodecParameters` `format`).
-pub(crate) fn pixel_format(v: i32) -> Result<ffi::AVPixelFormat, UnknownPixelFormat> {
-    if !(FIRST_FORMAT..END_FORMAT).contains(&v) {
-        return Err(UnknownPixelFormat(v));
-    }
-    // SAFETY: `AVPixelFormat` is `repr(i32)` and every value in the range checked above
-    // is one of its variants (see FIRST_FORMAT).
-    Ok(unsafe { std::mem::transmute::<i32, ffi::AVPixelFormat>(v) })
-}
 
 /// What a scaler context is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +74,7 @@ impl Scaler {
         if ctx.is_null() {
             return Err(format!(
                 "the scaler does not take pixel format {} at {}x{}",
-                pixel_format_name(key.format),
+                super::enums::pixel_format_name(key.format),
                 key.src_w,
                 key.src_h
             ));
@@ -199,43 +177,15 @@ impl ScalerCache {
     }
 }
 
-/// `yuv420p`, `yuvj420p`, ...; `#N` for a number without a name.
-pub(crate) fn pixel_format_name(format: i32) -> String {
-    let Ok(f) = pixel_format(format) else {
-        return format!("#{format}");
-    };
-    // SAFETY: av_get_pix_fmt_name returns a static string or null for any format.
-    unsafe {
-        let p = ffi::av_get_pix_fmt_name(f);
-        if p.is_null() {
-            format!("#{format}")
-        } else {
-            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pixel_formats_this_build_does_not_know_are_errors() {
-        assert_eq!(
-            pixel_format(ffi::AVPixelFormat::AV_PIX_FMT_YUV420P as i32),
-            Ok(ffi::AVPixelFormat::AV_PIX_FMT_YUV420P)
-        );
-        assert_eq!(pixel_format(-1), Ok(ffi::AVPixelFormat::AV_PIX_FMT_NONE));
-        for v in [END_FORMAT, END_FORMAT + 1, 100_000, i32::MAX, -2, i32::MIN] {
-            let e = pixel_format(v).unwrap_err();
-            assert_eq!(e, UnknownPixelFormat(v));
-            assert!(e.to_string().contains(&format!("#{v}")), "{e}");
-            assert_eq!(pixel_format_name(v), format!("#{v}"));
-        }
-        assert_eq!(pixel_format_name(0), "yuv420p");
-        // A scaler is never built for a format this build does not know.
+    fn no_scaler_for_a_pixel_format_this_build_does_not_know() {
+        let unknown = ffi::AVPixelFormat::AV_PIX_FMT_NB as i32 + 7;
         let key = ScaleKey {
-            format: END_FORMAT + 7,
+            format: unknown,
             src_w: 64,
             src_h: 64,
             dst_w: 32,
@@ -245,7 +195,10 @@ mod tests {
             full_range: false,
         };
         let e = ScalerCache::default().get(key).err().unwrap();
-        assert!(e.contains(&format!("#{}", END_FORMAT + 7)), "{e}");
+        assert!(
+            e.contains(&format!("pixel format #{unknown} is unknown")),
+            "{e}"
+        );
     }
 
     #[test]

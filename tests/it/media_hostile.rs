@@ -1,9 +1,10 @@
 //! Media files that attack the decoder, made by the tests: MP4s whose sample tables
 //! declare 80 million samples in about a kilobyte (plain and fragmented), a video larger
-//! than 8K, and covers whose names FFmpeg would read as numbered-file patterns. `probe`
-//! refuses the first two at once, naming the file and what is wrong, in bounded memory;
-//! `shard` quarantines them, goes on with the others and never opens them again; every
-//! cover is read from its own file.
+//! than 8K, covers whose names FFmpeg would read as numbered-file patterns, and a WebM
+//! whose colour matrix is a number no FFmpeg enum has. `probe` refuses the first two at
+//! once, naming the file and what is wrong, in bounded memory; `shard` quarantines them,
+//! goes on with the others and never opens them again; every cover is read from its own
+//! file; the unknown colour matrix is named `unknown`.
 
 use std::path::Path;
 
@@ -449,4 +450,36 @@ fn cover_file_names_are_never_patterns() {
             .all(|(&a, b)| (i16::from(a) - i16::from(b)).abs() < 40);
         assert!(close, "{id}: cover is {centre:?}, its own is {want:?}");
     }
+}
+
+#[test]
+fn a_colour_matrix_number_no_enum_has_is_named_unknown() {
+    // Matroska copies the Colour element's MatrixCoefficients into FFmpeg's enum field
+    // unchecked: 200 is no AVColorSpace. VP8 does not say it again in its frames.
+    let env = Env::new();
+    let webm = env.path("colour.webm");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x64:rate=10:duration=1",
+        "-c:v",
+        "libvpx",
+        "-colorspace",
+        "bt709",
+        s(&webm),
+    ]);
+    let mut bytes = std::fs::read(&webm).unwrap();
+    // MatrixCoefficients (0x55B1), one byte, 1 (bt709).
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0x55, 0xb1, 0x81, 0x01])
+        .expect("a colour matrix element");
+    bytes[at + 3] = 200;
+    std::fs::write(&webm, bytes).unwrap();
+    let out = env.run(&["--json", "probe", "--decode", s(&webm)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.json();
+    assert_eq!(doc[0]["probe"]["color_space"], "unknown");
+    assert_eq!(doc[0]["decoded_frames"], 10);
 }
