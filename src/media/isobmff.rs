@@ -312,8 +312,9 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
         }
     }
 
-    /// The fixed header of a table box (`fixed` bytes, version and flags included) and
-    /// its entry count at `count_at`; the count must fit in what follows the header.
+    /// The entry count of a table box whose fixed header (version and flags included)
+    /// is `fixed` bytes and ends with the count; `count` entries of `entry` bytes must fit
+    /// in what follows the header.
     fn table(
         &mut self,
         typ: &FourCc,
@@ -321,7 +322,7 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
         end: u64,
         fixed: u64,
         entry: u64,
-    ) -> Result<(u64, Vec<u8>), Problem> {
+    ) -> Result<u64, Problem> {
         let payload = end - start;
         if payload < fixed {
             return Err(Problem::Forged(format!(
@@ -330,11 +331,11 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
                 plural(payload, "byte")
             )));
         }
-        let mut head = vec![0u8; fixed as usize];
-        self.read_exact(start, &mut head)?;
-        let count = u64::from(be32(&head[fixed as usize - 4..]));
+        let mut c = [0u8; 4];
+        self.read_exact(start + fixed - 4, &mut c)?;
+        let count = u64::from(be32(&c));
         self.fits(typ, count, entry, payload - fixed)?;
-        Ok((count, head))
+        Ok(count)
     }
 
     /// A table of `count` entries of `entry` bytes must fit in `room` bytes.
@@ -531,7 +532,7 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
     }
 
     fn stts(&mut self, start: u64, end: u64) -> Result<(), Problem> {
-        let (count, _) = self.table(b"stts", start, end, 8, 8)?;
+        let count = self.table(b"stts", start, end, 8, 8)?;
         let (mut samples, mut first) = (0u64, None);
         self.entries(start + 8, count, 8, |e| {
             samples = samples.saturating_add(u64::from(be32(e)));
@@ -546,7 +547,7 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
     }
 
     fn ctts(&mut self, start: u64, end: u64) -> Result<(), Problem> {
-        let (count, _) = self.table(b"ctts", start, end, 8, 8)?;
+        let count = self.table(b"ctts", start, end, 8, 8)?;
         let mut samples = 0u64;
         self.entries(start + 8, count, 8, |e| {
             // libavformat skips entries whose (signed) count is not positive.
@@ -562,7 +563,7 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
     }
 
     fn stsc(&mut self, start: u64, end: u64) -> Result<(), Problem> {
-        let (count, _) = self.table(b"stsc", start, end, 8, 12)?;
+        let count = self.table(b"stsc", start, end, 8, 12)?;
         let mut max = 0u64;
         self.entries(start + 8, count, 12, |e| {
             max = max.max(u64::from(be32(&e[4..])))
@@ -575,7 +576,7 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
 
     fn stco(&mut self, typ: &FourCc, start: u64, end: u64) -> Result<(), Problem> {
         let entry = if typ == b"co64" { 8 } else { 4 };
-        let (count, _) = self.table(typ, start, end, 8, entry)?;
+        let count = self.table(typ, start, end, 8, entry)?;
         if self.in_trak
             && let Some(t) = self.track()
         {
@@ -605,7 +606,7 @@ impl<R: ReadAt + ?Sized> Walker<'_, R> {
             self.read_exact(start, &mut v)?;
         }
         let fixed = if v[0] == 1 { 16 } else { 12 };
-        let (count, _) = self.table(b"sbgp", start, end, fixed, 8)?;
+        let count = self.table(b"sbgp", start, end, fixed, 8)?;
         let mut samples = 0u64;
         self.entries(start + fixed, count, 8, |e| {
             samples = samples.saturating_add(u64::from(be32(e)))
