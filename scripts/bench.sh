@@ -25,8 +25,12 @@
 #            second and third, timed, find nothing due.
 #   gpu      scripts/bench_gpu.sh (vit-s 16x224 bf16: pmv-data-train vs PyTorch eager),
 #            when nvidia-smi finds a GPU.
+#   media    peak memory and time of `probe` on hostile files (scripts/forge_media.py):
+#            MP4s of 1.2 kB whose tables declare 80 million samples (plain and in one
+#            fragment), an FLV keyframe index declaring 200 million entries, and one
+#            8192x4320 H.264 frame; each is refused (exit 3), target < 300 MB.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [refresh] [gpu] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [refresh] [gpu] [media] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +66,8 @@ run_case() {
       code=$?
       [ "$code" = 3 ] || { cat "$work/stderr.txt" >&2; echo "bench: $name failed ($code)" >&2; exit 1; }
     }
-    read -r wall rss <"$work/time.txt"
+    # GNU time puts "Command exited with non-zero status N" before the figures.
+    read -r wall rss < <(tail -n 1 "$work/time.txt")
     walls+=("$wall")
     ((rss > rss_max)) && rss_max=$rss
   done
@@ -205,7 +210,8 @@ TOML
   printf '%-50s %7s s %17s %7.1f MB peak\n' "first refresh (ingest, 76,447 dead links)" "$wall" "" "$(awk "BEGIN {print $rss / 1024}")"
   for i in 1 2; do
     /usr/bin/time -f "%e %M" -o "$work/time.txt" "$bin" --config "$d/pmv.toml" refresh >"$work/stdout.txt" 2>&1
-    read -r wall rss <"$work/time.txt"
+    # GNU time puts "Command exited with non-zero status N" before the figures.
+    read -r wall rss < <(tail -n 1 "$work/time.txt")
     printf '%-50s %7s s %17s %7.1f MB peak\n' "refresh with nothing to do, run $i" "$wall" "" "$(awk "BEGIN {print $rss / 1024}")"
     json_case "refresh-nothing-to-do-$i" "{\"wall_s\": $wall, \"peak_rss_kb\": $rss}"
   done
@@ -274,7 +280,8 @@ fetch_case() {
       exit 1
     }
     local wall rss got
-    read -r wall rss <"$work/time.txt"
+    # GNU time puts "Command exited with non-zero status N" before the figures.
+    read -r wall rss < <(tail -n 1 "$work/time.txt")
     got=$(find "$fw/out" "$fw/root-run/videos" -type f ! -name '*.partial' 2>/dev/null | wc -l)
     if [ "$got" != "$files" ]; then
       echo "bench: $name stored $got of $files files" >&2
@@ -411,6 +418,18 @@ shutil.rmtree(d, ignore_errors=True)
 PY
 }
 
+bench_media() {
+  echo "== media: probe on hostile files (each refused, exit 3)"
+  local d="$work/media"
+  python3 scripts/forge_media.py "$d"
+  [ -e "$d/8k.mp4" ] || ffmpeg -hide_banner -nostdin -v error -y -f lavfi \
+    -i color=c=gray:size=8192x4320:rate=25 -frames:v 1 -c:v libx264 -preset ultrafast \
+    -pix_fmt yuv420p "$d/8k.mp4"
+  for f in forged.mp4 forged-fragments.mp4 forged.flv 8k.mp4; do
+    run_case "probe $f" 3 1 -- "$bin" probe "$d/$f"
+  done
+}
+
 for s in "${sections[@]}"; do
   case "$s" in
     ingest) bench_ingest ;;
@@ -419,6 +438,7 @@ for s in "${sections[@]}"; do
     models) bench_models ;;
     refresh) bench_refresh ;;
     gpu) bench_gpu ;;
+    media) bench_media ;;
     shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac

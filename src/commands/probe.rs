@@ -48,11 +48,8 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
                 }
             }
             Err(e) => {
-                let corrupt = matches!(
-                    e,
-                    MediaError::Corrupt { .. } | MediaError::Unsupported { .. }
-                );
-                if corrupt {
+                let bad_file = e.is_corrupt() || matches!(e, MediaError::Unsupported { .. });
+                if bad_file {
                     bad += 1;
                 } else if hard_error.is_none() {
                     hard_error = Some(e.to_string());
@@ -62,7 +59,7 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
                         "file": file,
                         "probe": null,
                         "decoded_frames": null,
-                        "corrupt": matches!(e, MediaError::Corrupt { .. }),
+                        "corrupt": e.is_corrupt(),
                         "error": e.to_string(),
                     }));
                 } else {

@@ -485,13 +485,20 @@ impl Decoder {
                 path: path.to_owned(),
                 reason: format!(
                     "cannot crop pixel format {}",
-                    super::scale::pixel_format_name(raw.format)
+                    super::enums::pixel_format_name(raw.format)
                 ),
             });
         }
         // The YCbCr matrix and range of the picture (yuvj formats are full range).
         use ffi::AVPixelFormat::*;
-        let full_range = raw.color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG
+        // SAFETY: enum-typed fields of the frame, read as the numbers they hold.
+        let (range, colorspace) = unsafe {
+            (
+                super::enums::raw(std::ptr::addr_of!(raw.color_range)),
+                super::enums::raw(std::ptr::addr_of!(raw.colorspace)),
+            )
+        };
+        let full_range = super::enums::is_full_range(range)
             || [
                 AV_PIX_FMT_YUVJ420P,
                 AV_PIX_FMT_YUVJ422P,
@@ -508,7 +515,7 @@ impl Decoder {
             dst_w: geometry.scaled_w,
             dst_h: geometry.scaled_h,
             filter: target.filter,
-            colorspace: raw.colorspace as i32,
+            colorspace,
             full_range,
         };
         let scaler = self
@@ -518,11 +525,14 @@ impl Decoder {
                 path: path.to_owned(),
                 reason,
             })?;
+        let invalid = |message| MediaError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         let dst = &mut out[slot * frame_bytes..(slot + 1) * frame_bytes];
         if geometry.direct() {
-            // SAFETY: the frame is cropped to the key's source size; dst holds the
-            // whole output picture.
-            unsafe { scaler.scale(raw, dst, geometry.out_w as usize * 3) };
+            // SAFETY: a decoded frame of this decoder, cropped by FFmpeg.
+            unsafe { scaler.scale(raw, dst, geometry.out_w as usize * 3) }.map_err(invalid)?;
         } else {
             let stride = geometry.scaled_w as usize * 3;
             let need = stride * geometry.scaled_h as usize;
@@ -530,7 +540,7 @@ impl Decoder {
                 self.scratch.resize(need, 0);
             }
             // SAFETY: as above, into the scratch picture.
-            unsafe { scaler.scale(raw, &mut self.scratch[..need], stride) };
+            unsafe { scaler.scale(raw, &mut self.scratch[..need], stride) }.map_err(invalid)?;
             geometry.blit(&self.scratch[..need], stride, dst);
         }
         Ok(())
@@ -565,8 +575,12 @@ fn open_decoder(video: &mut VideoFile, threads: usize) -> Result<(), MediaError>
         count: threads,
         ..Default::default()
     });
-    // SAFETY: plain field; gives frames' best-effort timestamps in the stream time base.
-    unsafe { (*ctx.as_mut_ptr()).pkt_timebase = time_base.into() };
+    // SAFETY: plain fields of a context not opened yet: frames' best-effort timestamps
+    // in the stream time base, and no picture larger than 8K (a stream may change size).
+    unsafe {
+        (*ctx.as_mut_ptr()).pkt_timebase = time_base.into();
+        super::open::bound_decoder(ctx.as_mut_ptr());
+    }
     let decoder = ctx.decoder().video().map_err(|e| match e {
         ff::Error::DecoderNotFound => MediaError::Unsupported {
             path: path.clone(),

@@ -2,16 +2,17 @@
 //! as JPEG, PNG, WebP or BMP.
 //!
 //! A JPEG is passed through byte for byte; any other image FFmpeg reads is decoded and
-//! encoded once as a high-quality baseline JPEG (4:2:0, full range, quantiser 2). Only
-//! still-image demuxers are allowed. Nothing is written to disk here.
+//! encoded once as a high-quality baseline JPEG (4:2:0, full range, quantiser 2). The
+//! image is opened through [`super::open`] as a still image recognised from its bytes:
+//! its file name is never a pattern (a cover named `a%20d.png` is that file, not a
+//! numbered sequence), and pictures over 8K are refused. Nothing is written to disk here.
 
 use std::path::Path;
 
-use ffmpeg_next::{self as ff, ffi, format};
+use ffmpeg_next::{self as ff, ffi};
 
 use super::MediaError;
 
-const IMAGE_FORMATS: &str = "image2,jpeg_pipe,png_pipe,webp_pipe,bmp_pipe,gif,tiff_pipe";
 /// Covers larger than this are not images a dataset ships.
 const MAX_COVER_BYTES: u64 = 64 << 20;
 
@@ -40,27 +41,18 @@ pub fn cover_jpeg(path: &Path) -> Result<Vec<u8>, MediaError> {
     if is_jpeg(&bytes) {
         return Ok(bytes);
     }
-    super::init();
-    let abs = std::path::absolute(path).map_err(io)?;
-    let text = abs
-        .to_str()
-        .filter(|t| !t.contains('\0'))
-        .ok_or_else(|| MediaError::Invalid {
-            path: path.to_owned(),
-            message: "FFmpeg needs a UTF-8 path without NUL bytes".into(),
-        })?;
-    let mut opts = ff::Dictionary::new();
-    opts.set("protocol_whitelist", "file");
-    opts.set("format_whitelist", IMAGE_FORMATS);
-    let mut input = format::input_with_dictionary(&format!("file:{text}"), opts)
-        .map_err(|e| corrupt(format!("not an image FFmpeg can read: {e}")))?;
+    let mut input = super::open::open(path, super::open::Kind::Image)?;
     let stream = input
         .streams()
         .best(ff::media::Type::Video)
         .ok_or_else(|| corrupt("no picture in the image file".into()))?;
     let index = stream.index();
     let mut decoder = ff::codec::context::Context::from_parameters(stream.parameters())
-        .and_then(|c| c.decoder().video())
+        .and_then(|mut c| {
+            // SAFETY: a valid context, not opened yet.
+            unsafe { super::open::bound_decoder(c.as_mut_ptr()) };
+            c.decoder().video()
+        })
         .map_err(|e| corrupt(format!("cannot decode the image: {e}")))?;
     let mut frame = ff::frame::Video::empty();
     let mut got = false;
@@ -84,6 +76,12 @@ pub fn cover_jpeg(path: &Path) -> Result<Vec<u8>, MediaError> {
             .receive_frame(&mut frame)
             .map_err(|e| corrupt(format!("the image has no decodable picture: {e}")))?;
     }
+    // SAFETY: a plain field of the decoded frame.
+    let format = unsafe { (*frame.as_ptr()).format };
+    super::enums::pixel_format(format).map_err(|e| MediaError::Unsupported {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     encode_jpeg(&frame).map_err(|e| corrupt(format!("cannot encode the image as JPEG: {e}")))
 }
 

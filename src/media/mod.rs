@@ -1,16 +1,22 @@
 //! The media layer: FFmpeg (libavformat, libavcodec, libswscale) through ffmpeg-next.
 //!
 //! Owns every call into FFmpeg: what the linked FFmpeg offers ([`info`], for `doctor`),
-//! probing a file ([`probe`]: container, codec, geometry, rotation, frame rates, a frame
-//! table read from the packets without decoding), sampling frame indices on an
-//! fps-normalised timeline ([`sample`]), the crop and scale geometry ([`geometry`]), and
-//! decoding only the frames a sample needs, seeking to the keyframe before each window,
-//! into a caller's buffer ([`decode`]). It never writes files and never touches the
-//! catalog; the shard stage decides what a failure means for the data.
+//! the one way a file reaches FFmpeg ([`open`]: a file it has opened, bounded first, MP4
+//! sample tables checked by [`isobmff`], FLV keyframe indexes by [`flv`]), probing a file
+//! ([`probe`]: container, codec, geometry, rotation, frame rates, a frame table read from
+//! the packets without decoding), sampling frame indices on an fps-normalised timeline
+//! ([`sample`]), the crop and scale geometry ([`geometry`]), and decoding only the frames
+//! a sample needs, seeking to the keyframe before each window, into a caller's buffer
+//! ([`decode`]). It never writes files and never touches the catalog; the shard stage
+//! decides what a failure means for the data.
 
 pub mod decode;
+pub mod enums;
+pub mod flv;
 pub mod geometry;
 pub mod image;
+pub mod isobmff;
+pub mod open;
 pub mod probe;
 pub mod sample;
 mod scale;
@@ -42,6 +48,10 @@ pub enum MediaError {
     /// or frames that do not decode.
     #[error("{path}: not a decodable video: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// The file may be a valid video but is beyond what pmv-data reads (pictures larger
+    /// than 8K, more samples than it indexes, encrypted): refused like a corrupt file.
+    #[error("{path}: refused: {reason}")]
+    Refused { path: PathBuf, reason: String },
     /// The video may be fine but this FFmpeg cannot decode it (no decoder for its codec,
     /// a pixel format the scaler does not take).
     #[error("{path}: cannot be decoded by this FFmpeg build: {reason}")]
@@ -59,17 +69,20 @@ pub enum MediaError {
 }
 
 impl MediaError {
-    /// True when the file itself is bad and belongs in quarantine.
+    /// True when the file itself is bad, or refused, and belongs in quarantine.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, MediaError::Corrupt { .. })
+        matches!(
+            self,
+            MediaError::Corrupt { .. } | MediaError::Refused { .. }
+        )
     }
 
     /// The reason without the path (what a `.reason.txt` says).
     pub fn reason(&self) -> String {
         match self {
-            MediaError::Corrupt { reason, .. } | MediaError::Unsupported { reason, .. } => {
-                reason.clone()
-            }
+            MediaError::Corrupt { reason, .. }
+            | MediaError::Refused { reason, .. }
+            | MediaError::Unsupported { reason, .. } => reason.clone(),
             MediaError::Io { source, .. } => source.to_string(),
             MediaError::Invalid { message, .. } => message.clone(),
             MediaError::Ffmpeg { source, .. } => source.to_string(),
@@ -77,14 +90,17 @@ impl MediaError {
     }
 }
 
-/// Initialises FFmpeg once per process and keeps its own logging quiet (errors only):
-/// every problem a file has reaches the caller as a [`MediaError`] instead.
+/// Initialises FFmpeg once per process, keeps its own logging quiet (errors only):
+/// every problem a file has reaches the caller as a [`MediaError`] instead; and caps any
+/// single allocation FFmpeg makes at [`open::MAX_ALLOC`].
 pub(crate) fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // ffmpeg_next::init only registers devices and sets nothing that can fail here.
         let _ = ffmpeg_next::init();
         ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
+        // SAFETY: sets one global of libavutil; av_malloc reads it on every call.
+        unsafe { ffmpeg_next::ffi::av_max_alloc(open::MAX_ALLOC) };
     });
 }
 

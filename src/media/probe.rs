@@ -1,9 +1,10 @@
 //! Opening and probing a video: container, codec, geometry, display rotation, frame
 //! rates, duration, and the frame table every seek relies on.
 //!
-//! [`VideoFile::open`] opens a file with FFmpeg restricted to local files and to video
-//! container formats (a hostile file can make FFmpeg open no URL and no playlist), picks
-//! its video stream and reads every packet of it once, without decoding: that gives the
+//! [`VideoFile::open`] opens a file through [`super::open`] (FFmpeg reads only that file,
+//! as one of the video containers the fetch stage stores, its declarations bounded and
+//! pictures over 8K refused before anything is decoded), picks its video stream and
+//! reads every packet of it once, without decoding: that gives the
 //! exact frame count, each frame's presentation time, the keyframes and where to seek
 //! for each, and proves every packet is there (a file cut short is caught here). It
 //! never decodes pixels (that is [`super::decode`]) and never writes anything.
@@ -14,19 +15,12 @@ use ffmpeg_next::codec::packet::{Mut as _, Ref as _};
 use ffmpeg_next::{self as ff, ffi, format, media};
 use serde::Serialize;
 
-use super::MediaError;
 use super::geometry::Rotation;
-
-/// Containers a video may come in (FFmpeg demuxer names). Playlists (HLS, concat,
-/// image sequences) are not among them: they would make FFmpeg read other files.
-const VIDEO_FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,asf,h264,hevc,ivf,obu,m4v,\
-                             gif,mxf,nut,dv,ogg,rm,yuv4mpegpipe,mjpeg";
+use super::{MediaError, enums};
 
 /// More frames than any short video has (9 hours at 30 fps); a file claiming more is
 /// refused rather than indexed into unbounded memory.
 const MAX_FRAMES: usize = 1_000_000;
-/// The largest picture decoded (8K UHD); larger ones would need gigabytes of frames.
-const MAX_PIXELS: u64 = 7680 * 4320;
 /// A video stream shorter than this share of what its container declares was cut short.
 const MIN_DECLARED_SHARE: f64 = 0.8;
 
@@ -159,65 +153,6 @@ fn rational(r: ff::Rational) -> Option<f64> {
         .then(|| r.numerator() as f64 / r.denominator() as f64)
 }
 
-fn c_name(p: *const std::ffi::c_char) -> Option<String> {
-    // SAFETY: FFmpeg returns static NUL-terminated names or null.
-    (!p.is_null()).then(|| {
-        unsafe { std::ffi::CStr::from_ptr(p) }
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
-/// Opens `path` with FFmpeg, local files and video containers only.
-fn open_input(path: &Path) -> Result<format::context::Input, MediaError> {
-    // Read errors are the caller's (missing file, permissions), not the file's fault.
-    let meta = fs_err::metadata(path).map_err(|source| MediaError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(MediaError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other("not a regular file"),
-        });
-    }
-    if meta.len() == 0 {
-        return Err(corrupt(path, "the file is empty"));
-    }
-    let abs = std::path::absolute(path).map_err(|source| MediaError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let text = abs
-        .to_str()
-        .filter(|t| !t.contains('\0'))
-        .ok_or_else(|| MediaError::Invalid {
-            path: path.to_owned(),
-            message: "FFmpeg needs a UTF-8 path without NUL bytes".into(),
-        })?;
-    // "file:" so that no part of the name is taken for a protocol.
-    let url = format!("file:{text}");
-    let mut opts = ff::Dictionary::new();
-    opts.set("protocol_whitelist", "file");
-    opts.set("format_whitelist", VIDEO_FORMATS);
-    format::input_with_dictionary(&url, opts).map_err(|e| {
-        // A file that vanished or cannot be read is not corrupt.
-        if let ff::Error::Other { errno } = e {
-            let io = std::io::Error::from_raw_os_error(errno);
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-            ) {
-                return MediaError::Io {
-                    path: path.to_owned(),
-                    source: io,
-                };
-            }
-        }
-        corrupt(path, format!("not a video container FFmpeg can read: {e}"))
-    })
-}
-
 struct Entry {
     pts: i64,
     key: bool,
@@ -228,7 +163,7 @@ impl VideoFile {
     /// Opens `path`, picks its video stream and reads its frame table.
     pub fn open(path: &Path) -> Result<VideoFile, MediaError> {
         super::init();
-        let mut input = open_input(path)?;
+        let mut input = super::open::open(path, super::open::Kind::Video)?;
         let has_audio = input
             .streams()
             .any(|s| s.parameters().medium() == media::Type::Audio);
@@ -291,30 +226,26 @@ impl VideoFile {
         let entries = scan(path, &mut input, stream, declared)?;
         let table = build_table(path, entries, tick_s, avg_fps.or(real_fps))?;
 
-        // SAFETY: codecpar belongs to the stream and lives as long as `input`.
+        // SAFETY: codecpar belongs to the stream and lives as long as `input`; its
+        // enum-typed fields are read as the numbers they hold (a file may put any there).
         let (codec_id, profile, format, width, height, color_space, color_range, bit_rate) = unsafe {
-            let p = &*params.as_ptr();
+            let p = params.as_ptr();
             (
-                p.codec_id,
-                p.profile,
-                p.format,
-                p.width,
-                p.height,
-                p.color_space,
-                p.color_range,
+                enums::raw(std::ptr::addr_of!((*p).codec_id)),
+                (*p).profile,
+                (*p).format,
+                (*p).width,
+                (*p).height,
+                enums::raw(std::ptr::addr_of!((*p).color_space)),
+                enums::raw(std::ptr::addr_of!((*p).color_range)),
                 (*input.as_ptr()).bit_rate,
             )
         };
         if width <= 0 || height <= 0 {
             return Err(corrupt(path, "the video stream has no picture size"));
         }
+        // Pictures over 8K were refused by `open`, before anything was decoded.
         let (width, height) = (width as u32, height as u32);
-        if width as u64 * height as u64 > MAX_PIXELS || width.max(height) > 16384 {
-            return Err(MediaError::Unsupported {
-                path: path.to_owned(),
-                reason: format!("pictures of {width}x{height} are larger than 8K"),
-            });
-        }
         // A file cut short whose container does not count frames (Matroska, WebM) still
         // declares how long it is.
         let declared_s = declared_duration(&input, stream);
@@ -350,34 +281,29 @@ impl VideoFile {
         if let Some(&(last, _)) = table.keyframes.last() {
             max_gop = max_gop.max((table.len() - last) as u64);
         }
-        // SAFETY: name lookups on plain enum values.
-        let probe = unsafe {
-            Probe {
-                container: input.format().name().to_owned(),
-                codec: c_name(ffi::avcodec_get_name(codec_id)).unwrap_or_default(),
-                profile: c_name(ffi::avcodec_profile_name(codec_id, profile)),
-                pixel_format: super::scale::pixel_format_name(format),
-                width,
-                height,
-                display_width: geometry.display_w,
-                display_height: geometry.display_h,
-                rotation: rotation.degrees(),
-                sar: format!("{}:{}", sar.0, sar.1),
-                avg_fps,
-                real_fps,
-                duration_s: table.duration_s,
-                frames: table.len() as u64,
-                declared_frames: declared,
-                keyframes: table.keyframes.len() as u64,
-                max_gop,
-                vfr: is_vfr(&table.pts),
-                bit_rate: (bit_rate > 0).then_some(bit_rate as u64),
-                color_space: c_name(ffi::av_color_space_name(color_space))
-                    .unwrap_or_else(|| "unknown".into()),
-                color_range: c_name(ffi::av_color_range_name(color_range))
-                    .unwrap_or_else(|| "unknown".into()),
-                has_audio,
-            }
+        let probe = Probe {
+            container: input.format().name().to_owned(),
+            codec: enums::codec_name(codec_id),
+            profile: enums::profile_name(codec_id, profile),
+            pixel_format: enums::pixel_format_name(format),
+            width,
+            height,
+            display_width: geometry.display_w,
+            display_height: geometry.display_h,
+            rotation: rotation.degrees(),
+            sar: format!("{}:{}", sar.0, sar.1),
+            avg_fps,
+            real_fps,
+            duration_s: table.duration_s,
+            frames: table.len() as u64,
+            declared_frames: declared,
+            keyframes: table.keyframes.len() as u64,
+            max_gop,
+            vfr: is_vfr(&table.pts),
+            bit_rate: (bit_rate > 0).then_some(bit_rate as u64),
+            color_space: enums::color_space_name(color_space),
+            color_range: enums::color_range_name(color_range),
+            has_audio,
         };
         Ok(VideoFile {
             path: path.to_owned(),

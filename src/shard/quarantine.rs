@@ -1,4 +1,5 @@
-//! Quarantine: where a stored file that is not a decodable video goes.
+//! Quarantine: where a stored file that is not a decodable video, or is refused by the
+//! media layer, goes.
 //!
 //! The file is moved (renamed, never copied or deleted) to
 //! `quarantine/<dataset>/<file-name>` with `<file-name>.reason.txt` beside it, and the

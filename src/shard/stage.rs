@@ -7,8 +7,9 @@
 //! `<split>-<seq>.tar` and its directory fsynced; only then are its row, its samples'
 //! member offsets, the probes of its videos and their `sharded` state committed in one
 //! transaction. A killed run therefore leaves at most a temporary file or an unrecorded
-//! shard, which the next run removes before it starts. A video that does not decode goes
-//! to quarantine ([`super::quarantine`]) and never reaches a shard. [`rebuild_shard`]
+//! shard, which the next run removes before it starts. A video that does not decode, or
+//! that the media layer refuses before decoding (forged tables, over 8K), goes to
+//! quarantine ([`super::quarantine`]) and never reaches a shard. [`rebuild_shard`]
 //! writes a damaged shard again from its videos under a new name. This module never
 //! rewrites a recorded shard and never deletes a video.
 
@@ -618,7 +619,7 @@ pub fn run(
                     quarantined: None,
                 };
                 match &e {
-                    MediaError::Corrupt { .. } => {
+                    e if e.is_corrupt() => {
                         let to = quarantine(
                             root,
                             catalog,

@@ -16,6 +16,8 @@ mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
 mod json_output;
+#[cfg(feature = "media")]
+mod media_hostile;
 #[cfg(feature = "train")]
 mod multimodal;
 #[cfg(feature = "train")]

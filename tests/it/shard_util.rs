@@ -165,12 +165,14 @@ pub fn ffprobe_times(video: &Path) -> Vec<f64> {
 }
 
 /// Registers `file` as the verified video (or cover) of item `key` in `dataset`: copies
-/// it under the root's `videos/<dataset>/` (or `covers/`), hashes it and writes the
-/// `files` row, as fetch does for a downloaded or imported file.
+/// it under the root's `videos/<dataset>/` (or `covers/`) with the name fetch gives it
+/// (the key's file stem), hashes it and writes the `files` row, as fetch does for a
+/// downloaded or imported file.
 pub fn register(env: &Env, dataset: &str, key: &str, role: &str, file: &Path) -> PathBuf {
     let dir = if role == "cover" { "covers" } else { "videos" };
     let name = format!(
-        "{key}.{}",
+        "{}.{}",
+        pmv_data::manifest::file_stem(key),
         file.extension().and_then(|e| e.to_str()).unwrap_or("bin")
     );
     let rel = format!("{dir}/{dataset}/{name}");
