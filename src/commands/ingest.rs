@@ -32,7 +32,10 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
         "split": opts.split.as_ref().map(|s| s.to_string()),
         "classes": opts.classes_file,
         "links": opts.links_file,
-        "url_template": opts.url_template.as_ref().map(|t| t.as_str()),
+        "url_template": opts
+            .url_template
+            .as_ref()
+            .map(|t| pmv_data::redact::redact_url(t.as_str())),
         "split_ratios": opts.ratios.describe(),
         "strict": opts.strict,
         "force": opts.force,

@@ -9,6 +9,7 @@ use anyhow::Result;
 use pmv_data::catalog::Catalog;
 use pmv_data::fetch::{self, FetchSettings, for_each_source};
 use pmv_data::manifest::{Allow, Locator, parse_location};
+use pmv_data::redact::{redact_text, redact_url};
 use pmv_data::source::{Offline, Resolved, SourceSettings, Target, resolve_offline};
 use serde_json::{Value, json};
 
@@ -45,7 +46,7 @@ fn links(
             Ok(l) => parsed.push((i, l)),
             Err(e) => {
                 failed += 1;
-                docs[i] = json!({ "input": raw, "error": e, "class": "bad_url" });
+                docs[i] = json!({ "input": redact_url(raw), "error": e, "class": "bad_url" });
             }
         }
     }
@@ -55,7 +56,7 @@ fn links(
                 Ok(o) => offline_doc(&args.urls[i], &o),
                 Err(f) => {
                     failed += 1;
-                    json!({ "input": args.urls[i], "kind": loc.kind, "error": f.message, "class": f.class })
+                    json!({ "input": redact_url(&args.urls[i]), "kind": loc.kind, "error": f.message, "class": f.class })
                 }
             };
         }
@@ -70,7 +71,7 @@ fn links(
                 Ok(r) => online_doc(&args.urls[*i], &r),
                 Err(f) => {
                     failed += 1;
-                    json!({ "input": args.urls[*i], "kind": loc.kind, "error": f.message, "class": f.class })
+                    json!({ "input": redact_url(&args.urls[*i]), "kind": loc.kind, "error": f.message, "class": f.class })
                 }
             };
         }
@@ -85,26 +86,29 @@ fn links(
     Ok(if failed > 0 { Exit::Rejected } else { Exit::Ok })
 }
 
+/// What `resolve` prints of an offline answer; every URL shown with its secrets
+/// redacted (see [`redact_url`]).
 fn offline_doc(input: &str, o: &Offline) -> Value {
     json!({
-        "input": input,
+        "input": redact_url(input),
         "kind": o.kind,
         "canonical_id": o.canonical_id,
-        "download_url": o.download_url,
-        "lookup_url": o.lookup_url,
+        "download_url": o.download_url.as_deref().map(redact_url),
+        "lookup_url": o.lookup_url.as_deref().map(redact_url),
         "host": o.host,
         "note": o.note,
         "offline": true,
     })
 }
 
+/// What `resolve` prints of an online answer, URLs redacted as above.
 fn online_doc(input: &str, r: &Resolved) -> Value {
     let (url, path) = match &r.target {
-        Target::Http { url, .. } => (Some(url.to_string()), None),
+        Target::Http { url, .. } => (Some(redact_url(url.as_str()).into_owned()), None),
         Target::Local { path } => (None, Some(path.display().to_string())),
     };
     json!({
-        "input": input,
+        "input": redact_url(input),
         "kind": r.kind,
         "canonical_id": r.canonical_id,
         "via": r.via,
@@ -115,7 +119,7 @@ fn online_doc(input: &str, r: &Resolved) -> Value {
             "sha1": r.expected.sha1,
             "quickxor": r.expected.quickxor,
         },
-        "trail": r.trail,
+        "trail": r.trail.iter().map(|t| redact_text(t)).collect::<Vec<_>>(),
         "offline": false,
     })
 }
@@ -182,29 +186,30 @@ fn dataset(
     let mut failures: Vec<Value> = vec![];
     let mut failed = 0u64;
     let mut canonical_differs = 0u64;
-    let mut note =
-        |row: &fetch::SourceRow, err: Option<(String, String)>, canonical: Option<&str>| {
-            *by_kind
-                .entry(row.locator.kind.as_str().to_owned())
-                .or_default() += 1;
-            match err {
-                None => {
-                    ok += 1;
-                    if canonical.is_some_and(|c| c != row.key) {
-                        canonical_differs += 1;
-                    }
-                }
-                Some((class, message)) => {
-                    failed += 1;
-                    if failures.len() < LISTED_FAILURES {
-                        failures.push(json!({
-                            "item": row.key, "role": row.role, "rank": row.rank,
-                            "location": row.locator.location, "class": class, "error": message,
-                        }));
-                    }
+    let mut note = |row: &fetch::SourceRow,
+                    err: Option<(String, String)>,
+                    canonical: Option<&str>| {
+        *by_kind
+            .entry(row.locator.kind.as_str().to_owned())
+            .or_default() += 1;
+        match err {
+            None => {
+                ok += 1;
+                if canonical.is_some_and(|c| c != row.key) {
+                    canonical_differs += 1;
                 }
             }
-        };
+            Some((class, message)) => {
+                failed += 1;
+                if failures.len() < LISTED_FAILURES {
+                    failures.push(json!({
+                            "item": row.key, "role": row.role, "rank": row.rank,
+                            "location": redact_url(&row.locator.location), "class": class, "error": message,
+                        }));
+                }
+            }
+        }
+    };
     let mut count = 0u64;
     let items = if args.offline {
         for_each_source(&catalog, &ds, args.limit, |row| {

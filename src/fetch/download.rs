@@ -17,13 +17,14 @@ use std::sync::atomic::Ordering;
 
 use url::Url;
 
-use super::client::{Request, shorten};
+use super::client::Request;
 use super::commit::Event;
 use super::failure::{ErrorClass, Failure};
 use super::job::{Job, ResumeFrom};
 use super::sched::Ctx;
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
 use super::{FetchError, Names};
+use crate::redact::show_url;
 
 /// Writeback of a file being downloaded is started every this many bytes, so dirty
 /// pages stay few and the disk works while the network does.
@@ -106,7 +107,7 @@ pub(crate) async fn adopt(
         .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
         .map_err(|e| fatal(&path, e))?;
     let sniffed = verify::sniff(&digests.head, digests.len < HEAD_BYTES as u64);
-    let checked = verify::accept(job.role, sniffed, &digests.head)
+    let checked = verify::accept(job.role, sniffed)
         .and_then(|got| {
             if got == ext {
                 Ok(())
@@ -393,7 +394,7 @@ pub(crate) async fn http(
                         part.restart(expected).map_err(|e| fatal(&path, e))?;
                     }
                     _ => {
-                        tracing::info!(url = %r.url, "206 with an unusable Content-Range; starting again from zero");
+                        tracing::info!(url = %show_url(r.url.as_str()), "206 with an unusable Content-Range; starting again from zero");
                         part.restart(expected).map_err(|e| fatal(&path, e))?;
                         validator = None;
                         continue;
@@ -404,7 +405,7 @@ pub(crate) async fn http(
             }
             200 => {
                 if part.len > 0 {
-                    tracing::info!(url = %r.url, from = part.len, "the server sent the whole file (Range ignored, or the file changed): starting again from zero");
+                    tracing::info!(url = %show_url(r.url.as_str()), from = part.len, "the server sent the whole file (Range ignored, or the file changed): starting again from zero");
                     part.restart(expected).map_err(|e| fatal(&path, e))?;
                 }
                 resp = Some(r);
@@ -431,7 +432,7 @@ pub(crate) async fn http(
                         format!(
                             "unexpected HTTP {} from {}",
                             r.status,
-                            shorten(r.url.as_str())
+                            show_url(r.url.as_str())
                         ),
                     )
                 });
@@ -447,7 +448,7 @@ pub(crate) async fn http(
             ErrorClass::BadResponse,
             format!(
                 "{} keeps answering with unusable ranges",
-                shorten(url.as_str())
+                show_url(url.as_str())
             ),
         )
         .into());
@@ -472,7 +473,7 @@ pub(crate) async fn http(
                     ErrorClass::TooLarge,
                     format!(
                         "{} announces {t} bytes, more than the limit of {}",
-                        shorten(r.url.as_str()),
+                        show_url(r.url.as_str()),
                         settings.max_size
                     ),
                 )
@@ -486,7 +487,7 @@ pub(crate) async fn http(
                     ErrorClass::SizeMismatch,
                     format!(
                         "expected {size} bytes, {} announces {t}",
-                        shorten(r.url.as_str())
+                        show_url(r.url.as_str())
                     ),
                 )
                 .into());
@@ -526,7 +527,7 @@ pub(crate) async fn http(
                     ErrorClass::TooLarge,
                     format!(
                         "{} sent more than the limit of {} bytes",
-                        shorten(r.url.as_str()),
+                        show_url(r.url.as_str()),
                         settings.max_size
                     ),
                 )
@@ -546,11 +547,11 @@ pub(crate) async fn http(
                 match verify::sniff(part.hashers.head(), false) {
                     Sniffed::NeedMore => {}
                     s => {
-                        if let Err(f) = verify::accept(job.role, s, part.hashers.head()) {
+                        if let Err(f) = verify::accept(job.role, s) {
                             part.remove();
                             return Err(Failure::new(
                                 f.class,
-                                format!("{} from {}", f.message, shorten(r.url.as_str())),
+                                format!("{} from {}", f.message, show_url(r.url.as_str())),
                             )
                             .into());
                         }
@@ -566,7 +567,7 @@ pub(crate) async fn http(
                 ErrorClass::Truncated,
                 format!(
                     "body from {} ended at byte {} of {t}",
-                    shorten(r.url.as_str()),
+                    show_url(r.url.as_str()),
                     part.len
                 ),
             )
@@ -580,7 +581,7 @@ pub(crate) async fn http(
     let digests = hashers.finish();
     debug_assert_eq!(digests.len, file_len);
     let sniffed = verify::sniff(&digests.head, true);
-    let checked = verify::accept(job.role, sniffed, &digests.head)
+    let checked = verify::accept(job.role, sniffed)
         .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
     match checked {
         Ok(ext) => {
@@ -600,7 +601,7 @@ pub(crate) async fn http(
             job.resume = None;
             Err(Failure::new(
                 f.class,
-                format!("{} ({})", f.message, shorten(url.as_str())),
+                format!("{} ({})", f.message, show_url(url.as_str())),
             )
             .into())
         }
@@ -717,7 +718,7 @@ fn import(
             h.finish()
         }
     };
-    let checked = verify::accept(role, verify::sniff(&digests.head, true), &digests.head)
+    let checked = verify::accept(role, verify::sniff(&digests.head, true))
         .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
     match checked {
         Ok(ext) => Ok((digests, ext)),

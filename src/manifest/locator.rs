@@ -1,7 +1,7 @@
 //! Locations of files: validated http(s) URLs and local paths.
 //!
 //! Owns the rules a URL or path from a manifest must pass (scheme, length, no
-//! whitespace or control characters) and turns each into a [`Locator`] with its source
+//! whitespace or control characters, no credentials) and turns each into a [`Locator`] with its source
 //! kind. Relative local paths are resolved against a base directory lexically: the file
 //! need not exist yet, and nothing here touches the file system.
 
@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::redact::show_url;
 use crate::source::SourceKind;
 
 /// Longest URL or path accepted, in bytes.
@@ -59,16 +60,30 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
     let scheme = scheme_of(raw);
     // Paths may hold spaces; URLs may not (a space is where a list's next column starts).
     if scheme.is_some() && raw.contains(char::is_whitespace) {
-        return Err(format!("URL '{}' contains whitespace", shorten(raw)));
+        return Err(format!("URL '{}' contains whitespace", show_url(raw)));
     }
     match scheme {
         Some(scheme)
             if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
         {
             let url =
-                Url::parse(raw).map_err(|e| format!("invalid URL '{}': {e}", shorten(raw)))?;
+                Url::parse(raw).map_err(|e| format!("invalid URL '{}': {e}", show_url(raw)))?;
             if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("URL '{}' has no host", shorten(raw)));
+                return Err(format!("URL '{}' has no host", show_url(raw)));
+            }
+            // Credentials are never stored (the catalog and every report would hold
+            // them), and `a.example@b.example` is how a link disguises its host.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(format!(
+                    "URL '{}' carries {} before its host '{}'; credentials in URLs are not accepted (nothing of it is stored)",
+                    show_url(raw),
+                    if url.password().is_some() {
+                        "a user name and password"
+                    } else {
+                        "a user name"
+                    },
+                    url.host_str().unwrap_or("")
+                ));
             }
             Ok(Locator {
                 kind: SourceKind::classify_url(&url),
@@ -78,13 +93,13 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
         Some(scheme) if scheme.eq_ignore_ascii_case("file") => match allow {
             Allow::Remote => Err(format!(
                 "'{}' is a local file; only http(s) URLs are allowed here",
-                shorten(raw)
+                show_url(raw)
             )),
             Allow::RemoteOrLocal { .. } => {
                 let url = Url::parse(raw)
-                    .map_err(|e| format!("invalid file URL '{}': {e}", shorten(raw)))?;
+                    .map_err(|e| format!("invalid file URL '{}': {e}", show_url(raw)))?;
                 let path = url.to_file_path().map_err(|()| {
-                    format!("file URL '{}' does not name a local path", shorten(raw))
+                    format!("file URL '{}' does not name a local path", show_url(raw))
                 })?;
                 local(&path)
             }
@@ -98,7 +113,7 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
             }
         )),
         None => match allow {
-            Allow::Remote => Err(format!("'{}' is not an http(s) URL", shorten(raw))),
+            Allow::Remote => Err(format!("'{}' is not an http(s) URL", show_url(raw))),
             Allow::RemoteOrLocal { base } => {
                 let p = Path::new(raw);
                 if p.is_absolute() {
@@ -213,19 +228,6 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-fn shorten(s: &str) -> String {
-    const MAX: usize = 120;
-    if s.len() <= MAX {
-        s.to_owned()
-    } else {
-        let mut cut = MAX;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}…", &s[..cut])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +337,21 @@ mod tests {
                 .location,
             "/x/z .mp4"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_without_being_echoed() {
+        for raw in [
+            "https://user:hunter2@h.example/a.mp4",
+            "https://user@h.example/a.mp4",
+            "https://good.example@evil.example/x.mp4",
+        ] {
+            let e = parse_location(raw, Allow::Remote).unwrap_err();
+            assert!(e.contains("credentials in URLs are not accepted"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let e =
+            parse_location("https://good.example@evil.example/x.mp4", Allow::Remote).unwrap_err();
+        assert!(e.contains("'evil.example'"), "{e}");
     }
 }

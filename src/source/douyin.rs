@@ -15,8 +15,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Offline, Resolved, Resolver, SourceKind, SourceSettings, Target, rebase};
-use crate::fetch::client::{host_key, shorten};
+use crate::fetch::client::host_key;
 use crate::fetch::{ErrorClass, Failure};
+use crate::redact::show_url;
 
 /// Largest lookup answer read (a share page is about 100 KiB).
 const MAX_ANSWER: usize = 8 << 20;
@@ -42,7 +43,7 @@ pub fn parse(url: &Url) -> Result<Link, Failure> {
     let unsupported = |why: &str| {
         Failure::new(
             ErrorClass::Unsupported,
-            format!("{why}: {}", shorten(url.as_str())),
+            format!("{why}: {}", show_url(url.as_str())),
         )
     };
     let path = url.path();
@@ -205,7 +206,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                         ErrorClass::BadResponse,
                         format!(
                             "share link {} did not redirect to an item",
-                            shorten(short.as_str())
+                            show_url(short.as_str())
                         ),
                     )
                 })?;
@@ -217,8 +218,8 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                         ErrorClass::Removed,
                         format!(
                             "share link {} leads to {}, which is not a video (removed or never one)",
-                            shorten(short.as_str()),
-                            shorten(next.as_str())
+                            show_url(short.as_str()),
+                            show_url(next.as_str())
                         ),
                     ));
                 }
@@ -410,7 +411,7 @@ fn play_addr(item: &Value, s: &SourceSettings) -> Result<Url, (ErrorClass, Strin
         (Some(u), _) => Url::parse(u).map_err(|e| {
             (
                 ErrorClass::BadResponse,
-                format!("play address '{}': {e}", shorten(u)),
+                format!("play address '{}': {e}", show_url(u)),
             )
         })?,
         (None, Some(uri)) => {

@@ -15,6 +15,7 @@ mod ingest_bad;
 mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
+mod local;
 #[cfg(feature = "train")]
 mod multimodal;
 #[cfg(feature = "train")]
