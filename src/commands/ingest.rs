@@ -116,6 +116,7 @@ fn options(app: &App, args: &IngestArgs) -> Result<IngestOptions> {
         ratios,
         multi_label,
         base_dir: args.base_dir.clone(),
+        local_roots: app.config.local_roots.clone(),
         strict: args.strict,
         force: args.force,
         tmp_dir: app.root.tmp_dir().join("ingest"),

@@ -10,6 +10,7 @@ use pmv_data::catalog::Catalog;
 use pmv_data::fetch::{self, FetchSettings, for_each_source};
 use pmv_data::manifest::{Allow, Locator, parse_location};
 use pmv_data::redact::{redact_text, redact_url};
+use pmv_data::source::local::LocalRoots;
 use pmv_data::source::{Offline, Resolved, SourceSettings, Target, resolve_offline};
 use serde_json::{Value, json};
 
@@ -37,12 +38,21 @@ fn links(
     sources: &SourceSettings,
 ) -> Result<Exit> {
     let cwd = std::env::current_dir()?;
+    // A path typed on the command line is named by the user: any folder may hold it.
+    // Nothing is read from it here either way.
+    let anywhere = LocalRoots::new([std::path::Path::new("/")]);
     // In the order of the input.
     let mut docs: Vec<Value> = vec![Value::Null; args.urls.len()];
     let mut failed = 0;
     let mut parsed: Vec<(usize, Locator)> = vec![];
     for (i, raw) in args.urls.iter().enumerate() {
-        match parse_location(raw.trim(), Allow::RemoteOrLocal { base: &cwd }) {
+        match parse_location(
+            raw.trim(),
+            Allow::RemoteOrLocal {
+                base: &cwd,
+                roots: &anywhere,
+            },
+        ) {
             Ok(l) => parsed.push((i, l)),
             Err(e) => {
                 failed += 1;

@@ -25,6 +25,7 @@ use super::sched::Ctx;
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
 use super::{FetchError, Names};
 use crate::redact::show_url;
+use crate::source::local::LocalRoots;
 
 /// Writeback of a file being downloaded is started every this many bytes, so dirty
 /// pages stay few and the disk works while the network does.
@@ -608,8 +609,15 @@ pub(crate) async fn http(
     }
 }
 
-/// Imports a local file: a hard link when the root is on the same file system, else
-/// a copy; hashed and checked like a download.
+/// Imports a local file: a hard link to it when the root is on the same file system,
+/// else a copy; hashed and checked like a download.
+///
+/// The file is read through one descriptor opened by [`LocalRoots::open`] (inside the
+/// folders allowed for the item's dataset, no symlink at the last step, a regular
+/// file): the hashes are computed from that descriptor, and what is stored is that same
+/// file (a hard link made from the descriptor itself) or the very bytes hashed (a copy,
+/// created no wider than the source's permissions). A linked file that changes while
+/// it is hashed is not kept.
 pub(crate) async fn local(
     ctx: &Ctx,
     job: &Job,
@@ -618,6 +626,11 @@ pub(crate) async fn local(
     expected: &Expected,
 ) -> Result<Fetched, AttemptError> {
     let partial = names.partial();
+    let roots = ctx
+        .local_roots
+        .get(&*job.dataset)
+        .cloned()
+        .unwrap_or_default();
     let (src, dst, exp, role) = (
         source.to_owned(),
         partial.clone(),
@@ -626,9 +639,10 @@ pub(crate) async fn local(
     );
     let max = ctx.settings.max_size;
     let shared = std::sync::Arc::clone(&ctx.shared);
-    let result = tokio::task::spawn_blocking(move || import(&src, &dst, &exp, role, max, &shared))
-        .await
-        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
+    let result =
+        tokio::task::spawn_blocking(move || import(&src, &roots, &dst, &exp, role, max, &shared))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
     let (digests, ext) = result;
     Ok(Fetched {
         partial: Some(partial),
@@ -643,46 +657,42 @@ pub(crate) async fn local(
 
 fn import(
     src: &Path,
+    roots: &LocalRoots,
     dst: &Path,
     expected: &Expected,
     role: super::Role,
     max: u64,
     shared: &super::Shared,
 ) -> Result<(Digests, &'static str), AttemptError> {
-    let missing = |e: std::io::Error| {
+    let mut source = roots
+        .open(src)
+        .map_err(|e| AttemptError::Failed(e.into_failure()))?;
+    let unreadable = |e: std::io::Error| {
         AttemptError::Failed(Failure::new(
             ErrorClass::LocalMissing,
             format!("cannot read {}: {e}", src.display()),
         ))
     };
-    let meta = std::fs::metadata(src).map_err(missing)?;
-    if !meta.is_file() {
-        return Err(Failure::new(
-            ErrorClass::LocalMissing,
-            format!("{} is not a regular file", src.display()),
-        )
-        .into());
-    }
-    if meta.len() > max {
+    if source.len() > max {
         return Err(Failure::new(
             ErrorClass::TooLarge,
             format!(
                 "{} has {} bytes, more than the limit of {max}",
                 src.display(),
-                meta.len()
+                source.len()
             ),
         )
         .into());
     }
     if let Some(size) = expected.size
-        && size != meta.len()
+        && size != source.len()
     {
         return Err(Failure::new(
             ErrorClass::SizeMismatch,
             format!(
                 "expected {size} bytes, {} has {}",
                 src.display(),
-                meta.len()
+                source.len()
             ),
         )
         .into());
@@ -692,21 +702,69 @@ fn import(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fatal(dst, e)),
     }
-    let digests = match std::fs::hard_link(src, dst) {
-        Ok(()) => hash_file(dst, expected).map_err(missing)?,
+    let remove_dst = || {
+        let _ = std::fs::remove_file(dst);
+    };
+    let interrupted = || {
+        remove_dst();
+        AttemptError::Interrupted
+    };
+    let digests = match link_opened(&source.file, dst) {
+        Ok(()) => {
+            // The link is the opened file itself: hash it from the same descriptor.
+            let mut h = Hashers::new(expected);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                if shared.cancel.is_set() {
+                    return Err(interrupted());
+                }
+                let n = source.file.read(&mut buf).map_err(|e| {
+                    remove_dst();
+                    unreadable(e)
+                })?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let changed = source.changed().map_err(|e| {
+                remove_dst();
+                unreadable(e)
+            })?;
+            if changed || h.len() != source.len() {
+                remove_dst();
+                return Err(Failure::new(
+                    ErrorClass::Truncated,
+                    format!(
+                        "{} changed while it was read (still being written?); it is tried again later",
+                        src.display()
+                    ),
+                )
+                .into());
+            }
+            shared.bytes.fetch_add(h.len(), Ordering::Relaxed);
+            h.finish()
+        }
         Err(e) => {
             tracing::debug!(src = %src.display(), "no hard link ({e}); copying");
-            let mut input = std::fs::File::open(src).map_err(missing)?;
-            let mut out = fs_err::File::create(dst).map_err(|e| fatal(dst, e))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(source.copy_mode())
+                .open(dst)
+                .map_err(|e| fatal(dst, e))?;
             let mut h = Hashers::new(expected);
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 if shared.cancel.is_set() {
                     drop(out);
-                    let _ = std::fs::remove_file(dst);
-                    return Err(AttemptError::Interrupted);
+                    return Err(interrupted());
                 }
-                let n = input.read(&mut buf).map_err(missing)?;
+                let n = source.file.read(&mut buf).map_err(|e| {
+                    remove_dst();
+                    unreadable(e)
+                })?;
                 if n == 0 {
                     break;
                 }
@@ -714,7 +772,7 @@ fn import(
                 h.update(&buf[..n]);
                 shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
-            start_writeback(out.file());
+            start_writeback(&out);
             h.finish()
         }
     };
@@ -723,10 +781,27 @@ fn import(
     match checked {
         Ok(ext) => Ok((digests, ext)),
         Err(f) => {
-            let _ = std::fs::remove_file(dst);
+            remove_dst();
             Err(Failure::new(f.class, format!("{} ({})", f.message, src.display())).into())
         }
     }
+}
+
+/// A hard link at `dst` to the file open as `file`: `linkat` of `/proc/self/fd/N`
+/// with `AT_SYMLINK_FOLLOW`, so the link is to the inode that was opened and checked,
+/// never to whatever the source path names by now. Fails (and the caller copies) where
+/// there is no `/proc`, across file systems, or where the kernel refuses links to
+/// another user's files.
+fn link_opened(file: &std::fs::File, dst: &Path) -> std::io::Result<()> {
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        dst,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! label (the caller merges them). The download tree is `<label>/<id>/<id>.txt` with the
 //! same fields written as a Python dict repr (read by [`super::pydict`], never
 //! evaluated), the label being the directory name, and `<id>.mp4` / `<id>.jpeg` beside
-//! it when they were downloaded: those become the first, `local`, sources.
+//! it when they were downloaded: those become the first, `local`, sources (inside the
+//! allowed folders only, like every local path).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -351,19 +352,34 @@ fn parse_txt(file: &Path, bytes: &[u8], ctx: &mut Ctx<'_>) -> Result<Parsed, Ref
             }
         }
     }
+    let dir = file.parent().unwrap_or(Path::new("/"));
     // Files downloaded beside the .txt are the first sources.
     let (mut local_video, mut local_cover) = (vec![], vec![]);
-    if let (Some(dir), Some(id)) = (file.parent(), f.id.as_deref().map(str::trim))
+    if let Some(id) = f.id.as_deref().map(str::trim)
         && ItemId::parse(id).is_ok()
     {
-        let local = |name: String| -> Option<Locator> {
-            let p = dir.join(name);
-            p.is_file().then(|| {
-                parse_location(&p.to_string_lossy(), Allow::RemoteOrLocal { base: dir }).ok()
-            })?
+        let allow = Allow::RemoteOrLocal {
+            base: dir,
+            roots: &ctx.opts.roots,
         };
-        local_video.extend(local(format!("{id}.mp4")));
-        local_cover.extend(local(format!("{id}.jpeg")).or_else(|| local(format!("{id}.jpg"))));
+        let local = |name: String| -> Result<Option<Locator>, Refused> {
+            let p = dir.join(&name);
+            if std::fs::symlink_metadata(&p).is_err() {
+                return Ok(None);
+            }
+            let text = p.to_str().ok_or_else(|| {
+                Refused::new(format!("{name}: the path is not UTF-8")).with_id(id)
+            })?;
+            parse_location(text, allow)
+                .map(Some)
+                .map_err(|e| Refused::new(format!("{name}: {e}")).with_id(id))
+        };
+        local_video.extend(local(format!("{id}.mp4"))?);
+        let cover = match local(format!("{id}.jpeg"))? {
+            Some(c) => Some(c),
+            None => local(format!("{id}.jpg"))?,
+        };
+        local_cover.extend(cover);
     }
     to_parsed(f, ctx, &local_video, &local_cover).map_err(|mut r| {
         if label_from_dir && r.reason.starts_with("unknown class name") {

@@ -1,15 +1,27 @@
-//! What a manifest may make pmv-data show: no byte of a file in any message,
-//! credentials refused and secrets redacted wherever a URL is shown.
+//! Local sources and what a manifest may name: the allowed folders (checked at ingest
+//! and again when a file is read), one opened regular file per import, copies no wider
+//! than their source, no byte of a file in any message, credentials refused and secrets
+//! redacted, relative paths.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use crate::fetch::{fetch, files_under, must};
-use crate::httpd::{Reply, Server};
-use crate::util::{Env, Out, s};
+use crate::httpd::{Reply, Server, fake_mp4, sha256};
+use crate::util::{Env, Out, repo, s};
 
 /// One JSON lines row with a label.
 fn row(id: &str, urls: &[&str]) -> String {
     format!("{}\n", json!({"id": id, "urls": urls, "label": "cat"}))
+}
+
+/// `pmv-data --json ARGS` run from `dir`.
+fn run_in(env: &Env, dir: &Path, args: &[&str]) -> Out {
+    let mut c = env.command();
+    c.current_dir(dir).arg("--json").args(args);
+    Out::of(c)
 }
 
 /// Every byte the root holds (catalog, its WAL, reports, rejected rows), to look for
@@ -27,6 +39,186 @@ fn root_bytes(env: &Env) -> Vec<u8> {
 
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn local_paths_outside_the_named_folders_are_rejected_at_ingest() {
+    let env = Env::new();
+    let good = fake_mp4(4_000, 1);
+    env.write("lists/clips/a.mp4", &good);
+    env.write("outside/x.mp4", fake_mp4(4_000, 2));
+    std::fs::create_dir_all(env.path("lists/clips")).unwrap();
+    symlink("/etc/passwd", env.path("lists/clips/link.mp4")).unwrap();
+    symlink(env.path("outside"), env.path("lists/clips/up")).unwrap();
+    let manifest = [
+        row("a", &["clips/a.mp4"]),
+        row("passwd", &["file:///etc/passwd"]),
+        row("shadow", &["/etc/shadow"]),
+        row("x", &["../outside/x.mp4"]),
+        row("link", &["clips/link.mp4"]),
+        row("up", &["clips/up/x.mp4"]),
+        row("dots", &["clips/../../outside/x.mp4"]),
+    ]
+    .concat();
+    env.write("lists/items.jsonl", manifest);
+    let out = run_in(
+        &env,
+        env.dir.path(),
+        &[
+            "ingest",
+            "--dataset",
+            "d",
+            "--format",
+            "jsonl",
+            "lists/items.jsonl",
+        ],
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let rej = out.rejections();
+    assert_eq!(rej.len(), 6, "{rej:?}");
+    for (r, line) in rej.iter().zip(2..) {
+        assert!(r.contains(&format!("items.jsonl:{line}: ")), "{r}");
+        assert!(
+            r.contains("is outside the folders local files may be read from"),
+            "{r}"
+        );
+    }
+    assert!(rej[3].contains("(really /etc/passwd)"), "{}", rej[3]);
+    assert_eq!(env.strings("SELECT key FROM items"), vec!["a"]);
+    let stored = env.strings("SELECT location FROM sources");
+    assert_eq!(
+        stored,
+        vec![
+            std::fs::canonicalize(env.path("lists/clips/a.mp4"))
+                .unwrap()
+                .display()
+                .to_string()
+        ]
+    );
+    let out = fetch(&env, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["imported"], 1);
+    assert_eq!(files_under(&env.root.join("videos")).len(), 1);
+
+    // Naming the folder lets its files in: --base-dir, or the configuration.
+    let env2 = Env::new();
+    env2.write("outside/x.mp4", fake_mp4(4_000, 2));
+    let list = env2.write("lists/items.jsonl", row("x", &["x.mp4"]));
+    let out = env2.ingest(&[
+        "--dataset",
+        "d",
+        "--format",
+        "jsonl",
+        "--base-dir",
+        s(&env2.path("outside")),
+        s(&list),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = fetch(&env2, &[], &[]);
+    assert_eq!(out.json()["imported"], 1, "{}", out.stderr);
+
+    let env3 = Env::new();
+    let x = env3.write("outside/x.mp4", fake_mp4(4_000, 2));
+    let config = env3.write("pmv.toml", "local_roots = [\"outside\"]\n");
+    let list = env3.write("lists/items.jsonl", row("x", &[s(&x)]));
+    let mut c = env3.command();
+    c.args(["--config", s(&config), "--json", "ingest", "--dataset", "d"])
+        .args(["--format", "jsonl", s(&list)]);
+    assert_eq!(Out::of(c).code, 0);
+    // A fetch without that configuration reads nothing outside the manifest's tree.
+    let out = fetch(&env3, &[], &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let r = must(&env3, "x", "video");
+    assert_eq!(r.error_class.as_deref(), Some("bad_url"));
+    assert!(
+        r.error_message.unwrap().contains("is outside the folders"),
+        "checked again when read"
+    );
+    let out = fetch(&env3, &[], &["--include-permanent", "--dataset", "d"]);
+    assert_eq!(out.code, 3, "still refused: {}", out.stderr);
+    let mut c = env3.command();
+    c.args([
+        "--config",
+        s(&config),
+        "--json",
+        "fetch",
+        "--include-permanent",
+    ]);
+    let out = Out::of(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(must(&env3, "x", "video").state, "verified");
+}
+
+#[test]
+fn a_local_file_is_checked_again_when_it_is_read() {
+    let env = Env::new();
+    for name in ["a", "b", "c", "d"] {
+        env.write(&format!("lists/clips/{name}.mp4"), fake_mp4(3_000, 7));
+    }
+    env.write("lists/sub/e.mp4", fake_mp4(3_000, 8));
+    env.write("outside/a.mp4", fake_mp4(3_000, 9));
+    env.write("outside/e.mp4", fake_mp4(3_000, 10));
+    let fifo = env.path("lists/clips/fifo.mp4");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let list = env.write(
+        "lists/items.jsonl",
+        [
+            row("a", &["clips/a.mp4"]),
+            row("b", &["clips/b.mp4"]),
+            row("e", &["sub/e.mp4"]),
+            row("fifo", &["clips/fifo.mp4"]),
+            row("d", &["clips/d.mp4"]),
+        ]
+        .concat(),
+    );
+    let out = env.ingest(&["--dataset", "d", "--format", "jsonl", s(&list)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // After the ingest: a file becomes a symlink, a folder on the way becomes a
+    // symlink to another place, and a row is what an older version stored.
+    std::fs::remove_file(env.path("lists/clips/a.mp4")).unwrap();
+    symlink(env.path("outside/a.mp4"), env.path("lists/clips/a.mp4")).unwrap();
+    std::fs::remove_dir_all(env.path("lists/sub")).unwrap();
+    symlink(env.path("outside"), env.path("lists/sub")).unwrap();
+    env.catalog()
+        .execute(
+            "UPDATE items SET video_sources = '[{\"kind\":\"local\",\"location\":\"/etc/passwd\",\"origin\":\"manifest\"}]' \
+             WHERE key = 'b'",
+            [],
+        )
+        .unwrap();
+
+    let out = fetch(&env, &[], &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let msg = |k: &str| {
+        let r = must(&env, k, "video");
+        (
+            r.error_class.unwrap_or_default(),
+            r.error_message.unwrap_or_default(),
+        )
+    };
+    let (class, m) = msg("a");
+    assert_eq!(class, "bad_url");
+    assert!(m.contains("is a symbolic link"), "{m}");
+    for k in ["b", "e"] {
+        let (class, m) = msg(k);
+        assert_eq!(class, "bad_url", "{k}");
+        assert!(m.contains("is outside the folders"), "{k}: {m}");
+    }
+    let (class, m) = msg("fifo");
+    assert_eq!(class, "local_missing");
+    assert!(m.contains("not a regular file (a FIFO)"), "{m}");
+    assert_eq!(must(&env, "d", "video").state, "verified");
+    assert_eq!(
+        files_under(&env.root.join("videos")),
+        vec![env.root.join("videos/d/d.mp4")]
+    );
 }
 
 #[test]
@@ -84,6 +276,41 @@ fn refusals_never_show_a_file_s_bytes() {
     ] {
         assert!(!contains(&everything, shown), "'{shown}' was shown");
     }
+}
+
+#[test]
+fn stored_copies_are_no_wider_than_their_source() {
+    let env = Env::new();
+    // A copy happens across file systems: the source on a tmpfs, the root elsewhere.
+    let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm to copy across file systems from");
+        return;
+    };
+    std::fs::create_dir_all(&env.root).unwrap();
+    let root_dev = std::fs::metadata(&env.root).unwrap().dev();
+    if std::fs::metadata(other.path()).unwrap().dev() == root_dev {
+        eprintln!("skipped: /dev/shm is on the same file system as the test root");
+        return;
+    }
+    let data = fake_mp4(5_000, 3);
+    let src = other.path().join("private.mp4");
+    std::fs::write(&src, &data).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let list = other.path().join("items.jsonl");
+    std::fs::write(&list, row("p", &["private.mp4"])).unwrap();
+    assert_eq!(
+        env.ingest(&["--dataset", "d", "--format", "jsonl", s(&list)])
+            .code,
+        0
+    );
+    let out = fetch(&env, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stored = env.root.join("videos/d/p.mp4");
+    let meta = std::fs::symlink_metadata(&stored).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_ne!(meta.dev(), std::fs::metadata(&src).unwrap().dev(), "a copy");
+    assert_eq!(meta.mode() & 0o777, 0o600, "no wider than the source");
+    assert_eq!(sha256(&std::fs::read(&stored).unwrap()), sha256(&data));
 }
 
 #[test]
@@ -203,4 +430,114 @@ fn secret_query_parameters_are_redacted_wherever_a_url_is_shown() {
             assert!(!contains(shown, secret), "'{secret}' was shown");
         }
     }
+}
+
+/// The real example video, copied into `dir`.
+fn example_video(env: &Env, rel: &str) -> (PathBuf, Vec<u8>) {
+    let data = std::fs::read(repo().join("tests/data/xinpianchang/example/99945958.mp4")).unwrap();
+    (env.write(rel, &data), data)
+}
+
+#[test]
+fn relative_manifests_and_rows_work_from_any_directory() {
+    let env = Env::new();
+    let (_, data) = example_video(&env, "work/lists/clips/a.mp4");
+    env.write("work/lists/items.jsonl", row("a", &["clips/a.mp4"]));
+    env.write("work/lists/train.txt", "./clips/../clips/a.mp4 0\n");
+    let work = env.path("work");
+    let out = run_in(
+        &env,
+        &work,
+        &[
+            "ingest",
+            "--dataset",
+            "j",
+            "--format",
+            "jsonl",
+            "lists/items.jsonl",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = run_in(
+        &env,
+        &work,
+        &[
+            "ingest",
+            "--dataset",
+            "v",
+            "--format",
+            "videomae",
+            "lists/train.txt",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let real = std::fs::canonicalize(env.path("work/lists/clips/a.mp4")).unwrap();
+    assert_eq!(
+        env.strings("SELECT DISTINCT location FROM sources"),
+        vec![real.display().to_string()]
+    );
+    // Fetch from another directory: the stored paths are absolute.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut c = env.command();
+    c.current_dir(elsewhere.path()).args(["--json", "fetch"]);
+    let out = Out::of(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["verified"], 2);
+    assert_eq!(
+        sha256(&std::fs::read(env.root.join("videos/j/a.mp4")).unwrap()),
+        sha256(&data)
+    );
+    #[cfg(feature = "media")]
+    {
+        let mut c = env.command();
+        c.current_dir(elsewhere.path()).args([
+            "--json",
+            "shard",
+            "--dataset",
+            "j",
+            "--frames",
+            "2",
+            "--segments",
+            "--size",
+            "32x32",
+        ]);
+        let out = Out::of(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(out.json()["samples"], 1, "{}", out.stdout);
+    }
+}
+
+#[test]
+fn a_relative_xinpianchang_tree_stores_real_paths() {
+    let env = Env::new();
+    let example = repo().join("tests/data/xinpianchang/example");
+    let dir = env.path("MP4_download/Sea/99945958");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["99945958.txt", "99945958.mp4", "99945958.jpeg"] {
+        std::fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    let out = run_in(
+        &env,
+        env.dir.path(),
+        &[
+            "ingest",
+            "--dataset",
+            "x",
+            "--format",
+            "xinpianchang",
+            "MP4_download",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let real = std::fs::canonicalize(&dir).unwrap();
+    assert_eq!(
+        env.strings("SELECT location FROM sources WHERE kind = 'local' ORDER BY role DESC"),
+        vec![
+            real.join("99945958.mp4").display().to_string(),
+            real.join("99945958.jpeg").display().to_string()
+        ]
+    );
+    let out = fetch(&env, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["imported"], 2);
 }
