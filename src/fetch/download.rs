@@ -86,21 +86,24 @@ macro_rules! or_cancel {
 pub(crate) use or_cancel;
 
 /// Looks for a complete file under the final name whose record was lost; checks it
-/// like a download. A file there that fails the checks is moved to `quarantine/`.
+/// like a download. A file there that fails the checks, or anything there that is not
+/// a regular file (a symlink is never followed), is moved to `quarantine/`.
 pub(crate) async fn adopt(
     ctx: &Ctx,
     job: &Job,
     names: &Names,
 ) -> Result<Option<Fetched>, AttemptError> {
-    let Some((path, ext)) = job
-        .role
-        .extensions()
-        .iter()
-        .map(|e| (names.final_path(e), *e))
-        .find(|(p, _)| p.is_file())
-    else {
+    let Some((path, ext, meta)) = job.role.extensions().iter().find_map(|e| {
+        let p = names.final_path(e);
+        std::fs::symlink_metadata(&p).ok().map(|m| (p, *e, m))
+    }) else {
         return Ok(None);
     };
+    if !meta.file_type().is_file() {
+        let to = quarantine(ctx, &job.dataset, &path, "unverified")?;
+        tracing::warn!(path = %path.display(), to = %to.display(), "not a regular file under a final name; moved to quarantine");
+        return Ok(None);
+    }
     let expected = job.expected.clone();
     let p = path.clone();
     let digests = tokio::task::spawn_blocking(move || hash_file(&p, &expected))
@@ -151,9 +154,10 @@ pub(crate) fn quarantine(
     super::rehash::move_to_quarantine(&ctx.root, dataset, path, why).map_err(AttemptError::Fatal)
 }
 
-/// Hashes a whole file with the hashers `expected` asks for.
+/// Hashes a whole file with the hashers `expected` asks for; a symlink is not
+/// followed (an error).
 pub(crate) fn hash_file(path: &Path, expected: &Expected) -> std::io::Result<Digests> {
-    let mut f = fs_err::File::open(path)?;
+    let mut f = crate::util::open_no_follow(path)?;
     let mut h = Hashers::new(expected);
     let mut buf = vec![0u8; 1 << 20];
     loop {

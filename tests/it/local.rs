@@ -1,7 +1,7 @@
 //! Local sources and what a manifest may name: the allowed folders (checked at ingest
 //! and again when a file is read), one opened regular file per import, copies no wider
-//! than their source, no byte of a file in any message, credentials refused and secrets
-//! redacted, relative paths.
+//! than their source, no symlink under a final name, no byte of a file in any message,
+//! credentials refused and secrets redacted, relative paths.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -311,6 +311,124 @@ fn stored_copies_are_no_wider_than_their_source() {
     assert_ne!(meta.dev(), std::fs::metadata(&src).unwrap().dev(), "a copy");
     assert_eq!(meta.mode() & 0o777, 0o600, "no wider than the source");
     assert_eq!(sha256(&std::fs::read(&stored).unwrap()), sha256(&data));
+}
+
+#[test]
+fn a_symlink_under_a_final_name_is_never_kept() {
+    let env = Env::new();
+    let data = fake_mp4(4_000, 4);
+    let list = env.write("items.jsonl", row("a", &["clips/a.mp4"]));
+    env.write("clips/a.mp4", &data);
+    // Something else already sits under the final name, as a symlink to other bytes
+    // (what an older version left for an imported symlink).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let evil = elsewhere.path().join("evil.mp4");
+    std::fs::write(&evil, fake_mp4(4_000, 5)).unwrap();
+    assert_eq!(
+        env.ingest(&["--dataset", "d", "--format", "jsonl", s(&list)])
+            .code,
+        0
+    );
+    std::fs::create_dir_all(env.root.join("videos/d")).unwrap();
+    symlink(&evil, env.root.join("videos/d/a.mp4")).unwrap();
+    let out = fetch(&env, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rep = out.json();
+    assert_eq!(rep["adopted"], 0, "the symlink was not adopted: {rep}");
+    let stored = env.root.join("videos/d/a.mp4");
+    assert!(
+        std::fs::symlink_metadata(&stored)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(sha256(&std::fs::read(&stored).unwrap()), sha256(&data));
+    let moved = files_under(&env.root.join("quarantine/d"));
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(
+        std::fs::symlink_metadata(&moved[0])
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(evil.exists(), "what the link pointed to is untouched");
+}
+
+/// A stored file that became a symlink since it was verified (as an older version
+/// stored imported symlinks), to a copy of the very same bytes: the hash still
+/// matches, but the bytes could change behind the record at any time.
+#[cfg(feature = "media")]
+#[test]
+fn a_symlink_that_replaced_a_stored_file_is_never_trusted() {
+    use pmv_data::catalog::Catalog;
+    use pmv_data::fetch::{RehashOptions, RehashSelect, rehash};
+    use pmv_data::report::Silent;
+    use pmv_data::root::DataRoot;
+
+    let env = Env::new();
+    let (_, data) = example_video(&env, "clips/a.mp4");
+    let list = env.write("items.jsonl", row("a", &["clips/a.mp4"]));
+    assert_eq!(
+        env.ingest(&["--dataset", "d", "--format", "jsonl", s(&list)])
+            .code,
+        0
+    );
+    assert_eq!(fetch(&env, &[], &[]).code, 0);
+    let stored = env.root.join("videos/d/a.mp4");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("a.mp4");
+    std::fs::write(&copy, &data).unwrap();
+    let swap = || {
+        std::fs::remove_file(&stored).unwrap();
+        symlink(&copy, &stored).unwrap();
+    };
+
+    // The re-hash does not follow it: the file is changed, and fetched again.
+    swap();
+    let root = DataRoot::new(&env.root);
+    let mut cat = Catalog::open(&root.catalog_path()).unwrap();
+    let all = RehashOptions {
+        dataset: None,
+        select: RehashSelect::All,
+    };
+    let r = rehash(&root, &mut cat, &all, &Silent).unwrap();
+    drop(cat);
+    assert_eq!(r.changed, 1, "{:?}", r.details);
+    assert!(
+        r.details[0].contains("is not a regular file"),
+        "{:?}",
+        r.details
+    );
+    assert_eq!(must(&env, "a", "video").state, "pending");
+    assert_eq!(fetch(&env, &[], &[]).code, 0);
+    assert!(
+        std::fs::symlink_metadata(&stored)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+
+    // The shard stage does not decode one either.
+    swap();
+    let out = env.run(&[
+        "--json",
+        "shard",
+        "--dataset",
+        "d",
+        "--frames",
+        "2",
+        "--segments",
+        "--size",
+        "32x32",
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.json()["samples"], 0);
+    let r = must(&env, "a", "video");
+    assert_eq!(r.state, "failed_transient");
+    assert!(
+        r.error_message.unwrap().contains("not a regular file"),
+        "fetched again by the next run"
+    );
 }
 
 #[test]
