@@ -20,6 +20,8 @@ const PRINTED_REJECTIONS: u64 = 100;
 
 pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     let opts = options(app, &args)?;
+    // A mistyped name is reported before anything is created.
+    pmv_data::ingest::check_inputs(&opts)?;
     app.root.ensure()?;
     let _lock = app.root.lock("ingest")?;
     let mut catalog = Catalog::open(&app.root.catalog_path())?;

@@ -167,6 +167,35 @@ pub struct LinksReport {
     pub rejected: u64,
 }
 
+/// Checks that every file and folder the options name is there: the manifests, the
+/// class and links files, the base directory. The command calls it before it creates
+/// a data root, so a mistyped name leaves nothing behind.
+pub fn check_inputs(opts: &IngestOptions) -> Result<(), IngestError> {
+    if opts.inputs.is_empty() {
+        return Err(IngestError::Invalid("no manifest given".into()));
+    }
+    let named = opts
+        .inputs
+        .iter()
+        .chain(&opts.classes_file)
+        .chain(&opts.links_file);
+    for path in named {
+        fs_err::metadata(path).map_err(|source| ReadError::<SpillError>::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if let Some(b) = &opts.base_dir
+        && !b.is_dir()
+    {
+        return Err(IngestError::Invalid(format!(
+            "base directory {} is not a directory",
+            b.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one ingest. `on_reject` sees every rejected row as it is found (the report
 /// keeps the first [`MAX_REPORTED_REJECTIONS`]).
 pub fn ingest(

@@ -550,6 +550,36 @@ fn secret_query_parameters_are_redacted_wherever_a_url_is_shown() {
     }
 }
 
+#[test]
+fn a_missing_manifest_is_reported_before_a_data_root_exists() {
+    let env = Env::new();
+    let out = env.run(&[
+        "ingest",
+        "--dataset",
+        "d",
+        "--format",
+        "jsonl",
+        s(&env.path("nowhere.jsonl")),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("nowhere.jsonl"), "{}", out.stderr);
+    assert!(!env.root.exists(), "nothing was created");
+    let list = env.write("items.jsonl", row("a", &["https://h.example/a.mp4"]));
+    let out = env.run(&[
+        "ingest",
+        "--dataset",
+        "d",
+        "--format",
+        "jsonl",
+        "--classes",
+        s(&env.path("classes.txt")),
+        s(&list),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("classes.txt"), "{}", out.stderr);
+    assert!(!env.root.exists(), "nothing was created");
+}
+
 /// The real example video, copied into `dir`.
 fn example_video(env: &Env, rel: &str) -> (PathBuf, Vec<u8>) {
     let data = std::fs::read(repo().join("tests/data/xinpianchang/example/99945958.mp4")).unwrap();
