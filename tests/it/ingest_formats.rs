@@ -74,28 +74,6 @@ fn the_upstream_tree_gives_one_multi_label_item_with_local_files_first() {
 }
 
 #[test]
-fn a_txt_outside_a_label_directory_is_rejected_with_its_path() {
-    let env = Env::new();
-    let out = env.ingest(&[
-        "--dataset",
-        "x",
-        "--format",
-        "xinpianchang",
-        s(&sample("99945958.txt")),
-    ]);
-    assert_eq!(out.code, 3, "{}", out.stderr);
-    let rej = out.rejections();
-    assert_eq!(rej.len(), 1, "{rej:?}");
-    assert!(
-        rej[0].contains(
-            "99945958.txt:1: unknown class name 'xinpianchang' (taken from the directory name)"
-        ),
-        "{}",
-        rej[0]
-    );
-}
-
-#[test]
 fn python_dict_files_are_parsed_never_evaluated() {
     let env = Env::new();
     let hostile = env.write(

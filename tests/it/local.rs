@@ -1,7 +1,7 @@
 //! Local sources and what a manifest may name: the allowed folders (checked at ingest
 //! and again when a file is read), one opened regular file per import, copies no wider
 //! than their source, no symlink under a final name, no byte of a file in any message,
-//! credentials refused and secrets redacted, relative paths.
+//! credentials refused and secrets redacted, relative paths, the xinpianchang example.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -688,4 +688,88 @@ fn a_relative_xinpianchang_tree_stores_real_paths() {
     let out = fetch(&env, &[], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["imported"], 2);
+}
+
+#[test]
+fn the_shipped_example_folder_ingests_as_it_stands() {
+    let env = Env::new();
+    let example = repo().join("tests/data/xinpianchang/example");
+    let out = env.ingest(&["--dataset", "x", "--format", "xinpianchang", s(&example)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["items"]["new"], 1);
+    let (labels, text): (String, String) = env
+        .catalog()
+        .query_row(
+            "SELECT labels, text FROM items WHERE key = '99945958'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(labels, "", "its .txt names no label: unlabeled");
+    assert_eq!(text, "Hong Kong Circa 2017, City B-Roll");
+    let real = std::fs::canonicalize(&example).unwrap();
+    assert_eq!(
+        env.strings(
+            "SELECT kind || ' ' || location FROM sources WHERE role = 'video' ORDER BY rank"
+        ),
+        vec![
+            format!("local {}", real.join("99945958.mp4").display()),
+            "direct https://p5-v1.xpccdn.com/099945958_main_xl.mp4".to_string()
+        ]
+    );
+    // The .txt alone is the same one-item folder; a video_label in it is the label.
+    let env = Env::new();
+    let text = std::fs::read_to_string(example.join("99945958.txt")).unwrap();
+    let labeled = text.replace("'mp4_time'", "'video_label': 'City', 'mp4_time'");
+    let txt = env.write("one/99945958.txt", labeled);
+    let out = env.ingest(&["--dataset", "x", "--format", "xinpianchang", s(&txt)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.query::<String>("SELECT labels FROM items"), "11");
+}
+
+#[test]
+fn a_folder_that_fits_no_layout_says_what_is_missing() {
+    let env = Env::new();
+    env.write("videos/Sea/1/1.mp4", fake_mp4(1_000, 1));
+    env.write("videos/Sea/2/2.mp4", fake_mp4(1_000, 2));
+    let out = env.ingest(&[
+        "--dataset",
+        "x",
+        "--format",
+        "xinpianchang",
+        s(&env.path("videos")),
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let rej = out.rejections();
+    assert_eq!(rej.len(), 1, "{rej:?}");
+    assert!(
+        rej[0].contains("2 video file(s) but no <id>.txt beside any of them"),
+        "{}",
+        rej[0]
+    );
+    assert!(
+        rej[0].contains("<label>/<id>/<id>.{txt,mp4,jpeg}"),
+        "{}",
+        rej[0]
+    );
+    // The upstream tree with a label folder that is no class names it.
+    env.write(
+        "tree/Nowhere/3/3.txt",
+        "{'mp4_id': '3', 'mp4_download_url': 'https://h.example/3.mp4'}",
+    );
+    let out = env.ingest(&[
+        "--dataset",
+        "x",
+        "--format",
+        "xinpianchang",
+        s(&env.path("tree")),
+    ]);
+    assert_eq!(out.code, 3);
+    assert!(
+        out.stderr
+            .contains("unknown class name 'Nowhere' (taken from the directory name)"),
+        "{}",
+        out.stderr
+    );
 }
