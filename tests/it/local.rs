@@ -655,6 +655,59 @@ fn relative_manifests_and_rows_work_from_any_directory() {
     }
 }
 
+#[cfg(feature = "media")]
+#[test]
+fn shard_samples_name_their_source_without_secrets_or_folders() {
+    use pmv_data::shard::ShardReader;
+
+    let env = Env::new();
+    let (_, data) = example_video(&env, "private/folders/clips/a.mp4");
+    let srv = Server::start();
+    srv.file("/b.mp4", data);
+    let list = env.write(
+        "private/folders/items.jsonl",
+        [
+            row("a", &["clips/a.mp4"]),
+            row("b", &[&srv.url("/b.mp4?token=TOKSECRET&id=2")]),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        env.ingest(&["--dataset", "d", "--format", "jsonl", s(&list)])
+            .code,
+        0
+    );
+    assert_eq!(fetch(&env, &[], &[]).code, 0);
+    let out = env.run(&[
+        "--json",
+        "shard",
+        "--dataset",
+        "d",
+        "--frames",
+        "2",
+        "--segments",
+        "--size",
+        "32x32",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut sources = vec![];
+    for shard in out.json()["shards"].as_array().unwrap() {
+        let reader = ShardReader::open(&env.root.join(shard["path"].as_str().unwrap())).unwrap();
+        for i in 0..reader.len() {
+            let meta = reader.sample(i).unwrap().meta().unwrap();
+            sources.push((meta.id, meta.source.unwrap_or_default()));
+        }
+    }
+    sources.sort();
+    assert_eq!(
+        sources,
+        vec![
+            ("a".to_string(), "local:a.mp4".to_string()),
+            ("b".to_string(), srv.url("/b.mp4?token=REDACTED&id=2")),
+        ]
+    );
+}
+
 #[test]
 fn a_relative_xinpianchang_tree_stores_real_paths() {
     let env = Env::new();
