@@ -250,7 +250,18 @@ pub fn run(
         }
     }
     let local_roots = local_roots(catalog, &datasets, opts)?;
-    let import = crate::source::local::ImportIndex::build(&opts.import_dirs);
+    // Real paths: what the index finds is opened and checked like any local source.
+    let mut import_dirs = Vec::with_capacity(opts.import_dirs.len());
+    for d in &opts.import_dirs {
+        let real = std::path::absolute(d)
+            .and_then(|a| crate::source::local::real_path(&a))
+            .map_err(|source| FetchError::Io {
+                path: d.clone(),
+                source,
+            })?;
+        import_dirs.push(real);
+    }
+    let import = crate::source::local::ImportIndex::build(&import_dirs);
     let mut planner = plan::Planner::new(root, datasets, opts, import);
     let (total, no_source) = planner.count(catalog)?;
     let mut report = FetchReport {

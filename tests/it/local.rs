@@ -709,6 +709,30 @@ fn shard_samples_name_their_source_without_secrets_or_folders() {
 }
 
 #[test]
+fn an_import_folder_given_by_a_relative_path_is_read() {
+    let env = Env::new();
+    let data = fake_mp4(3_000, 11);
+    env.write("work/mirror/v.mp4", &data);
+    let list = env.write("items.jsonl", row("v", &["https://h.invalid/v.mp4"]));
+    assert_eq!(
+        env.ingest(&["--dataset", "d", "--format", "jsonl", s(&list)])
+            .code,
+        0
+    );
+    let out = run_in(
+        &env,
+        &env.path("work"),
+        &["fetch", "--import-dir", "mirror"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["imported"], 1);
+    assert_eq!(
+        sha256(&std::fs::read(env.root.join("videos/d/v.mp4")).unwrap()),
+        sha256(&data)
+    );
+}
+
+#[test]
 fn a_relative_xinpianchang_tree_stores_real_paths() {
     let env = Env::new();
     let example = repo().join("tests/data/xinpianchang/example");
