@@ -253,16 +253,13 @@ pub fn ingest(
     let base_dir = opts
         .base_dir
         .as_deref()
-        .map(|b| {
-            fs_err::canonicalize(b)
-                .ok()
-                .filter(|p| p.is_dir())
-                .ok_or_else(|| {
-                    IngestError::Invalid(format!(
-                        "base directory {} is not a directory",
-                        b.display()
-                    ))
-                })
+        .map(|b| match fs_err::canonicalize(b) {
+            Ok(real) if real.is_dir() => Ok(real),
+            Ok(_) => Err(IngestError::Invalid(format!(
+                "base directory {} is not a directory",
+                b.display()
+            ))),
+            Err(e) => Err(IngestError::Invalid(format!("base directory: {e}"))),
         })
         .transpose()?;
     let shared = Shared {
