@@ -1,4 +1,4 @@
--- pmv-data catalog schema, version 2.
+-- pmv-data catalog schema, version 3.
 -- Generated from src/catalog/migrations.rs by the test `schema_file_matches_migrations`;
 -- regenerate with PMV_BLESS=1 cargo test schema_file. Do not edit by hand.
 
@@ -167,3 +167,9 @@ CREATE TABLE runs (
 ) STRICT;
 
 CREATE INDEX items_dataset_state ON items (dataset_id, state);
+
+CREATE TABLE manifest_roots (
+    manifest_id INTEGER NOT NULL REFERENCES manifests(id) ON DELETE CASCADE,
+    dir         TEXT NOT NULL,
+    PRIMARY KEY (manifest_id, dir)
+) STRICT, WITHOUT ROWID;

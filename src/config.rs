@@ -18,6 +18,10 @@ use crate::refresh::config::{DatasetConfig, RefreshPlan, RefreshSettings};
 pub struct Config {
     /// The data root (overridden by `--root` and `PMV_DATA_ROOT`).
     pub root: Option<PathBuf>,
+    /// Folders local files may be read from, besides each manifest's own folder
+    /// tree, `--base-dir` and `--import-dir` (relative to this file's directory).
+    #[serde(default)]
+    pub local_roots: Vec<PathBuf>,
     #[serde(default)]
     pub ingest: IngestConfig,
     #[serde(default)]
@@ -184,13 +188,16 @@ impl Config {
         let plan =
             RefreshPlan::build(&config.refresh, &config.datasets, text, path).map_err(invalid)?;
         // A relative root in a config file means relative to the file, not to the
-        // directory cron happens to start in.
-        let root = config.root.map(|r| match path.parent() {
+        // directory cron happens to start in; the same for the local roots.
+        let from_file = |r: PathBuf| match path.parent() {
             Some(dir) if r.is_relative() => dir.join(r),
             _ => r,
-        });
+        };
+        let root = config.root.map(from_file);
+        let local_roots = config.local_roots.into_iter().map(from_file).collect();
         Ok(Config {
             root,
+            local_roots,
             plan: Some(plan),
             ..config
         })
@@ -404,8 +411,19 @@ mod tests {
 
     #[test]
     fn relative_roots_follow_the_file() {
-        let c = Config::parse("root = \"data\"\n", Path::new("/srv/pmv/pmv.toml")).unwrap();
+        let c = Config::parse(
+            "root = \"data\"\nlocal_roots = [\"videos\", \"/mnt/mirror\"]\n",
+            Path::new("/srv/pmv/pmv.toml"),
+        )
+        .unwrap();
         assert_eq!(c.root.unwrap(), PathBuf::from("/srv/pmv/data"));
+        assert_eq!(
+            c.local_roots,
+            vec![
+                PathBuf::from("/srv/pmv/videos"),
+                PathBuf::from("/mnt/mirror")
+            ]
+        );
         let c = Config::parse("", Path::new("c.toml")).unwrap();
         assert!(c.root.is_none());
     }

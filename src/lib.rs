@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
 pub mod media;
+pub mod redact;
 pub mod refresh;
 pub mod report;
 pub mod root;

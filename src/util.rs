@@ -29,7 +29,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex SHA-256 and length of a whole file, streamed in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = fs_err::File::open(path)?;
+    sha256_read(fs_err::File::open(path)?)
+}
+
+fn sha256_read(mut file: impl Read) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
@@ -42,6 +45,44 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
         len += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), len))
+}
+
+/// Opens a file for reading without following a symlink at its last component, nor
+/// waiting on a FIFO. A symlink or anything else that is not a regular file is an
+/// error of kind `InvalidInput`; every error names the path. For files under a final
+/// name in the root, where a symlink would let the bytes change behind a verified
+/// record.
+pub fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{} is a symbolic link", path.display()),
+                )
+            } else {
+                std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// [`sha256_file`] through [`open_no_follow`].
+pub fn sha256_regular_file(path: &Path) -> std::io::Result<(String, u64)> {
+    sha256_read(open_no_follow(path)?)
 }
 
 /// Replaces `path` with `bytes` so that a reader sees either the old or the new file,

@@ -200,4 +200,15 @@ CREATE TABLE runs (
     r#"
 CREATE INDEX items_dataset_state ON items (dataset_id, state);
 "#,
+    // 3: the folders each manifest may have local files read from: its own folder
+    // tree and `--base-dir`, as real paths. The fetch stage reads a local source only
+    // inside the folders of its dataset's manifests (and the configured roots); a
+    // manifest ingested before has no rows here, and its own folder stands in.
+    r#"
+CREATE TABLE manifest_roots (
+    manifest_id INTEGER NOT NULL REFERENCES manifests(id) ON DELETE CASCADE,
+    dir         TEXT NOT NULL,
+    PRIMARY KEY (manifest_id, dir)
+) STRICT, WITHOUT ROWID;
+"#,
 ];

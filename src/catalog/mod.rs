@@ -317,6 +317,37 @@ impl Catalog {
             .map_err(|e| self.sql(e))
     }
 
+    /// Every manifest of a dataset with the folders it may have local files read
+    /// from, as recorded by its last ingest (empty for a manifest ingested before
+    /// they were recorded).
+    pub fn manifest_roots(&self, dataset_id: i64) -> Result<Vec<(PathBuf, Vec<PathBuf>)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT m.path, r.dir FROM manifests m \
+                 LEFT JOIN manifest_roots r ON r.manifest_id = m.id \
+                 WHERE m.dataset_id = ?1 ORDER BY m.id, r.dir",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([dataset_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out: Vec<(PathBuf, Vec<PathBuf>)> = vec![];
+        for row in rows {
+            let (path, dir) = row.map_err(|e| self.sql(e))?;
+            let path = PathBuf::from(path);
+            if out.last().is_none_or(|(p, _)| *p != path) {
+                out.push((path, vec![]));
+            }
+            if let (Some(d), Some(last)) = (dir, out.last_mut()) {
+                last.1.push(PathBuf::from(d));
+            }
+        }
+        Ok(out)
+    }
+
     /// (active items, removed items, active items without a video source) of a
     /// dataset, from indexes only.
     pub fn item_counts(&self, dataset_id: i64) -> Result<(u64, u64, u64)> {
@@ -445,7 +476,8 @@ mod tests {
         // A catalog as version 1 left it, with a dataset in it.
         c.conn()
             .execute_batch(
-                "DROP INDEX items_dataset_state; PRAGMA user_version = 1; \
+                "DROP INDEX items_dataset_state; DROP TABLE manifest_roots; \
+                 PRAGMA user_version = 1; \
                  INSERT INTO datasets (name, format, multi_label, created_at, updated_at) \
                  VALUES ('d', 'pmv400', 0, 0, 0);",
             )
@@ -456,6 +488,7 @@ mod tests {
         let c = Catalog::open(&p).unwrap();
         assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as u32);
         assert!(c.schema_sql().unwrap().contains("items_dataset_state"));
+        assert!(c.schema_sql().unwrap().contains("manifest_roots"));
         let n: i64 = c
             .conn()
             .query_row("SELECT count(*) FROM datasets WHERE name = 'd'", [], |r| {

@@ -154,6 +154,7 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
         retry_failed: args.retry_failed,
         include_permanent: args.include_permanent,
         import_dirs: args.import_dir.clone(),
+        local_roots: app.config.local_roots.clone(),
         settings,
         sources,
         deadline: args.max_duration.map(|d| Instant::now() + *d),

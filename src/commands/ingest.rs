@@ -21,6 +21,8 @@ const PRINTED_REJECTIONS: u64 = 100;
 
 pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     let opts = options(app, &args)?;
+    // A mistyped name is reported before anything is created.
+    pmv_data::ingest::check_inputs(&opts)?;
     app.root.ensure()?;
     let _lock = app.root.lock("ingest")?;
     let mut catalog = Catalog::open(&app.root.catalog_path())?;
@@ -33,7 +35,10 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
         "split": opts.split.as_ref().map(|s| s.to_string()),
         "classes": opts.classes_file,
         "links": opts.links_file,
-        "url_template": opts.url_template.as_ref().map(|t| t.as_str()),
+        "url_template": opts
+            .url_template
+            .as_ref()
+            .map(|t| pmv_data::redact::redact_url(t.as_str())),
         "split_ratios": opts.ratios.describe(),
         "strict": opts.strict,
         "force": opts.force,
@@ -112,6 +117,7 @@ fn options(app: &App, args: &IngestArgs) -> Result<IngestOptions> {
         ratios,
         multi_label,
         base_dir: args.base_dir.clone(),
+        local_roots: app.config.local_roots.clone(),
         strict: args.strict,
         force: args.force,
         tmp_dir: app.root.tmp_dir().join("ingest"),

@@ -92,6 +92,7 @@ mod with_media {
             fetch: FetchOptions {
                 settings: FetchSettings::from_config(&app.config.fetch),
                 sources,
+                local_roots: app.config.local_roots.clone(),
                 ..FetchOptions::default()
             },
             jobs: args.jobs.map(|j| j as usize),

@@ -9,6 +9,8 @@ use anyhow::Result;
 use pmv_data::catalog::Catalog;
 use pmv_data::fetch::{self, FetchSettings, for_each_source};
 use pmv_data::manifest::{Allow, Locator, parse_location};
+use pmv_data::redact::{redact_text, redact_url};
+use pmv_data::source::local::LocalRoots;
 use pmv_data::source::{Resolved, SourceSettings, Target, resolve_offline};
 use serde_json::{Value, json};
 
@@ -37,12 +39,21 @@ fn links(
     sources: &SourceSettings,
 ) -> Result<Exit> {
     let cwd = std::env::current_dir()?;
+    // A path typed on the command line is named by the user: any folder may hold it.
+    // Nothing is read from it here either way.
+    let anywhere = LocalRoots::new([std::path::Path::new("/")]);
     // In the order of the input; every entry has every key.
     let mut docs: Vec<Value> = args.urls.iter().map(|raw| entry(raw, None)).collect();
     let mut failed = 0;
     let mut parsed: Vec<(usize, Locator)> = vec![];
     for (i, raw) in args.urls.iter().enumerate() {
-        match parse_location(raw.trim(), Allow::RemoteOrLocal { base: &cwd }) {
+        match parse_location(
+            raw.trim(),
+            Allow::RemoteOrLocal {
+                base: &cwd,
+                roots: &anywhere,
+            },
+        ) {
             Ok(l) => parsed.push((i, l)),
             Err(e) => {
                 failed += 1;
@@ -58,8 +69,8 @@ fn links(
             match resolve_offline(&loc, args.item.as_deref(), sources) {
                 Ok(o) => {
                     d["canonical_id"] = o.canonical_id.into();
-                    d["download_url"] = o.download_url.into();
-                    d["lookup_url"] = o.lookup_url.into();
+                    d["download_url"] = o.download_url.as_deref().map(redact_url).into();
+                    d["lookup_url"] = o.lookup_url.as_deref().map(redact_url).into();
                     d["host"] = o.host.into();
                     d["note"] = o.note.into();
                 }
@@ -104,10 +115,11 @@ fn links(
 }
 
 /// One input's entry, before resolving: what it was read as (`loc`, when it could be).
+/// Every URL an entry shows has its secrets redacted (see [`redact_url`]).
 fn entry(input: &str, loc: Option<&Locator>) -> Value {
     json!({
-        "input": input,
-        "location": loc.map(|l| &l.location),
+        "input": redact_url(input),
+        "location": loc.map(|l| redact_url(&l.location)),
         "kind": loc.map(|l| l.kind),
         "canonical_id": null,
         "via": null,
@@ -126,7 +138,7 @@ fn entry(input: &str, loc: Option<&Locator>) -> Value {
 /// Fills an entry with an online answer.
 fn online(d: &mut Value, r: &Resolved) {
     match &r.target {
-        Target::Http { url, .. } => d["download_url"] = url.to_string().into(),
+        Target::Http { url, .. } => d["download_url"] = redact_url(url.as_str()).into(),
         Target::Local { path } => d["path"] = path.display().to_string().into(),
     }
     d["canonical_id"] = r.canonical_id.clone().into();
@@ -136,7 +148,12 @@ fn online(d: &mut Value, r: &Resolved) {
         "sha1": r.expected.sha1,
         "quickxor": r.expected.quickxor,
     });
-    d["trail"] = json!(r.trail);
+    d["trail"] = r
+        .trail
+        .iter()
+        .map(|t| redact_text(t))
+        .collect::<Vec<_>>()
+        .into();
 }
 
 fn print_doc(d: &Value) {
@@ -204,29 +221,30 @@ fn dataset(
     let mut failures: Vec<Value> = vec![];
     let mut failed = 0u64;
     let mut canonical_differs = 0u64;
-    let mut note =
-        |row: &fetch::SourceRow, err: Option<(String, String)>, canonical: Option<&str>| {
-            *by_kind
-                .entry(row.locator.kind.as_str().to_owned())
-                .or_default() += 1;
-            match err {
-                None => {
-                    ok += 1;
-                    if canonical.is_some_and(|c| c != row.key) {
-                        canonical_differs += 1;
-                    }
-                }
-                Some((class, message)) => {
-                    failed += 1;
-                    if failures.len() < LISTED_FAILURES {
-                        failures.push(json!({
-                            "item": row.key, "role": row.role, "rank": row.rank,
-                            "location": row.locator.location, "class": class, "error": message,
-                        }));
-                    }
+    let mut note = |row: &fetch::SourceRow,
+                    err: Option<(String, String)>,
+                    canonical: Option<&str>| {
+        *by_kind
+            .entry(row.locator.kind.as_str().to_owned())
+            .or_default() += 1;
+        match err {
+            None => {
+                ok += 1;
+                if canonical.is_some_and(|c| c != row.key) {
+                    canonical_differs += 1;
                 }
             }
-        };
+            Some((class, message)) => {
+                failed += 1;
+                if failures.len() < LISTED_FAILURES {
+                    failures.push(json!({
+                            "item": row.key, "role": row.role, "rank": row.rank,
+                            "location": redact_url(&row.locator.location), "class": class, "error": message,
+                        }));
+                }
+            }
+        }
+    };
     let mut count = 0u64;
     let items = if args.offline {
         for_each_source(&catalog, &ds, args.limit, |row| {

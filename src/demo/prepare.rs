@@ -300,6 +300,7 @@ pub fn prepare(
             ratios: SplitRatios::default(),
             multi_label: Some(false),
             base_dir: None,
+            local_roots: vec![],
             strict: true,
             force: false,
             tmp_dir: root.tmp_dir(),

@@ -21,6 +21,7 @@ use url::Url;
 use super::failure::{ErrorClass, Failure, parse_retry_after};
 use super::politeness::Politeness;
 use super::settings::FetchSettings;
+use crate::redact::show_url;
 
 /// Longest URL accepted, in bytes (as for manifests).
 pub const MAX_URL_BYTES: usize = 8192;
@@ -36,7 +37,7 @@ pub fn host_key(url: &Url) -> String {
 
 /// Checks that a URL may be requested: http(s), a host, no user info, not huge.
 pub fn check_url(url: &Url) -> Result<(), Failure> {
-    let shown = shorten(url.as_str());
+    let shown = show_url(url.as_str());
     if url.as_str().len() > MAX_URL_BYTES {
         return Err(Failure::new(
             ErrorClass::BadUrl,
@@ -67,31 +68,11 @@ pub fn check_url(url: &Url) -> Result<(), Failure> {
             format!(
                 "URL carries user info before its host '{}' (not sent anywhere): {}",
                 url.host_str().unwrap_or(""),
-                shorten(&redact_userinfo(url))
+                show_url(url.as_str())
             ),
         ));
     }
     Ok(())
-}
-
-fn redact_userinfo(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
-}
-
-/// Cuts long text for messages.
-pub fn shorten(s: &str) -> String {
-    const MAX: usize = 160;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut cut = MAX;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
 }
 
 /// One request.
@@ -155,7 +136,11 @@ impl Response {
 
     /// The failure this status means, if it is one.
     pub fn failure(&self) -> Option<Failure> {
-        Failure::from_status(self.status, &shorten(self.url.as_str()), self.retry_after())
+        Failure::from_status(
+            self.status,
+            &show_url(self.url.as_str()),
+            self.retry_after(),
+        )
     }
 
     /// The announced body length.
@@ -174,7 +159,7 @@ impl Response {
                 format!(
                     "no data for {} s from {}",
                     self.idle.as_secs_f64(),
-                    shorten(self.url.as_str())
+                    show_url(self.url.as_str())
                 ),
             )),
             Ok(Ok(c)) => Ok(c),
@@ -191,7 +176,7 @@ impl Response {
                     ErrorClass::BadResponse,
                     format!(
                         "answer from {} is larger than {max} bytes",
-                        shorten(self.url.as_str())
+                        show_url(self.url.as_str())
                     ),
                 ));
             }
@@ -200,7 +185,7 @@ impl Response {
         String::from_utf8(buf).map_err(|_| {
             Failure::new(
                 ErrorClass::BadResponse,
-                format!("answer from {} is not UTF-8", shorten(self.url.as_str())),
+                format!("answer from {} is not UTF-8", show_url(self.url.as_str())),
             )
         })
     }
@@ -269,7 +254,7 @@ impl Client {
         let mut public = req.public;
         if public && internal_host(&url) {
             return Err(led_inside(
-                &format!("{} came from a public server", shorten(url.as_str())),
+                &format!("{} came from a public server", show_url(url.as_str())),
                 &url,
             ));
         }
@@ -304,7 +289,7 @@ impl Client {
                         format!(
                             "no answer within {} s from {}",
                             self.idle.as_secs_f64(),
-                            shorten(url.as_str())
+                            show_url(url.as_str())
                         ),
                     ));
                 }
@@ -339,8 +324,8 @@ impl Client {
                     ErrorClass::Redirect,
                     format!(
                         "redirect loop: {} leads back to {}",
-                        shorten(seen[seen.len() - 1].as_str()),
-                        shorten(next.as_str())
+                        show_url(seen[seen.len() - 1].as_str()),
+                        show_url(next.as_str())
                     ),
                 ));
             }
@@ -351,7 +336,7 @@ impl Client {
             format!(
                 "more than {} redirects from {}",
                 self.max_redirects,
-                shorten(req.url.as_str())
+                show_url(req.url.as_str())
             ),
         ))
     }
@@ -428,7 +413,7 @@ fn redirect_target(from: &Url, headers: &HeaderMap, public: bool) -> Result<Url,
                 ErrorClass::BadResponse,
                 format!(
                     "redirect without a Location from {}",
-                    shorten(from.as_str())
+                    show_url(from.as_str())
                 ),
             )
         })?
@@ -438,7 +423,7 @@ fn redirect_target(from: &Url, headers: &HeaderMap, public: bool) -> Result<Url,
                 ErrorClass::BadResponse,
                 format!(
                     "redirect Location from {} is not ASCII",
-                    shorten(from.as_str())
+                    show_url(from.as_str())
                 ),
             )
         })?;
@@ -447,20 +432,23 @@ fn redirect_target(from: &Url, headers: &HeaderMap, public: bool) -> Result<Url,
             ErrorClass::BadUrl,
             format!(
                 "redirect from {} to an invalid URL '{}': {e}",
-                shorten(from.as_str()),
-                shorten(loc)
+                show_url(from.as_str()),
+                show_url(loc)
             ),
         )
     })?;
     check_url(&next).map_err(|f| {
         Failure::new(
             f.class,
-            format!("redirect from {}: {}", shorten(from.as_str()), f.message),
+            format!("redirect from {}: {}", show_url(from.as_str()), f.message),
         )
     })?;
     if public && internal_host(&next) {
         return Err(led_inside(
-            &format!("a public server's redirect from {}", shorten(from.as_str())),
+            &format!(
+                "a public server's redirect from {}",
+                show_url(from.as_str())
+            ),
             &next,
         ));
     }
@@ -602,7 +590,9 @@ fn classify(e: &reqwest::Error, url: &Url) -> Failure {
     } else {
         ErrorClass::Network
     };
-    Failure::new(class, format!("{text} ({})", shorten(url.as_str())))
+    // Any URL left in a cause's text (another hop's) is shown like every other.
+    let text = crate::redact::redact_text(&text);
+    Failure::new(class, format!("{text} ({})", show_url(url.as_str())))
 }
 
 #[cfg(test)]

@@ -17,13 +17,15 @@ use std::sync::atomic::Ordering;
 
 use url::Url;
 
-use super::client::{Request, shorten};
+use super::client::Request;
 use super::commit::Event;
 use super::failure::{ErrorClass, Failure};
 use super::job::{Job, ResumeFrom};
 use super::sched::Ctx;
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
 use super::{FetchError, Names};
+use crate::redact::show_url;
+use crate::source::local::LocalRoots;
 
 /// Writeback of a file being downloaded is started every this many bytes, so dirty
 /// pages stay few and the disk works while the network does.
@@ -84,21 +86,24 @@ macro_rules! or_cancel {
 pub(crate) use or_cancel;
 
 /// Looks for a complete file under the final name whose record was lost; checks it
-/// like a download. A file there that fails the checks is moved to `quarantine/`.
+/// like a download. A file there that fails the checks, or anything there that is not
+/// a regular file (a symlink is never followed), is moved to `quarantine/`.
 pub(crate) async fn adopt(
     ctx: &Ctx,
     job: &Job,
     names: &Names,
 ) -> Result<Option<Fetched>, AttemptError> {
-    let Some((path, ext)) = job
-        .role
-        .extensions()
-        .iter()
-        .map(|e| (names.final_path(e), *e))
-        .find(|(p, _)| p.is_file())
-    else {
+    let Some((path, ext, meta)) = job.role.extensions().iter().find_map(|e| {
+        let p = names.final_path(e);
+        std::fs::symlink_metadata(&p).ok().map(|m| (p, *e, m))
+    }) else {
         return Ok(None);
     };
+    if !meta.file_type().is_file() {
+        let to = quarantine(ctx, &job.dataset, &path, "unverified")?;
+        tracing::warn!(path = %path.display(), to = %to.display(), "not a regular file under a final name; moved to quarantine");
+        return Ok(None);
+    }
     let expected = job.expected.clone();
     let p = path.clone();
     let digests = tokio::task::spawn_blocking(move || hash_file(&p, &expected))
@@ -106,7 +111,7 @@ pub(crate) async fn adopt(
         .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
         .map_err(|e| fatal(&path, e))?;
     let sniffed = verify::sniff(&digests.head, digests.len < HEAD_BYTES as u64);
-    let checked = verify::accept(job.role, sniffed, &digests.head)
+    let checked = verify::accept(job.role, sniffed)
         .and_then(|got| {
             if got == ext {
                 Ok(())
@@ -149,9 +154,10 @@ pub(crate) fn quarantine(
     super::rehash::move_to_quarantine(&ctx.root, dataset, path, why).map_err(AttemptError::Fatal)
 }
 
-/// Hashes a whole file with the hashers `expected` asks for.
+/// Hashes a whole file with the hashers `expected` asks for; a symlink is not
+/// followed (an error).
 pub(crate) fn hash_file(path: &Path, expected: &Expected) -> std::io::Result<Digests> {
-    let mut f = fs_err::File::open(path)?;
+    let mut f = crate::util::open_no_follow(path)?;
     let mut h = Hashers::new(expected);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -393,7 +399,7 @@ pub(crate) async fn http(
                         part.restart(expected).map_err(|e| fatal(&path, e))?;
                     }
                     _ => {
-                        tracing::info!(url = %r.url, "206 with an unusable Content-Range; starting again from zero");
+                        tracing::info!(url = %show_url(r.url.as_str()), "206 with an unusable Content-Range; starting again from zero");
                         part.restart(expected).map_err(|e| fatal(&path, e))?;
                         validator = None;
                         continue;
@@ -404,7 +410,7 @@ pub(crate) async fn http(
             }
             200 => {
                 if part.len > 0 {
-                    tracing::info!(url = %r.url, from = part.len, "the server sent the whole file (Range ignored, or the file changed): starting again from zero");
+                    tracing::info!(url = %show_url(r.url.as_str()), from = part.len, "the server sent the whole file (Range ignored, or the file changed): starting again from zero");
                     part.restart(expected).map_err(|e| fatal(&path, e))?;
                 }
                 resp = Some(r);
@@ -431,7 +437,7 @@ pub(crate) async fn http(
                         format!(
                             "unexpected HTTP {} from {}",
                             r.status,
-                            shorten(r.url.as_str())
+                            show_url(r.url.as_str())
                         ),
                     )
                 });
@@ -447,7 +453,7 @@ pub(crate) async fn http(
             ErrorClass::BadResponse,
             format!(
                 "{} keeps answering with unusable ranges",
-                shorten(url.as_str())
+                show_url(url.as_str())
             ),
         )
         .into());
@@ -472,7 +478,7 @@ pub(crate) async fn http(
                     ErrorClass::TooLarge,
                     format!(
                         "{} announces {t} bytes, more than the limit of {}",
-                        shorten(r.url.as_str()),
+                        show_url(r.url.as_str()),
                         settings.max_size
                     ),
                 )
@@ -486,7 +492,7 @@ pub(crate) async fn http(
                     ErrorClass::SizeMismatch,
                     format!(
                         "expected {size} bytes, {} announces {t}",
-                        shorten(r.url.as_str())
+                        show_url(r.url.as_str())
                     ),
                 )
                 .into());
@@ -526,7 +532,7 @@ pub(crate) async fn http(
                     ErrorClass::TooLarge,
                     format!(
                         "{} sent more than the limit of {} bytes",
-                        shorten(r.url.as_str()),
+                        show_url(r.url.as_str()),
                         settings.max_size
                     ),
                 )
@@ -546,11 +552,11 @@ pub(crate) async fn http(
                 match verify::sniff(part.hashers.head(), false) {
                     Sniffed::NeedMore => {}
                     s => {
-                        if let Err(f) = verify::accept(job.role, s, part.hashers.head()) {
+                        if let Err(f) = verify::accept(job.role, s) {
                             part.remove();
                             return Err(Failure::new(
                                 f.class,
-                                format!("{} from {}", f.message, shorten(r.url.as_str())),
+                                format!("{} from {}", f.message, show_url(r.url.as_str())),
                             )
                             .into());
                         }
@@ -566,7 +572,7 @@ pub(crate) async fn http(
                 ErrorClass::Truncated,
                 format!(
                     "body from {} ended at byte {} of {t}",
-                    shorten(r.url.as_str()),
+                    show_url(r.url.as_str()),
                     part.len
                 ),
             )
@@ -580,7 +586,7 @@ pub(crate) async fn http(
     let digests = hashers.finish();
     debug_assert_eq!(digests.len, file_len);
     let sniffed = verify::sniff(&digests.head, true);
-    let checked = verify::accept(job.role, sniffed, &digests.head)
+    let checked = verify::accept(job.role, sniffed)
         .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
     match checked {
         Ok(ext) => {
@@ -600,15 +606,22 @@ pub(crate) async fn http(
             job.resume = None;
             Err(Failure::new(
                 f.class,
-                format!("{} ({})", f.message, shorten(url.as_str())),
+                format!("{} ({})", f.message, show_url(url.as_str())),
             )
             .into())
         }
     }
 }
 
-/// Imports a local file: a hard link when the root is on the same file system, else
-/// a copy; hashed and checked like a download.
+/// Imports a local file: a hard link to it when the root is on the same file system,
+/// else a copy; hashed and checked like a download.
+///
+/// The file is read through one descriptor opened by [`LocalRoots::open`] (inside the
+/// folders allowed for the item's dataset, no symlink at the last step, a regular
+/// file): the hashes are computed from that descriptor, and what is stored is that same
+/// file (a hard link made from the descriptor itself) or the very bytes hashed (a copy,
+/// created no wider than the source's permissions). A linked file that changes while
+/// it is hashed is not kept.
 pub(crate) async fn local(
     ctx: &Ctx,
     job: &Job,
@@ -617,6 +630,11 @@ pub(crate) async fn local(
     expected: &Expected,
 ) -> Result<Fetched, AttemptError> {
     let partial = names.partial();
+    let roots = ctx
+        .local_roots
+        .get(&*job.dataset)
+        .cloned()
+        .unwrap_or_default();
     let (src, dst, exp, role) = (
         source.to_owned(),
         partial.clone(),
@@ -625,9 +643,10 @@ pub(crate) async fn local(
     );
     let max = ctx.settings.max_size;
     let shared = std::sync::Arc::clone(&ctx.shared);
-    let result = tokio::task::spawn_blocking(move || import(&src, &dst, &exp, role, max, &shared))
-        .await
-        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
+    let result =
+        tokio::task::spawn_blocking(move || import(&src, &roots, &dst, &exp, role, max, &shared))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
     let (digests, ext) = result;
     Ok(Fetched {
         partial: Some(partial),
@@ -642,46 +661,42 @@ pub(crate) async fn local(
 
 fn import(
     src: &Path,
+    roots: &LocalRoots,
     dst: &Path,
     expected: &Expected,
     role: super::Role,
     max: u64,
     shared: &super::Shared,
 ) -> Result<(Digests, &'static str), AttemptError> {
-    let missing = |e: std::io::Error| {
+    let mut source = roots
+        .open(src)
+        .map_err(|e| AttemptError::Failed(e.into_failure()))?;
+    let unreadable = |e: std::io::Error| {
         AttemptError::Failed(Failure::new(
             ErrorClass::LocalMissing,
             format!("cannot read {}: {e}", src.display()),
         ))
     };
-    let meta = std::fs::metadata(src).map_err(missing)?;
-    if !meta.is_file() {
-        return Err(Failure::new(
-            ErrorClass::LocalMissing,
-            format!("{} is not a regular file", src.display()),
-        )
-        .into());
-    }
-    if meta.len() > max {
+    if source.len() > max {
         return Err(Failure::new(
             ErrorClass::TooLarge,
             format!(
                 "{} has {} bytes, more than the limit of {max}",
                 src.display(),
-                meta.len()
+                source.len()
             ),
         )
         .into());
     }
     if let Some(size) = expected.size
-        && size != meta.len()
+        && size != source.len()
     {
         return Err(Failure::new(
             ErrorClass::SizeMismatch,
             format!(
                 "expected {size} bytes, {} has {}",
                 src.display(),
-                meta.len()
+                source.len()
             ),
         )
         .into());
@@ -691,21 +706,69 @@ fn import(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fatal(dst, e)),
     }
-    let digests = match std::fs::hard_link(src, dst) {
-        Ok(()) => hash_file(dst, expected).map_err(missing)?,
+    let remove_dst = || {
+        let _ = std::fs::remove_file(dst);
+    };
+    let interrupted = || {
+        remove_dst();
+        AttemptError::Interrupted
+    };
+    let digests = match link_opened(&source.file, dst) {
+        Ok(()) => {
+            // The link is the opened file itself: hash it from the same descriptor.
+            let mut h = Hashers::new(expected);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                if shared.cancel.is_set() {
+                    return Err(interrupted());
+                }
+                let n = source.file.read(&mut buf).map_err(|e| {
+                    remove_dst();
+                    unreadable(e)
+                })?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let changed = source.changed().map_err(|e| {
+                remove_dst();
+                unreadable(e)
+            })?;
+            if changed || h.len() != source.len() {
+                remove_dst();
+                return Err(Failure::new(
+                    ErrorClass::Truncated,
+                    format!(
+                        "{} changed while it was read (still being written?); it is tried again later",
+                        src.display()
+                    ),
+                )
+                .into());
+            }
+            shared.bytes.fetch_add(h.len(), Ordering::Relaxed);
+            h.finish()
+        }
         Err(e) => {
             tracing::debug!(src = %src.display(), "no hard link ({e}); copying");
-            let mut input = std::fs::File::open(src).map_err(missing)?;
-            let mut out = fs_err::File::create(dst).map_err(|e| fatal(dst, e))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(source.copy_mode())
+                .open(dst)
+                .map_err(|e| fatal(dst, e))?;
             let mut h = Hashers::new(expected);
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 if shared.cancel.is_set() {
                     drop(out);
-                    let _ = std::fs::remove_file(dst);
-                    return Err(AttemptError::Interrupted);
+                    return Err(interrupted());
                 }
-                let n = input.read(&mut buf).map_err(missing)?;
+                let n = source.file.read(&mut buf).map_err(|e| {
+                    remove_dst();
+                    unreadable(e)
+                })?;
                 if n == 0 {
                     break;
                 }
@@ -713,19 +776,36 @@ fn import(
                 h.update(&buf[..n]);
                 shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
-            start_writeback(out.file());
+            start_writeback(&out);
             h.finish()
         }
     };
-    let checked = verify::accept(role, verify::sniff(&digests.head, true), &digests.head)
+    let checked = verify::accept(role, verify::sniff(&digests.head, true))
         .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
     match checked {
         Ok(ext) => Ok((digests, ext)),
         Err(f) => {
-            let _ = std::fs::remove_file(dst);
+            remove_dst();
             Err(Failure::new(f.class, format!("{} ({})", f.message, src.display())).into())
         }
     }
+}
+
+/// A hard link at `dst` to the file open as `file`: `linkat` of `/proc/self/fd/N`
+/// with `AT_SYMLINK_FOLLOW`, so the link is to the inode that was opened and checked,
+/// never to whatever the source path names by now. Fails (and the caller copies) where
+/// there is no `/proc`, across file systems, or where the kernel refuses links to
+/// another user's files.
+fn link_opened(file: &std::fs::File, dst: &Path) -> std::io::Result<()> {
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        dst,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::manifest::Locator;
 use crate::report::{Reporter, Unit};
 use crate::root::DataRoot;
+use crate::source::local::LocalRoots;
 use crate::source::{Resolved, Resolver, SourceSettings};
 
 pub use failure::{ErrorClass, Failure};
@@ -63,6 +64,9 @@ pub struct FetchOptions {
     /// Folders of already downloaded files (`<id>.<ext>`, searched a few levels deep),
     /// imported before any remote source is tried.
     pub import_dirs: Vec<PathBuf>,
+    /// Folders local sources may be read from besides their dataset's manifests'
+    /// folders and `import_dirs` (the configuration's `local_roots`).
+    pub local_roots: Vec<PathBuf>,
     pub settings: FetchSettings,
     pub sources: SourceSettings,
     /// Stop starting new downloads at this instant and finish cleanly.
@@ -179,6 +183,39 @@ pub(crate) struct Shared {
     pub bytes: AtomicU64,
 }
 
+/// The folders each dataset's local sources may be read from: those its manifests
+/// were ingested with (each one's own folder tree and `--base-dir`; the manifest's own
+/// folder for one ingested before they were recorded), the configured `local_roots` and
+/// this run's `--import-dir` folders. Checked again where each file is opened, so a row
+/// stored by an older version, or a configuration that changed since, reads nothing
+/// outside them.
+fn local_roots(
+    catalog: &Catalog,
+    datasets: &[crate::catalog::Dataset],
+    opts: &FetchOptions,
+) -> Result<std::collections::HashMap<String, LocalRoots>, FetchError> {
+    let common = LocalRoots::new(opts.local_roots.iter().chain(&opts.import_dirs));
+    let mut out = std::collections::HashMap::new();
+    for d in datasets {
+        let mut roots = common.clone();
+        for (manifest, dirs) in catalog.manifest_roots(d.id)? {
+            if dirs.is_empty() {
+                let tree = if manifest.is_dir() {
+                    manifest.as_path()
+                } else {
+                    manifest.parent().unwrap_or(&manifest)
+                };
+                roots.add(tree);
+            }
+            for dir in &dirs {
+                roots.add(dir);
+            }
+        }
+        out.insert(d.name.clone(), roots);
+    }
+    Ok(out)
+}
+
 /// Downloads every due file of the selected datasets. Per-file failures are recorded
 /// in the catalog and counted in the report; only problems with the root or the
 /// catalog are errors.
@@ -212,7 +249,19 @@ pub fn run(
             }
         }
     }
-    let import = crate::source::local::ImportIndex::build(&opts.import_dirs);
+    let local_roots = local_roots(catalog, &datasets, opts)?;
+    // Real paths: what the index finds is opened and checked like any local source.
+    let mut import_dirs = Vec::with_capacity(opts.import_dirs.len());
+    for d in &opts.import_dirs {
+        let real = std::path::absolute(d)
+            .and_then(|a| crate::source::local::real_path(&a))
+            .map_err(|source| FetchError::Io {
+                path: d.clone(),
+                source,
+            })?;
+        import_dirs.push(real);
+    }
+    let import = crate::source::local::ImportIndex::build(&import_dirs);
     let mut planner = plan::Planner::new(root, datasets, opts, import);
     let (total, no_source) = planner.count(catalog)?;
     let mut report = FetchReport {
@@ -257,6 +306,7 @@ pub fn run(
         shared: Arc::clone(&shared),
         deadline: opts.deadline,
         max_bytes: opts.max_bytes,
+        local_roots,
     };
     let scheduler = runtime.spawn(sched::run(ctx));
 

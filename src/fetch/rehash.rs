@@ -20,7 +20,7 @@ use super::FetchError;
 use crate::catalog::Catalog;
 use crate::report::{Reporter, Unit};
 use crate::root::DataRoot;
-use crate::util::{now_unix, sha256_file};
+use crate::util::{now_unix, sha256_regular_file};
 
 /// Which stored files to read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ pub fn rehash(
     let mut report = RehashReport::default();
     for (item_id, role, dataset, key, rel, size, sha256) in rows {
         let path = root.path().join(&rel);
-        let outcome = match sha256_file(&path) {
+        let outcome = match sha256_regular_file(&path) {
             Ok((got, len)) => {
                 report.bytes += len;
                 reporter.advance(len);
@@ -147,6 +147,16 @@ pub fn rehash(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 report.missing += 1;
                 Some(format!("{rel} is missing"))
+            }
+            // A symlink (or anything but a regular file) under a final name: its bytes
+            // could change behind the record, so it is never trusted.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                let to = move_to_quarantine(root, &dataset, &path, "changed")?;
+                report.changed += 1;
+                Some(format!(
+                    "{rel} is not a regular file (moved to {})",
+                    to.strip_prefix(root.path()).unwrap_or(&to).display()
+                ))
             }
             Err(e) => {
                 return Err(FetchError::Io { path, source: e });

@@ -39,6 +39,8 @@ pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
     pub deadline: Option<std::time::Instant>,
     pub max_bytes: Option<u64>,
+    /// Per dataset name, the folders its local sources may be read from.
+    pub local_roots: std::collections::HashMap<String, crate::source::local::LocalRoots>,
 }
 
 /// How the scheduler ended.

@@ -5,7 +5,10 @@
 //! TS/PS, ASF, Ogg; JPEG, PNG, GIF, WebP, AVIF/HEIC, BMP for covers), the streaming
 //! hashers (SHA-256 always; SHA-1 and quickXorHash when a source lists them) and the
 //! comparison with the expected values. The file extension of a stored file comes from
-//! the sniffed container, never from a URL or a server's header. No I/O here.
+//! the sniffed container, never from a URL or a server's header. A file that is
+//! neither is described by what it looks like ("an HTML page", "a text file",
+//! "unrecognised binary data"): no message ever holds a byte of it, since a local
+//! source may be any file on the machine. No I/O here.
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -118,7 +121,7 @@ pub fn sniff(head: &[u8], complete: bool) -> Sniffed {
     if at(0, &[0x00, 0x00, 0x01, 0xBA]) {
         return Sniffed::Video { ext: "mpg" };
     }
-    if head[0] == 0x47 {
+    if head.first() == Some(&0x47) {
         if need(189) {
             return Sniffed::NeedMore;
         }
@@ -138,11 +141,38 @@ pub fn sniff(head: &[u8], complete: bool) -> Sniffed {
     if at(0, b"BM") && head.len() >= 14 && at(6, &[0, 0, 0, 0]) {
         return Sniffed::Image { ext: "bmp" };
     }
-    Sniffed::Other(text_kind(head).unwrap_or(if head.len() < 12 {
+    Sniffed::Other(describe(head))
+}
+
+/// What a file that is neither a video nor an image looks like, in words.
+fn describe(head: &[u8]) -> &'static str {
+    if head.is_empty() {
+        "an empty file"
+    } else if let Some(t) = text_kind(head) {
+        t
+    } else if looks_like_text(head) {
+        "a text file"
+    } else if head.len() < 12 {
         "too short to be a video or an image"
     } else {
-        "not a known video or image format"
-    }))
+        "unrecognised binary data"
+    }
+}
+
+/// UTF-8 without control characters other than tabs, line and page breaks (the last
+/// character may be cut off by the end of `head`).
+fn looks_like_text(head: &[u8]) -> bool {
+    let valid = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    !valid.is_empty()
+        && valid
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\x0c'))
 }
 
 /// Names answers that are text: HTML/XML pages, JSON, plain text.
@@ -165,16 +195,9 @@ fn text_kind(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Checks a sniff result against the role; `Ok(ext)` names the stored extension.
-pub fn accept(role: Role, sniffed: Sniffed, head: &[u8]) -> Result<&'static str, Failure> {
-    let show = || {
-        let n = head.len().min(8);
-        format!(
-            "{} byte(s), starting {}",
-            head.len(),
-            hex::encode(&head[..n])
-        )
-    };
+/// Checks a sniff result against the role; `Ok(ext)` names the stored extension. The
+/// message of a refusal says what the bytes look like, never what they are.
+pub fn accept(role: Role, sniffed: Sniffed) -> Result<&'static str, Failure> {
     match (role, sniffed) {
         (Role::Video, Sniffed::Video { ext }) | (Role::Cover, Sniffed::Image { ext }) => Ok(ext),
         (Role::Video, Sniffed::Image { ext }) => Err(Failure::new(
@@ -191,12 +214,11 @@ pub fn accept(role: Role, sniffed: Sniffed, head: &[u8]) -> Result<&'static str,
                 Role::Cover => ErrorClass::NotImage,
             },
             format!(
-                "expected {}, got {what} ({})",
+                "expected {}, got {what}",
                 match role {
                     Role::Video => "a video",
                     Role::Cover => "an image",
-                },
-                show()
+                }
             ),
         )),
         (role, Sniffed::NeedMore) => Err(Failure::new(
@@ -204,7 +226,7 @@ pub fn accept(role: Role, sniffed: Sniffed, head: &[u8]) -> Result<&'static str,
                 Role::Video => ErrorClass::NotVideo,
                 Role::Cover => ErrorClass::NotImage,
             },
-            format!("too short to be a {} ({})", role.as_str(), show()),
+            format!("too short to be a {}", role.as_str()),
         )),
     }
 }
@@ -393,8 +415,8 @@ mod tests {
             sniff(&jpg[..HEAD_BYTES], false),
             Sniffed::Image { ext: "jpg" }
         );
-        assert_eq!(accept(Role::Cover, sniff(&jpg, true), &jpg), Ok("jpg"));
-        assert!(accept(Role::Video, sniff(&jpg, true), &jpg).is_err());
+        assert_eq!(accept(Role::Cover, sniff(&jpg, true)), Ok("jpg"));
+        assert!(accept(Role::Video, sniff(&jpg, true)).is_err());
     }
 
     #[test]
@@ -446,23 +468,33 @@ mod tests {
         assert_eq!(sniff(b"  <html>", false), Sniffed::Other("an HTML page"));
         assert_eq!(sniff(b"{\"a\"", false), Sniffed::Other("a JSON document"));
         assert_eq!(sniff(b"\0\0", false), Sniffed::NeedMore);
-        let e = accept(
-            Role::Video,
-            sniff(b"<html><body>removed", true),
-            b"<html><body>removed",
-        )
-        .unwrap_err();
+        let e = accept(Role::Video, sniff(b"<html><body>removed", true)).unwrap_err();
         assert_eq!(e.class, ErrorClass::NotVideo);
         assert!(e.message.contains("an HTML page"), "{}", e.message);
-        let e = accept(Role::Video, sniff(b"hi", true), b"hi").unwrap_err();
+        let e = accept(Role::Video, sniff(b"\x01\x02", true)).unwrap_err();
         assert!(e.message.contains("too short"), "{}", e.message);
-        let e = accept(
-            Role::Cover,
-            sniff(b"plain words here", true),
-            b"plain words here",
-        )
-        .unwrap_err();
+        let e = accept(Role::Cover, sniff(b"plain words here", true)).unwrap_err();
         assert_eq!(e.class, ErrorClass::NotImage);
+    }
+
+    #[test]
+    fn refusals_describe_the_bytes_without_showing_them() {
+        let passwd = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon";
+        let bin = [
+            0x7fu8, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0,
+        ];
+        for (head, what) in [
+            (&passwd[..], "a text file"),
+            (&bin[..], "unrecognised binary data"),
+            (&b""[..], "an empty file"),
+            (&b"{\"error\": \"gone\"}"[..], "a JSON document"),
+        ] {
+            let e = accept(Role::Video, sniff(head, true)).unwrap_err();
+            assert_eq!(e.message, format!("expected a video, got {what}"));
+            for shown in ["root", "726f6f74", "ELF", "7f454c46", "gone"] {
+                assert!(!e.message.contains(shown), "{}", e.message);
+            }
+        }
     }
 
     #[test]

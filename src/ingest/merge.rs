@@ -54,6 +54,25 @@ pub(super) fn upsert_manifest(
     )
 }
 
+/// Records the folders a manifest may have local files read from (replacing those
+/// of its previous ingest).
+pub(super) fn set_manifest_roots(
+    tx: &Transaction<'_>,
+    manifest_id: i64,
+    roots: &crate::source::local::LocalRoots,
+) -> Sql<()> {
+    tx.execute(
+        "DELETE FROM manifest_roots WHERE manifest_id = ?1",
+        [manifest_id],
+    )?;
+    let mut insert =
+        tx.prepare_cached("INSERT INTO manifest_roots (manifest_id, dir) VALUES (?1, ?2)")?;
+    for dir in roots.dirs() {
+        insert.execute(params![manifest_id, dir.to_string_lossy()])?;
+    }
+    Ok(())
+}
+
 pub(super) fn finish_manifest(
     tx: &Transaction<'_>,
     id: i64,

@@ -30,6 +30,7 @@ use crate::manifest::{
     SplitRatios, SplitRule, UrlTemplate,
 };
 use crate::report::{Reporter, Unit};
+use crate::source::local::LocalRoots;
 use crate::util::{now_unix, sha256_file};
 use merge::{Merger, encode_row};
 use sort::{Kind, Sorter};
@@ -51,8 +52,11 @@ pub struct IngestOptions {
     /// `Some` to set (new dataset) or check (existing dataset) multi-labelness.
     pub multi_label: Option<bool>,
     /// Relative local paths in manifests are taken from here (default: each
-    /// manifest's own directory).
+    /// manifest's own directory). Local files may lie inside it.
     pub base_dir: Option<PathBuf>,
+    /// Further folders local files may lie in (the configuration's `local_roots`),
+    /// besides each manifest's own folder tree and `base_dir`.
+    pub local_roots: Vec<PathBuf>,
     /// Any rejected row rejects the whole ingest, which then writes nothing.
     pub strict: bool,
     /// Read manifests even when their content and options are unchanged.
@@ -186,6 +190,35 @@ pub struct LinksReport {
     pub rejected: u64,
 }
 
+/// Checks that every file and folder the options name is there: the manifests, the
+/// class and links files, the base directory. The command calls it before it creates
+/// a data root, so a mistyped name leaves nothing behind.
+pub fn check_inputs(opts: &IngestOptions) -> Result<(), IngestError> {
+    if opts.inputs.is_empty() {
+        return Err(IngestError::Invalid("no manifest given".into()));
+    }
+    let named = opts
+        .inputs
+        .iter()
+        .chain(&opts.classes_file)
+        .chain(&opts.links_file);
+    for path in named {
+        fs_err::metadata(path).map_err(|source| ReadError::<SpillError>::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if let Some(b) = &opts.base_dir
+        && !b.is_dir()
+    {
+        return Err(IngestError::Invalid(format!(
+            "base directory {} is not a directory",
+            b.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one ingest. `on_reject` sees every rejected row as it is found (the report
 /// keeps the first [`MAX_REPORTED_REJECTIONS`]).
 pub fn ingest(
@@ -238,20 +271,34 @@ pub fn ingest(
         }
     }
 
+    // Where local files may be read from: each manifest's own folder tree, the base
+    // directory and the configured folders, all as real paths.
+    let base_dir = opts
+        .base_dir
+        .as_deref()
+        .map(|b| match fs_err::canonicalize(b) {
+            Ok(real) if real.is_dir() => Ok(real),
+            Ok(_) => Err(IngestError::Invalid(format!(
+                "base directory {} is not a directory",
+                b.display()
+            ))),
+            Err(e) => Err(IngestError::Invalid(format!("base directory: {e}"))),
+        })
+        .transpose()?;
+    let shared = Shared {
+        base_dir: base_dir.as_deref(),
+        config_roots: LocalRoots::new(&opts.local_roots),
+        multi_label,
+        table: &table,
+        links: links.as_ref(),
+    };
+
     // Which manifests changed? A manifest is unchanged when its bytes and every option
     // that shapes its items are as at its last ingest.
     let dataset_id = existing.as_ref().map(|d| d.id);
     let mut inputs = Vec::with_capacity(opts.inputs.len());
     for input in &opts.inputs {
-        inputs.push(prepare_input(
-            catalog,
-            dataset_id,
-            input,
-            opts,
-            multi_label,
-            &table,
-            links.as_ref(),
-        )?);
+        inputs.push(prepare_input(catalog, dataset_id, input, opts, &shared)?);
     }
     let mut reports: Vec<ManifestReport> = inputs.iter().map(Input::report).collect();
 
@@ -291,13 +338,8 @@ pub fn ingest(
                 ratios: opts.ratios.clone(),
             },
             multi_label,
-            base_dir: opts.base_dir.clone().unwrap_or_else(|| {
-                input
-                    .path
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default()
-            }),
+            base_dir: base_dir.clone().unwrap_or_else(|| input.tree.clone()),
+            roots: input.roots.clone(),
         };
         reporter.begin(&input.path.display().to_string(), input.size, Unit::Bytes);
         let mut sink = |row: Result<Row, Rejection>| -> Result<(), SpillError> {
@@ -316,7 +358,9 @@ pub fn ingest(
             }
             Ok(())
         };
-        let read = manifest::read(&input.path, &read_opts, &mut table, &mut sink, &|n| {
+        // The real path: relative paths and symlinks resolved, so that the folders of
+        // the files beside a tree and every stored path are absolute.
+        let read = manifest::read(&input.real, &read_opts, &mut table, &mut sink, &|n| {
             reporter.advance(n)
         });
         reporter.end();
@@ -424,6 +468,7 @@ pub fn ingest(
     for (idx, input) in inputs.iter().enumerate() {
         if !input.unchanged && input.unusable.is_none() {
             let id = merge::upsert_manifest(&tx, dataset_id, &input.key, now).map_err(&sql)?;
+            merge::set_manifest_roots(&tx, id, &input.own_roots).map_err(&sql)?;
             manifest_ids.insert(idx as u32, id);
         }
     }
@@ -445,7 +490,7 @@ pub fn ingest(
     let paths: HashMap<u32, String> = inputs
         .iter()
         .enumerate()
-        .map(|(i, input)| (i as u32, input.path.display().to_string()))
+        .map(|(i, input)| (i as u32, input.real.display().to_string()))
         .collect();
     let fresh: bool = tx
         .query_row(
@@ -651,11 +696,32 @@ fn plan_classes(
     })
 }
 
+/// What every input of one ingest shares.
+struct Shared<'a> {
+    /// `--base-dir`, as a real path.
+    base_dir: Option<&'a Path>,
+    /// The configured folders local files may lie in.
+    config_roots: LocalRoots,
+    multi_label: bool,
+    table: &'a ClassTable,
+    links: Option<&'a Links>,
+}
+
 /// One manifest input, before and after reading.
 struct Input {
     path: PathBuf,
+    /// The real path (relative paths and symlinks resolved): what is read.
+    real: PathBuf,
     /// Canonical path, as stored in `manifests.path`.
     key: String,
+    /// The manifest's own folder tree: the directory itself for a directory input,
+    /// else the folder that holds the real file.
+    tree: PathBuf,
+    /// The folders this manifest's local files may lie in, recorded for the fetch
+    /// stage: `tree` and `--base-dir`.
+    own_roots: LocalRoots,
+    /// `own_roots` and the configured folders: what rows are checked against.
+    roots: LocalRoots,
     size: Option<u64>,
     split: Option<Split>,
     options_sig: String,
@@ -702,10 +768,14 @@ fn prepare_input(
     dataset_id: Option<i64>,
     path: &Path,
     opts: &IngestOptions,
-    multi_label: bool,
-    table: &ClassTable,
-    links: Option<&Links>,
+    shared: &Shared<'_>,
 ) -> Result<Input, IngestError> {
+    let Shared {
+        multi_label,
+        table,
+        links,
+        ..
+    } = *shared;
     let meta = fs_err::metadata(path).map_err(|source| ReadError::<SpillError>::Io {
         path: path.to_owned(),
         source,
@@ -720,6 +790,16 @@ fn prepare_input(
             IngestError::Invalid(format!("manifest path {} is not UTF-8", path.display()))
         })?
         .to_owned();
+    let tree = if meta.is_dir() {
+        canonical.clone()
+    } else {
+        canonical
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| canonical.clone())
+    };
+    let own_roots = LocalRoots::new(std::iter::once(tree.as_path()).chain(shared.base_dir));
+    let roots = own_roots.union(&shared.config_roots);
     let split = match (&opts.split, opts.format.needs_file_split()) {
         (Some(s), _) => Some(s.clone()),
         (None, true) => Some(Split::from_file_name(path).ok_or_else(|| {
@@ -731,20 +811,29 @@ fn prepare_input(
         (None, false) => None,
     };
     // Everything besides the bytes that decides what rows become.
+    // v2: local paths are checked against the allowed folders and stored as real
+    // paths, URLs with credentials are refused; a manifest read under the old rules is
+    // read again.
+    let allowed = roots
+        .dirs()
+        .iter()
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut h = Sha256::new();
     for part in [
-        "pmv-data/ingest/v1",
+        "pmv-data/ingest/v2",
         opts.format.as_str(),
         split.as_ref().map_or("", Split::as_str),
         &opts.ratios.describe(),
         if multi_label { "multi" } else { "single" },
         links.map_or("", |l| l.sha256.as_str()),
         opts.url_template.as_ref().map_or("", UrlTemplate::as_str),
-        &opts
+        &shared
             .base_dir
-            .as_deref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        &allowed,
     ] {
         h.update(part.as_bytes());
         h.update(b"\0");
@@ -803,7 +892,11 @@ fn prepare_input(
     };
     Ok(Input {
         path: path.to_owned(),
+        real: canonical,
         key,
+        tree,
+        own_roots,
+        roots,
         size: meta.is_file().then_some(meta.len()),
         split,
         options_sig,

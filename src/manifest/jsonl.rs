@@ -94,6 +94,7 @@ pub(super) fn parse_line(text: &str, ctx: &mut Ctx<'_>) -> Result<Parsed, Refuse
         .map_err(&refuse)?;
     let allow = Allow::RemoteOrLocal {
         base: &ctx.opts.base_dir,
+        roots: &ctx.opts.roots,
     };
     let mut video = Vec::with_capacity(item.urls.len());
     for u in &item.urls {

@@ -11,6 +11,7 @@ use std::path::Path;
 use super::lines::{LineReader, LineText};
 use super::locator::{Allow, Locator, parse_location};
 use super::{ItemId, ReadError, Rejection, id_from_location};
+use crate::redact::show_url;
 
 /// Sources per item id from a links file.
 #[derive(Debug, Default, Clone)]
@@ -110,11 +111,13 @@ pub struct UrlTemplate(String);
 impl UrlTemplate {
     pub fn parse(template: &str) -> Result<UrlTemplate, String> {
         let t = template.trim();
+        let shown = show_url(t);
         if !t.contains("{id}") {
-            return Err(format!("URL template '{t}' has no {{id}} placeholder"));
+            return Err(format!("URL template '{shown}' has no {{id}} placeholder"));
         }
         let sample = t.replace("{id}", "id");
-        parse_location(&sample, Allow::Remote).map_err(|e| format!("URL template '{t}': {e}"))?;
+        parse_location(&sample, Allow::Remote)
+            .map_err(|e| format!("URL template '{shown}': {e}"))?;
         Ok(UrlTemplate(t.to_owned()))
     }
 

@@ -1,16 +1,20 @@
 //! Locations of files: validated http(s) URLs and local paths.
 //!
 //! Owns the rules a URL or path from a manifest must pass (scheme, length, no
-//! whitespace or control characters) and turns each into a [`Locator`] with its source
-//! kind. Relative local paths are resolved against a base directory lexically: the file
-//! need not exist yet, and nothing here touches the file system.
+//! whitespace or control characters, no credentials) and turns each into a [`Locator`]
+//! with its source kind. A local path is taken from a base directory when relative,
+//! resolved to its real path and accepted only inside the allowed folders
+//! ([`LocalRoots::check`], the same check the fetch stage makes when it reads the file);
+//! the file need not exist yet. Nothing here reads a file's bytes.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::redact::show_url;
 use crate::source::SourceKind;
+use crate::source::local::LocalRoots;
 
 /// Longest URL or path accepted, in bytes.
 pub const MAX_LOCATION_BYTES: usize = 8192;
@@ -19,7 +23,8 @@ pub const MAX_LOCATION_BYTES: usize = 8192;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Locator {
     pub kind: SourceKind,
-    /// A normalised http(s) URL, or an absolute path for `local`.
+    /// A normalised http(s) URL, or for `local` the real path (absolute, symlinks
+    /// and `..` resolved).
     pub location: String,
 }
 
@@ -28,8 +33,12 @@ pub struct Locator {
 pub enum Allow<'a> {
     /// Only http(s) URLs (links files, the xinpianchang CDN fields).
     Remote,
-    /// http(s) URLs, `file://` URLs and paths; relative paths are taken from `base`.
-    RemoteOrLocal { base: &'a Path },
+    /// http(s) URLs, `file://` URLs and paths; relative paths are taken from `base`
+    /// (absolute), and a path must lie inside `roots`.
+    RemoteOrLocal {
+        base: &'a Path,
+        roots: &'a LocalRoots,
+    },
 }
 
 /// Validates one location as written in a manifest (already trimmed by the caller).
@@ -61,16 +70,30 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
     let scheme = scheme_of(raw);
     // Paths may hold spaces; URLs may not (a space is where a list's next column starts).
     if scheme.is_some() && raw.contains(char::is_whitespace) {
-        return Err(format!("URL '{}' contains whitespace", shorten(raw)));
+        return Err(format!("URL '{}' contains whitespace", show_url(raw)));
     }
     match scheme {
         Some(scheme)
             if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
         {
             let url =
-                Url::parse(raw).map_err(|e| format!("invalid URL '{}': {e}", shorten(raw)))?;
+                Url::parse(raw).map_err(|e| format!("invalid URL '{}': {e}", show_url(raw)))?;
             if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("URL '{}' has no host", shorten(raw)));
+                return Err(format!("URL '{}' has no host", show_url(raw)));
+            }
+            // Credentials are never stored (the catalog and every report would hold
+            // them), and `a.example@b.example` is how a link disguises its host.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(format!(
+                    "URL '{}' carries {} before its host '{}'; credentials in URLs are not accepted (nothing of it is stored)",
+                    show_url(raw),
+                    if url.password().is_some() {
+                        "a user name and password"
+                    } else {
+                        "a user name"
+                    },
+                    url.host_str().unwrap_or("")
+                ));
             }
             Ok(Locator {
                 kind: SourceKind::classify_url(&url),
@@ -80,15 +103,15 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
         Some(scheme) if scheme.eq_ignore_ascii_case("file") => match allow {
             Allow::Remote => Err(format!(
                 "'{}' is a local file; only http(s) URLs are allowed here",
-                shorten(raw)
+                show_url(raw)
             )),
-            Allow::RemoteOrLocal { .. } => {
+            Allow::RemoteOrLocal { roots, .. } => {
                 let url = Url::parse(raw)
-                    .map_err(|e| format!("invalid file URL '{}': {e}", shorten(raw)))?;
+                    .map_err(|e| format!("invalid file URL '{}': {e}", show_url(raw)))?;
                 let path = url.to_file_path().map_err(|()| {
-                    format!("file URL '{}' does not name a local path", shorten(raw))
+                    format!("file URL '{}' does not name a local path", show_url(raw))
                 })?;
-                local(&path)
+                local(&path, roots)
             }
         },
         Some(scheme) => Err(format!(
@@ -100,13 +123,13 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
             }
         )),
         None => match allow {
-            Allow::Remote => Err(format!("'{}' is not an http(s) URL", shorten(raw))),
-            Allow::RemoteOrLocal { base } => {
+            Allow::Remote => Err(format!("'{}' is not an http(s) URL", show_url(raw))),
+            Allow::RemoteOrLocal { base, roots } => {
                 let p = Path::new(raw);
                 if p.is_absolute() {
-                    local(p)
+                    local(p, roots)
                 } else {
-                    local(&base.join(p))
+                    local(&base.join(p), roots)
                 }
             }
         },
@@ -174,11 +197,11 @@ fn canonical_http(raw: &str) -> Option<&str> {
     Some(host)
 }
 
-fn local(path: &Path) -> Result<Locator, String> {
-    let normal = normalize(path);
-    let location = normal
+fn local(path: &Path, roots: &LocalRoots) -> Result<Locator, String> {
+    let real = roots.check(path).map_err(|e| e.to_string())?;
+    let location = real
         .to_str()
-        .ok_or_else(|| format!("path {} is not UTF-8", normal.display()))?
+        .ok_or_else(|| format!("path {} is not UTF-8", real.display()))?
         .to_owned();
     Ok(Locator {
         kind: SourceKind::Local,
@@ -195,37 +218,6 @@ fn scheme_of(raw: &str) -> Option<&str> {
     (first.is_ascii_alphabetic()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
     .then_some(scheme)
-}
-
-/// Lexical normalisation: drops `.` and folds `..` into the parent, without reading
-/// symlinks (the file may not exist yet).
-pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for comp in path.components() {
-        match comp {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
-
-fn shorten(s: &str) -> String {
-    const MAX: usize = 120;
-    if s.len() <= MAX {
-        s.to_owned()
-    } else {
-        let mut cut = MAX;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}…", &s[..cut])
-    }
 }
 
 #[cfg(test)]
@@ -321,21 +313,50 @@ mod tests {
     }
 
     #[test]
-    fn local_paths_resolve_lexically() {
-        let base = Path::new("/data/lists");
-        let allow = Allow::RemoteOrLocal { base };
+    fn local_paths_resolve_to_real_paths_inside_the_roots() {
+        let t = tempfile::tempdir().unwrap();
+        let top = std::fs::canonicalize(t.path()).unwrap();
+        let base = top.join("data/lists");
+        std::fs::create_dir_all(&base).unwrap();
+        let roots = LocalRoots::new([top.join("data")]);
+        let allow = Allow::RemoteOrLocal {
+            base: &base,
+            roots: &roots,
+        };
         let l = parse_location("../videos/./a.mp4", allow).unwrap();
         assert_eq!(l.kind, SourceKind::Local);
-        assert_eq!(l.location, "/data/videos/a.mp4");
+        assert_eq!(l.location, top.join("data/videos/a.mp4").to_str().unwrap());
+        let abs = top.join("data/y.mp4");
         assert_eq!(
-            parse_location("/x/y.mp4", allow).unwrap().location,
-            "/x/y.mp4"
-        );
-        assert_eq!(
-            parse_location("file:///x/z%20.mp4", allow)
+            parse_location(abs.to_str().unwrap(), allow)
                 .unwrap()
                 .location,
-            "/x/z .mp4"
+            abs.to_str().unwrap()
         );
+        let url = format!("file://{}/z%20.mp4", top.join("data").display());
+        assert_eq!(
+            parse_location(&url, allow).unwrap().location,
+            top.join("data/z .mp4").to_str().unwrap()
+        );
+        for outside in ["/etc/passwd", "file:///etc/shadow", "../../outside/x.mp4"] {
+            let e = parse_location(outside, allow).unwrap_err();
+            assert!(e.contains("outside the folders"), "{outside}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_without_being_echoed() {
+        for raw in [
+            "https://user:hunter2@h.example/a.mp4",
+            "https://user@h.example/a.mp4",
+            "https://good.example@evil.example/x.mp4",
+        ] {
+            let e = parse_location(raw, Allow::Remote).unwrap_err();
+            assert!(e.contains("credentials in URLs are not accepted"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let e =
+            parse_location("https://good.example@evil.example/x.mp4", Allow::Remote).unwrap_err();
+        assert!(e.contains("'evil.example'"), "{e}");
     }
 }

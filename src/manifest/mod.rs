@@ -31,6 +31,7 @@ pub use links::{Links, UrlTemplate, read_links_file};
 pub use locator::{Allow, Locator, parse_location};
 pub use split::{Split, SplitRatios};
 
+use crate::source::local::LocalRoots;
 use lines::{LineReader, LineText};
 
 /// The input formats `ingest` reads.
@@ -160,8 +161,10 @@ pub struct ReadOptions {
     pub format: Format,
     pub split: SplitRule,
     pub multi_label: bool,
-    /// Relative local paths in the manifest are taken from here.
+    /// Relative local paths in the manifest are taken from here (absolute).
     pub base_dir: PathBuf,
+    /// The folders local paths may lie in (see [`LocalRoots`]).
+    pub roots: LocalRoots,
 }
 
 /// What reading one manifest found.

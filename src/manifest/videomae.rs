@@ -39,6 +39,7 @@ pub(super) fn parse_line(text: &str, ctx: &mut Ctx<'_>) -> Result<Parsed, Refuse
         location,
         Allow::RemoteOrLocal {
             base: &ctx.opts.base_dir,
+            roots: &ctx.opts.roots,
         },
     )
     .map_err(&refuse)?;

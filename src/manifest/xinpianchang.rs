@@ -6,7 +6,10 @@
 //! label (the caller merges them). The download tree is `<label>/<id>/<id>.txt` with the
 //! same fields written as a Python dict repr (read by [`super::pydict`], never
 //! evaluated), the label being the directory name, and `<id>.mp4` / `<id>.jpeg` beside
-//! it when they were downloaded: those become the first, `local`, sources.
+//! it when they were downloaded: those become the first, `local`, sources (inside the
+//! allowed folders only, like every local path). A folder holding one item's
+//! `<id>.{txt,mp4,jpeg}` directly (upstream's example) is read the same way, its label
+//! from the `.txt` (`video_label`), or none.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -100,7 +103,16 @@ pub(super) fn parse_json_line(text: &str, ctx: &mut Ctx<'_>) -> Result<Parsed, R
         brief: row.mp4_txt_brief,
         label: row.video_label,
     };
-    to_parsed(fields, ctx, &[], &[])
+    to_parsed(fields, ctx, LabelRule::Required, &[], &[])
+}
+
+/// Whether a row without `video_label` is an unlabeled item or a mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LabelRule {
+    /// JSON lines and the upstream tree always name the label.
+    Required,
+    /// A single item's folder may hold an item without one.
+    Optional,
 }
 
 /// Turns the fields of one row into a parsed row; `local_video` and `local_cover` are
@@ -108,6 +120,7 @@ pub(super) fn parse_json_line(text: &str, ctx: &mut Ctx<'_>) -> Result<Parsed, R
 fn to_parsed(
     f: Fields<'_>,
     ctx: &mut Ctx<'_>,
+    label: LabelRule,
     local_video: &[Locator],
     local_cover: &[Locator],
 ) -> Result<Parsed, Refused> {
@@ -117,13 +130,14 @@ fn to_parsed(
     }
     let id = ItemId::parse(raw_id).map_err(|e| Refused::from(e).with_id(raw_id))?;
     let refuse = |reason: String| Refused::new(reason).with_id(id.as_str());
-    let label_name = f
-        .label
-        .as_deref()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| refuse("video_label is missing or empty".into()))?;
-    let label = ctx.classes.resolve_name(label_name).map_err(&refuse)?;
+    let label_name = f.label.as_deref().map(str::trim).filter(|l| !l.is_empty());
+    let labels = match (label_name, label) {
+        (Some(name), _) => vec![ctx.classes.resolve_name(name).map_err(&refuse)?],
+        (None, LabelRule::Optional) => vec![],
+        (None, LabelRule::Required) => {
+            return Err(refuse("video_label is missing or empty".into()));
+        }
+    };
 
     let mut video = local_video.to_vec();
     if let Some(url) = f.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
@@ -157,7 +171,7 @@ fn to_parsed(
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
     Ok(Parsed {
-        labels: finish_labels(vec![label], true)?,
+        labels: finish_labels(labels, true)?,
         split: None,
         content: ItemContent {
             text,
@@ -198,20 +212,33 @@ pub(super) fn read_tree<E: std::error::Error + 'static>(
     progress: &dyn Fn(u64),
 ) -> Result<ReadSummary, ReadError<E>> {
     let mut files = vec![];
-    collect_txt(root, 0, &mut files).map_err(|(path, source)| ReadError::Io { path, source })?;
+    let mut videos = 0usize;
+    collect_txt(root, 0, &mut files, &mut videos)
+        .map_err(|(path, source)| ReadError::Io { path, source })?;
     if files.is_empty() {
+        let found = match videos {
+            0 => "no <id>.txt and no video".to_string(),
+            n => format!("{n} video file(s) but no <id>.txt beside any of them"),
+        };
         return Err(ReadError::Unusable {
             path: root.to_owned(),
-            reason: "the directory holds no .txt files (expected <label>/<id>/<id>.txt)".into(),
+            reason: format!(
+                "{found}: each item needs its metadata file <id>.txt (a Python dict with mp4_id), \
+                 either in the upstream tree <label>/<id>/<id>.{{txt,mp4,jpeg}} or in one item's \
+                 folder <id>.{{txt,mp4,jpeg}}"
+            ),
         });
     }
     read_txt_files(root, &files, opts, classes, sink, progress)
 }
 
+/// Collects the `.txt` files below `dir`, and counts the videos seen (for the error
+/// when there is no `.txt`).
 fn collect_txt(
     dir: &Path,
     depth: usize,
     out: &mut Vec<PathBuf>,
+    videos: &mut usize,
 ) -> Result<(), (PathBuf, std::io::Error)> {
     if depth > 8 {
         return Ok(());
@@ -229,9 +256,11 @@ fn collect_txt(
         let path = entry.path();
         let kind = entry.file_type().map_err(|e| (path.clone(), e))?;
         if kind.is_dir() {
-            collect_txt(&path, depth + 1, out)?;
+            collect_txt(&path, depth + 1, out, videos)?;
         } else if kind.is_file() && super::has_extension(&path, "txt") {
             out.push(path);
+        } else if kind.is_file() && super::has_extension(&path, "mp4") {
+            *videos += 1;
         }
     }
     Ok(())
@@ -335,37 +364,59 @@ fn parse_txt(file: &Path, bytes: &[u8], ctx: &mut Ctx<'_>) -> Result<Parsed, Ref
         };
     }
     // The upstream tree keeps the label in the directory name: <label>/<id>/<id>.txt.
-    let label_from_dir = f.label.is_none();
+    // Any other place is one item's own folder (upstream's example: <id>.{txt,mp4,jpeg}
+    // side by side), whose label can only come from the .txt.
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    let upstream = dir.file_name().is_some() && dir.file_name() == file.file_stem();
+    let label_from_dir = f.label.is_none() && upstream;
     if label_from_dir {
-        let label_dir = file
+        match dir
             .parent()
-            .and_then(Path::parent)
             .and_then(Path::file_name)
-            .and_then(|n| n.to_str());
-        match label_dir {
+            .and_then(|n| n.to_str())
+        {
             Some(l) => f.label = Some(Cow::Owned(l.to_owned())),
             None => {
                 return Err(Refused::new(
-                    "no video_label, and the file is not in a <label>/<id>/<id>.txt tree",
+                    "no video_label, and the <label>/<id>/<id>.txt tree has no label folder",
                 ));
             }
         }
     }
+    let rule = if upstream {
+        LabelRule::Required
+    } else {
+        LabelRule::Optional
+    };
     // Files downloaded beside the .txt are the first sources.
     let (mut local_video, mut local_cover) = (vec![], vec![]);
-    if let (Some(dir), Some(id)) = (file.parent(), f.id.as_deref().map(str::trim))
+    if let Some(id) = f.id.as_deref().map(str::trim)
         && ItemId::parse(id).is_ok()
     {
-        let local = |name: String| -> Option<Locator> {
-            let p = dir.join(name);
-            p.is_file().then(|| {
-                parse_location(&p.to_string_lossy(), Allow::RemoteOrLocal { base: dir }).ok()
-            })?
+        let allow = Allow::RemoteOrLocal {
+            base: dir,
+            roots: &ctx.opts.roots,
         };
-        local_video.extend(local(format!("{id}.mp4")));
-        local_cover.extend(local(format!("{id}.jpeg")).or_else(|| local(format!("{id}.jpg"))));
+        let local = |name: String| -> Result<Option<Locator>, Refused> {
+            let p = dir.join(&name);
+            if std::fs::symlink_metadata(&p).is_err() {
+                return Ok(None);
+            }
+            let text = p.to_str().ok_or_else(|| {
+                Refused::new(format!("{name}: the path is not UTF-8")).with_id(id)
+            })?;
+            parse_location(text, allow)
+                .map(Some)
+                .map_err(|e| Refused::new(format!("{name}: {e}")).with_id(id))
+        };
+        local_video.extend(local(format!("{id}.mp4"))?);
+        let cover = match local(format!("{id}.jpeg"))? {
+            Some(c) => Some(c),
+            None => local(format!("{id}.jpg"))?,
+        };
+        local_cover.extend(cover);
     }
-    to_parsed(f, ctx, &local_video, &local_cover).map_err(|mut r| {
+    to_parsed(f, ctx, rule, &local_video, &local_cover).map_err(|mut r| {
         if label_from_dir && r.reason.starts_with("unknown class name") {
             r.reason.push_str(" (taken from the directory name)");
         }

@@ -265,9 +265,13 @@ pub fn run(
     // 1. Ingest.
     let t = Instant::now();
     for d in &opts.plan.datasets {
-        report
-            .datasets
-            .push(ingest_dataset(root, catalog, d, reporter)?);
+        report.datasets.push(ingest_dataset(
+            root,
+            catalog,
+            d,
+            &opts.fetch.local_roots,
+            reporter,
+        )?);
     }
     for d in &report.datasets {
         report.items_new += d.items_new + d.items_restored;
@@ -433,6 +437,7 @@ fn ingest_dataset(
     root: &DataRoot,
     catalog: &mut Catalog,
     d: &DatasetPlan,
+    local_roots: &[std::path::PathBuf],
     reporter: &dyn Reporter,
 ) -> Result<DatasetOutcome, RefreshError> {
     let mut out = DatasetOutcome {
@@ -450,6 +455,7 @@ fn ingest_dataset(
         ratios: d.split_ratios.clone().unwrap_or_default(),
         multi_label: d.multi_label,
         base_dir: d.base_dir.clone(),
+        local_roots: local_roots.to_vec(),
         strict: false,
         force: false,
         tmp_dir: root.tmp_dir(),

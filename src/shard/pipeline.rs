@@ -215,10 +215,20 @@ fn decode_one(
     buf: &mut [u8],
 ) -> Result<Decoded, MediaError> {
     let path = root.join(&w.video);
-    let meta = fs_err::metadata(&path).map_err(|source| MediaError::Io {
+    let meta = fs_err::symlink_metadata(&path).map_err(|source| MediaError::Io {
         path: path.clone(),
         source,
     })?;
+    // A symlink under a final name could change its bytes behind the verified record:
+    // never read; the file is fetched again.
+    if !meta.file_type().is_file() {
+        return Err(MediaError::Io {
+            path,
+            source: std::io::Error::other(
+                "not a regular file (a symbolic link under a final name is never read)",
+            ),
+        });
+    }
     if w.size > 0 && meta.len() != w.size {
         return Err(MediaError::Io {
             path,
@@ -243,6 +253,10 @@ fn decode_one(
         buf,
     )?;
     let (cover, cover_error) = match &w.cover {
+        Some(c) if std::fs::symlink_metadata(root.join(c)).is_ok_and(|m| !m.is_file()) => (
+            None,
+            Some(format!("{c} is not a regular file; the cover is left out")),
+        ),
         Some(c) => match image::cover_jpeg(&root.join(c)) {
             Ok(b) => (Some(b), None),
             Err(e) => (None, Some(e.to_string())),

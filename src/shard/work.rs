@@ -24,7 +24,8 @@ pub struct Work {
     pub video: String,
     pub sha256: String,
     pub size: u64,
-    /// Where the video came from (its source's URL or path).
+    /// Where the video came from, as a sample may tell it: its URL with secrets
+    /// redacted, or `local:<file name>`; `None` when not known.
     pub source: Option<String>,
     /// The cover, relative to the data root.
     pub cover: Option<String>,
@@ -41,13 +42,20 @@ fn parse_labels(text: &str) -> Vec<u32> {
     text.split(',').filter_map(|s| s.parse().ok()).collect()
 }
 
-/// The location of source `rank` in an item's sources JSON.
+/// Where the video of source `rank` in an item's sources JSON came from, as a shard
+/// sample records it: a URL with its secrets redacted, or for a local file `local:`
+/// and its file name (a sample travels; the folders of the machine that made it are
+/// nobody else's business). `None` when the rank is not known (a file imported from
+/// an `--import-dir` folder, or found under its final name).
 fn source_at(sources: Option<&str>, rank: Option<i64>) -> Option<String> {
     let list: serde_json::Value = serde_json::from_str(sources?).ok()?;
-    list.get(rank.unwrap_or(0).max(0) as usize)?
-        .get("location")?
-        .as_str()
-        .map(str::to_owned)
+    let source = list.get(usize::try_from(rank?).ok()?)?;
+    let location = source.get("location")?.as_str()?;
+    if source.get("kind").and_then(|k| k.as_str()) == Some("local") {
+        let name = std::path::Path::new(location).file_name()?.to_str()?;
+        return Some(format!("local:{name}"));
+    }
+    Some(crate::redact::redact_url(location).into_owned())
 }
 
 /// Every active item of `dataset_id` whose video is verified (or already sharded by
@@ -271,12 +279,17 @@ mod tests {
 
     #[test]
     fn sources_and_labels_parse() {
-        let s = r#"[{"kind":"local","location":"/a.mp4","origin":"manifest"},{"kind":"direct","location":"https://h/b.mp4","origin":"links"}]"#;
+        let s = r#"[{"kind":"local","location":"/home/me/clips/a.mp4","origin":"manifest"},{"kind":"direct","location":"https://h/b.mp4?token=t0p&x=1","origin":"links"}]"#;
         assert_eq!(
             source_at(Some(s), Some(1)).as_deref(),
-            Some("https://h/b.mp4")
+            Some("https://h/b.mp4?token=REDACTED&x=1")
         );
-        assert_eq!(source_at(Some(s), None).as_deref(), Some("/a.mp4"));
+        assert_eq!(source_at(Some(s), Some(0)).as_deref(), Some("local:a.mp4"));
+        assert_eq!(
+            source_at(Some(s), None),
+            None,
+            "imported: not a listed source"
+        );
         assert_eq!(source_at(Some(s), Some(7)), None);
         assert_eq!(source_at(None, Some(0)), None);
         assert_eq!(parse_labels("3,17"), vec![3, 17]);

@@ -17,8 +17,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Offline, Resolved, Resolver, SourceKind, SourceSettings, Target, rebase};
-use crate::fetch::client::{host_key, shorten};
+use crate::fetch::client::host_key;
 use crate::fetch::{ErrorClass, Failure};
+use crate::redact::{show_text, show_url};
 
 /// Largest lookup answer read (a share page is about 100 KiB).
 const MAX_ANSWER: usize = 8 << 20;
@@ -44,7 +45,7 @@ pub fn parse(url: &Url) -> Result<Link, Failure> {
     let unsupported = |why: &str| {
         Failure::new(
             ErrorClass::Unsupported,
-            format!("{why}: {}", shorten(url.as_str())),
+            format!("{why}: {}", show_url(url.as_str())),
         )
     };
     let path = url.path();
@@ -132,7 +133,7 @@ pub fn share_text_link(text: &str) -> Result<Option<&str>, String> {
     match links.as_slice() {
         [] if marked => Err(format!(
             "Douyin share text without a link: '{}'",
-            shorten(text)
+            show_text(text)
         )),
         [link] if is_douyin(link) => Ok(Some(link)),
         [_, _, ..] if marked || links.iter().any(|l| is_douyin(l)) => Err(format!(
@@ -140,7 +141,7 @@ pub fn share_text_link(text: &str) -> Result<Option<&str>, String> {
             links.len(),
             links
                 .iter()
-                .map(|l| shorten(l))
+                .map(|l| show_url(l))
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
@@ -272,7 +273,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                         ErrorClass::BadResponse,
                         format!(
                             "share link {} did not redirect to an item",
-                            shorten(short.as_str())
+                            show_url(short.as_str())
                         ),
                     )
                 })?;
@@ -284,8 +285,8 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                         ErrorClass::Removed,
                         format!(
                             "share link {} leads to {}, which is not a video (removed or never one)",
-                            shorten(short.as_str()),
-                            shorten(next.as_str())
+                            show_url(short.as_str()),
+                            show_url(next.as_str())
                         ),
                     ));
                 }
@@ -477,7 +478,7 @@ fn play_addr(item: &Value, s: &SourceSettings) -> Result<Url, (ErrorClass, Strin
         (Some(u), _) => Url::parse(u).map_err(|e| {
             (
                 ErrorClass::BadResponse,
-                format!("play address '{}': {e}", shorten(u)),
+                format!("play address '{}': {e}", show_url(u)),
             )
         })?,
         (None, Some(uri)) => {

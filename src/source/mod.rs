@@ -197,7 +197,7 @@ fn parse_url(loc: &Locator) -> Result<Url, Failure> {
             ErrorClass::BadUrl,
             format!(
                 "invalid URL '{}': {e}",
-                crate::fetch::client::shorten(&loc.location)
+                crate::redact::show_url(&loc.location)
             ),
         )
     })

@@ -19,8 +19,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Offline, Resolved, Resolver, SourceKind, SourceSettings, Target};
-use crate::fetch::client::{check_url, host_key, shorten};
+use crate::fetch::client::{check_url, host_key};
 use crate::fetch::{ErrorClass, Expected, Failure};
+use crate::redact::show_url;
 
 /// A listing is renewed after this long: OneDrive's download addresses last about an
 /// hour.
@@ -186,7 +187,7 @@ pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resol
                     ErrorClass::NotListed,
                     format!(
                         "{} is a shared folder of {} files: name one with '#<file name>' or give the item id",
-                        shorten(link.share.as_str()),
+                        show_url(link.share.as_str()),
                         listing.files.len()
                     ),
                 ));
@@ -197,8 +198,8 @@ pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resol
                 ErrorClass::NotListed,
                 format!(
                     "the shared folder {} does not list '{}' ({} files listed)",
-                    shorten(link.share.as_str()),
-                    shorten(&name),
+                    show_url(link.share.as_str()),
+                    show_url(&name),
                     listing.files.len()
                 ),
             )
@@ -208,7 +209,7 @@ pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resol
         let file = listing.files.values().next().ok_or_else(|| {
             Failure::new(
                 ErrorClass::BadResponse,
-                format!("share {} lists no file", shorten(link.share.as_str())),
+                format!("share {} lists no file", show_url(link.share.as_str())),
             )
         })?;
         (file.name.clone(), file)
@@ -239,7 +240,7 @@ pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resol
             } else {
                 "file"
             },
-            shorten(&name),
+            show_url(&name),
             listing.pages,
             file.size.map_or("?".into(), |s| s.to_string()),
             file.sha1.as_deref().unwrap_or("-"),
@@ -269,7 +270,7 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
                 ErrorClass::BadResponse,
                 format!(
                     "share {} is neither a file nor a folder",
-                    shorten(share.as_str())
+                    show_url(share.as_str())
                 ),
             )
         })?;
@@ -292,8 +293,8 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
                     ErrorClass::BadResponse,
                     format!(
                         "listing of {} does not end (page {} repeats or too many pages)",
-                        shorten(share.as_str()),
-                        shorten(next.as_str())
+                        show_url(share.as_str()),
+                        show_url(next.as_str())
                     ),
                 ));
             }
@@ -305,7 +306,7 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
                     ErrorClass::BadResponse,
                     format!(
                         "listing page {} has no 'value' array",
-                        shorten(next.as_str())
+                        show_url(next.as_str())
                     ),
                 )
             })?;
@@ -349,7 +350,7 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
                     let u = Url::parse(link).map_err(|e| {
                         Failure::new(
                             ErrorClass::BadResponse,
-                            format!("next page link '{}': {e}", shorten(link)),
+                            format!("next page link '{}': {e}", show_url(link)),
                         )
                     })?;
                     if host_key(&u) != host_key(&s.onedrive_api)
@@ -359,7 +360,7 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
                             ErrorClass::BadResponse,
                             format!(
                                 "next page link {} leaves the API host {}",
-                                shorten(link),
+                                show_url(link),
                                 host_key(&s.onedrive_api)
                             ),
                         ));
@@ -370,7 +371,7 @@ async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
             }
         }
     }
-    tracing::info!(share = %share, files = listing.files.len(), pages = listing.pages, "OneDrive share listed");
+    tracing::info!(share = %show_url(share.as_str()), files = listing.files.len(), pages = listing.pages, "OneDrive share listed");
     Ok(Arc::new(listing))
 }
 
@@ -386,7 +387,7 @@ async fn get_json(r: &Resolver, url: &Url) -> Result<(Value, bool), Failure> {
                 ErrorClass::BadResponse,
                 format!(
                     "OneDrive answer from {} is not JSON: {e}",
-                    shorten(url.as_str())
+                    show_url(url.as_str())
                 ),
             )
         })

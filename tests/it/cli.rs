@@ -276,7 +276,7 @@ fn status_reports_runs_and_human_text() {
         0
     );
     let j = env.status();
-    assert_eq!(j["schema_version"], 2);
+    assert_eq!(j["schema_version"], 3);
     assert_eq!(j["runs"][0]["command"], "ingest");
     assert_eq!(j["runs"][0]["status"], "ok");
     let run_id = j["runs"][0]["run_id"].as_str().unwrap();
@@ -391,7 +391,7 @@ fn doctor_reports_ffmpeg_and_libtorch() {
     let env = Env::new();
     let out = env.run(&["--json", "doctor"]);
     let j = out.json();
-    assert_eq!(j["schema_version"], 2);
+    assert_eq!(j["schema_version"], 3);
     if cfg!(feature = "media") {
         assert!(j["media"]["libavcodec"].as_str().is_some(), "{j}");
     }

@@ -155,6 +155,7 @@ fn spilling_to_disk_gives_the_same_catalog() {
             ratios: SplitRatios::default(),
             multi_label: None,
             base_dir: None,
+            local_roots: vec![],
             strict: false,
             force: false,
             tmp_dir: dir.path().join("tmp"),

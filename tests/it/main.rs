@@ -16,6 +16,7 @@ mod ingest_changes;
 mod ingest_formats;
 mod ingest_pmv400;
 mod json_output;
+mod local;
 #[cfg(feature = "media")]
 mod media_hostile;
 #[cfg(feature = "train")]

@@ -37,7 +37,10 @@ fn sh_commands(readme: &str) -> Vec<Line> {
     for (i, raw) in readme.lines().enumerate() {
         let number = i + 1;
         if raw.starts_with("```") {
-            assert!(pending.is_none(), "README.md:{number}: a block ends in '\\'");
+            assert!(
+                pending.is_none(),
+                "README.md:{number}: a block ends in '\\'"
+            );
             in_sh = !in_sh && raw.trim() == "```sh";
             continue;
         }
@@ -96,9 +99,13 @@ fn readme_blocks_are_read_as_a_shell_reads_them() {
 
 /// Whether a command trains (runs until stopped, in this test).
 fn trains(cmd: &str) -> bool {
-    ["pmv-data train ", "pmv-data pretrain ", "pmv-data-train train "]
-        .iter()
-        .any(|p| cmd.starts_with(p))
+    [
+        "pmv-data train ",
+        "pmv-data pretrain ",
+        "pmv-data-train train ",
+    ]
+    .iter()
+    .any(|p| cmd.starts_with(p))
 }
 
 /// The folder every command runs in, with what they name.
@@ -155,7 +162,10 @@ impl Sandbox {
             "1",
             cover.to_str().unwrap(),
         ]);
-        let videos = [std::fs::read(&portrait).unwrap(), std::fs::read(&landscape).unwrap()];
+        let videos = [
+            std::fs::read(&portrait).unwrap(),
+            std::fs::read(&landscape).unwrap(),
+        ];
         let cover = std::fs::read(&cover).unwrap();
 
         // What a user keeps beside the lists: a copy of the shipped manifests.
@@ -165,7 +175,11 @@ impl Sandbox {
         let (v0, v1) = (videos[0].clone(), videos[1].clone());
         server.prefix("/play", move |req| {
             let id = req.query("video_id").unwrap_or_default();
-            let data = if id.bytes().map(u32::from).sum::<u32>() % 2 == 0 { &v0 } else { &v1 };
+            let data = if id.bytes().map(u32::from).sum::<u32>() % 2 == 0 {
+                &v0
+            } else {
+                &v1
+            };
             Reply::file(req, data, None)
         });
         let (v0, c0) = (videos[0].clone(), cover.clone());
@@ -184,7 +198,13 @@ impl Sandbox {
                 .unwrap()
                 .lines()
                 .take(n)
-                .map(|l| l.split(',').next().unwrap().trim_end_matches(".mp4").to_owned())
+                .map(|l| {
+                    l.split(',')
+                        .next()
+                        .unwrap()
+                        .trim_end_matches(".mp4")
+                        .to_owned()
+                })
                 .collect()
         };
         let mut ids = first("train_pmv400.csv", 2);
@@ -299,11 +319,9 @@ impl Sandbox {
     /// `bash -c CMD` in the folder, with the binaries on PATH.
     fn shell(&self, cmd: &str) -> Command {
         let bin = Path::new(env!("CARGO_BIN_EXE_pmv-data")).parent().unwrap();
-        let path = std::env::join_paths(
-            std::iter::once(bin.to_owned()).chain(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            )),
-        )
+        let path = std::env::join_paths(std::iter::once(bin.to_owned()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
         .unwrap();
         let mut c = Command::new("bash");
         c.args(["-c", &format!("set -euo pipefail\n{cmd}")])
