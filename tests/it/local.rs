@@ -524,7 +524,7 @@ fn secret_query_parameters_are_redacted_wherever_a_url_is_shown() {
     let resolve = env.run(&["--json", "resolve", "--offline", &secret_urls[0]]);
     assert_eq!(resolve.code, 0, "{}", resolve.stderr);
     assert!(
-        resolve.json()[0]["download_url"]
+        resolve.json()["links"][0]["download_url"]
             .as_str()
             .unwrap()
             .contains("token=REDACTED")

@@ -231,11 +231,11 @@ fn probe_refuses_forged_sample_tables_at_once_in_bounded_memory() {
         let (out, rss) = run_measured(&env, &["--json", "probe", s(file)]);
         assert_eq!(out.code, 3, "{}", out.stderr);
         let doc = out.json();
-        let error = doc[0]["error"].as_str().unwrap();
+        let error = doc["files"][0]["error"].as_str().unwrap();
         assert!(error.starts_with(s(file)), "{error}");
         assert!(error.contains("forged or damaged MP4 headers"), "{error}");
         assert!(error.contains(what), "{error}");
-        assert_eq!(doc[0]["corrupt"], true);
+        assert_eq!(doc["files"][0]["corrupt"], true);
         assert!(
             rss < MAX_RSS_MIB,
             "probe held {rss} MiB on {}",
@@ -300,7 +300,7 @@ fn probe_refuses_a_forged_flv_keyframe_index() {
     let flv = env.write("forged.flv", forged_flv());
     let (out, rss) = run_measured(&env, &["--json", "probe", s(&flv)]);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    let error = out.json()[0]["error"].as_str().unwrap().to_owned();
+    let error = out.json()["files"][0]["error"].as_str().unwrap().to_owned();
     assert!(
         error.contains("forged.flv: not a decodable video"),
         "{error}"
@@ -363,18 +363,18 @@ fn video_over_8k_is_refused_at_probe_and_quarantined() {
     let out = env.run(&["--json", "probe", s(&big)]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     let doc = out.json();
-    let error = doc[0]["error"].as_str().unwrap();
+    let error = doc["files"][0]["error"].as_str().unwrap();
     assert!(
         error.contains("big.mp4: refused: pictures of 8192x4320"),
         "{error}"
     );
     assert!(error.contains("7680x4320"), "{error}");
-    assert_eq!(doc[0]["corrupt"], true);
+    assert_eq!(doc["files"][0]["corrupt"], true);
     // 8K itself is within the limit.
     let uhd = still(&dir, "uhd.mp4", 7680, 4320);
     let out = env.run(&["--json", "probe", s(&uhd)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()[0]["probe"]["width"], 7680);
+    assert_eq!(out.json()["files"][0]["probe"]["width"], 7680);
 
     items(&env, &["good", "big"]);
     let good = make_video(&dir, &Spec::h264("good.mp4", 96, 64, 1.0));
@@ -480,6 +480,6 @@ fn a_colour_matrix_number_no_enum_has_is_named_unknown() {
     let out = env.run(&["--json", "probe", "--decode", s(&webm)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let doc = out.json();
-    assert_eq!(doc[0]["probe"]["color_space"], "unknown");
-    assert_eq!(doc[0]["decoded_frames"], 10);
+    assert_eq!(doc["files"][0]["probe"]["color_space"], "unknown");
+    assert_eq!(doc["files"][0]["decoded_frames"], 10);
 }
