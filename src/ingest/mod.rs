@@ -219,6 +219,50 @@ pub fn check_inputs(opts: &IngestOptions) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// Bytes of a file read to tell a class-name list from a split list: the upstream
+/// `class_name_mapping.csv` has 13 KB, a split list gives itself away at its first row.
+const CLASS_LIST_PEEK: u64 = 1 << 20;
+
+/// PMV-400's class-name list given among the manifests (`manifests/pmv400/*.csv` names
+/// it beside the split lists) is the dataset's class file, as if given with
+/// `--classes`, not a manifest whose every row would be rejected. Returns the file
+/// taken, if any. Two class files (two such lists, or one and `--classes`) are an
+/// error naming both.
+pub fn take_class_name_list(opts: &mut IngestOptions) -> Result<Option<PathBuf>, IngestError> {
+    use std::io::Read;
+    if opts.format != Format::Pmv400 {
+        return Ok(None);
+    }
+    let mut taken = None;
+    let mut kept = Vec::with_capacity(opts.inputs.len());
+    for path in std::mem::take(&mut opts.inputs) {
+        let mut text = String::new();
+        let read = fs_err::File::open(&path)
+            .and_then(|f| f.take(CLASS_LIST_PEEK + 1).read_to_string(&mut text));
+        // Anything unreadable or too long is left to the manifest reader to report.
+        let is_list = read.is_ok()
+            && (text.len() as u64) <= CLASS_LIST_PEEK
+            && crate::manifest::is_class_name_list(&text);
+        if !is_list {
+            kept.push(path);
+            continue;
+        }
+        if let Some(other) = taken.as_ref().or(opts.classes_file.as_ref()) {
+            return Err(IngestError::Invalid(format!(
+                "{} is a class-name list and so is {}: give one",
+                path.display(),
+                Path::new(other).display()
+            )));
+        }
+        taken = Some(path);
+    }
+    opts.inputs = kept;
+    if let Some(t) = &taken {
+        opts.classes_file = Some(t.clone());
+    }
+    Ok(taken)
+}
+
 /// Runs one ingest. `on_reject` sees every rejected row as it is found (the report
 /// keeps the first [`MAX_REPORTED_REJECTIONS`]).
 pub fn ingest(

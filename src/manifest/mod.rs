@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use classes::{ClassFileError, ClassTable};
 pub use ids::{IdError, ItemId, MAX_ID_BYTES, file_stem};
 pub use lines::MAX_LINE_BYTES;
+pub use pmv400::is_class_name_list;
 
 pub use links::{Links, UrlTemplate, read_links_file};
 pub use locator::{Allow, Locator, parse_location};

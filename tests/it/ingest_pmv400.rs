@@ -186,3 +186,56 @@ fn a_links_file_orders_sources_before_the_template() {
     let kinds = env.strings("SELECT kind || '/' || origin FROM sources ORDER BY rank");
     assert_eq!(kinds, vec!["douyin/links", "direct/template"]);
 }
+
+/// `ingest --format pmv400 manifests/pmv400/*.csv` hands over the class-name list with
+/// the split lists: it is read as the class file, not as a list whose rows all fail.
+#[test]
+fn the_class_name_list_among_the_manifests_is_the_class_file() {
+    let env = Env::new();
+    let classes = std::fs::read_to_string(pmv_list("class_name_mapping.csv")).unwrap();
+    // One name corrected, so that the file is seen to be read.
+    let classes = classes.replacen("playing flute ,4", "playing the flute,4", 1);
+    let dir = env.path("lists");
+    env.write("lists/class_name_mapping.csv", &classes);
+    env.write(
+        "lists/train_pmv400.csv",
+        "v0d00fg10000cc0bltrc77ud5sllkjug.mp4,0\nv0d00fg10000cc0bltrc77ud5sllkjuh.mp4,4",
+    );
+    let glob = |name: &str| s(&dir.join(name)).to_owned();
+    let out = env.ingest(&[
+        "--dataset".to_owned(),
+        "pmv400".into(),
+        "--format".into(),
+        "pmv400".into(),
+        glob("class_name_mapping.csv"),
+        glob("train_pmv400.csv"),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["rejected"], 0, "{report}");
+    assert_eq!(report["rows"], 2, "{report}");
+    assert_eq!(report["items"]["new"], 2);
+    let name: String = env.query("SELECT name FROM classes WHERE class_id = 4");
+    assert_eq!(name, "playing the flute");
+    let manifests: i64 = env.query("SELECT count(*) FROM manifests");
+    assert_eq!(manifests, 1, "the class list is no manifest");
+
+    // Two class files are one too many, whichever way they come.
+    let out = env.run(&[
+        "ingest",
+        "--dataset",
+        "pmv400",
+        "--format",
+        "pmv400",
+        "--classes",
+        &glob("class_name_mapping.csv"),
+        &glob("class_name_mapping.csv"),
+        &glob("train_pmv400.csv"),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is a class-name list and so is"),
+        "{}",
+        out.stderr
+    );
+}
