@@ -151,7 +151,7 @@ impl Sandbox {
         let media = path.join(".media");
         std::fs::create_dir_all(&media).unwrap();
         let portrait = video(&media, "portrait.mp4", "testsrc2", "96x128");
-        let landscape = video(&media, "landscape.mp4", "mandelbrot", "128x96");
+        let landscape = video(&media, "landscape.mp4", "testsrc", "128x96");
         let cover = media.join("cover.jpg");
         ffmpeg(&[
             "-f",
@@ -191,7 +191,8 @@ impl Sandbox {
             }
         });
 
-        // PMV-400: links for two train items and one val (= test) item of the real lists.
+        // PMV-400: links for a batch of train items (the trainer's default batch, 8) and
+        // one val (= test) item of the real lists.
         let lists = repo().join("manifests/pmv400");
         let first = |file: &str, n: usize| -> Vec<String> {
             std::fs::read_to_string(lists.join(file))
@@ -207,7 +208,7 @@ impl Sandbox {
                 })
                 .collect()
         };
-        let mut ids = first("train_pmv400.csv", 2);
+        let mut ids = first("train_pmv400.csv", 8);
         ids.extend(first("val_pmv400.csv", 1));
         let links: String = ids
             .iter()
@@ -215,14 +216,15 @@ impl Sandbox {
             .collect();
         std::fs::write(path.join("video_links.csv"), links).unwrap();
 
-        // xinpianchang: JSON lines in the upstream shape, three train items and one val.
+        // xinpianchang: JSON lines in the upstream shape, a batch of train items and one
+        // val item.
         let mut rows = String::new();
         let (mut train, mut val) = (0, 0);
         for n in 100_000_000u64.. {
             let id = n.to_string();
             let split = hash_split(&id);
             let take = match split {
-                "train" if train < 3 => {
+                "train" if train < 8 => {
                     train += 1;
                     true
                 }
@@ -247,7 +249,7 @@ impl Sandbox {
                 );
                 rows.push('\n');
             }
-            if train == 3 && val == 1 {
+            if train == 8 && val == 1 {
                 break;
             }
         }
@@ -336,8 +338,9 @@ impl Sandbox {
         c
     }
 
-    /// `state.json` files written since `since`: the checkpoints of the runs started.
-    fn checkpoints_since(&self, since: SystemTime) -> Vec<PathBuf> {
+    /// The `state.json` of every run, with when it was last written: a run writes it
+    /// at each checkpoint.
+    fn checkpoints(&self) -> Vec<(PathBuf, SystemTime)> {
         let mut found = vec![];
         for runs in [self.path.join("pmv-data-root/runs"), self.path.join("runs")] {
             let Ok(entries) = std::fs::read_dir(&runs) else {
@@ -345,11 +348,8 @@ impl Sandbox {
             };
             for e in entries.flatten() {
                 let state = e.path().join("state.json");
-                if std::fs::metadata(&state)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= since)
-                {
-                    found.push(state);
+                if let Ok(t) = std::fs::metadata(&state).and_then(|m| m.modified()) {
+                    found.push((state, t));
                 }
             }
         }
@@ -372,14 +372,14 @@ fn copy_tree(from: &Path, to: &Path) {
 /// Runs a training command until its first checkpoint, then stops it as Ctrl-C does.
 fn train_until_checkpoint(sb: &Sandbox, line: &Line) -> Out {
     use std::os::unix::process::CommandExt;
-    let started = SystemTime::now() - Duration::from_secs(1);
+    let before = sb.checkpoints();
     let mut cmd = sb.shell(&line.text);
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd.spawn().unwrap();
     let t0 = Instant::now();
-    while sb.checkpoints_since(started).is_empty() {
+    while sb.checkpoints().iter().all(|c| before.contains(c)) {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
             panic!(
