@@ -228,6 +228,12 @@ pub struct FetchArgs {
     #[arg(long, value_name = "DIR")]
     pub import_dir: Vec<PathBuf>,
 
+    /// Fetch from hosts on this machine or a private network that a link names
+    /// (link-local and cloud metadata addresses never) [config
+    /// fetch.allow_private_hosts]
+    #[arg(long)]
+    pub allow_private_hosts: bool,
+
     /// Stop starting downloads after this long (e.g. 2h, 30m) and end cleanly
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<humantime::Duration>,
@@ -384,6 +390,11 @@ pub struct RefreshArgs {
     /// Re-hash every stored video and shard
     #[arg(long)]
     pub verify_all: bool,
+
+    /// Fetch from hosts on this machine or a private network that a link names
+    /// [config fetch.allow_private_hosts]
+    #[arg(long)]
+    pub allow_private_hosts: bool,
 
     /// Videos decoded at once by the shard stage [default: the number of cores]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

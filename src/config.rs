@@ -67,6 +67,8 @@ pub struct FetchConfig {
     pub retry_base: Option<f64>,
     /// Redirects followed per request.
     pub max_redirects: Option<usize>,
+    /// Fetch from private and loopback hosts that a manifest names.
+    pub allow_private_hosts: Option<bool>,
 }
 
 /// `[sources]`: the remote base URLs of the resolvers, so that a mirror, a proxy or a
@@ -243,6 +245,18 @@ impl Config {
         }
         if let Some((n, v)) = var("MAX_REDIRECTS") {
             f.max_redirects = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("ALLOW_PRIVATE_HOSTS") {
+            f.allow_private_hosts = Some(match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: n,
+                        message: format!("'{v}' is not a boolean (1 or 0, true or false)"),
+                    });
+                }
+            });
         }
         let s = &mut self.sources;
         for (key, slot) in [

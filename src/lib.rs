@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
 pub mod media;
+pub mod reach;
 pub mod refresh;
 pub mod report;
 pub mod root;

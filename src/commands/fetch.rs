@@ -48,6 +48,7 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
         "import_dirs": args.import_dir,
         "max_duration": args.max_duration.map(|d| d.to_string()),
         "max_bytes": opts.max_bytes,
+        "allow_private_hosts": opts.settings.allow_private_hosts,
     });
     catalog.start_run(&run_id, "fetch", &run_args)?;
 
@@ -136,6 +137,7 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
     if let Some(s) = &args.max_size {
         settings.max_size = parse_size(s).map_err(|e| usage(format!("--max-size: {e}")))?;
     }
+    settings.allow_private_hosts |= args.allow_private_hosts;
     let sources = SourceSettings::from_config(&app.config.sources)
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     for d in &args.import_dir {

@@ -3,14 +3,17 @@
 //!
 //! Owns the reqwest client (rustls with the ring provider: no system OpenSSL; HTTP/1.1
 //! with pooled keep-alive connections; no content decoding, so bytes arrive as stored),
-//! URL rules (http and https only, no user info, at most 8 KiB), redirects (followed
-//! here, one hop at a time, so that every hop is checked, paced by its own host and
-//! bounded in number, with loops detected, and never from a public server to an internal
-//! address, whether the redirect names it or a name resolves to it), connect and
-//! idle-read timeouts, and the mapping of client errors onto the failure taxonomy. A 429 or 503 slows its host
-//! down through [`Politeness`]. It never writes a file and never touches the catalog.
+//! URL rules (http and https only, no user info, at most 8 KiB), where a request may
+//! go (see [`crate::reach`]: never to link-local or cloud metadata addresses; to this
+//! machine or a private network only when the user opted in, and never after a public
+//! server, whether a URL names the address or a name resolves to it), redirects
+//! (followed here, one hop at a time, so that every hop is checked, paced by its own
+//! host and bounded in number, with loops detected), connect and idle-read timeouts,
+//! and the mapping of client errors onto the failure taxonomy. A 429 or 503 slows its
+//! host down through [`Politeness`]. It never writes a file and never touches the
+//! catalog.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +24,7 @@ use url::Url;
 use super::failure::{ErrorClass, Failure, parse_retry_after};
 use super::politeness::Politeness;
 use super::settings::FetchSettings;
+use crate::reach::{self, Reach};
 
 /// Longest URL accepted, in bytes (as for manifests).
 pub const MAX_URL_BYTES: usize = 8192;
@@ -208,9 +212,10 @@ impl Response {
 
 /// The shared client.
 pub struct Client {
-    /// Connects wherever a name resolves.
+    /// Connects to the addresses a link the user gave may lead to ([`Guard`]: public
+    /// ones, and internal ones with the opt-in).
     http: reqwest::Client,
-    /// Connects to public addresses only ([`PublicOnly`]): every hop after a public
+    /// Connects to public addresses only ([`Guard`]): every hop after a public
     /// server goes through it.
     public_http: reqwest::Client,
     /// Requests go through a proxy (from the environment), so the address a response
@@ -220,6 +225,10 @@ pub struct Client {
     user_agent: String,
     idle: Duration,
     max_redirects: usize,
+    /// Internal hosts that a link names may be fetched (`--allow-private-hosts`).
+    allow_private: bool,
+    /// Internal hosts (`host:port`) fetched even so: a server the program runs itself.
+    private_hosts: Vec<String>,
 }
 
 impl Client {
@@ -245,14 +254,40 @@ impl Client {
         ]
         .iter()
         .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        let names: Arc<[String]> = settings
+            .private_hosts
+            .iter()
+            .map(|h| host_of_key(h).to_owned())
+            .collect();
+        // Through a proxy, the proxy resolves the names it is asked for and this
+        // resolver would only judge the proxy's own name (often on the local network).
+        let http = if proxied {
+            builder().build()?
+        } else {
+            builder()
+                .dns_resolver(Guard {
+                    internal: settings.allow_private_hosts,
+                    names: Arc::clone(&names),
+                    refusal: ErrorClass::PrivateHost,
+                })
+                .build()?
+        };
         Ok(Client {
-            http: builder().build()?,
-            public_http: builder().dns_resolver(PublicOnly).build()?,
+            http,
+            public_http: builder()
+                .dns_resolver(Guard {
+                    internal: false,
+                    names: Arc::from([]),
+                    refusal: ErrorClass::BadUrl,
+                })
+                .build()?,
             proxied,
             gate,
             user_agent: settings.user_agent.clone(),
             idle: settings.timeout,
             max_redirects: settings.max_redirects,
+            allow_private: settings.allow_private_hosts,
+            private_hosts: settings.private_hosts.clone(),
         })
     }
 
@@ -267,12 +302,12 @@ impl Client {
         let mut url = req.url.clone();
         check_url(&url)?;
         let mut public = req.public;
-        if public && internal_host(&url) {
-            return Err(led_inside(
-                &format!("{} came from a public server", shorten(url.as_str())),
-                &url,
-            ));
-        }
+        let how = if public {
+            format!("{} came from a public server", shorten(url.as_str()))
+        } else {
+            shorten(url.as_str())
+        };
+        self.may_reach(&url, public, &how)?;
         let mut seen: Vec<Url> = vec![];
         for hop in 0..=self.max_redirects {
             let host = host_key(&url);
@@ -333,6 +368,11 @@ impl Client {
                 });
             }
             let next = redirect_target(&url, resp.headers(), public)?;
+            self.may_reach(
+                &next,
+                public,
+                &format!("the redirect from {}", shorten(url.as_str())),
+            )?;
             seen.push(url);
             if seen.contains(&next) {
                 return Err(Failure::new(
@@ -354,6 +394,24 @@ impl Client {
                 shorten(req.url.as_str())
             ),
         ))
+    }
+
+    /// Whether a request may go to `url` (`how` says where the URL came from):
+    /// never to link-local or metadata addresses; to internal ones only from a chain
+    /// that has not passed a public server, and only when the user opted in or the
+    /// program runs the server itself.
+    fn may_reach(&self, url: &Url, public: bool, how: &str) -> Result<(), Failure> {
+        match reach::url(url) {
+            Reach::Public => Ok(()),
+            Reach::Never => Err(never_fetched(how, url)),
+            Reach::Internal if public => Err(led_inside(how, url)),
+            Reach::Internal
+                if self.allow_private || self.private_hosts.contains(&host_key(url)) =>
+            {
+                Ok(())
+            }
+            Reach::Internal => Err(private_host(how, url)),
+        }
     }
 
     /// Where one non-following request to `url` is sent (`None` if it is not a
@@ -458,13 +516,17 @@ fn redirect_target(from: &Url, headers: &HeaderMap, public: bool) -> Result<Url,
             format!("redirect from {}: {}", shorten(from.as_str()), f.message),
         )
     })?;
-    if public && internal_host(&next) {
-        return Err(led_inside(
+    match reach::url(&next) {
+        Reach::Never => Err(never_fetched(
+            &format!("the redirect from {}", shorten(from.as_str())),
+            &next,
+        )),
+        Reach::Internal if public => Err(led_inside(
             &format!("a public server's redirect from {}", shorten(from.as_str())),
             &next,
-        ));
+        )),
+        _ => Ok(next),
     }
-    Ok(next)
 }
 
 /// The refusal of an internal address that a public server led to (`how`).
@@ -478,97 +540,134 @@ fn led_inside(how: &str, to: &Url) -> Failure {
     )
 }
 
+/// The refusal of a link-local or metadata address (`how`: where the URL came from).
+fn never_fetched(how: &str, to: &Url) -> Failure {
+    Failure::new(
+        ErrorClass::BadUrl,
+        format!(
+            "{how} names {}, a link-local or cloud metadata address: never fetched",
+            to.host_str().unwrap_or("")
+        ),
+    )
+}
+
+/// How to opt in to private hosts, for messages.
+pub const PRIVATE_OPT_IN: &str = "fetched only with --allow-private-hosts \
+     (or fetch.allow_private_hosts = true, or PMV_FETCH_ALLOW_PRIVATE_HOSTS=1)";
+
+/// The refusal of an internal host named without the opt-in.
+fn private_host(how: &str, to: &Url) -> Failure {
+    Failure::new(
+        ErrorClass::PrivateHost,
+        format!(
+            "{how} names {}, on this machine or a private network: {PRIVATE_OPT_IN}",
+            to.host_str().unwrap_or("")
+        ),
+    )
+}
+
+/// The host part of a `host:port` key (IPv6 keep their brackets).
+fn host_of_key(key: &str) -> &str {
+    match key.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => key,
+    }
+}
+
 /// Whether the server that answered `url` is a public one: its address when known
 /// (not through a proxy), else what the URL names. A mirror on the local network named
 /// by a DNS name is not public, so it may redirect to its neighbours.
 fn public_peer(url: &Url, remote: Option<SocketAddr>, proxied: bool) -> bool {
-    if internal_host(url) {
+    if reach::url(url) != Reach::Public {
         return false;
     }
     match remote {
-        Some(a) if !proxied => !internal_ip(a.ip()),
+        Some(a) if !proxied => reach::ip(a.ip()) == Reach::Public,
         _ => true,
     }
 }
 
-/// Whether a URL names this machine or a private network by address (see
-/// [`internal_ip`]) or as `localhost`. A public server's redirect may not lead there:
-/// that would let any link in a manifest reach services that are not meant to be
-/// reachable from outside. Links that name such an address themselves are the user's
-/// choice and are followed.
-fn internal_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(a)) => internal_ip(IpAddr::V4(a)),
-        Some(url::Host::Ipv6(a)) => internal_ip(IpAddr::V6(a)),
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
-        }
-        None => false,
-    }
+/// The DNS of both clients: the system's resolver, keeping only the addresses a
+/// request may go to. Link-local and metadata addresses are always dropped; internal
+/// ones unless `internal` (the user opted in) or the name is one the program serves
+/// itself. Otherwise a name could lead where a URL may not name directly. The check
+/// sits in the resolver itself, not in a lookup of its own before the request, so the
+/// name cannot resolve one way for the check and another for the connection.
+struct Guard {
+    internal: bool,
+    /// Names whose internal addresses are kept.
+    names: Arc<[String]>,
+    /// The class of a refusal of internal addresses: `private_host` for links the user
+    /// gave, `bad_url` after a public server.
+    refusal: ErrorClass,
 }
 
-/// Loopback, private, link-local (the cloud metadata service among them), unique-local,
-/// unspecified, broadcast and carrier-grade NAT addresses.
-fn internal_ip(ip: IpAddr) -> bool {
-    let v4 = |a: Ipv4Addr| {
-        a.is_loopback()
-            || a.is_private()
-            || a.is_link_local()
-            || a.is_unspecified()
-            || a.is_broadcast()
-            // 100.64.0.0/10, carrier-grade NAT
-            || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
-    };
-    match ip {
-        IpAddr::V4(a) => v4(a),
-        IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || (a.segments()[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
-                || (a.segments()[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
-                || a.to_ipv4_mapped().is_some_and(v4)
-        }
-    }
-}
-
-/// The DNS of [`Client::public_http`]: the system's resolver, keeping public addresses
-/// only. Otherwise a public server could send a fetch where its redirect may not name
-/// directly, by a name that resolves to an internal address. The check sits in the
-/// resolver itself, not in a lookup of its own before the request, so the name cannot
-/// resolve one way for the check and another for the connection.
-struct PublicOnly;
-
-/// A name that resolved to internal addresses only, refused by [`PublicOnly`].
+/// A name that resolved to refused addresses only.
 #[derive(Debug)]
-struct InternalName(String);
+struct InternalName {
+    class: ErrorClass,
+    message: String,
+}
 
 impl std::fmt::Display for InternalName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for InternalName {}
 
-impl reqwest::dns::Resolve for PublicOnly {
+impl reqwest::dns::Resolve for Guard {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let internal = self.internal || self.names.iter().any(|n| n.eq_ignore_ascii_case(&host));
+        let refusal = self.refusal;
         Box::pin(async move {
+            if reach::host(&host) == Reach::Never {
+                return Err(Box::new(InternalName {
+                    class: ErrorClass::BadUrl,
+                    message: format!("{host} is a cloud metadata service: never fetched"),
+                }) as _);
+            }
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = all
+            let kept: Vec<SocketAddr> = all
                 .iter()
                 .copied()
-                .filter(|a| !internal_ip(a.ip()))
+                .filter(|a| match reach::ip(a.ip()) {
+                    Reach::Public => true,
+                    Reach::Internal => internal,
+                    Reach::Never => false,
+                })
                 .collect();
-            if public.is_empty() && !all.is_empty() {
+            if kept.is_empty() && !all.is_empty() {
                 let ips: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
-                return Err(Box::new(InternalName(format!(
-                    "{host} resolves only to internal addresses ({}), where a public server's redirect or answer may not lead; refused",
-                    ips.join(", ")
-                ))) as _);
+                let ips = ips.join(", ");
+                let never = all.iter().all(|a| reach::ip(a.ip()) == Reach::Never);
+                let (class, message) = if never || internal {
+                    (
+                        ErrorClass::BadUrl,
+                        format!(
+                            "{host} resolves only to link-local or cloud metadata addresses ({ips}): never fetched"
+                        ),
+                    )
+                } else if refusal == ErrorClass::BadUrl {
+                    (
+                        ErrorClass::BadUrl,
+                        format!(
+                            "{host} resolves only to internal addresses ({ips}), where a public server's redirect or answer may not lead; refused"
+                        ),
+                    )
+                } else {
+                    (
+                        ErrorClass::PrivateHost,
+                        format!(
+                            "{host} resolves only to addresses on this machine or a private network ({ips}): {PRIVATE_OPT_IN}"
+                        ),
+                    )
+                };
+                return Err(Box::new(InternalName { class, message }) as _);
             }
-            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
@@ -576,10 +675,12 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// Maps a client error onto the taxonomy, with the whole chain of causes.
 fn classify(e: &reqwest::Error, url: &Url) -> Failure {
     let mut text = String::new();
-    let mut internal = false;
+    let mut refused = None;
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
-        internal |= c.is::<InternalName>();
+        if let Some(n) = c.downcast_ref::<InternalName>() {
+            refused.get_or_insert(n.class);
+        }
         let s = c.to_string();
         // reqwest repeats the URL in its own message; say it once at the end.
         let s = s
@@ -593,8 +694,8 @@ fn classify(e: &reqwest::Error, url: &Url) -> Failure {
         }
         cause = c.source();
     }
-    let class = if internal {
-        ErrorClass::BadUrl
+    let class = if let Some(class) = refused {
+        class
     } else if e.is_timeout() {
         ErrorClass::Timeout
     } else if e.is_body() || e.is_decode() {
@@ -671,13 +772,14 @@ mod tests {
             "http://10.1.2.3/x",
             "http://192.168.0.1/x",
             "http://172.16.0.1/x",
-            "http://169.254.169.254/latest/meta-data/",
             "http://100.64.0.1/x",
             "http://0.0.0.0/x",
+            "http://240.0.0.1/x",
             "http://[::1]/x",
             "http://[fd00::1]/x",
-            "http://[fe80::1]/x",
             "http://[::ffff:127.0.0.1]/x",
+            "http://[::127.0.0.1]/x",
+            "http://[64:ff9b::7f00:1]/x",
             "http://localhost:9200/x",
             "http://api.localhost/x",
             "http://0x7f000001/x",
@@ -690,11 +792,47 @@ mod tests {
                 f.message
             );
         }
-        // Public to public, and anything from a server the user named by its address.
+        // Public to public, and anything but link-local from a server the user named
+        // by its address.
         assert!(to("https://cdn.example/v.mp4", "http://8.8.8.8/v.mp4").is_ok());
-        assert!(to("https://cdn.example/v.mp4", "https://[2001:db8::1]/v.mp4").is_ok());
+        assert!(
+            to(
+                "https://cdn.example/v.mp4",
+                "https://[2606:4700::1111]/v.mp4"
+            )
+            .is_ok()
+        );
+        assert!(
+            to(
+                "https://cdn.example/v.mp4",
+                "http://[64:ff9b::808:808]/v.mp4"
+            )
+            .is_ok()
+        );
         assert!(to("http://127.0.0.1:9/v.mp4", "http://127.0.0.1:10/w.mp4").is_ok());
         assert!(to("http://10.0.0.5/v.mp4", "http://10.0.0.6/v.mp4").is_ok());
+    }
+
+    #[test]
+    fn no_redirect_leads_to_link_local_or_metadata_addresses() {
+        let to = |from: &str, loc: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, loc.parse().unwrap());
+            redirect_target(&u(from), &h, public_peer(&u(from), None, false))
+        };
+        for from in ["https://cdn.example/v.mp4", "http://10.0.0.5/v.mp4"] {
+            for loc in [
+                "http://169.254.169.254/latest/meta-data/",
+                "http://[fd00:ec2::254]/latest/",
+                "http://[fe80::1]/x",
+                "http://metadata.google.internal/computeMetadata/v1/",
+                "http://100.100.100.200/latest/",
+            ] {
+                let f = to(from, loc).unwrap_err();
+                assert_eq!(f.class, ErrorClass::BadUrl, "{loc}");
+                assert!(f.message.contains("never fetched"), "{loc}: {}", f.message);
+            }
+        }
     }
 
     #[test]
@@ -736,9 +874,84 @@ mod tests {
         addr
     }
 
+    /// A client that may fetch from private hosts (the servers here are on loopback).
     fn client() -> Client {
-        let settings = FetchSettings::default();
+        let settings = FetchSettings {
+            allow_private_hosts: true,
+            ..FetchSettings::default()
+        };
         Client::new(&settings, Politeness::new(4, None)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn private_hosts_need_the_opt_in_and_metadata_hosts_are_never_fetched() {
+        let end = redirector(404, String::new());
+        let closed = Client::new(&FetchSettings::default(), Politeness::new(4, None)).unwrap();
+        for url in [
+            format!("http://{end}/v.mp4"),
+            format!("http://localhost:{}/v.mp4", end.port()),
+            format!("http://[::ffff:127.0.0.1]:{}/v.mp4", end.port()),
+        ] {
+            let Err(f) = closed.send(&Request::get(u(&url))).await else {
+                panic!("{url} was fetched without the opt-in")
+            };
+            assert_eq!(f.class, ErrorClass::PrivateHost, "{url}: {}", f.message);
+            assert!(
+                f.message.contains("--allow-private-hosts"),
+                "{url}: {}",
+                f.message
+            );
+        }
+        // The program's own server.
+        let own = Client::new(
+            &FetchSettings {
+                private_hosts: vec![end.to_string()],
+                ..FetchSettings::default()
+            },
+            Politeness::new(4, None),
+        )
+        .unwrap();
+        let resp = own
+            .send(&Request::get(u(&format!("http://{end}/v.mp4"))))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 404);
+        let other = redirector(404, String::new());
+        let Err(f) = own
+            .send(&Request::get(u(&format!("http://{other}/v.mp4"))))
+            .await
+        else {
+            panic!("another loopback server was fetched")
+        };
+        assert_eq!(f.class, ErrorClass::PrivateHost);
+        // A name that resolves to loopback, through the resolver itself.
+        let url = u(&format!("http://localhost:{}/v.mp4", end.port()));
+        let e = closed.http.get(url.clone()).send().await.unwrap_err();
+        let f = classify(&e, &url);
+        assert_eq!(f.class, ErrorClass::PrivateHost, "{}", f.message);
+        assert!(f.message.contains("--allow-private-hosts"), "{}", f.message);
+        // With the opt-in, still never to link-local or metadata addresses, nor to
+        // a server that redirects there.
+        let open = client();
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/x",
+            "http://metadata.google.internal/computeMetadata/v1/",
+        ] {
+            let Err(f) = open.send(&Request::get(u(url))).await else {
+                panic!("{url} was fetched")
+            };
+            assert_eq!(f.class, ErrorClass::BadUrl, "{url}: {}", f.message);
+            assert!(f.message.contains("never fetched"), "{url}: {}", f.message);
+        }
+        let bounce = redirector(302, "http://169.254.169.254/latest/".into());
+        let Err(f) = open
+            .send(&Request::get(u(&format!("http://{bounce}/v.mp4"))))
+            .await
+        else {
+            panic!("the redirect to the metadata service was followed")
+        };
+        assert!(f.message.contains("never fetched"), "{}", f.message);
     }
 
     #[tokio::test]

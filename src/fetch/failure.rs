@@ -3,9 +3,10 @@
 //!
 //! Owns the error classes stored in `files.error_class`, their split into transient
 //! (network, timeouts, 5xx, 429, truncated bodies: retried with back-off) and permanent
-//! (404, 410, 403, removed or private items, hostile URLs: the next candidate source is
-//! tried instead), the mapping of HTTP statuses and client errors onto classes, and the
-//! back-off schedules within a run and across runs. It never performs I/O.
+//! (404, 410, 403, removed or private items, hostile URLs, private hosts not opted in:
+//! the next candidate source is tried instead), the mapping of HTTP statuses and client
+//! errors onto classes, and the back-off schedules within a run and across runs. It
+//! never performs I/O.
 
 use std::fmt;
 use std::time::Duration;
@@ -54,8 +55,12 @@ pub enum ErrorClass {
     Removed,
     /// Too many redirects, or a redirect loop.
     Redirect,
-    /// A URL that is not allowed: another scheme, user info, too long.
+    /// A URL that is not allowed: another scheme, user info, too long, a link-local
+    /// or cloud metadata address, or an internal address a public server led to.
     BadUrl,
+    /// A host on this machine or a private network, named by a link, while fetching
+    /// from such hosts was not asked for (`--allow-private-hosts`).
+    PrivateHost,
     /// A link no resolver understands.
     Unsupported,
     /// A shared folder does not list the item's file.
@@ -69,7 +74,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 23] = [
+    pub const ALL: [ErrorClass; 24] = [
         ErrorClass::Network,
         ErrorClass::Timeout,
         ErrorClass::Throttled,
@@ -88,6 +93,7 @@ impl ErrorClass {
         ErrorClass::Removed,
         ErrorClass::Redirect,
         ErrorClass::BadUrl,
+        ErrorClass::PrivateHost,
         ErrorClass::Unsupported,
         ErrorClass::NotListed,
         ErrorClass::LocalMissing,
@@ -115,6 +121,7 @@ impl ErrorClass {
             ErrorClass::Removed => "removed",
             ErrorClass::Redirect => "redirect",
             ErrorClass::BadUrl => "bad_url",
+            ErrorClass::PrivateHost => "private_host",
             ErrorClass::Unsupported => "unsupported",
             ErrorClass::NotListed => "not_listed",
             ErrorClass::LocalMissing => "local_missing",
@@ -146,6 +153,7 @@ impl ErrorClass {
             | ErrorClass::Removed
             | ErrorClass::Redirect
             | ErrorClass::BadUrl
+            | ErrorClass::PrivateHost
             | ErrorClass::Unsupported
             | ErrorClass::NotListed
             | ErrorClass::LocalMissing

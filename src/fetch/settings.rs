@@ -33,6 +33,12 @@ pub struct FetchSettings {
     pub commit_interval: Duration,
     /// ...or until this many are waiting.
     pub commit_files: usize,
+    /// Fetch from hosts on this machine or a private network that a manifest names
+    /// (never from link-local or cloud metadata addresses).
+    pub allow_private_hosts: bool,
+    /// Hosts (`host:port`) fetched from even without `allow_private_hosts`: a server
+    /// the program runs itself (the demo's).
+    pub private_hosts: Vec<String>,
 }
 
 impl Default for FetchSettings {
@@ -51,6 +57,8 @@ impl Default for FetchSettings {
             max_redirects: 10,
             commit_interval: Duration::from_millis(250),
             commit_files: 512,
+            allow_private_hosts: false,
+            private_hosts: vec![],
         }
     }
 }
@@ -75,6 +83,7 @@ impl FetchSettings {
             retries: c.retries.unwrap_or(d.retries),
             retry_base: secs(c.retry_base, d.retry_base),
             max_redirects: c.max_redirects.unwrap_or(d.max_redirects),
+            allow_private_hosts: c.allow_private_hosts.unwrap_or(d.allow_private_hosts),
             ..d
         }
     }

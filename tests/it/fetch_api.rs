@@ -23,6 +23,8 @@ fn options() -> FetchOptions {
             retries: 2,
             retry_base: Duration::from_millis(50),
             timeout: Duration::from_secs(3),
+            // The test servers listen on 127.0.0.1.
+            allow_private_hosts: true,
             ..FetchSettings::default()
         },
         ..FetchOptions::default()

@@ -7,6 +7,7 @@ mod fetch;
 mod fetch_api;
 mod fetch_faults;
 mod fetch_kill;
+mod fetch_private;
 mod fetch_resolve;
 mod fetch_sources;
 mod format_compat;

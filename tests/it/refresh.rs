@@ -486,6 +486,28 @@ fn a_time_budget_ends_the_run_cleanly_and_the_next_one_goes_on() {
 }
 
 #[test]
+fn private_hosts_are_fetched_by_a_refresh_only_when_asked() {
+    let f = Fixture::new(2, 2, None, "verify_fraction = 0");
+    let refresh = |extra: &[&str]| {
+        let mut cmd = f.env.command();
+        cmd.env_remove("PMV_FETCH_ALLOW_PRIVATE_HOSTS")
+            .args(["--config", s(&f.config), "--json", "refresh"])
+            .args(extra);
+        crate::util::Out::of(cmd)
+    };
+    let j = ok_json(&refresh(&[]));
+    assert_eq!(j["failures"]["private_host"], 2, "{j}");
+    assert_eq!(
+        f.video_requests(),
+        0,
+        "nothing was asked of the private host"
+    );
+    let j = ok_json(&refresh(&["--allow-private-hosts"]));
+    assert_eq!(j["files_verified"], 2, "the opt-in brings them back: {j}");
+    assert_eq!(f.samples(), 2);
+}
+
+#[test]
 fn failures_past_the_threshold_give_the_configured_status() {
     let f = Fixture::new(
         3,
