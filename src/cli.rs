@@ -228,6 +228,17 @@ pub struct FetchArgs {
     #[arg(long, value_name = "DIR")]
     pub import_dir: Vec<PathBuf>,
 
+    /// Slowest average throughput accepted over --min-speed-time, in bytes per second
+    /// (e.g. 1KiB); a slower transfer fails as too_slow and is retried later; 0: no
+    /// minimum [config fetch.min_speed, default 1 KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub min_speed: Option<String>,
+
+    /// Seconds over which --min-speed is averaged [config fetch.min_speed_time,
+    /// default 30]
+    #[arg(long, value_name = "SECS")]
+    pub min_speed_time: Option<f64>,
+
     /// Fetch from hosts on this machine or a private network that a link names
     /// (link-local and cloud metadata addresses never) [config
     /// fetch.allow_private_hosts]

@@ -67,6 +67,10 @@ pub struct FetchConfig {
     pub retry_base: Option<f64>,
     /// Redirects followed per request.
     pub max_redirects: Option<usize>,
+    /// Minimum throughput in bytes per second (a number or `"1 KiB"`); 0: no minimum.
+    pub min_speed: Option<ByteSize>,
+    /// Seconds over which `min_speed` is averaged.
+    pub min_speed_time: Option<f64>,
     /// Fetch from private and loopback hosts that a manifest names.
     pub allow_private_hosts: Option<bool>,
 }
@@ -246,6 +250,14 @@ impl Config {
         if let Some((n, v)) = var("MAX_REDIRECTS") {
             f.max_redirects = Some(num(&n, &v)?);
         }
+        if let Some((n, v)) = var("MIN_SPEED") {
+            f.min_speed = Some(ByteSize(
+                parse_size(&v).map_err(|message| ConfigError::Env { name: n, message })?,
+            ));
+        }
+        if let Some((n, v)) = var("MIN_SPEED_TIME") {
+            f.min_speed_time = Some(num(&n, &v)?);
+        }
         if let Some((n, v)) = var("ALLOW_PRIVATE_HOSTS") {
             f.allow_private_hosts = Some(match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
@@ -297,6 +309,7 @@ impl Config {
             ("timeout", f.timeout),
             ("connect_timeout", f.connect_timeout),
             ("retry_base", f.retry_base),
+            ("min_speed_time", f.min_speed_time),
         ] {
             if let Some(x) = v
                 && (!x.is_finite() || x < 0.0 || (key != "rate" && key != "retry_base" && x == 0.0))

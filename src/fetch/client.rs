@@ -9,10 +9,11 @@
 //! server, whether a URL names the address or a name resolves to it), redirects
 //! (followed here, one hop at a time, so that every hop is checked, paced by its own
 //! host and bounded in number, with loops detected), connect and idle-read timeouts,
-//! and the mapping of client errors onto the failure taxonomy. A 429 or 503 slows its
-//! host down through [`Politeness`]. It never writes a file and never touches the
-//! catalog.
+//! the minimum throughput of a body, and the mapping of client errors onto the failure
+//! taxonomy. A 429 or 503 slows its host down through [`Politeness`]. It never writes
+//! a file and never touches the catalog.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -141,6 +142,9 @@ pub struct Response {
     pub public: bool,
     inner: reqwest::Response,
     idle: Duration,
+    /// When the last bytes (or the headers) arrived.
+    last_data: tokio::time::Instant,
+    speed: Option<Speed>,
 }
 
 impl Response {
@@ -169,20 +173,46 @@ impl Response {
     }
 
     /// The next piece of the body, `None` at its end. Fails with `timeout` when no
-    /// byte arrives within the idle timeout, with `truncated` when the connection
-    /// ends early.
+    /// byte arrives within the idle timeout, with `too_slow` when the body comes slower
+    /// than the minimum throughput, with `truncated` when the connection ends early.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
-        match tokio::time::timeout(self.idle, self.inner.chunk()).await {
-            Err(_) => Err(Failure::new(
-                ErrorClass::Timeout,
-                format!(
-                    "no data for {} s from {}",
-                    self.idle.as_secs_f64(),
-                    shorten(self.url.as_str())
-                ),
-            )),
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(classify(&e, &self.url)),
+        loop {
+            let idle_at = self.last_data + self.idle;
+            let wake = match &self.speed {
+                Some(s) => s.next_check(tokio::time::Instant::now()).min(idle_at),
+                None => idle_at,
+            };
+            // Reading a body frame keeps no state of its own, so it may be dropped at
+            // a check and started again.
+            match tokio::time::timeout_at(wake, self.inner.chunk()).await {
+                Ok(Ok(Some(c))) => {
+                    let now = tokio::time::Instant::now();
+                    self.last_data = now;
+                    if let Some(s) = &mut self.speed {
+                        s.add(now, c.len() as u64);
+                        s.check(now, &self.url)?;
+                    }
+                    return Ok(Some(c));
+                }
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Err(e)) => return Err(classify(&e, &self.url)),
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= idle_at {
+                        return Err(Failure::new(
+                            ErrorClass::Timeout,
+                            format!(
+                                "no data for {} s from {}",
+                                self.idle.as_secs_f64(),
+                                shorten(self.url.as_str())
+                            ),
+                        ));
+                    }
+                    if let Some(s) = &self.speed {
+                        s.check(now, &self.url)?;
+                    }
+                }
+            }
         }
     }
 
@@ -210,6 +240,86 @@ impl Response {
     }
 }
 
+/// The minimum-throughput rule over one body: once `window` has passed since the
+/// headers, the bytes of the last `window` must average at least `min` per second.
+#[derive(Debug)]
+struct Speed {
+    min: u64,
+    window: Duration,
+    start: tokio::time::Instant,
+    /// Bytes received, in buckets of at most [`Speed::STEP`]: (first byte, last byte,
+    /// bytes), oldest first; those wholly before the window are dropped.
+    buckets: VecDeque<(tokio::time::Instant, tokio::time::Instant, u64)>,
+}
+
+impl Speed {
+    /// The resolution of the rule, and how often it is checked while no byte comes.
+    const STEP: Duration = Duration::from_millis(500);
+
+    fn new(min: u64, window: Duration, now: tokio::time::Instant) -> Speed {
+        Speed {
+            min,
+            window,
+            start: now,
+            buckets: VecDeque::new(),
+        }
+    }
+
+    fn add(&mut self, now: tokio::time::Instant, n: u64) {
+        match self.buckets.back_mut() {
+            Some((first, last, bytes)) if now < *first + Self::STEP => {
+                *last = now;
+                *bytes += n;
+            }
+            _ => self.buckets.push_back((now, now, n)),
+        }
+        let from = now.checked_sub(self.window).unwrap_or(self.start);
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(_, last, _)| *last <= from)
+        {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// When the rule is next worth checking if no byte comes before.
+    fn next_check(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        (self.start + self.window).max(now + Self::STEP)
+    }
+
+    /// Bytes received in the last `window` (a bucket that straddles its start counts
+    /// whole: at most [`Speed::STEP`] too generous, never too strict).
+    fn recent(&self, now: tokio::time::Instant) -> u64 {
+        let from = now.checked_sub(self.window).unwrap_or(self.start);
+        self.buckets
+            .iter()
+            .filter(|(_, last, _)| *last > from)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    fn check(&self, now: tokio::time::Instant, url: &Url) -> Result<(), Failure> {
+        if now.duration_since(self.start) < self.window {
+            return Ok(());
+        }
+        let recent = self.recent(now);
+        let secs = self.window.as_secs_f64();
+        if (recent as f64) < self.min as f64 * secs {
+            return Err(Failure::new(
+                ErrorClass::TooSlow,
+                format!(
+                    "{} sent {recent} bytes in the last {secs} s, below the minimum of {} bytes/s \
+                     (--min-speed over --min-speed-time)",
+                    shorten(url.as_str()),
+                    self.min
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The shared client.
 pub struct Client {
     /// Connects to the addresses a link the user gave may lead to ([`Guard`]: public
@@ -229,6 +339,8 @@ pub struct Client {
     allow_private: bool,
     /// Internal hosts (`host:port`) fetched even so: a server the program runs itself.
     private_hosts: Vec<String>,
+    /// The minimum throughput of a body (bytes per second over a window); `None`: off.
+    min_speed: Option<(u64, Duration)>,
 }
 
 impl Client {
@@ -288,6 +400,8 @@ impl Client {
             max_redirects: settings.max_redirects,
             allow_private: settings.allow_private_hosts,
             private_hosts: settings.private_hosts.clone(),
+            min_speed: (settings.min_speed > 0)
+                .then_some((settings.min_speed, settings.min_speed_time)),
         })
     }
 
@@ -365,6 +479,10 @@ impl Client {
                     public,
                     inner: resp,
                     idle: self.idle,
+                    last_data: tokio::time::Instant::now(),
+                    speed: self
+                        .min_speed
+                        .map(|(min, window)| Speed::new(min, window, tokio::time::Instant::now())),
                 });
             }
             let next = redirect_target(&url, resp.headers(), public)?;
@@ -994,6 +1112,45 @@ mod tests {
         // The same name through the ordinary client connects.
         let resp = c.http.get(url).send().await.unwrap();
         assert_eq!(resp.status(), 404);
+    }
+
+    #[test]
+    fn the_minimum_speed_is_averaged_over_its_window() {
+        let t0 = tokio::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let url = u("http://h.example/v.mp4");
+        // 1 KiB/s over 2 s.
+        let mut s = Speed::new(1024, Duration::from_secs(2), t0);
+        s.add(at(100), 100);
+        assert!(
+            s.check(at(1900), &url).is_ok(),
+            "before the window has passed"
+        );
+        let f = s.check(at(2000), &url).unwrap_err();
+        assert_eq!(f.class, ErrorClass::TooSlow);
+        assert!(
+            f.message.contains("sent 100 bytes in the last 2 s"),
+            "{}",
+            f.message
+        );
+        assert_eq!(s.next_check(at(100)), at(2000));
+        assert_eq!(s.next_check(at(3000)), at(3500));
+
+        // Steady and just fast enough, then a burst followed by a drip: the burst
+        // leaves the window and the drip alone is too slow.
+        let mut s = Speed::new(1024, Duration::from_secs(2), t0);
+        for i in 0..16 {
+            s.add(at(250 * i), 300);
+            assert!(s.check(at(250 * i), &url).is_ok(), "{i}");
+        }
+        s.add(at(3900), 64 << 10);
+        for ms in [5000, 5500] {
+            s.add(at(ms), 1);
+            assert!(s.check(at(ms), &url).is_ok(), "the burst is recent");
+        }
+        s.add(at(6000), 1);
+        assert!(s.check(at(6000), &url).is_err(), "only the drip is left");
+        assert!(s.buckets.len() <= 6, "{:?}", s.buckets);
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! trying again can help.
 //!
 //! Owns the error classes stored in `files.error_class`, their split into transient
-//! (network, timeouts, 5xx, 429, truncated bodies: retried with back-off) and permanent
-//! (404, 410, 403, removed or private items, hostile URLs, private hosts not opted in:
-//! the next candidate source is tried instead), the mapping of HTTP statuses and client
-//! errors onto classes, and the back-off schedules within a run and across runs. It
-//! never performs I/O.
+//! (network, timeouts, bodies that crawl, 5xx, 429, truncated bodies: retried with
+//! back-off) and permanent (404, 410, 403, removed or private items, hostile URLs,
+//! private hosts not opted in: the next candidate source is tried instead), the
+//! mapping of HTTP statuses and client errors onto classes, and the back-off schedules
+//! within a run and across runs. It never performs I/O.
 
 use std::fmt;
 use std::time::Duration;
@@ -22,6 +22,9 @@ pub enum ErrorClass {
     Network,
     /// No byte for longer than the idle timeout, or no connection in time.
     Timeout,
+    /// The body came slower than the minimum throughput (`min_speed` over
+    /// `min_speed_time`).
+    TooSlow,
     /// 429 Too Many Requests (the host is slowed down).
     Throttled,
     /// A 5xx status (503 also slows the host down).
@@ -74,9 +77,10 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 24] = [
+    pub const ALL: [ErrorClass; 25] = [
         ErrorClass::Network,
         ErrorClass::Timeout,
+        ErrorClass::TooSlow,
         ErrorClass::Throttled,
         ErrorClass::Http5xx,
         ErrorClass::Truncated,
@@ -105,6 +109,7 @@ impl ErrorClass {
         match self {
             ErrorClass::Network => "network",
             ErrorClass::Timeout => "timeout",
+            ErrorClass::TooSlow => "too_slow",
             ErrorClass::Throttled => "throttled",
             ErrorClass::Http5xx => "http_5xx",
             ErrorClass::Truncated => "truncated",
@@ -135,6 +140,7 @@ impl ErrorClass {
         match self {
             ErrorClass::Network
             | ErrorClass::Timeout
+            | ErrorClass::TooSlow
             | ErrorClass::Throttled
             | ErrorClass::Http5xx
             | ErrorClass::Truncated

@@ -219,6 +219,24 @@ fn handle(
     }
 }
 
+/// Records what resumes the partial file an attempt leaves behind (its source and
+/// validators), so that the next run continues it even if it is small (larger files
+/// have them recorded as soon as their headers arrive).
+fn keep_resume(ctx: &Ctx, job: &Job) {
+    let Some(r) = &job.resume else { return };
+    if job.rank() != Some(r.rank) || r.validator().is_none() {
+        return;
+    }
+    let _ = ctx.events.send(Event::Validators {
+        item_id: job.item_id,
+        role: job.role,
+        rank: r.rank as i64,
+        etag: r.etag.clone(),
+        last_modified: r.last_modified.clone(),
+        total: r.total,
+    });
+}
+
 fn send_failed(ctx: &Ctx, job: &Job, failure: FinalFailure) {
     let names = Names::new(&ctx.root, &job.dataset, job.role, &job.key);
     let _ = ctx.events.send(Event::Failed(Box::new(FailedFile {
@@ -242,6 +260,11 @@ async fn run_job(ctx: Arc<Ctx>, mut job: Job, slot: Slot) -> End {
     let host = slot.host().to_owned();
     let result = attempt(&ctx, &mut job, &names).await;
     drop(slot);
+    if let Err(AttemptError::Failed(f)) = &result
+        && f.class.is_transient()
+    {
+        keep_resume(&ctx, &job);
+    }
     match result {
         Ok(done) => {
             let source_rank = if done.adopted {

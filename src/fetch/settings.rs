@@ -33,6 +33,11 @@ pub struct FetchSettings {
     pub commit_interval: Duration,
     /// ...or until this many are waiting.
     pub commit_files: usize,
+    /// Minimum throughput: a transfer whose bytes over the last `min_speed_time`
+    /// average less than this many per second fails as `too_slow` (like curl's
+    /// `--speed-limit`/`--speed-time`); 0 turns the rule off.
+    pub min_speed: u64,
+    pub min_speed_time: Duration,
     /// Fetch from hosts on this machine or a private network that a manifest names
     /// (never from link-local or cloud metadata addresses).
     pub allow_private_hosts: bool,
@@ -57,6 +62,8 @@ impl Default for FetchSettings {
             max_redirects: 10,
             commit_interval: Duration::from_millis(250),
             commit_files: 512,
+            min_speed: 1024,
+            min_speed_time: Duration::from_secs(30),
             allow_private_hosts: false,
             private_hosts: vec![],
         }
@@ -83,6 +90,8 @@ impl FetchSettings {
             retries: c.retries.unwrap_or(d.retries),
             retry_base: secs(c.retry_base, d.retry_base),
             max_redirects: c.max_redirects.unwrap_or(d.max_redirects),
+            min_speed: c.min_speed.map_or(d.min_speed, |s| s.0),
+            min_speed_time: secs(c.min_speed_time, d.min_speed_time),
             allow_private_hosts: c.allow_private_hosts.unwrap_or(d.allow_private_hosts),
             ..d
         }

@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod fetch;
 mod fetch_api;
+mod fetch_budget;
 mod fetch_faults;
 mod fetch_kill;
 mod fetch_private;

@@ -486,6 +486,21 @@ fn a_time_budget_ends_the_run_cleanly_and_the_next_one_goes_on() {
 }
 
 #[test]
+fn the_minimum_speed_of_the_config_file_drops_crawling_servers() {
+    let f = Fixture::with_fetch(
+        2,
+        2,
+        Some(1),
+        "verify_fraction = 0",
+        "min_speed = \"1 KiB\"\nmin_speed_time = 1",
+    );
+    let j = ok_json(&f.refresh(&[]));
+    assert_eq!(j["files_failed"], 2, "{j}");
+    assert_eq!(j["failures"]["too_slow"], 2, "{j}");
+    f.assert_consistent();
+}
+
+#[test]
 fn private_hosts_are_fetched_by_a_refresh_only_when_asked() {
     let f = Fixture::new(2, 2, None, "verify_fraction = 0");
     let refresh = |extra: &[&str]| {
