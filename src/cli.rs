@@ -245,12 +245,13 @@ pub struct FetchArgs {
     #[arg(long)]
     pub allow_private_hosts: bool,
 
-    /// Stop starting downloads after this long (e.g. 2h, 30m) and end cleanly
+    /// Stop after this long (e.g. 2h, 30m): downloads in flight stop and keep their
+    /// partial files for the next run, and the run ends cleanly
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<humantime::Duration>,
 
-    /// Stop starting downloads once this much was received (e.g. 200GiB) and end
-    /// cleanly
+    /// Stop once this much was received (e.g. 200GiB): downloads in flight stop and
+    /// keep their partial files, and the run ends cleanly
     #[arg(long, value_name = "SIZE")]
     pub max_bytes: Option<String>,
 }
@@ -380,7 +381,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct RefreshArgs {
-    /// Stop starting new work after this long (e.g. 5h30m) and end cleanly
+    /// End the run after this long (e.g. 5h30m): downloads in flight stop and keep
+    /// their partial files, no new video is started, and the run ends cleanly
     /// [config refresh.max_duration]
     #[arg(long, value_name = "DUR")]
     pub max_duration: Option<humantime::Duration>,

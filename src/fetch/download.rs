@@ -6,14 +6,13 @@
 //! again from zero), the size limit enforced while streaming, early rejection of
 //! answers that are not the expected kind of file (an HTML page served with 200), and
 //! the final checks (announced length, every known hash, the container). A partial
-//! file is kept on network errors and deleted when its bytes are wrong. Nothing here
-//! renames a file to its final name or writes the catalog: a checked partial file is
-//! handed to the group commit.
+//! file is kept on network errors and when the run stops, and deleted when its bytes
+//! are wrong. Nothing here renames a file to its final name or writes the catalog: a
+//! checked partial file is handed to the group commit.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use url::Url;
 
@@ -65,10 +64,34 @@ pub(crate) struct Fetched {
 }
 
 fn fatal(path: &Path, source: std::io::Error) -> AttemptError {
+    if is_stopping(&source) {
+        // A hash of bytes already there, given up because the run is stopping.
+        return AttemptError::Interrupted;
+    }
     AttemptError::Fatal(FetchError::Io {
         path: path.to_owned(),
         source,
     })
+}
+
+/// A read given up because the run is stopping.
+#[derive(Debug)]
+struct Stopping;
+
+impl std::fmt::Display for Stopping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run is stopping")
+    }
+}
+
+impl std::error::Error for Stopping {}
+
+fn stopping() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, Stopping)
+}
+
+fn is_stopping(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<Stopping>())
 }
 
 /// Awaits `fut` unless the run is cancelled first.
@@ -101,10 +124,12 @@ pub(crate) async fn adopt(
     };
     let expected = job.expected.clone();
     let p = path.clone();
-    let digests = tokio::task::spawn_blocking(move || hash_file(&p, &expected))
-        .await
-        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
-        .map_err(|e| fatal(&path, e))?;
+    let shared = std::sync::Arc::clone(&ctx.shared);
+    let digests =
+        tokio::task::spawn_blocking(move || hash_file(&p, &expected, &|| shared.cancel.is_set()))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+            .map_err(|e| fatal(&path, e))?;
     let sniffed = verify::sniff(&digests.head, digests.len < HEAD_BYTES as u64);
     let checked = verify::accept(job.role, sniffed, &digests.head)
         .and_then(|got| {
@@ -149,12 +174,20 @@ pub(crate) fn quarantine(
     super::rehash::move_to_quarantine(&ctx.root, dataset, path, why).map_err(AttemptError::Fatal)
 }
 
-/// Hashes a whole file with the hashers `expected` asks for.
-pub(crate) fn hash_file(path: &Path, expected: &Expected) -> std::io::Result<Digests> {
+/// Hashes a whole file with the hashers `expected` asks for; gives up (with an
+/// `Interrupted` error) once `stop` says so.
+pub(crate) fn hash_file(
+    path: &Path,
+    expected: &Expected,
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<Digests> {
     let mut f = fs_err::File::open(path)?;
     let mut h = Hashers::new(expected);
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        if stop() {
+            return Err(stopping());
+        }
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
@@ -195,12 +228,18 @@ struct Partial {
 }
 
 impl Partial {
-    /// Opens the partial file; keeps and re-hashes its bytes when `keep`.
+    /// Opens the partial file; keeps and re-hashes its bytes when `keep` (giving up
+    /// once `stop` says so).
     ///
     /// Only a regular file with no other link is kept: a partial file that is a hard
     /// link (an import cut short) or a symlink is unlinked, never written through,
     /// and a fresh file is created in its place.
-    fn open(path: &Path, keep: bool, expected: &Expected) -> std::io::Result<Partial> {
+    fn open(
+        path: &Path,
+        keep: bool,
+        expected: &Expected,
+        stop: &dyn Fn() -> bool,
+    ) -> std::io::Result<Partial> {
         use std::os::unix::fs::MetadataExt;
         let keep = keep
             && std::fs::symlink_metadata(path)
@@ -227,6 +266,9 @@ impl Partial {
         if keep {
             let mut buf = vec![0u8; 1 << 20];
             loop {
+                if stop() {
+                    return Err(stopping());
+                }
                 let n = file.read(&mut buf)?;
                 if n == 0 {
                     break;
@@ -348,11 +390,14 @@ pub(crate) async fn http(
     let mut part = if resume.is_some() {
         let exp = expected.clone();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || Partial::open(&p, true, &exp))
-            .await
-            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+        let shared = std::sync::Arc::clone(&ctx.shared);
+        tokio::task::spawn_blocking(move || {
+            Partial::open(&p, true, &exp, &|| shared.cancel.is_set())
+        })
+        .await
+        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
     } else {
-        Partial::open(&path, false, expected)
+        Partial::open(&path, false, expected, &|| false)
     }
     .map_err(|e| fatal(&path, e))?;
     if let Some(total) = resume.as_ref().and_then(|r| r.total)
@@ -514,7 +559,14 @@ pub(crate) async fn http(
         // A resumed partial's first bytes are in the hashers already.
         let mut decided = part.len >= HEAD_BYTES as u64;
         loop {
-            let chunk = or_cancel!(ctx, r.chunk());
+            let chunk = if total.is_some_and(|t| part.len >= t) {
+                // Every announced byte is here: the end of the body is read whatever
+                // happens to the run (it completes the file and hands the connection
+                // back for reuse).
+                r.chunk().await
+            } else {
+                or_cancel!(ctx, r.chunk())
+            };
             let chunk = match chunk {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
@@ -539,9 +591,7 @@ pub(crate) async fn http(
             if before / WRITEBACK_EVERY != part.len / WRITEBACK_EVERY {
                 start_writeback(part.file.file());
             }
-            ctx.shared
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            ctx.shared.add_bytes(chunk.len() as u64);
             if !decided {
                 match verify::sniff(part.hashers.head(), false) {
                     Sniffed::NeedMore => {}
@@ -692,7 +742,13 @@ fn import(
         Err(e) => return Err(fatal(dst, e)),
     }
     let digests = match std::fs::hard_link(src, dst) {
-        Ok(()) => hash_file(dst, expected).map_err(missing)?,
+        Ok(()) => match hash_file(dst, expected, &|| shared.cancel.is_set()) {
+            Err(e) if is_stopping(&e) => {
+                let _ = std::fs::remove_file(dst);
+                return Err(AttemptError::Interrupted);
+            }
+            r => r.map_err(missing)?,
+        },
         Err(e) => {
             tracing::debug!(src = %src.display(), "no hard link ({e}); copying");
             let mut input = std::fs::File::open(src).map_err(missing)?;
@@ -711,7 +767,7 @@ fn import(
                 }
                 out.write_all(&buf[..n]).map_err(|e| fatal(dst, e))?;
                 h.update(&buf[..n]);
-                shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                shared.add_bytes(n as u64);
             }
             start_writeback(out.file());
             h.finish()

@@ -4,10 +4,12 @@
 //! Owns the work queue (jobs ready to run, jobs parked per busy or paused host, jobs
 //! waiting for their retry time), the dispatch loop (asks the calling thread for more
 //! jobs while the queue runs low, so memory stays flat), one task per attempt, and
-//! the stop rules: at the deadline no new attempt starts and those running finish;
-//! on cancellation running attempts stop at their next chunk. Retries never hold a
-//! slot while they wait. It never touches the catalog: results go to the calling
-//! thread as [`Event`]s.
+//! the stop rules: at the deadline, when the byte budget is spent, and on
+//! cancellation, no new attempt starts and those running stop at once (whether they
+//! wait for a connection, an answer, a lookup or the next byte), keeping their
+//! partial files and recording what resumes them. Retries never hold a slot while
+//! they wait. It never touches the catalog: results go to the calling thread as
+//! [`Event`]s.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -25,7 +27,7 @@ use super::plan::host_of;
 use super::politeness::{Busy, Politeness, Slot};
 use super::settings::FetchSettings;
 use super::verify::Role;
-use super::{FetchError, Names, Shared};
+use super::{FetchError, Names, Shared, Stop};
 use crate::root::DataRoot;
 use crate::source::{Resolver, SourceKind, Target};
 
@@ -38,7 +40,6 @@ pub(crate) struct Ctx {
     pub events: std::sync::mpsc::Sender<Event>,
     pub shared: Arc<Shared>,
     pub deadline: Option<std::time::Instant>,
-    pub max_bytes: Option<u64>,
 }
 
 /// How the scheduler ended.
@@ -72,19 +73,18 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
     let mut end = SchedEnd::default();
     let deadline = ctx.deadline.map(Instant::from_std);
     loop {
-        if ctx.shared.cancel.is_set() {
-            end.stopped.get_or_insert_with(|| "cancelled".into());
-            break;
-        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            end.stopped = Some("deadline".into());
-            break;
+            ctx.shared.cancel.trigger(Stop::Deadline);
         }
         if ctx
+            .shared
             .max_bytes
             .is_some_and(|m| ctx.shared.bytes.load(std::sync::atomic::Ordering::Relaxed) >= m)
         {
-            end.stopped = Some("byte budget".into());
+            ctx.shared.cancel.trigger(Stop::ByteBudget);
+        }
+        if let Some(why) = ctx.shared.cancel.reason() {
+            end.stopped = Some(why.as_str().into());
             break;
         }
         if !exhausted && page.is_none() && queue.len() + inflight.len() < low_water {
@@ -130,16 +130,12 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
             handle(&ctx, res, &mut queue, &mut end, &mut fatal, false);
         }
     }
-    // Attempts running finish (after a deadline) or stop at their next chunk (after
-    // a cancellation); retries they ask for are not made.
+    // Attempts running stop at once (they were cancelled); retries they ask for are
+    // not made.
     while let Some(res) = inflight.join_next().await {
         handle(&ctx, res, &mut queue, &mut end, &mut fatal, true);
     }
-    let why = match end.stopped.as_deref() {
-        Some("deadline") => "the run's time budget ended before the next attempt",
-        Some("byte budget") => "the run's byte budget was spent before the next attempt",
-        _ => "the run was stopped before the next attempt",
-    };
+    let why = stop_message(&ctx);
     for d in queue.delayed.drain() {
         send_failed(&ctx, &d.job, d.job.cut_short(why));
     }
@@ -199,23 +195,26 @@ fn handle(
             queue.ready.push_front(job);
         }
         End::Retry(job, _) | End::Advance(job) => {
-            let why = if ctx.shared.cancel.is_set() {
-                "the run was stopped before the next attempt"
-            } else if ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                "the run's time budget ended before the next attempt"
-            } else {
-                "the run's byte budget was spent before the next attempt"
-            };
-            send_failed(ctx, &job, job.cut_short(why));
+            send_failed(ctx, &job, job.cut_short(stop_message(ctx)));
         }
         End::Failed(job, f) => send_failed(ctx, &job, f),
         End::Interrupted => {
             let _ = ctx.events.send(Event::Interrupted);
         }
         End::Fatal(e) => {
-            ctx.shared.cancel.trigger();
+            ctx.shared.cancel.trigger(Stop::Cancelled);
             fatal.get_or_insert(e);
         }
+    }
+}
+
+/// Why a file's next attempt is not made, for its record.
+fn stop_message(ctx: &Ctx) -> &'static str {
+    match ctx.shared.cancel.reason() {
+        Some(Stop::Deadline) => "the run's time budget ended before the next attempt",
+        Some(Stop::ByteBudget) => "the run's byte budget was spent before the next attempt",
+        Some(Stop::Cancelled) => "the run was stopped before the next attempt",
+        None => "the run was stopped before the next attempt",
     }
 }
 
@@ -260,10 +259,10 @@ async fn run_job(ctx: Arc<Ctx>, mut job: Job, slot: Slot) -> End {
     let host = slot.host().to_owned();
     let result = attempt(&ctx, &mut job, &names).await;
     drop(slot);
-    if let Err(AttemptError::Failed(f)) = &result
-        && f.class.is_transient()
-    {
-        keep_resume(&ctx, &job);
+    match &result {
+        Err(AttemptError::Interrupted) => keep_resume(&ctx, &job),
+        Err(AttemptError::Failed(f)) if f.class.is_transient() => keep_resume(&ctx, &job),
+        _ => {}
     }
     match result {
         Ok(done) => {

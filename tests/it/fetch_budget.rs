@@ -1,5 +1,7 @@
-//! The minimum throughput, against drip-feed servers on 127.0.0.1: it drops transfers
-//! that crawl, and a later run resumes them.
+//! Budgets bound the work in flight, against drip-feed servers on 127.0.0.1: a time
+//! budget stops downloads that wait for a byte, for an answer or for a lookup, within
+//! the documented grace, and the next run resumes them; the minimum throughput drops
+//! transfers that crawl, and a later run resumes them.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -64,6 +66,99 @@ pub fn run_within(mut cmd: Command, limit: Duration) -> (Out, Duration) {
         },
         took,
     )
+}
+
+/// Serves `data` at `path` with an ETag: one byte a second while `slow` is set.
+fn drip_file(srv: &Server, path: &str, data: Vec<u8>, slow: &Arc<AtomicBool>) {
+    let slow = Arc::clone(slow);
+    srv.route(path, move |r| {
+        let reply = Reply::file(r, &data, Some("\"drip-1\""));
+        if slow.load(Ordering::SeqCst) {
+            reply.delivery(Delivery::Drip {
+                chunk: 1,
+                every: Duration::from_secs(1),
+            })
+        } else {
+            reply
+        }
+    });
+}
+
+#[test]
+fn a_time_budget_stops_downloads_waiting_for_bytes_answers_and_lookups() {
+    let env = Env::new();
+    let srv = Server::start();
+    let slow = Arc::new(AtomicBool::new(true));
+    let data = fake_mp4(4096, 41);
+    drip_file(&srv, "/drip.mp4", data.clone(), &slow);
+    // A server that takes the request and sends no answer, and a Douyin lookup that
+    // never comes back.
+    srv.route("/hang.mp4", |_| {
+        std::thread::sleep(Duration::from_secs(30));
+        Reply::status(503)
+    });
+    srv.route("/dy/web/api/v2/aweme/slidesinfo/", |_| {
+        std::thread::sleep(Duration::from_secs(30));
+        Reply::status(503)
+    });
+    ingest_items(
+        &env,
+        "drip",
+        &[json!({"id": "d", "urls": [srv.url("/drip.mp4")]})],
+    );
+    ingest_items(
+        &env,
+        "hang",
+        &[
+            json!({"id": "h", "urls": [srv.url("/hang.mp4")]}),
+            json!({"id": "l", "urls": ["https://www.douyin.com/video/555"]}),
+        ],
+    );
+    let web = srv.url("/dy");
+    // No idle timeout or minimum speed gets in first: only the budget ends them.
+    let vars = [
+        ("PMV_FETCH_TIMEOUT", "120"),
+        ("PMV_FETCH_MIN_SPEED", "0"),
+        ("PMV_SOURCES_DOUYIN_WEB", web.as_str()),
+    ];
+    let budget = Duration::from_secs(2);
+    let limit = budget + pmv_data::fetch::GRACE;
+    let (out, took) = run_within(fetch_command(&env, &vars, &["--max-duration", "2s"]), limit);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(took >= budget, "ended before its budget: {took:?}");
+    let rep = out.json();
+    assert_eq!(rep["stopped"], "deadline", "{rep}");
+    assert_eq!(rep["interrupted"], 3, "all three stop: {rep}");
+    assert_eq!(
+        rep["failed_transient"], 0,
+        "none is put off as a failure: {rep}"
+    );
+    assert_eq!(rep["failed_permanent"], 0, "{rep}");
+    for key in ["d", "h", "l"] {
+        assert_eq!(must(&env, key, "video").state, "downloading", "{key}");
+    }
+    // The drip-fed file keeps its bytes and what resumes them.
+    let partial = env.root.join("videos/drip/d.partial");
+    let kept = partial.metadata().unwrap().len();
+    assert!(kept > 0, "the partial file is kept");
+    assert_eq!(must(&env, "d", "video").etag.as_deref(), Some("\"drip-1\""));
+
+    // The next run resumes it where it stopped.
+    slow.store(false, Ordering::SeqCst);
+    let (out, _) = run_within(
+        fetch_command(&env, &vars, &["--dataset", "drip"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rep = out.json();
+    assert_eq!(rep["verified"], 1, "{rep}");
+    assert_eq!(rep["bytes_resumed"], kept, "{rep}");
+    assert_stored(&env, "d", "video", &data);
+    let resumed = srv
+        .requests("/drip.mp4")
+        .iter()
+        .any(|(r, s)| *s == 206 && r.range_from() == Some(kept));
+    assert!(resumed, "{:?}", srv.requests("/drip.mp4"));
 }
 
 #[test]
