@@ -239,6 +239,11 @@ pub struct FetchArgs {
     #[arg(long, value_name = "SECS")]
     pub min_speed_time: Option<f64>,
 
+    /// Free space every download must leave on the disk of the data root, e.g. 2GiB
+    /// [config fetch.min_free, default 1 GiB or 5% of the disk, whichever is smaller]
+    #[arg(long, value_name = "SIZE")]
+    pub min_free: Option<String>,
+
     /// Fetch from hosts on this machine or a private network that a link names
     /// (link-local and cloud metadata addresses never) [config
     /// fetch.allow_private_hosts]

@@ -71,6 +71,8 @@ pub struct FetchConfig {
     pub min_speed: Option<ByteSize>,
     /// Seconds over which `min_speed` is averaged.
     pub min_speed_time: Option<f64>,
+    /// Free space a download must leave on its disk (a number or `"1 GiB"`).
+    pub min_free: Option<ByteSize>,
     /// Fetch from private and loopback hosts that a manifest names.
     pub allow_private_hosts: Option<bool>,
 }
@@ -250,10 +252,15 @@ impl Config {
         if let Some((n, v)) = var("MAX_REDIRECTS") {
             f.max_redirects = Some(num(&n, &v)?);
         }
-        if let Some((n, v)) = var("MIN_SPEED") {
-            f.min_speed = Some(ByteSize(
-                parse_size(&v).map_err(|message| ConfigError::Env { name: n, message })?,
-            ));
+        for (key, slot) in [
+            ("MIN_SPEED", &mut f.min_speed),
+            ("MIN_FREE", &mut f.min_free),
+        ] {
+            if let Some((n, v)) = var(key) {
+                *slot = Some(ByteSize(
+                    parse_size(&v).map_err(|message| ConfigError::Env { name: n, message })?,
+                ));
+            }
         }
         if let Some((n, v)) = var("MIN_SPEED_TIME") {
             f.min_speed_time = Some(num(&n, &v)?);
@@ -417,6 +424,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn budgets_and_the_private_host_opt_in_parse() {
+        let mut c = Config::parse(
+            "[fetch]\nmin_speed = \"2 KiB\"\nmin_speed_time = 10\nmin_free = \"500MB\"\n\
+             allow_private_hosts = true\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.fetch.min_speed, Some(ByteSize(2048)));
+        assert_eq!(c.fetch.min_speed_time, Some(10.0));
+        assert_eq!(c.fetch.min_free, Some(ByteSize(500_000_000)));
+        assert_eq!(c.fetch.allow_private_hosts, Some(true));
+        let s = crate::fetch::FetchSettings::from_config(&c.fetch);
+        assert_eq!(
+            (s.min_speed, s.min_speed_time.as_secs(), s.min_free),
+            (2048, 10, Some(500_000_000))
+        );
+        assert!(s.allow_private_hosts);
+        let env = |k: &str| match k {
+            "PMV_FETCH_MIN_SPEED" => Some("0".to_string()),
+            "PMV_FETCH_MIN_FREE" => Some("1MiB".to_string()),
+            "PMV_FETCH_ALLOW_PRIVATE_HOSTS" => Some("0".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.fetch.min_speed, Some(ByteSize(0)));
+        assert_eq!(c.fetch.min_free, Some(ByteSize(1 << 20)));
+        assert_eq!(c.fetch.allow_private_hosts, Some(false));
+        let e = c
+            .clone()
+            .apply_env(|k| (k == "PMV_FETCH_ALLOW_PRIVATE_HOSTS").then(|| "maybe".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PMV_FETCH_ALLOW_PRIVATE_HOSTS"), "{e}");
+        let e = Config::parse("[fetch]\nmin_speed_time = 0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fetch.min_speed_time"), "{e}");
+        // The default reserve: 1 GiB, or 5% of a small disk.
+        let d = crate::fetch::FetchSettings::default();
+        assert_eq!(d.reserve(1 << 40), 1 << 30);
+        assert_eq!(d.reserve(100 << 20), 5 << 20);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod disk;
 pub mod fetch;
 pub mod ingest;
 pub mod manifest;

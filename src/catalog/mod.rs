@@ -34,7 +34,7 @@ pub const FILE_STATES: [&str; 8] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog {path}: {source}")]
+    #[error("catalog {path}: {}", sqlite_message(path, source))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -54,6 +54,19 @@ pub enum CatalogError {
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// An SQLite error for people; a full disk is named with its free space (SQLite only
+/// says "database or disk is full").
+fn sqlite_message(path: &std::path::Path, e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => format!(
+            "{e}: {} is full; free some space there (downloads keep fetch.min_free free \
+             for the catalog)",
+            crate::disk::describe(path.parent().unwrap_or(path))
+        ),
+        _ => e.to_string(),
+    }
+}
 
 /// An open catalog.
 pub struct Catalog {

@@ -50,6 +50,7 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
         "max_bytes": opts.max_bytes,
         "min_speed_bytes_per_s": opts.settings.min_speed,
         "min_speed_time_s": opts.settings.min_speed_time.as_secs_f64(),
+        "min_free_bytes": opts.settings.min_free,
         "allow_private_hosts": opts.settings.allow_private_hosts,
     });
     catalog.start_run(&run_id, "fetch", &run_args)?;
@@ -149,6 +150,9 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
             )));
         }
         settings.min_speed_time = std::time::Duration::from_secs_f64(t);
+    }
+    if let Some(s) = &args.min_free {
+        settings.min_free = Some(parse_size(s).map_err(|e| usage(format!("--min-free: {e}")))?);
     }
     settings.allow_private_hosts |= args.allow_private_hosts;
     let sources = SourceSettings::from_config(&app.config.sources)

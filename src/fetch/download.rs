@@ -5,12 +5,13 @@
 //! with `If-Range`, accept only a `206` whose `Content-Range` starts at N, else start
 //! again from zero), the size limit enforced while streaming, early rejection of
 //! answers that are not the expected kind of file (an HTML page served with 200), and
-//! the final checks (announced length, every known hash, the container). A partial
-//! file is kept on network errors and when the run stops, and deleted when its bytes
-//! are wrong. Nothing here renames a file to its final name or writes the catalog: a
-//! checked partial file is handed to the group commit.
+//! the final checks (announced length, every known hash, the container), and the room
+//! a file needs on the disk ([`super::space`]). A partial file is kept on network
+//! errors and when the run stops, and deleted when its bytes are wrong or when the
+//! disk filled up while writing it. Nothing here renames a file to its final name or
+//! writes the catalog: a checked partial file is handed to the group commit.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use super::commit::Event;
 use super::failure::{ErrorClass, Failure};
 use super::job::{Job, ResumeFrom};
 use super::sched::Ctx;
+use super::space::NoSpace;
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
 use super::{FetchError, Names};
 
@@ -32,14 +34,26 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 /// headers arrive, so a killed run can resume them.
 const RECORD_RESUME_FROM: u64 = 1 << 20;
 
+/// A file of unknown length checks that the disk's reserve is still free every time
+/// it grows by this much.
+const ROOM_CHECK_EVERY: u64 = 1 << 20;
+
 /// Why an attempt ended without a file.
 #[derive(Debug)]
 pub(crate) enum AttemptError {
     Failed(Failure),
     /// The run is being cancelled; the partial file is kept.
     Interrupted,
+    /// The file does not fit on the disk: the run starts no more downloads.
+    NoSpace(Box<NoSpace>),
     /// The root cannot be written: the run stops.
     Fatal(FetchError),
+}
+
+impl From<NoSpace> for AttemptError {
+    fn from(e: NoSpace) -> Self {
+        AttemptError::NoSpace(Box::new(e))
+    }
 }
 
 impl From<Failure> for AttemptError {
@@ -63,7 +77,11 @@ pub(crate) struct Fetched {
     pub resumed: u64,
 }
 
+/// A failure to write under the root: the disk is full, or the run cannot go on.
 fn fatal(path: &Path, source: std::io::Error) -> AttemptError {
+    if crate::disk::is_full(&source) {
+        return NoSpace::filled(path).into();
+    }
     if is_stopping(&source) {
         // A hash of bytes already there, given up because the run is stopping.
         return AttemptError::Interrupted;
@@ -556,6 +574,14 @@ pub(crate) async fn http(
             });
         }
 
+        // Room on the disk for the rest of the file (or, its length unknown, for the
+        // reserve); the partial file is kept when there is none.
+        let needed = total
+            .or(expected.size)
+            .map_or(0, |t| t.saturating_sub(part.len));
+        let mut claim = ctx.disk.claim(&path, needed)?;
+        let mut room_checked = part.len;
+
         // A resumed partial's first bytes are in the hashers already.
         let mut decided = part.len >= HEAD_BYTES as u64;
         loop {
@@ -584,7 +610,16 @@ pub(crate) async fn http(
                 )
                 .into());
             }
-            part.file.write_all(&chunk).map_err(|e| fatal(&path, e))?;
+            if let Err(e) = ctx.disk.write_all(&mut part.file, &chunk) {
+                let failed = fatal(&path, e);
+                if matches!(failed, AttemptError::NoSpace(_)) {
+                    // It cannot complete, and its bytes hold the disk full.
+                    part.remove();
+                    job.resume = None;
+                }
+                return Err(failed);
+            }
+            claim.wrote(chunk.len() as u64);
             part.hashers.update(&chunk);
             let before = part.len;
             part.len += chunk.len() as u64;
@@ -592,6 +627,14 @@ pub(crate) async fn http(
                 start_writeback(part.file.file());
             }
             ctx.shared.add_bytes(chunk.len() as u64);
+            if claim.open_ended() && part.len - room_checked >= ROOM_CHECK_EVERY {
+                room_checked = part.len;
+                if let Err(e) = ctx.disk.room_left(&path) {
+                    part.remove();
+                    job.resume = None;
+                    return Err(e.into());
+                }
+            }
             if !decided {
                 match verify::sniff(part.hashers.head(), false) {
                     Sniffed::NeedMore => {}
@@ -675,9 +718,11 @@ pub(crate) async fn local(
     );
     let max = ctx.settings.max_size;
     let shared = std::sync::Arc::clone(&ctx.shared);
-    let result = tokio::task::spawn_blocking(move || import(&src, &dst, &exp, role, max, &shared))
-        .await
-        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
+    let disk = std::sync::Arc::clone(&ctx.disk);
+    let result =
+        tokio::task::spawn_blocking(move || import(&src, &dst, &exp, role, max, &shared, &disk))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
     let (digests, ext) = result;
     Ok(Fetched {
         partial: Some(partial),
@@ -697,6 +742,7 @@ fn import(
     role: super::Role,
     max: u64,
     shared: &super::Shared,
+    disk: &std::sync::Arc<super::space::Disk>,
 ) -> Result<(Digests, &'static str), AttemptError> {
     let missing = |e: std::io::Error| {
         AttemptError::Failed(Failure::new(
@@ -751,6 +797,8 @@ fn import(
         },
         Err(e) => {
             tracing::debug!(src = %src.display(), "no hard link ({e}); copying");
+            // A copy takes room on the disk (a link does not).
+            let mut claim = disk.claim(dst, meta.len())?;
             let mut input = std::fs::File::open(src).map_err(missing)?;
             let mut out = fs_err::File::create(dst).map_err(|e| fatal(dst, e))?;
             let mut h = Hashers::new(expected);
@@ -765,7 +813,12 @@ fn import(
                 if n == 0 {
                     break;
                 }
-                out.write_all(&buf[..n]).map_err(|e| fatal(dst, e))?;
+                if let Err(e) = disk.write_all(&mut out, &buf[..n]) {
+                    drop(out);
+                    let _ = std::fs::remove_file(dst);
+                    return Err(fatal(dst, e));
+                }
+                claim.wrote(n as u64);
                 h.update(&buf[..n]);
                 shared.add_bytes(n as u64);
             }

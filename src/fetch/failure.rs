@@ -32,6 +32,9 @@ pub enum ErrorClass {
     Http5xx,
     /// The body ended before the announced length.
     Truncated,
+    /// The file did not fit on the disk (with the space kept free): due again at the
+    /// next run.
+    NoSpace,
     /// A response that makes no sense (bad Content-Range, unparsable API answer).
     BadResponse,
     #[serde(rename = "http_404")]
@@ -77,13 +80,14 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 25] = [
+    pub const ALL: [ErrorClass; 26] = [
         ErrorClass::Network,
         ErrorClass::Timeout,
         ErrorClass::TooSlow,
         ErrorClass::Throttled,
         ErrorClass::Http5xx,
         ErrorClass::Truncated,
+        ErrorClass::NoSpace,
         ErrorClass::BadResponse,
         ErrorClass::Http404,
         ErrorClass::Http410,
@@ -113,6 +117,7 @@ impl ErrorClass {
             ErrorClass::Throttled => "throttled",
             ErrorClass::Http5xx => "http_5xx",
             ErrorClass::Truncated => "truncated",
+            ErrorClass::NoSpace => "no_space",
             ErrorClass::BadResponse => "bad_response",
             ErrorClass::Http404 => "http_404",
             ErrorClass::Http410 => "http_410",
@@ -144,6 +149,7 @@ impl ErrorClass {
             | ErrorClass::Throttled
             | ErrorClass::Http5xx
             | ErrorClass::Truncated
+            | ErrorClass::NoSpace
             | ErrorClass::BadResponse => Retry::Transient,
             // Wrong bytes may be a bad moment of a CDN (a captcha page, a torn
             // cache entry); the same wrong bytes twice from one source are final.

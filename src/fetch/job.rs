@@ -229,6 +229,21 @@ impl Job {
         f
     }
 
+    /// The record of a file that did not fit on the disk: failed transiently (class
+    /// `no_space`), due again at the next run, since the disk, not the file, is at
+    /// fault.
+    pub fn no_room(&self, message: &str) -> FinalFailure {
+        let mut message = message.to_owned();
+        truncate(&mut message);
+        FinalFailure {
+            state: "failed_transient",
+            class: ErrorClass::NoSpace,
+            message,
+            source_rank: self.rank().map(|r| r as i64).or(self.prior.source_rank),
+            next_retry_at: Some(now_unix()),
+        }
+    }
+
     fn final_failure(&self) -> FinalFailure {
         let describe = |stage: &Stage, f: &Failure| match stage {
             Stage::Import => format!("[import] {f}"),

@@ -12,7 +12,9 @@
 //! A killed run loses nothing: partial files are resumed, no unverified file sits
 //! under a final name, and the catalog never claims a file that is not there.
 //! Budgets (a deadline, a byte budget) and cancellation stop the downloads in flight,
-//! whatever they wait for, keeping their partial files.
+//! whatever they wait for, keeping their partial files; a disk too full for the next
+//! file ([`space`]) stops the starting of downloads and ends the run with an error
+//! that names the disk.
 //!
 //! This module never decodes media and never deletes a verified file (a re-hash that
 //! finds changed bytes moves the file to `quarantine/`, see [`rehash()`]).
@@ -29,6 +31,7 @@ pub mod rehash;
 mod report;
 mod sched;
 pub mod settings;
+pub mod space;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -47,6 +50,7 @@ pub use plan::{SourceRow, for_each_source};
 pub use rehash::{RehashOptions, RehashReport, RehashSelect, rehash};
 pub use report::{FailureExample, FetchReport};
 pub use settings::FetchSettings;
+pub use space::NoSpace;
 pub use verify::{Expected, Role};
 
 /// What to fetch and how. Every `fetch` flag has a field here.
@@ -96,6 +100,8 @@ pub enum FetchError {
     Runtime(#[source] std::io::Error),
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    #[error("{0}")]
+    NoSpace(Box<NoSpace>),
 }
 
 /// How long after its deadline a run may take to end: what is already downloaded is
@@ -220,6 +226,10 @@ pub(crate) struct Shared {
     pub bytes: AtomicU64,
     /// The byte budget of the run.
     pub max_bytes: Option<u64>,
+    /// The first download that did not fit on the disk (reported when the run ends).
+    pub no_space: std::sync::Mutex<Option<NoSpace>>,
+    /// The disk is full (its reserve reached, or a write failed): no download starts.
+    pub disk_full: AtomicBool,
 }
 
 impl Shared {
@@ -229,6 +239,27 @@ impl Shared {
         if self.max_bytes.is_some_and(|m| total >= m) {
             self.cancel.trigger(Stop::ByteBudget);
         }
+    }
+
+    /// Records a download that did not fit: the first is reported; a full disk stops
+    /// the starting of downloads.
+    pub fn out_of_space(&self, e: NoSpace) {
+        if e.stops_run() {
+            self.disk_full.store(true, Ordering::SeqCst);
+        }
+        let mut first = self.no_space.lock().expect("no-space lock");
+        // A full disk says more than one file too large for it.
+        if first
+            .as_ref()
+            .is_none_or(|f| !f.stops_run() && e.stops_run())
+        {
+            *first = Some(e);
+        }
+    }
+
+    /// Whether no download may start for want of room.
+    pub fn is_out_of_space(&self) -> bool {
+        self.disk_full.load(Ordering::SeqCst)
     }
 }
 
@@ -299,6 +330,8 @@ pub fn run(
         cancel: Cancel::new(),
         bytes: AtomicU64::new(0),
         max_bytes: opts.max_bytes,
+        no_space: std::sync::Mutex::new(None),
+        disk_full: AtomicBool::new(false),
     });
     let (tx, rx) = std::sync::mpsc::channel::<commit::Event>();
     let ctx = sched::Ctx {
@@ -310,6 +343,7 @@ pub fn run(
         events: tx,
         shared: Arc::clone(&shared),
         deadline: opts.deadline,
+        disk: space::Disk::new(root.path(), &opts.settings),
     };
     let scheduler = runtime.spawn(sched::run(ctx));
 
@@ -391,6 +425,16 @@ pub fn run(
         Err(join) => {
             fatal.get_or_insert(FetchError::Runtime(std::io::Error::other(join.to_string())));
         }
+    }
+    // A full disk explains the errors that came of it (a catalog write that found no
+    // room, say), so it is the one reported.
+    let no_space = shared.no_space.lock().expect("no-space lock").take();
+    if let Some(ns) = no_space {
+        if let Some(e) = fatal {
+            tracing::error!("{e}");
+        }
+        tracing::info!("{}", report.summary());
+        return Err(FetchError::NoSpace(Box::new(ns)));
     }
     if let Some(e) = fatal {
         return Err(e);

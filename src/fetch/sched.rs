@@ -7,9 +7,10 @@
 //! the stop rules: at the deadline, when the byte budget is spent, and on
 //! cancellation, no new attempt starts and those running stop at once (whether they
 //! wait for a connection, an answer, a lookup or the next byte), keeping their
-//! partial files and recording what resumes them. Retries never hold a slot while
-//! they wait. It never touches the catalog: results go to the calling thread as
-//! [`Event`]s.
+//! partial files and recording what resumes them; when a download does not fit on the
+//! disk, no new attempt starts and those running (whose room is claimed) finish.
+//! Retries never hold a slot while they wait. It never touches the catalog: results
+//! go to the calling thread as [`Event`]s.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -26,6 +27,7 @@ use super::job::{FinalFailure, Job, Next, Stage};
 use super::plan::host_of;
 use super::politeness::{Busy, Politeness, Slot};
 use super::settings::FetchSettings;
+use super::space::{Disk, NoSpace};
 use super::verify::Role;
 use super::{FetchError, Names, Shared, Stop};
 use crate::root::DataRoot;
@@ -40,6 +42,7 @@ pub(crate) struct Ctx {
     pub events: std::sync::mpsc::Sender<Event>,
     pub shared: Arc<Shared>,
     pub deadline: Option<std::time::Instant>,
+    pub disk: Arc<Disk>,
 }
 
 /// How the scheduler ended.
@@ -58,6 +61,8 @@ enum End {
     Advance(Job),
     Failed(Job, FinalFailure),
     Interrupted,
+    /// The file does not fit on the disk: it is due again at the next run.
+    NoSpace(Job, Box<NoSpace>),
     Fatal(FetchError),
 }
 
@@ -85,6 +90,10 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
         }
         if let Some(why) = ctx.shared.cancel.reason() {
             end.stopped = Some(why.as_str().into());
+            break;
+        }
+        if ctx.shared.is_out_of_space() {
+            end.stopped = Some("disk full".into());
             break;
         }
         if !exhausted && page.is_none() && queue.len() + inflight.len() < low_water {
@@ -130,8 +139,8 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
             handle(&ctx, res, &mut queue, &mut end, &mut fatal, false);
         }
     }
-    // Attempts running stop at once (they were cancelled); retries they ask for are
-    // not made.
+    // Attempts running stop at once (they were cancelled), or finish (the disk is
+    // full: their room is claimed); retries they ask for are not made.
     while let Some(res) = inflight.join_next().await {
         handle(&ctx, res, &mut queue, &mut end, &mut fatal, true);
     }
@@ -201,6 +210,11 @@ fn handle(
         End::Interrupted => {
             let _ = ctx.events.send(Event::Interrupted);
         }
+        End::NoSpace(job, e) => {
+            tracing::warn!("{e}");
+            send_failed(ctx, &job, job.no_room(&e.to_string()));
+            ctx.shared.out_of_space(*e);
+        }
         End::Fatal(e) => {
             ctx.shared.cancel.trigger(Stop::Cancelled);
             fatal.get_or_insert(e);
@@ -214,6 +228,9 @@ fn stop_message(ctx: &Ctx) -> &'static str {
         Some(Stop::Deadline) => "the run's time budget ended before the next attempt",
         Some(Stop::ByteBudget) => "the run's byte budget was spent before the next attempt",
         Some(Stop::Cancelled) => "the run was stopped before the next attempt",
+        None if ctx.shared.is_out_of_space() => {
+            "the disk was too full to go on before the next attempt"
+        }
         None => "the run was stopped before the next attempt",
     }
 }
@@ -287,6 +304,15 @@ async fn run_job(ctx: Arc<Ctx>, mut job: Job, slot: Slot) -> End {
             )
         }
         Err(AttemptError::Interrupted) => End::Interrupted,
+        Err(AttemptError::NoSpace(mut e)) => {
+            e.item = Some(format!("{}/{} {}", job.dataset, job.key, job.role.as_str()));
+            if e.filled
+                && let Some(free) = ctx.disk.free()
+            {
+                e.free = free;
+            }
+            End::NoSpace(job, e)
+        }
         Err(AttemptError::Fatal(e)) => End::Fatal(e),
         Err(AttemptError::Failed(f)) => {
             tracing::debug!(item = %job.key, role = job.role.as_str(), "attempt failed: {f}");

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use crate::config::FetchConfig;
 
+/// The free space downloads leave on a disk unless configured...
+pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
+/// ...or this share of the disk's size, when that is smaller.
+pub const DEFAULT_MIN_FREE_SHARE: f64 = 0.05;
+
 /// How downloads run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchSettings {
@@ -38,6 +43,10 @@ pub struct FetchSettings {
     /// `--speed-limit`/`--speed-time`); 0 turns the rule off.
     pub min_speed: u64,
     pub min_speed_time: Duration,
+    /// Free space a download must leave on the disk that receives it, for the
+    /// catalog's journal and the other stages; `None`: [`DEFAULT_MIN_FREE`] or
+    /// [`DEFAULT_MIN_FREE_SHARE`] of the disk's size, whichever is smaller.
+    pub min_free: Option<u64>,
     /// Fetch from hosts on this machine or a private network that a manifest names
     /// (never from link-local or cloud metadata addresses).
     pub allow_private_hosts: bool,
@@ -64,6 +73,7 @@ impl Default for FetchSettings {
             commit_files: 512,
             min_speed: 1024,
             min_speed_time: Duration::from_secs(30),
+            min_free: None,
             allow_private_hosts: false,
             private_hosts: vec![],
         }
@@ -71,6 +81,13 @@ impl Default for FetchSettings {
 }
 
 impl FetchSettings {
+    /// The free space to keep on a disk of `disk_bytes`.
+    pub fn reserve(&self, disk_bytes: u64) -> u64 {
+        self.min_free.unwrap_or_else(|| {
+            DEFAULT_MIN_FREE.min((disk_bytes as f64 * DEFAULT_MIN_FREE_SHARE) as u64)
+        })
+    }
+
     /// The defaults, overridden by what the configuration sets.
     pub fn from_config(c: &FetchConfig) -> FetchSettings {
         let d = FetchSettings::default();
@@ -92,6 +109,7 @@ impl FetchSettings {
             max_redirects: c.max_redirects.unwrap_or(d.max_redirects),
             min_speed: c.min_speed.map_or(d.min_speed, |s| s.0),
             min_speed_time: secs(c.min_speed_time, d.min_speed_time),
+            min_free: c.min_free.map(|s| s.0).or(d.min_free),
             allow_private_hosts: c.allow_private_hosts.unwrap_or(d.allow_private_hosts),
             ..d
         }

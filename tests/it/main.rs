@@ -6,6 +6,7 @@ mod demo;
 mod fetch;
 mod fetch_api;
 mod fetch_budget;
+mod fetch_disk;
 mod fetch_faults;
 mod fetch_kill;
 mod fetch_private;
