@@ -433,6 +433,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_disk_is_named_with_its_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = CatalogError::Sqlite {
+            path: dir.path().join("catalog.sqlite"),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ),
+        }
+        .to_string();
+        let mount = crate::disk::mount_point(dir.path());
+        assert!(
+            full.contains(&format!("the disk mounted at {} (", mount.display()))
+                && full.contains(" free of ")
+                && full.contains("fetch.min_free"),
+            "{full}"
+        );
+        let other = CatalogError::Sqlite {
+            path: dir.path().join("catalog.sqlite"),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ),
+        }
+        .to_string();
+        assert!(!other.contains("disk mounted"), "{other}");
+    }
+
+    #[test]
     fn migrate_twice_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("catalog.sqlite");
