@@ -735,11 +735,60 @@ impl std::fmt::Display for InternalName {
 
 impl std::error::Error for InternalName {}
 
+impl Guard {
+    /// The addresses `host` resolved to (`all`) that a request may go to; the refusal
+    /// when none is left.
+    fn keep(&self, host: &str, all: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, InternalName> {
+        let internal = self.internal || self.names.iter().any(|n| n.eq_ignore_ascii_case(host));
+        let kept: Vec<SocketAddr> = all
+            .iter()
+            .copied()
+            .filter(|a| match reach::ip(a.ip()) {
+                Reach::Public => true,
+                Reach::Internal => internal,
+                Reach::Never => false,
+            })
+            .collect();
+        if !kept.is_empty() || all.is_empty() {
+            return Ok(kept);
+        }
+        let ips: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
+        let ips = ips.join(", ");
+        let never = all.iter().all(|a| reach::ip(a.ip()) == Reach::Never);
+        let (class, message) = if never || internal {
+            (
+                ErrorClass::BadUrl,
+                format!(
+                    "{host} resolves only to link-local or cloud metadata addresses ({ips}): never fetched"
+                ),
+            )
+        } else if self.refusal == ErrorClass::BadUrl {
+            (
+                ErrorClass::BadUrl,
+                format!(
+                    "{host} resolves only to internal addresses ({ips}), where a public server's redirect or answer may not lead; refused"
+                ),
+            )
+        } else {
+            (
+                ErrorClass::PrivateHost,
+                format!(
+                    "{host} resolves only to addresses on this machine or a private network ({ips}): {PRIVATE_OPT_IN}"
+                ),
+            )
+        };
+        Err(InternalName { class, message })
+    }
+}
+
 impl reqwest::dns::Resolve for Guard {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
-        let internal = self.internal || self.names.iter().any(|n| n.eq_ignore_ascii_case(&host));
-        let refusal = self.refusal;
+        let guard = Guard {
+            internal: self.internal,
+            names: Arc::clone(&self.names),
+            refusal: self.refusal,
+        };
         Box::pin(async move {
             if reach::host(&host) == Reach::Never {
                 return Err(Box::new(InternalName {
@@ -748,44 +797,10 @@ impl reqwest::dns::Resolve for Guard {
                 }) as _);
             }
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let kept: Vec<SocketAddr> = all
-                .iter()
-                .copied()
-                .filter(|a| match reach::ip(a.ip()) {
-                    Reach::Public => true,
-                    Reach::Internal => internal,
-                    Reach::Never => false,
-                })
-                .collect();
-            if kept.is_empty() && !all.is_empty() {
-                let ips: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
-                let ips = ips.join(", ");
-                let never = all.iter().all(|a| reach::ip(a.ip()) == Reach::Never);
-                let (class, message) = if never || internal {
-                    (
-                        ErrorClass::BadUrl,
-                        format!(
-                            "{host} resolves only to link-local or cloud metadata addresses ({ips}): never fetched"
-                        ),
-                    )
-                } else if refusal == ErrorClass::BadUrl {
-                    (
-                        ErrorClass::BadUrl,
-                        format!(
-                            "{host} resolves only to internal addresses ({ips}), where a public server's redirect or answer may not lead; refused"
-                        ),
-                    )
-                } else {
-                    (
-                        ErrorClass::PrivateHost,
-                        format!(
-                            "{host} resolves only to addresses on this machine or a private network ({ips}): {PRIVATE_OPT_IN}"
-                        ),
-                    )
-                };
-                return Err(Box::new(InternalName { class, message }) as _);
+            match guard.keep(&host, all) {
+                Ok(kept) => Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs),
+                Err(refused) => Err(Box::new(refused) as _),
             }
-            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
@@ -1151,6 +1166,57 @@ mod tests {
         s.add(at(6000), 1);
         assert!(s.check(at(6000), &url).is_err(), "only the drip is left");
         assert!(s.buckets.len() <= 6, "{:?}", s.buckets);
+    }
+
+    #[test]
+    fn resolved_addresses_are_kept_by_their_class() {
+        let a = |s: &str| -> SocketAddr { format!("{s}:0").parse().unwrap() };
+        let guard = |internal, refusal| Guard {
+            internal,
+            names: Arc::from(["mirror.lan".to_owned()]),
+            refusal,
+        };
+        let mixed = vec![a("10.0.0.5"), a("93.184.215.14"), a("169.254.169.254")];
+        // Public addresses are kept, link-local ones never, internal ones with the
+        // opt-in or for a name the program serves itself.
+        let closed = guard(false, ErrorClass::PrivateHost);
+        assert_eq!(
+            closed.keep("x.example", mixed.clone()).unwrap(),
+            vec![a("93.184.215.14")]
+        );
+        let open = guard(true, ErrorClass::PrivateHost);
+        assert_eq!(
+            open.keep("x.example", mixed).unwrap(),
+            vec![a("10.0.0.5"), a("93.184.215.14")]
+        );
+        assert_eq!(
+            closed
+                .keep("mirror.lan", vec![a("10.0.0.5")])
+                .unwrap()
+                .len(),
+            1
+        );
+        // A name that leads to the metadata service only is refused, opt-in or not.
+        for g in [&closed, &open] {
+            let e = g
+                .keep(
+                    "evil.example",
+                    vec![a("169.254.169.254"), a("[fd00:ec2::254]")],
+                )
+                .unwrap_err();
+            assert_eq!(e.class, ErrorClass::BadUrl);
+            assert!(e.message.contains("never fetched"), "{}", e.message);
+        }
+        let e = closed
+            .keep("evil.example", vec![a("127.0.0.1")])
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::PrivateHost, "{}", e.message);
+        let after_public = guard(false, ErrorClass::BadUrl);
+        let e = after_public
+            .keep("evil.example", vec![a("127.0.0.1")])
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::BadUrl);
+        assert!(e.message.contains("refused"), "{}", e.message);
     }
 
     #[test]
