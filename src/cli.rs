@@ -236,12 +236,35 @@ pub struct FetchArgs {
     #[arg(long, value_name = "DIR")]
     pub import_dir: Vec<PathBuf>,
 
-    /// Stop starting downloads after this long (e.g. 2h, 30m) and end cleanly
+    /// Slowest average throughput accepted over --min-speed-time, in bytes per second
+    /// (e.g. 1KiB); a slower transfer fails as too_slow and is retried later; 0: no
+    /// minimum [config fetch.min_speed, default 1 KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub min_speed: Option<String>,
+
+    /// Seconds over which --min-speed is averaged [config fetch.min_speed_time,
+    /// default 30]
+    #[arg(long, value_name = "SECS")]
+    pub min_speed_time: Option<f64>,
+
+    /// Free space every download must leave on the disk of the data root, e.g. 2GiB
+    /// [config fetch.min_free, default 1 GiB or 5% of the disk, whichever is smaller]
+    #[arg(long, value_name = "SIZE")]
+    pub min_free: Option<String>,
+
+    /// Fetch from hosts on this machine or a private network that a link names
+    /// (link-local and cloud metadata addresses never) [config
+    /// fetch.allow_private_hosts]
+    #[arg(long)]
+    pub allow_private_hosts: bool,
+
+    /// Stop after this long (e.g. 2h, 30m): downloads in flight stop and keep their
+    /// partial files for the next run, and the run ends cleanly
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<humantime::Duration>,
 
-    /// Stop starting downloads once this much was received (e.g. 200GiB) and end
-    /// cleanly
+    /// Stop once this much was received (e.g. 200GiB): downloads in flight stop and
+    /// keep their partial files, and the run ends cleanly
     #[arg(long, value_name = "SIZE")]
     pub max_bytes: Option<String>,
 }
@@ -392,7 +415,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct RefreshArgs {
-    /// Stop starting new work after this long (e.g. 5h30m) and end cleanly
+    /// End the run after this long (e.g. 5h30m): downloads in flight stop and keep
+    /// their partial files, no new video is started, and the run ends cleanly
     /// [config refresh.max_duration]
     #[arg(long, value_name = "DUR")]
     pub max_duration: Option<humantime::Duration>,
@@ -413,6 +437,11 @@ pub struct RefreshArgs {
     /// Re-hash every stored video and shard
     #[arg(long)]
     pub verify_all: bool,
+
+    /// Fetch from hosts on this machine or a private network that a link names
+    /// [config fetch.allow_private_hosts]
+    #[arg(long)]
+    pub allow_private_hosts: bool,
 
     /// Videos decoded at once by the shard stage [default: the number of cores]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

@@ -71,6 +71,14 @@ pub struct FetchConfig {
     pub retry_base: Option<f64>,
     /// Redirects followed per request.
     pub max_redirects: Option<usize>,
+    /// Minimum throughput in bytes per second (a number or `"1 KiB"`); 0: no minimum.
+    pub min_speed: Option<ByteSize>,
+    /// Seconds over which `min_speed` is averaged.
+    pub min_speed_time: Option<f64>,
+    /// Free space a download must leave on its disk (a number or `"1 GiB"`).
+    pub min_free: Option<ByteSize>,
+    /// Fetch from private and loopback hosts that a manifest names.
+    pub allow_private_hosts: Option<bool>,
 }
 
 /// `[sources]`: the remote base URLs of the resolvers, so that a mirror, a proxy or a
@@ -251,6 +259,31 @@ impl Config {
         if let Some((n, v)) = var("MAX_REDIRECTS") {
             f.max_redirects = Some(num(&n, &v)?);
         }
+        for (key, slot) in [
+            ("MIN_SPEED", &mut f.min_speed),
+            ("MIN_FREE", &mut f.min_free),
+        ] {
+            if let Some((n, v)) = var(key) {
+                *slot = Some(ByteSize(
+                    parse_size(&v).map_err(|message| ConfigError::Env { name: n, message })?,
+                ));
+            }
+        }
+        if let Some((n, v)) = var("MIN_SPEED_TIME") {
+            f.min_speed_time = Some(num(&n, &v)?);
+        }
+        if let Some((n, v)) = var("ALLOW_PRIVATE_HOSTS") {
+            f.allow_private_hosts = Some(match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: n,
+                        message: format!("'{v}' is not a boolean (1 or 0, true or false)"),
+                    });
+                }
+            });
+        }
         let s = &mut self.sources;
         for (key, slot) in [
             ("DOUYIN_SHORT", &mut s.douyin_short),
@@ -290,6 +323,7 @@ impl Config {
             ("timeout", f.timeout),
             ("connect_timeout", f.connect_timeout),
             ("retry_base", f.retry_base),
+            ("min_speed_time", f.min_speed_time),
         ] {
             if let Some(x) = v
                 && (!x.is_finite() || x < 0.0 || (key != "rate" && key != "retry_base" && x == 0.0))
@@ -397,6 +431,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn budgets_and_the_private_host_opt_in_parse() {
+        let mut c = Config::parse(
+            "[fetch]\nmin_speed = \"2 KiB\"\nmin_speed_time = 10\nmin_free = \"500MB\"\n\
+             allow_private_hosts = true\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.fetch.min_speed, Some(ByteSize(2048)));
+        assert_eq!(c.fetch.min_speed_time, Some(10.0));
+        assert_eq!(c.fetch.min_free, Some(ByteSize(500_000_000)));
+        assert_eq!(c.fetch.allow_private_hosts, Some(true));
+        let s = crate::fetch::FetchSettings::from_config(&c.fetch);
+        assert_eq!(
+            (s.min_speed, s.min_speed_time.as_secs(), s.min_free),
+            (2048, 10, Some(500_000_000))
+        );
+        assert!(s.allow_private_hosts);
+        let env = |k: &str| match k {
+            "PMV_FETCH_MIN_SPEED" => Some("0".to_string()),
+            "PMV_FETCH_MIN_FREE" => Some("1MiB".to_string()),
+            "PMV_FETCH_ALLOW_PRIVATE_HOSTS" => Some("0".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.fetch.min_speed, Some(ByteSize(0)));
+        assert_eq!(c.fetch.min_free, Some(ByteSize(1 << 20)));
+        assert_eq!(c.fetch.allow_private_hosts, Some(false));
+        let e = c
+            .clone()
+            .apply_env(|k| (k == "PMV_FETCH_ALLOW_PRIVATE_HOSTS").then(|| "maybe".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PMV_FETCH_ALLOW_PRIVATE_HOSTS"), "{e}");
+        let e = Config::parse("[fetch]\nmin_speed_time = 0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fetch.min_speed_time"), "{e}");
+        // The default reserve: 1 GiB, or 5% of a small disk.
+        let d = crate::fetch::FetchSettings::default();
+        assert_eq!(d.reserve(1 << 40), 1 << 30);
+        assert_eq!(d.reserve(100 << 20), 5 << 20);
     }
 
     #[test]

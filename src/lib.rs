@@ -14,11 +14,13 @@
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod disk;
 pub mod fetch;
 pub mod ingest;
 pub mod manifest;
 #[cfg(feature = "media")]
 pub mod media;
+pub mod reach;
 pub mod redact;
 pub mod refresh;
 pub mod report;

@@ -34,7 +34,7 @@ pub const FILE_STATES: [&str; 8] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog {path}: {source}")]
+    #[error("catalog {path}: {}", sqlite_message(path, source))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -54,6 +54,19 @@ pub enum CatalogError {
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// An SQLite error for people; a full disk is named with its free space (SQLite only
+/// says "database or disk is full").
+fn sqlite_message(path: &std::path::Path, e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => format!(
+            "{e}: {} is full; free some space there (downloads keep fetch.min_free free \
+             for the catalog)",
+            crate::disk::describe(path.parent().unwrap_or(path))
+        ),
+        _ => e.to_string(),
+    }
+}
 
 /// An open catalog.
 pub struct Catalog {
@@ -449,6 +462,35 @@ fn is_network_fs(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_with_its_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = CatalogError::Sqlite {
+            path: dir.path().join("catalog.sqlite"),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ),
+        }
+        .to_string();
+        let mount = crate::disk::mount_point(dir.path());
+        assert!(
+            full.contains(&format!("the disk mounted at {} (", mount.display()))
+                && full.contains(" free of ")
+                && full.contains("fetch.min_free"),
+            "{full}"
+        );
+        let other = CatalogError::Sqlite {
+            path: dir.path().join("catalog.sqlite"),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ),
+        }
+        .to_string();
+        assert!(!other.contains("disk mounted"), "{other}");
+    }
 
     #[test]
     fn migrate_twice_is_a_no_op() {

@@ -49,6 +49,10 @@ pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
         "import_dirs": args.import_dir,
         "max_duration": args.max_duration.map(|d| d.to_string()),
         "max_bytes": opts.max_bytes,
+        "min_speed_bytes_per_s": opts.settings.min_speed,
+        "min_speed_time_s": opts.settings.min_speed_time.as_secs_f64(),
+        "min_free_bytes": opts.settings.min_free,
+        "allow_private_hosts": opts.settings.allow_private_hosts,
     });
     catalog.start_run(&run_id, "fetch", &run_args)?;
 
@@ -137,6 +141,21 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
     if let Some(s) = &args.max_size {
         settings.max_size = parse_size(s).map_err(|e| usage(format!("--max-size: {e}")))?;
     }
+    if let Some(s) = &args.min_speed {
+        settings.min_speed = parse_size(s).map_err(|e| usage(format!("--min-speed: {e}")))?;
+    }
+    if let Some(t) = args.min_speed_time {
+        if !t.is_finite() || t <= 0.0 {
+            return Err(usage(format!(
+                "--min-speed-time {t}: must be more than 0 seconds"
+            )));
+        }
+        settings.min_speed_time = std::time::Duration::from_secs_f64(t);
+    }
+    if let Some(s) = &args.min_free {
+        settings.min_free = Some(parse_size(s).map_err(|e| usage(format!("--min-free: {e}")))?);
+    }
+    settings.allow_private_hosts |= args.allow_private_hosts;
     let sources = SourceSettings::from_config(&app.config.sources)
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     for d in &args.import_dir {

@@ -70,6 +70,8 @@ mod with_media {
         }
         let sources = SourceSettings::from_config(&app.config.sources)
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let mut settings = FetchSettings::from_config(&app.config.fetch);
+        settings.allow_private_hosts |= args.allow_private_hosts;
         let cancel = crate::commands::stop_on_signals()?;
 
         app.root.ensure()?;
@@ -84,13 +86,14 @@ mod with_media {
             "max_bytes": plan.max_bytes,
             "verify_fraction": plan.verify_fraction,
             "verify_all": args.verify_all,
+            "allow_private_hosts": settings.allow_private_hosts,
         });
         let opts = RefreshOptions {
             turn: refresh::turn(&catalog)?,
             plan,
             verify_all: args.verify_all,
             fetch: FetchOptions {
-                settings: FetchSettings::from_config(&app.config.fetch),
+                settings,
                 sources,
                 local_roots: app.config.local_roots.clone(),
                 ..FetchOptions::default()

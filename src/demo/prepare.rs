@@ -316,6 +316,11 @@ pub fn prepare(
         catalog,
         &FetchOptions {
             dataset: Some(DATASET.into()),
+            // Its own server, on loopback: the one private host the demo fetches from.
+            settings: fetch::FetchSettings {
+                private_hosts: vec![server.host()],
+                ..fetch::FetchSettings::default()
+            },
             ..FetchOptions::default()
         },
         reporter,

@@ -65,6 +65,11 @@ impl FileServer {
         format!("http://{}/", self.addr)
     }
 
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

@@ -5,15 +5,15 @@
 //! with `If-Range`, accept only a `206` whose `Content-Range` starts at N, else start
 //! again from zero), the size limit enforced while streaming, early rejection of
 //! answers that are not the expected kind of file (an HTML page served with 200), and
-//! the final checks (announced length, every known hash, the container). A partial
-//! file is kept on network errors and deleted when its bytes are wrong. Nothing here
-//! renames a file to its final name or writes the catalog: a checked partial file is
-//! handed to the group commit.
+//! the final checks (announced length, every known hash, the container), and the room
+//! a file needs on the disk ([`super::space`]). A partial file is kept on network
+//! errors and when the run stops, and deleted when its bytes are wrong or when the
+//! disk filled up while writing it. Nothing here renames a file to its final name or
+//! writes the catalog: a checked partial file is handed to the group commit.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use url::Url;
 
@@ -22,6 +22,7 @@ use super::commit::Event;
 use super::failure::{ErrorClass, Failure};
 use super::job::{Job, ResumeFrom};
 use super::sched::Ctx;
+use super::space::NoSpace;
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
 use super::{FetchError, Names};
 use crate::redact::show_url;
@@ -35,14 +36,26 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 /// headers arrive, so a killed run can resume them.
 const RECORD_RESUME_FROM: u64 = 1 << 20;
 
+/// A file of unknown length checks that the disk's reserve is still free every time
+/// it grows by this much.
+const ROOM_CHECK_EVERY: u64 = 1 << 20;
+
 /// Why an attempt ended without a file.
 #[derive(Debug)]
 pub(crate) enum AttemptError {
     Failed(Failure),
     /// The run is being cancelled; the partial file is kept.
     Interrupted,
+    /// The file does not fit on the disk: the run starts no more downloads.
+    NoSpace(Box<NoSpace>),
     /// The root cannot be written: the run stops.
     Fatal(FetchError),
+}
+
+impl From<NoSpace> for AttemptError {
+    fn from(e: NoSpace) -> Self {
+        AttemptError::NoSpace(Box::new(e))
+    }
 }
 
 impl From<Failure> for AttemptError {
@@ -66,11 +79,39 @@ pub(crate) struct Fetched {
     pub resumed: u64,
 }
 
+/// A failure to write under the root: the disk is full, or the run cannot go on.
 fn fatal(path: &Path, source: std::io::Error) -> AttemptError {
+    if crate::disk::is_full(&source) {
+        return NoSpace::filled(path).into();
+    }
+    if is_stopping(&source) {
+        // A hash of bytes already there, given up because the run is stopping.
+        return AttemptError::Interrupted;
+    }
     AttemptError::Fatal(FetchError::Io {
         path: path.to_owned(),
         source,
     })
+}
+
+/// A read given up because the run is stopping.
+#[derive(Debug)]
+struct Stopping;
+
+impl std::fmt::Display for Stopping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run is stopping")
+    }
+}
+
+impl std::error::Error for Stopping {}
+
+fn stopping() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, Stopping)
+}
+
+fn is_stopping(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<Stopping>())
 }
 
 /// Awaits `fut` unless the run is cancelled first.
@@ -106,10 +147,12 @@ pub(crate) async fn adopt(
     }
     let expected = job.expected.clone();
     let p = path.clone();
-    let digests = tokio::task::spawn_blocking(move || hash_file(&p, &expected))
-        .await
-        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
-        .map_err(|e| fatal(&path, e))?;
+    let shared = std::sync::Arc::clone(&ctx.shared);
+    let digests =
+        tokio::task::spawn_blocking(move || hash_file(&p, &expected, &|| shared.cancel.is_set()))
+            .await
+            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+            .map_err(|e| fatal(&path, e))?;
     let sniffed = verify::sniff(&digests.head, digests.len < HEAD_BYTES as u64);
     let checked = verify::accept(job.role, sniffed)
         .and_then(|got| {
@@ -155,12 +198,19 @@ pub(crate) fn quarantine(
 }
 
 /// Hashes a whole file with the hashers `expected` asks for; a symlink is not
-/// followed (an error).
-pub(crate) fn hash_file(path: &Path, expected: &Expected) -> std::io::Result<Digests> {
+/// followed (an error); gives up (with an `Interrupted` error) once `stop` says so.
+pub(crate) fn hash_file(
+    path: &Path,
+    expected: &Expected,
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<Digests> {
     let mut f = crate::util::open_no_follow(path)?;
     let mut h = Hashers::new(expected);
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        if stop() {
+            return Err(stopping());
+        }
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
@@ -201,12 +251,18 @@ struct Partial {
 }
 
 impl Partial {
-    /// Opens the partial file; keeps and re-hashes its bytes when `keep`.
+    /// Opens the partial file; keeps and re-hashes its bytes when `keep` (giving up
+    /// once `stop` says so).
     ///
     /// Only a regular file with no other link is kept: a partial file that is a hard
     /// link (an import cut short) or a symlink is unlinked, never written through,
     /// and a fresh file is created in its place.
-    fn open(path: &Path, keep: bool, expected: &Expected) -> std::io::Result<Partial> {
+    fn open(
+        path: &Path,
+        keep: bool,
+        expected: &Expected,
+        stop: &dyn Fn() -> bool,
+    ) -> std::io::Result<Partial> {
         use std::os::unix::fs::MetadataExt;
         let keep = keep
             && std::fs::symlink_metadata(path)
@@ -233,6 +289,9 @@ impl Partial {
         if keep {
             let mut buf = vec![0u8; 1 << 20];
             loop {
+                if stop() {
+                    return Err(stopping());
+                }
                 let n = file.read(&mut buf)?;
                 if n == 0 {
                     break;
@@ -354,11 +413,14 @@ pub(crate) async fn http(
     let mut part = if resume.is_some() {
         let exp = expected.clone();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || Partial::open(&p, true, &exp))
-            .await
-            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
+        let shared = std::sync::Arc::clone(&ctx.shared);
+        tokio::task::spawn_blocking(move || {
+            Partial::open(&p, true, &exp, &|| shared.cancel.is_set())
+        })
+        .await
+        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
     } else {
-        Partial::open(&path, false, expected)
+        Partial::open(&path, false, expected, &|| false)
     }
     .map_err(|e| fatal(&path, e))?;
     if let Some(total) = resume.as_ref().and_then(|r| r.total)
@@ -517,10 +579,25 @@ pub(crate) async fn http(
             });
         }
 
+        // Room on the disk for the rest of the file (or, its length unknown, for the
+        // reserve); the partial file is kept when there is none.
+        let needed = total
+            .or(expected.size)
+            .map_or(0, |t| t.saturating_sub(part.len));
+        let mut claim = ctx.disk.claim(&path, needed)?;
+        let mut room_checked = part.len;
+
         // A resumed partial's first bytes are in the hashers already.
         let mut decided = part.len >= HEAD_BYTES as u64;
         loop {
-            let chunk = or_cancel!(ctx, r.chunk());
+            let chunk = if total.is_some_and(|t| part.len >= t) {
+                // Every announced byte is here: the end of the body is read whatever
+                // happens to the run (it completes the file and hands the connection
+                // back for reuse).
+                r.chunk().await
+            } else {
+                or_cancel!(ctx, r.chunk())
+            };
             let chunk = match chunk {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
@@ -538,16 +615,31 @@ pub(crate) async fn http(
                 )
                 .into());
             }
-            part.file.write_all(&chunk).map_err(|e| fatal(&path, e))?;
+            if let Err(e) = ctx.disk.write_all(&mut part.file, &chunk) {
+                let failed = fatal(&path, e);
+                if matches!(failed, AttemptError::NoSpace(_)) {
+                    // It cannot complete, and its bytes hold the disk full.
+                    part.remove();
+                    job.resume = None;
+                }
+                return Err(failed);
+            }
+            claim.wrote(chunk.len() as u64);
             part.hashers.update(&chunk);
             let before = part.len;
             part.len += chunk.len() as u64;
             if before / WRITEBACK_EVERY != part.len / WRITEBACK_EVERY {
                 start_writeback(part.file.file());
             }
-            ctx.shared
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            ctx.shared.add_bytes(chunk.len() as u64);
+            if claim.open_ended() && part.len - room_checked >= ROOM_CHECK_EVERY {
+                room_checked = part.len;
+                if let Err(e) = ctx.disk.room_left(&path) {
+                    part.remove();
+                    job.resume = None;
+                    return Err(e.into());
+                }
+            }
             if !decided {
                 match verify::sniff(part.hashers.head(), false) {
                     Sniffed::NeedMore => {}
@@ -643,10 +735,12 @@ pub(crate) async fn local(
     );
     let max = ctx.settings.max_size;
     let shared = std::sync::Arc::clone(&ctx.shared);
-    let result =
-        tokio::task::spawn_blocking(move || import(&src, &roots, &dst, &exp, role, max, &shared))
-            .await
-            .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
+    let disk = std::sync::Arc::clone(&ctx.disk);
+    let result = tokio::task::spawn_blocking(move || {
+        import(&src, &roots, &dst, &exp, role, max, &shared, &disk)
+    })
+    .await
+    .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
     let (digests, ext) = result;
     Ok(Fetched {
         partial: Some(partial),
@@ -667,6 +761,7 @@ fn import(
     role: super::Role,
     max: u64,
     shared: &super::Shared,
+    disk: &std::sync::Arc<super::space::Disk>,
 ) -> Result<(Digests, &'static str), AttemptError> {
     let mut source = roots
         .open(src)
@@ -746,11 +841,12 @@ fn import(
                 )
                 .into());
             }
-            shared.bytes.fetch_add(h.len(), Ordering::Relaxed);
             h.finish()
         }
         Err(e) => {
             tracing::debug!(src = %src.display(), "no hard link ({e}); copying");
+            // A copy takes room on the disk (a link does not).
+            let mut claim = disk.claim(dst, source.len())?;
             use std::os::unix::fs::OpenOptionsExt;
             let mut out = std::fs::OpenOptions::new()
                 .write(true)
@@ -772,9 +868,14 @@ fn import(
                 if n == 0 {
                     break;
                 }
-                out.write_all(&buf[..n]).map_err(|e| fatal(dst, e))?;
+                if let Err(e) = disk.write_all(&mut out, &buf[..n]) {
+                    drop(out);
+                    let _ = std::fs::remove_file(dst);
+                    return Err(fatal(dst, e));
+                }
+                claim.wrote(n as u64);
                 h.update(&buf[..n]);
-                shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                shared.add_bytes(n as u64);
             }
             start_writeback(&out);
             h.finish()

@@ -2,10 +2,11 @@
 //! trying again can help.
 //!
 //! Owns the error classes stored in `files.error_class`, their split into transient
-//! (network, timeouts, 5xx, 429, truncated bodies: retried with back-off) and permanent
-//! (404, 410, 403, removed or private items, hostile URLs: the next candidate source is
-//! tried instead), the mapping of HTTP statuses and client errors onto classes, and the
-//! back-off schedules within a run and across runs. It never performs I/O.
+//! (network, timeouts, bodies that crawl, 5xx, 429, truncated bodies: retried with
+//! back-off) and permanent (404, 410, 403, removed or private items, hostile URLs,
+//! private hosts not opted in: the next candidate source is tried instead), the
+//! mapping of HTTP statuses and client errors onto classes, and the back-off schedules
+//! within a run and across runs. It never performs I/O.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub enum ErrorClass {
     Network,
     /// No byte for longer than the idle timeout, or no connection in time.
     Timeout,
+    /// The body came slower than the minimum throughput (`min_speed` over
+    /// `min_speed_time`).
+    TooSlow,
     /// 429 Too Many Requests (the host is slowed down).
     Throttled,
     /// A 5xx status (503 also slows the host down).
@@ -28,6 +32,9 @@ pub enum ErrorClass {
     Http5xx,
     /// The body ended before the announced length.
     Truncated,
+    /// The file did not fit on the disk (with the space kept free): due again at the
+    /// next run.
+    NoSpace,
     /// A response that makes no sense (bad Content-Range, unparsable API answer).
     BadResponse,
     #[serde(rename = "http_404")]
@@ -54,8 +61,12 @@ pub enum ErrorClass {
     Removed,
     /// Too many redirects, or a redirect loop.
     Redirect,
-    /// A URL that is not allowed: another scheme, user info, too long.
+    /// A URL that is not allowed: another scheme, user info, too long, a link-local
+    /// or cloud metadata address, or an internal address a public server led to.
     BadUrl,
+    /// A host on this machine or a private network, named by a link, while fetching
+    /// from such hosts was not asked for (`--allow-private-hosts`).
+    PrivateHost,
     /// A link no resolver understands.
     Unsupported,
     /// A shared folder does not list the item's file.
@@ -69,12 +80,14 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 23] = [
+    pub const ALL: [ErrorClass; 26] = [
         ErrorClass::Network,
         ErrorClass::Timeout,
+        ErrorClass::TooSlow,
         ErrorClass::Throttled,
         ErrorClass::Http5xx,
         ErrorClass::Truncated,
+        ErrorClass::NoSpace,
         ErrorClass::BadResponse,
         ErrorClass::Http404,
         ErrorClass::Http410,
@@ -88,6 +101,7 @@ impl ErrorClass {
         ErrorClass::Removed,
         ErrorClass::Redirect,
         ErrorClass::BadUrl,
+        ErrorClass::PrivateHost,
         ErrorClass::Unsupported,
         ErrorClass::NotListed,
         ErrorClass::LocalMissing,
@@ -99,9 +113,11 @@ impl ErrorClass {
         match self {
             ErrorClass::Network => "network",
             ErrorClass::Timeout => "timeout",
+            ErrorClass::TooSlow => "too_slow",
             ErrorClass::Throttled => "throttled",
             ErrorClass::Http5xx => "http_5xx",
             ErrorClass::Truncated => "truncated",
+            ErrorClass::NoSpace => "no_space",
             ErrorClass::BadResponse => "bad_response",
             ErrorClass::Http404 => "http_404",
             ErrorClass::Http410 => "http_410",
@@ -115,6 +131,7 @@ impl ErrorClass {
             ErrorClass::Removed => "removed",
             ErrorClass::Redirect => "redirect",
             ErrorClass::BadUrl => "bad_url",
+            ErrorClass::PrivateHost => "private_host",
             ErrorClass::Unsupported => "unsupported",
             ErrorClass::NotListed => "not_listed",
             ErrorClass::LocalMissing => "local_missing",
@@ -128,9 +145,11 @@ impl ErrorClass {
         match self {
             ErrorClass::Network
             | ErrorClass::Timeout
+            | ErrorClass::TooSlow
             | ErrorClass::Throttled
             | ErrorClass::Http5xx
             | ErrorClass::Truncated
+            | ErrorClass::NoSpace
             | ErrorClass::BadResponse => Retry::Transient,
             // Wrong bytes may be a bad moment of a CDN (a captcha page, a torn
             // cache entry); the same wrong bytes twice from one source are final.
@@ -146,6 +165,7 @@ impl ErrorClass {
             | ErrorClass::Removed
             | ErrorClass::Redirect
             | ErrorClass::BadUrl
+            | ErrorClass::PrivateHost
             | ErrorClass::Unsupported
             | ErrorClass::NotListed
             | ErrorClass::LocalMissing

@@ -34,6 +34,7 @@ pub struct Prior {
     pub path: Option<String>,
     pub next_retry_at: Option<i64>,
     pub updated_at: Option<i64>,
+    pub error_class: Option<String>,
 }
 
 impl Prior {
@@ -228,6 +229,21 @@ impl Job {
         f
     }
 
+    /// The record of a file that did not fit on the disk: failed transiently (class
+    /// `no_space`), due again at the next run, since the disk, not the file, is at
+    /// fault.
+    pub fn no_room(&self, message: &str) -> FinalFailure {
+        let mut message = message.to_owned();
+        truncate(&mut message);
+        FinalFailure {
+            state: "failed_transient",
+            class: ErrorClass::NoSpace,
+            message,
+            source_rank: self.rank().map(|r| r as i64).or(self.prior.source_rank),
+            next_retry_at: Some(now_unix()),
+        }
+    }
+
     fn final_failure(&self) -> FinalFailure {
         let describe = |stage: &Stage, f: &Failure| match stage {
             Stage::Import => format!("[import] {f}"),
@@ -269,9 +285,13 @@ impl Job {
                 }
             }
             None => {
+                // A private host refused for want of the opt-in is named first, so the
+                // opt-in brings the file back (see the planner).
                 let (stage, class) = self
                     .failures
-                    .last()
+                    .iter()
+                    .find(|(_, f)| f.class == ErrorClass::PrivateHost)
+                    .or(self.failures.last())
                     .map(|(s, f)| (*s, f.class))
                     .unwrap_or((self.stage, ErrorClass::Network));
                 FinalFailure {
@@ -393,6 +413,21 @@ mod tests {
                 );
                 assert!(f.next_retry_at.is_none());
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_private_host_refused_is_named_so_that_the_opt_in_brings_it_back() {
+        let s = settings();
+        let mut j = job(2, Prior::default());
+        let private = Failure::new(ErrorClass::PrivateHost, "names 10.0.0.5");
+        assert!(matches!(j.after_failure(private, &s), Next::Advance));
+        match j.after_failure(Failure::new(ErrorClass::Http404, "gone"), &s) {
+            Next::Give(f) => assert_eq!(
+                (f.state, f.class, f.source_rank),
+                ("failed_permanent", ErrorClass::PrivateHost, Some(0))
+            ),
             other => panic!("{other:?}"),
         }
     }

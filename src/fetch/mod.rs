@@ -11,6 +11,10 @@
 //! ([`verify`]) pass and its bytes are durable, and only then is it marked `verified`.
 //! A killed run loses nothing: partial files are resumed, no unverified file sits
 //! under a final name, and the catalog never claims a file that is not there.
+//! Budgets (a deadline, a byte budget) and cancellation stop the downloads in flight,
+//! whatever they wait for, keeping their partial files; a disk too full for the next
+//! file ([`space`]) stops the starting of downloads and ends the run with an error
+//! that names the disk.
 //!
 //! This module never decodes media and never deletes a verified file (a re-hash that
 //! finds changed bytes moves the file to `quarantine/`, see [`rehash()`]).
@@ -27,6 +31,7 @@ pub mod rehash;
 mod report;
 mod sched;
 pub mod settings;
+pub mod space;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -46,6 +51,7 @@ pub use plan::{SourceRow, for_each_source};
 pub use rehash::{RehashOptions, RehashReport, RehashSelect, rehash};
 pub use report::{FailureExample, FetchReport};
 pub use settings::FetchSettings;
+pub use space::NoSpace;
 pub use verify::{Expected, Role};
 
 /// What to fetch and how. Every `fetch` flag has a field here.
@@ -69,13 +75,15 @@ pub struct FetchOptions {
     pub local_roots: Vec<PathBuf>,
     pub settings: FetchSettings,
     pub sources: SourceSettings,
-    /// Stop starting new downloads at this instant and finish cleanly.
+    /// End the run at this instant: downloads in flight stop (keeping their partial
+    /// files for the next run) and the run ends cleanly within [`GRACE`].
     pub deadline: Option<Instant>,
-    /// Stop starting new downloads once this many bytes were received in this run
-    /// (those running finish, so a run may end a little over it).
+    /// End the run once this many bytes were received in this run, the same way
+    /// (a run may end over it by the chunks in flight at that moment).
     pub max_bytes: Option<u64>,
-    /// Set (by a Ctrl-C handler) to stop: in-flight downloads end at their next
-    /// chunk, keeping their `.partial` files, and the catalog is left consistent.
+    /// Set (by a Ctrl-C handler) to stop: in-flight downloads stop at once (the flag
+    /// is looked at every 200 ms), keeping their `.partial` files, and the catalog is
+    /// left consistent.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -96,7 +104,14 @@ pub enum FetchError {
     Runtime(#[source] std::io::Error),
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    #[error("{0}")]
+    NoSpace(Box<NoSpace>),
 }
+
+/// How long after its deadline a run may take to end: what is already downloaded is
+/// made durable and recorded (one group commit), lookups still waiting in the
+/// resolver are given up. Downloads in flight stop at the deadline itself.
+pub const GRACE: Duration = Duration::from_secs(5);
 
 /// `cannot write <path>: <error>`, without naming the path twice (errors from
 /// fs-err name it already).
@@ -146,9 +161,33 @@ impl Names {
     }
 }
 
-/// Cancellation shared by the calling thread and the runtime.
+/// Why a run stops before its work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Cancelled,
+    /// The time budget ended.
+    Deadline,
+    /// The byte budget was spent.
+    ByteBudget,
+}
+
+impl Stop {
+    /// The `stopped` value of the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stop::Cancelled => "cancelled",
+            Stop::Deadline => "deadline",
+            Stop::ByteBudget => "byte budget",
+        }
+    }
+}
+
+/// Cancellation shared by the calling thread and the runtime: downloads in flight
+/// stop at once, keeping their partial files.
 pub(crate) struct Cancel {
     flag: AtomicBool,
+    why: std::sync::OnceLock<Stop>,
     tx: tokio::sync::watch::Sender<bool>,
 }
 
@@ -156,17 +195,25 @@ impl Cancel {
     fn new() -> Cancel {
         Cancel {
             flag: AtomicBool::new(false),
+            why: std::sync::OnceLock::new(),
             tx: tokio::sync::watch::channel(false).0,
         }
     }
 
-    pub fn trigger(&self) {
+    /// Stops the run; the first reason given is kept.
+    pub fn trigger(&self, why: Stop) {
+        let _ = self.why.set(why);
         self.flag.store(true, Ordering::SeqCst);
         self.tx.send_replace(true);
     }
 
     pub fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Why the run was stopped, once it was.
+    pub fn reason(&self) -> Option<Stop> {
+        self.why.get().copied()
     }
 
     /// Completes once the run is cancelled.
@@ -181,6 +228,43 @@ pub(crate) struct Shared {
     pub cancel: Cancel,
     /// Bytes received so far (progress).
     pub bytes: AtomicU64,
+    /// The byte budget of the run.
+    pub max_bytes: Option<u64>,
+    /// The first download that did not fit on the disk (reported when the run ends).
+    pub no_space: std::sync::Mutex<Option<NoSpace>>,
+    /// The disk is full (its reserve reached, or a write failed): no download starts.
+    pub disk_full: AtomicBool,
+}
+
+impl Shared {
+    /// Counts received bytes; spending the byte budget stops the run.
+    pub fn add_bytes(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if self.max_bytes.is_some_and(|m| total >= m) {
+            self.cancel.trigger(Stop::ByteBudget);
+        }
+    }
+
+    /// Records a download that did not fit: the first is reported; a full disk stops
+    /// the starting of downloads.
+    pub fn out_of_space(&self, e: NoSpace) {
+        if e.stops_run() {
+            self.disk_full.store(true, Ordering::SeqCst);
+        }
+        let mut first = self.no_space.lock().expect("no-space lock");
+        // A full disk says more than one file too large for it.
+        if first
+            .as_ref()
+            .is_none_or(|f| !f.stops_run() && e.stops_run())
+        {
+            *first = Some(e);
+        }
+    }
+
+    /// Whether no download may start for want of room.
+    pub fn is_out_of_space(&self) -> bool {
+        self.disk_full.load(Ordering::SeqCst)
+    }
 }
 
 /// The folders each dataset's local sources may be read from: those its manifests
@@ -294,6 +378,9 @@ pub fn run(
     let shared = Arc::new(Shared {
         cancel: Cancel::new(),
         bytes: AtomicU64::new(0),
+        max_bytes: opts.max_bytes,
+        no_space: std::sync::Mutex::new(None),
+        disk_full: AtomicBool::new(false),
     });
     let (tx, rx) = std::sync::mpsc::channel::<commit::Event>();
     let ctx = sched::Ctx {
@@ -305,8 +392,8 @@ pub fn run(
         events: tx,
         shared: Arc::clone(&shared),
         deadline: opts.deadline,
-        max_bytes: opts.max_bytes,
         local_roots,
+        disk: space::Disk::new(root.path(), &opts.settings),
     };
     let scheduler = runtime.spawn(sched::run(ctx));
 
@@ -328,7 +415,7 @@ pub fn run(
                     match planner.next_page(catalog) {
                         Ok(jobs) => jobs,
                         Err(e) => {
-                            shared.cancel.trigger();
+                            shared.cancel.trigger(Stop::Cancelled);
                             fatal.get_or_insert(e.into());
                             vec![]
                         }
@@ -343,12 +430,12 @@ pub fn run(
         if external.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) && !shared.cancel.is_set() {
             tracing::warn!("interrupted: stopping downloads, keeping partial files");
             report.stopped = Some("cancelled".into());
-            shared.cancel.trigger();
+            shared.cancel.trigger(Stop::Cancelled);
         }
         if committer.due()
             && let Err(e) = committer.flush(catalog, &mut report, reporter)
         {
-            shared.cancel.trigger();
+            shared.cancel.trigger(Stop::Cancelled);
             fatal.get_or_insert(e);
         }
         let b = shared.bytes.load(Ordering::Relaxed);
@@ -388,6 +475,16 @@ pub fn run(
         Err(join) => {
             fatal.get_or_insert(FetchError::Runtime(std::io::Error::other(join.to_string())));
         }
+    }
+    // A full disk explains the errors that came of it (a catalog write that found no
+    // room, say), so it is the one reported.
+    let no_space = shared.no_space.lock().expect("no-space lock").take();
+    if let Some(ns) = no_space {
+        if let Some(e) = fatal {
+            tracing::error!("{e}");
+        }
+        tracing::info!("{}", report.summary());
+        return Err(FetchError::NoSpace(Box::new(ns)));
     }
     if let Some(e) = fatal {
         return Err(e);

@@ -3,7 +3,8 @@
 //!
 //! Owns the due rules: a file with no row, `pending`, `downloading` (resumed) or
 //! `downloaded` is due; `failed_transient` when its retry time has come (or with
-//! `--retry-failed`); `failed_permanent` only with `--include-permanent`; `corrupt`
+//! `--retry-failed`); `failed_permanent` only with `--include-permanent` (or, for a
+//! file refused for naming a private host, with `--allow-private-hosts`); `corrupt`
 //! when the item has a source after the one that gave the corrupt bytes; `verified`
 //! and `sharded` never. It only reads the catalog.
 
@@ -26,7 +27,9 @@ const PAGE_ITEMS: i64 = 512;
 const SELECT: &str = "SELECT i.id, i.key, i.video_sources, i.cover_sources, i.expected_size, \
        i.expected_sha256, \
        v.state, v.source_rank, v.etag, v.last_modified, v.size, v.path, v.next_retry_at, v.updated_at, \
-       c.state, c.source_rank, c.etag, c.last_modified, c.size, c.path, c.next_retry_at, c.updated_at \
+       v.error_class, \
+       c.state, c.source_rank, c.etag, c.last_modified, c.size, c.path, c.next_retry_at, c.updated_at, \
+       c.error_class \
      FROM items i \
      LEFT JOIN files v ON v.item_id = i.id AND v.role = 'video' \
      LEFT JOIN files c ON c.item_id = i.id AND c.role = 'cover' \
@@ -40,6 +43,8 @@ pub(crate) struct Planner {
     limit: Option<u64>,
     retry_failed: bool,
     include_permanent: bool,
+    /// Private hosts may be fetched now: files refused for naming one are due again.
+    allow_private: bool,
     sources: SourceSettings,
     import: Option<ImportIndex>,
     now: i64,
@@ -79,6 +84,7 @@ impl Planner {
             limit: opts.limit,
             retry_failed: opts.retry_failed,
             include_permanent: opts.include_permanent,
+            allow_private: opts.settings.allow_private_hosts,
             sources: opts.sources.clone(),
             import,
             now: now_unix(),
@@ -201,6 +207,7 @@ impl Planner {
                 path: r.get(at + 5)?,
                 next_retry_at: r.get(at + 6)?,
                 updated_at: r.get(at + 7)?,
+                error_class: r.get(at + 8)?,
             })
         };
         let rows = stmt
@@ -212,7 +219,7 @@ impl Planner {
                     cover: r.get(3)?,
                     size: r.get(4)?,
                     sha256: r.get(5)?,
-                    priors: [prior(r, 6)?, prior(r, 14)?],
+                    priors: [prior(r, 6)?, prior(r, 15)?],
                 })
             })
             .map_err(|e| cat.sql(e))?;
@@ -250,7 +257,10 @@ impl Planner {
             Some("failed_transient") => {
                 self.retry_failed || prior.next_retry_at.is_none_or(|t| t <= self.now)
             }
-            Some("failed_permanent") => self.include_permanent,
+            Some("failed_permanent") => {
+                self.include_permanent
+                    || (self.allow_private && prior.error_class.as_deref() == Some("private_host"))
+            }
             Some("corrupt") => {
                 let next = prior.source_rank.map_or(0, |r| r + 1);
                 (next as usize) < sources.len()

@@ -54,6 +54,9 @@ pub struct RehashOptions {
     /// Only this dataset (default: all).
     pub dataset: Option<String>,
     pub select: RehashSelect,
+    /// Read no further file after this instant (the refresh's time budget): the
+    /// files left are read by a later turn.
+    pub deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -68,6 +71,8 @@ pub struct RehashReport {
     pub duration_s: f64,
     /// `dataset/item role: reason` for each changed or missing file (at most 100).
     pub details: Vec<String>,
+    /// Files selected but not read because the deadline came first.
+    pub not_checked: u64,
 }
 
 /// Re-hashes the selected stored files; changed or missing ones go back to
@@ -126,7 +131,12 @@ pub fn rehash(
     let total_bytes: i64 = rows.iter().map(|r| r.5).sum();
     reporter.begin("re-hash", Some(total_bytes.max(0) as u64), Unit::Bytes);
     let mut report = RehashReport::default();
+    let selected = rows.len() as u64;
     for (item_id, role, dataset, key, rel, size, sha256) in rows {
+        if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+            report.not_checked = selected - report.checked;
+            break;
+        }
         let path = root.path().join(&rel);
         let outcome = match sha256_regular_file(&path) {
             Ok((got, len)) => {

@@ -4,10 +4,13 @@
 //! Owns the work queue (jobs ready to run, jobs parked per busy or paused host, jobs
 //! waiting for their retry time), the dispatch loop (asks the calling thread for more
 //! jobs while the queue runs low, so memory stays flat), one task per attempt, and
-//! the stop rules: at the deadline no new attempt starts and those running finish;
-//! on cancellation running attempts stop at their next chunk. Retries never hold a
-//! slot while they wait. It never touches the catalog: results go to the calling
-//! thread as [`Event`]s.
+//! the stop rules: at the deadline, when the byte budget is spent, and on
+//! cancellation, no new attempt starts and those running stop at once (whether they
+//! wait for a connection, an answer, a lookup or the next byte), keeping their
+//! partial files and recording what resumes them; when a download does not fit on the
+//! disk, no new attempt starts and those running (whose room is claimed) finish.
+//! Retries never hold a slot while they wait. It never touches the catalog: results
+//! go to the calling thread as [`Event`]s.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -24,8 +27,9 @@ use super::job::{FinalFailure, Job, Next, Stage};
 use super::plan::host_of;
 use super::politeness::{Busy, Politeness, Slot};
 use super::settings::FetchSettings;
+use super::space::{Disk, NoSpace};
 use super::verify::Role;
-use super::{FetchError, Names, Shared};
+use super::{FetchError, Names, Shared, Stop};
 use crate::root::DataRoot;
 use crate::source::{Resolver, SourceKind, Target};
 
@@ -38,9 +42,9 @@ pub(crate) struct Ctx {
     pub events: std::sync::mpsc::Sender<Event>,
     pub shared: Arc<Shared>,
     pub deadline: Option<std::time::Instant>,
-    pub max_bytes: Option<u64>,
     /// Per dataset name, the folders its local sources may be read from.
     pub local_roots: std::collections::HashMap<String, crate::source::local::LocalRoots>,
+    pub disk: Arc<Disk>,
 }
 
 /// How the scheduler ended.
@@ -59,6 +63,8 @@ enum End {
     Advance(Job),
     Failed(Job, FinalFailure),
     Interrupted,
+    /// The file does not fit on the disk: it is due again at the next run.
+    NoSpace(Job, Box<NoSpace>),
     Fatal(FetchError),
 }
 
@@ -74,19 +80,22 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
     let mut end = SchedEnd::default();
     let deadline = ctx.deadline.map(Instant::from_std);
     loop {
-        if ctx.shared.cancel.is_set() {
-            end.stopped.get_or_insert_with(|| "cancelled".into());
-            break;
-        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            end.stopped = Some("deadline".into());
-            break;
+            ctx.shared.cancel.trigger(Stop::Deadline);
         }
         if ctx
+            .shared
             .max_bytes
             .is_some_and(|m| ctx.shared.bytes.load(std::sync::atomic::Ordering::Relaxed) >= m)
         {
-            end.stopped = Some("byte budget".into());
+            ctx.shared.cancel.trigger(Stop::ByteBudget);
+        }
+        if let Some(why) = ctx.shared.cancel.reason() {
+            end.stopped = Some(why.as_str().into());
+            break;
+        }
+        if ctx.shared.is_out_of_space() {
+            end.stopped = Some("disk full".into());
             break;
         }
         if !exhausted && page.is_none() && queue.len() + inflight.len() < low_water {
@@ -132,16 +141,12 @@ pub(crate) async fn run(ctx: Ctx) -> Result<SchedEnd, FetchError> {
             handle(&ctx, res, &mut queue, &mut end, &mut fatal, false);
         }
     }
-    // Attempts running finish (after a deadline) or stop at their next chunk (after
-    // a cancellation); retries they ask for are not made.
+    // Attempts running stop at once (they were cancelled), or finish (the disk is
+    // full: their room is claimed); retries they ask for are not made.
     while let Some(res) = inflight.join_next().await {
         handle(&ctx, res, &mut queue, &mut end, &mut fatal, true);
     }
-    let why = match end.stopped.as_deref() {
-        Some("deadline") => "the run's time budget ended before the next attempt",
-        Some("byte budget") => "the run's byte budget was spent before the next attempt",
-        _ => "the run was stopped before the next attempt",
-    };
+    let why = stop_message(&ctx);
     for d in queue.delayed.drain() {
         send_failed(&ctx, &d.job, d.job.cut_short(why));
     }
@@ -201,24 +206,53 @@ fn handle(
             queue.ready.push_front(job);
         }
         End::Retry(job, _) | End::Advance(job) => {
-            let why = if ctx.shared.cancel.is_set() {
-                "the run was stopped before the next attempt"
-            } else if ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                "the run's time budget ended before the next attempt"
-            } else {
-                "the run's byte budget was spent before the next attempt"
-            };
-            send_failed(ctx, &job, job.cut_short(why));
+            send_failed(ctx, &job, job.cut_short(stop_message(ctx)));
         }
         End::Failed(job, f) => send_failed(ctx, &job, f),
         End::Interrupted => {
             let _ = ctx.events.send(Event::Interrupted);
         }
+        End::NoSpace(job, e) => {
+            tracing::warn!("{e}");
+            send_failed(ctx, &job, job.no_room(&e.to_string()));
+            ctx.shared.out_of_space(*e);
+        }
         End::Fatal(e) => {
-            ctx.shared.cancel.trigger();
+            ctx.shared.cancel.trigger(Stop::Cancelled);
             fatal.get_or_insert(e);
         }
     }
+}
+
+/// Why a file's next attempt is not made, for its record.
+fn stop_message(ctx: &Ctx) -> &'static str {
+    match ctx.shared.cancel.reason() {
+        Some(Stop::Deadline) => "the run's time budget ended before the next attempt",
+        Some(Stop::ByteBudget) => "the run's byte budget was spent before the next attempt",
+        Some(Stop::Cancelled) => "the run was stopped before the next attempt",
+        None if ctx.shared.is_out_of_space() => {
+            "the disk was too full to go on before the next attempt"
+        }
+        None => "the run was stopped before the next attempt",
+    }
+}
+
+/// Records what resumes the partial file an attempt leaves behind (its source and
+/// validators), so that the next run continues it even if it is small (larger files
+/// have them recorded as soon as their headers arrive).
+fn keep_resume(ctx: &Ctx, job: &Job) {
+    let Some(r) = &job.resume else { return };
+    if job.rank() != Some(r.rank) || r.validator().is_none() {
+        return;
+    }
+    let _ = ctx.events.send(Event::Validators {
+        item_id: job.item_id,
+        role: job.role,
+        rank: r.rank as i64,
+        etag: r.etag.clone(),
+        last_modified: r.last_modified.clone(),
+        total: r.total,
+    });
 }
 
 fn send_failed(ctx: &Ctx, job: &Job, failure: FinalFailure) {
@@ -244,6 +278,11 @@ async fn run_job(ctx: Arc<Ctx>, mut job: Job, slot: Slot) -> End {
     let host = slot.host().to_owned();
     let result = attempt(&ctx, &mut job, &names).await;
     drop(slot);
+    match &result {
+        Err(AttemptError::Interrupted) => keep_resume(&ctx, &job),
+        Err(AttemptError::Failed(f)) if f.class.is_transient() => keep_resume(&ctx, &job),
+        _ => {}
+    }
     match result {
         Ok(done) => {
             let source_rank = if done.adopted {
@@ -267,6 +306,15 @@ async fn run_job(ctx: Arc<Ctx>, mut job: Job, slot: Slot) -> End {
             )
         }
         Err(AttemptError::Interrupted) => End::Interrupted,
+        Err(AttemptError::NoSpace(mut e)) => {
+            e.item = Some(format!("{}/{} {}", job.dataset, job.key, job.role.as_str()));
+            if e.filled
+                && let Some(free) = ctx.disk.free()
+            {
+                e.free = free;
+            }
+            End::NoSpace(job, e)
+        }
         Err(AttemptError::Fatal(e)) => End::Fatal(e),
         Err(AttemptError::Failed(f)) => {
             tracing::debug!(item = %job.key, role = job.role.as_str(), "attempt failed: {f}");

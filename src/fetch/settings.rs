@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use crate::config::FetchConfig;
 
+/// The free space downloads leave on a disk unless configured...
+pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
+/// ...or this share of the disk's size, when that is smaller.
+pub const DEFAULT_MIN_FREE_SHARE: f64 = 0.05;
+
 /// How downloads run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchSettings {
@@ -33,6 +38,21 @@ pub struct FetchSettings {
     pub commit_interval: Duration,
     /// ...or until this many are waiting.
     pub commit_files: usize,
+    /// Minimum throughput: a transfer whose bytes over the last `min_speed_time`
+    /// average less than this many per second fails as `too_slow` (like curl's
+    /// `--speed-limit`/`--speed-time`); 0 turns the rule off.
+    pub min_speed: u64,
+    pub min_speed_time: Duration,
+    /// Free space a download must leave on the disk that receives it, for the
+    /// catalog's journal and the other stages; `None`: [`DEFAULT_MIN_FREE`] or
+    /// [`DEFAULT_MIN_FREE_SHARE`] of the disk's size, whichever is smaller.
+    pub min_free: Option<u64>,
+    /// Fetch from hosts on this machine or a private network that a manifest names
+    /// (never from link-local or cloud metadata addresses).
+    pub allow_private_hosts: bool,
+    /// Hosts (`host:port`) fetched from even without `allow_private_hosts`: a server
+    /// the program runs itself (the demo's).
+    pub private_hosts: Vec<String>,
 }
 
 impl Default for FetchSettings {
@@ -51,11 +71,23 @@ impl Default for FetchSettings {
             max_redirects: 10,
             commit_interval: Duration::from_millis(250),
             commit_files: 512,
+            min_speed: 1024,
+            min_speed_time: Duration::from_secs(30),
+            min_free: None,
+            allow_private_hosts: false,
+            private_hosts: vec![],
         }
     }
 }
 
 impl FetchSettings {
+    /// The free space to keep on a disk of `disk_bytes`.
+    pub fn reserve(&self, disk_bytes: u64) -> u64 {
+        self.min_free.unwrap_or_else(|| {
+            DEFAULT_MIN_FREE.min((disk_bytes as f64 * DEFAULT_MIN_FREE_SHARE) as u64)
+        })
+    }
+
     /// The defaults, overridden by what the configuration sets.
     pub fn from_config(c: &FetchConfig) -> FetchSettings {
         let d = FetchSettings::default();
@@ -75,6 +107,10 @@ impl FetchSettings {
             retries: c.retries.unwrap_or(d.retries),
             retry_base: secs(c.retry_base, d.retry_base),
             max_redirects: c.max_redirects.unwrap_or(d.max_redirects),
+            min_speed: c.min_speed.map_or(d.min_speed, |s| s.0),
+            min_speed_time: secs(c.min_speed_time, d.min_speed_time),
+            min_free: c.min_free.map(|s| s.0).or(d.min_free),
+            allow_private_hosts: c.allow_private_hosts.unwrap_or(d.allow_private_hosts),
             ..d
         }
     }

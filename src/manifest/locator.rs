@@ -51,6 +51,7 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
     }
     // Nearly every URL in practice is already canonical: no need for the full parser.
     if let Some(host) = canonical_http(raw) {
+        never_fetched(host, raw)?;
         return Ok(Locator {
             kind: SourceKind::classify_host(host),
             location: raw.to_owned(),
@@ -95,6 +96,7 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
                     url.host_str().unwrap_or("")
                 ));
             }
+            never_fetched(url.host_str().unwrap_or(""), raw)?;
             Ok(Locator {
                 kind: SourceKind::classify_url(&url),
                 location: url.into(),
@@ -134,6 +136,31 @@ pub fn parse_location(raw: &str, allow: Allow<'_>) -> Result<Locator, String> {
             }
         },
     }
+}
+
+/// Refuses a link to a link-local or cloud metadata address (see [`crate::reach`]),
+/// which is never fetched: decided here when the host says so without DNS.
+fn never_fetched(host: &str, raw: &str) -> Result<(), String> {
+    use crate::reach::{self, Reach};
+    // A host whose last label is a number is an IPv4 address in another notation
+    // (`0xa9fea9fe`): the URL parser says which.
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+    let reach = match reach::host(host) {
+        Reach::Public if numeric => Url::parse(raw).map_or(Reach::Public, |u| reach::url(&u)),
+        r => r,
+    };
+    if reach == Reach::Never {
+        return Err(format!(
+            "URL '{}' names {host}, a link-local or cloud metadata address: never fetched",
+            show_url(raw)
+        ));
+    }
+    Ok(())
 }
 
 /// The host of an http(s) URL that is already written exactly as the WHATWG parser
@@ -235,6 +262,26 @@ mod tests {
         assert_eq!(l.location, "https://p5-v1.xpccdn.com/099945958_main_xl.mp4");
         let d = parse_location("https://v.douyin.com/abc/", Allow::Remote).unwrap();
         assert_eq!(d.kind, SourceKind::Douyin);
+    }
+
+    #[test]
+    fn link_local_and_metadata_hosts_are_refused() {
+        for raw in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://[fd00:ec2::254]/latest/",
+            "http://[fe80::1]/v.mp4",
+            "http://0xa9fea9fe/latest",
+            "http://0xa9.0xfe.0xa9.0xfe/latest",
+            "http://2852039166/latest",
+        ] {
+            let e = parse_location(raw, Allow::Remote).unwrap_err();
+            assert!(e.contains("never fetched"), "{raw}: {e}");
+        }
+        // Private hosts are the fetch's decision (an opt-in), not the manifest's.
+        for raw in ["http://127.0.0.1:8080/a.mp4", "http://10.0.0.5/a.mp4"] {
+            parse_location(raw, Allow::Remote).unwrap();
+        }
     }
 
     #[test]

@@ -14,9 +14,8 @@
 //!    transaction; the damaged file stays for inspection);
 //! 5. **shard** every newly verified video with every recipe of its dataset.
 //!
-//! The deadline (`max_duration`) is passed to fetch and shard, which stop starting new
-//! work when it passes and end cleanly; later stages are then skipped. It never deletes
-//! a stored byte.
+//! The deadline (`max_duration`) bounds every stage, the work in flight included (see
+//! `run`); later stages are then skipped. It never deletes a stored byte.
 
 pub mod config;
 #[cfg(feature = "media")]

@@ -1,4 +1,11 @@
 //! Running a refresh: the stages in order, within the budgets, and the report.
+//!
+//! The time budget bounds every stage, work in flight included: the re-hash and the
+//! shard check read no further file after the deadline, fetch stops its downloads in
+//! flight at the deadline (their partial files are resumed by the next run), and the
+//! shard stage starts no further video, finishes the ones it is decoding and closes its
+//! open shards. So a run ends within its budget plus [`fetch::GRACE`] and the time
+//! the videos in flight take to decode (see README, refresh).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +98,8 @@ pub struct ShardCheck {
     pub rebuilt: u64,
     /// `shard <id> <path>: what happened`, for each damaged shard.
     pub details: Vec<String>,
+    /// Shards selected but not read because the time budget ended first.
+    pub not_checked: u64,
 }
 
 /// Seconds spent in each stage.
@@ -308,6 +317,7 @@ pub fn run(
                 &RehashOptions {
                     dataset: Some(d.name.clone()),
                     select,
+                    deadline,
                 },
                 reporter,
             )?;
@@ -315,7 +325,11 @@ pub fn run(
             total.bytes += r.bytes;
             total.changed += r.changed;
             total.missing += r.missing;
+            total.not_checked += r.not_checked;
             total.details.extend(r.details);
+        }
+        if total.not_checked > 0 {
+            report.stopped = Some("time budget".into());
         }
         total.duration_s = t.elapsed().as_secs_f64();
         report.rehash = Some(total);
@@ -371,7 +385,11 @@ pub fn run(
         } else {
             let t = Instant::now();
             let names: Vec<&str> = opts.plan.datasets.iter().map(|d| d.name.as_str()).collect();
-            report.shard_check = check_shards(root, catalog, &names, select, opts, reporter)?;
+            report.shard_check =
+                check_shards(root, catalog, &names, select, deadline, opts, reporter)?;
+            if report.shard_check.not_checked > 0 {
+                report.stopped = Some("time budget".into());
+            }
             report.failure_count += report.shard_check.damaged - report.shard_check.rebuilt;
             report.stages.push(stage_time("verify shards", t));
         }
@@ -534,6 +552,7 @@ fn check_shards(
     catalog: &mut Catalog,
     datasets: &[&str],
     select: RehashSelect,
+    deadline: Option<Instant>,
     opts: &RefreshOptions,
     reporter: &dyn Reporter,
 ) -> Result<ShardCheck, RefreshError> {
@@ -563,12 +582,12 @@ fn check_shards(
         rows.extend(found);
     }
     let mut out = ShardCheck::default();
+    let selected = rows.len() as u64;
     for (id, rel, sha) in rows {
-        if opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::SeqCst))
-        {
+        if let Some(why) = stop_reason(opts, deadline) {
+            if why == "time budget" {
+                out.not_checked = selected - out.checked;
+            }
             break;
         }
         let path = root.path().join(&rel);

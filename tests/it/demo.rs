@@ -8,8 +8,10 @@ use crate::util::Env;
 fn a_small_demo_learns_motion_and_a_second_does_no_data_work() {
     let env = Env::new();
     // The four hardest classes: one shape, told apart only by direction and rotation
-    // sense.
-    let out = env.run(&[
+    // sense. The demo fetches from its own server on loopback without being told to
+    // allow private hosts.
+    let mut cmd = env.command();
+    cmd.env_remove("PMV_FETCH_ALLOW_PRIVATE_HOSTS").args([
         "--json",
         "demo",
         "--classes",
@@ -19,6 +21,7 @@ fn a_small_demo_learns_motion_and_a_second_does_no_data_work() {
         "--epochs",
         "12",
     ]);
+    let out = crate::util::Out::of(cmd);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let j = out.json();
     assert_eq!(j["train_videos"], 72, "{j}");

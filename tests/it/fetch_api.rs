@@ -23,6 +23,8 @@ fn options() -> FetchOptions {
             retries: 2,
             retry_base: Duration::from_millis(50),
             timeout: Duration::from_secs(3),
+            // The test servers listen on 127.0.0.1.
+            allow_private_hosts: true,
             ..FetchSettings::default()
         },
         ..FetchOptions::default()
@@ -53,7 +55,7 @@ fn slow_files(srv: &Server, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn a_deadline_stops_new_downloads_and_ends_cleanly() {
+fn a_deadline_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
     let env = Env::new();
     let srv = Server::start();
     let files = slow_files(&srv, 6, 256 << 10);
@@ -67,12 +69,20 @@ fn a_deadline_stops_new_downloads_and_ends_cleanly() {
     opts.deadline = Some(Instant::now() + Duration::from_millis(300));
     let rep = run(&env, &opts);
     assert_eq!(rep.stopped.as_deref(), Some("deadline"));
-    assert!(rep.verified >= 1 && rep.verified < 6, "{rep:?}");
-    assert_eq!(rep.interrupted, 0, "running downloads finish");
-    assert_eq!(rep.not_started, 6 - rep.verified);
-    // The next run does the rest.
+    assert!(rep.verified < 6, "{rep:?}");
+    assert_eq!(rep.interrupted, 1, "the download in flight stops: {rep:?}");
+    assert_eq!(rep.not_started, 5 - rep.verified);
+    assert_eq!(rep.failed(), 0, "nothing is put off as a failure: {rep:?}");
+    let cut = &files[rep.verified as usize].0;
+    let r = must(&env, cut, "video");
+    assert_eq!(r.state, "downloading");
+    assert!(r.etag.is_some(), "what resumes it is recorded: {r:?}");
+    let partial = env.root.join(format!("videos/t/{cut}.partial"));
+    assert!(partial.metadata().unwrap().len() > 0);
+    // The next run does the rest, and resumes the one cut short.
     let rep2 = run(&env, &options());
     assert_eq!(rep2.verified + rep.verified, 6);
+    assert!(rep2.bytes_resumed > 0, "{rep2:?}");
     for (id, d) in &files {
         assert_stored(&env, id, "video", d);
     }
@@ -156,6 +166,7 @@ fn rehash_sends_changed_and_missing_files_back_to_be_fetched() {
         &RehashOptions {
             dataset: Some("t".into()),
             select: RehashSelect::All,
+            deadline: None,
         },
         &Silent,
     )
@@ -195,6 +206,7 @@ fn rehash_sends_changed_and_missing_files_back_to_be_fetched() {
         let opts = RehashOptions {
             dataset: None,
             select,
+            deadline: None,
         };
         checked += fetch::rehash(&root, &mut cat, &opts, &Silent)
             .unwrap()
@@ -287,12 +299,19 @@ fn a_complete_file_left_by_a_crash_is_adopted_and_a_wrong_one_quarantined() {
 }
 
 #[test]
-fn a_byte_budget_stops_new_downloads() {
+fn a_byte_budget_stops_the_downloads_in_flight() {
     let env = Env::new();
     let srv = Server::start();
     let mut items = vec![];
     for i in 0..8 {
-        srv.file(&format!("/b{i}.mp4"), fake_mp4(100_000, 900 + i));
+        // In pieces, so that the budget is spent in the middle of the third file.
+        let data = fake_mp4(100_000, 900 + i);
+        srv.route(&format!("/b{i}.mp4"), move |r| {
+            Reply::file(r, &data, Some("\"b\"")).delivery(Delivery::Drip {
+                chunk: 10_000,
+                every: Duration::from_millis(20),
+            })
+        });
         items.push(json!({"id": format!("b{i}"), "urls": [srv.url(&format!("/b{i}.mp4"))]}));
     }
     ingest_items(&env, "t", &items);
@@ -301,10 +320,15 @@ fn a_byte_budget_stops_new_downloads() {
     opts.max_bytes = Some(250_000);
     let rep = run(&env, &opts);
     assert_eq!(rep.stopped.as_deref(), Some("byte budget"));
-    assert_eq!(rep.verified, 3, "{rep:?}");
-    assert_eq!(rep.bytes, 300_000);
+    assert_eq!((rep.verified, rep.interrupted), (2, 1), "{rep:?}");
+    assert!(
+        rep.bytes >= 250_000 && rep.bytes < 300_000,
+        "the third file stops at the budget: {rep:?}"
+    );
     assert_eq!(rep.not_started, 5);
-    assert_eq!(run(&env, &options()).verified, 5);
+    let rep2 = run(&env, &options());
+    assert_eq!(rep2.verified, 6);
+    assert_eq!(rep2.bytes_resumed, rep.bytes - 200_000, "{rep2:?}");
 }
 
 #[test]

@@ -390,6 +390,7 @@ fn a_symlink_that_replaced_a_stored_file_is_never_trusted() {
     let all = RehashOptions {
         dataset: None,
         select: RehashSelect::All,
+        deadline: None,
     };
     let r = rehash(&root, &mut cat, &all, &Silent).unwrap();
     drop(cat);

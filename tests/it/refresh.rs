@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::httpd::{Delivery, Reply, Server, sha256};
@@ -17,6 +19,8 @@ struct Fixture {
     /// (id, bytes) of every video the server has.
     videos: Vec<(String, Vec<u8>)>,
     config: PathBuf,
+    /// While set, video bodies drip (when the fixture was made with a drip).
+    slow: Arc<AtomicBool>,
 }
 
 const RECIPE: &str = r#"{ frames = 4, stride = 2, size = "32x32" }"#;
@@ -41,6 +45,7 @@ impl Fixture {
         let dir = env.path("src");
         std::fs::create_dir_all(&dir).unwrap();
         let mut videos = vec![];
+        let slow = Arc::new(AtomicBool::new(true));
         for i in 0..n {
             let id = format!("clip{i:02}");
             let hue = format!("hue=h={}", i * 37);
@@ -50,14 +55,17 @@ impl Fixture {
             let bytes = std::fs::read(make_video(&dir, &spec)).unwrap();
             let data = bytes.clone();
             let etag = format!("\"{}\"", &sha256(&data)[..16]);
+            let dripping = Arc::clone(&slow);
             srv.route(&format!("/v/{id}.mp4"), move |r| {
                 let reply = Reply::file(r, &data, Some(&etag));
                 match drip {
-                    Some(chunk) => reply.delivery(Delivery::Drip {
-                        chunk,
-                        every: Duration::from_millis(10),
-                    }),
-                    None => reply,
+                    Some(chunk) if dripping.load(Ordering::SeqCst) => {
+                        reply.delivery(Delivery::Drip {
+                            chunk,
+                            every: Duration::from_millis(10),
+                        })
+                    }
+                    _ => reply,
                 }
             });
             videos.push((id, bytes));
@@ -76,6 +84,7 @@ impl Fixture {
             srv,
             videos,
             config,
+            slow,
         };
         f.list(&(0..listed).collect::<Vec<_>>());
         f
@@ -484,6 +493,102 @@ fn a_time_budget_ends_the_run_cleanly_and_the_next_one_goes_on() {
     assert!(j["stopped"].is_null(), "{j}");
     assert_eq!(f.samples(), 6);
     f.assert_consistent();
+}
+
+#[test]
+fn a_time_budget_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
+    // 100 bytes a second per video: each would take most of a minute.
+    let f = Fixture::with_fetch(
+        3,
+        3,
+        Some(1),
+        "verify_fraction = 0",
+        "concurrency = 3\ntimeout = 120",
+    );
+    let mut cmd = f.env.command();
+    cmd.args([
+        "--config",
+        s(&f.config),
+        "--json",
+        "refresh",
+        "--max-duration",
+        "2s",
+    ]);
+    let budget = Duration::from_secs(2);
+    let (out, took) = crate::fetch_budget::run_within(cmd, budget + pmv_data::fetch::GRACE);
+    assert!(took >= budget, "{took:?}");
+    let j = ok_json(&out);
+    assert_eq!(j["stopped"], "time budget", "{j}");
+    let fetch = &j["fetch"]["d"];
+    assert_eq!(fetch["interrupted"], 3, "{j}");
+    assert_eq!(fetch["failed_transient"], 0, "{j}");
+    assert!(
+        j["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "shard"),
+        "{j}"
+    );
+    f.assert_consistent();
+    let partials = (0..3)
+        .filter(|i| {
+            f.env
+                .root
+                .join(format!("videos/d/clip{i:02}.partial"))
+                .metadata()
+                .is_ok_and(|m| m.len() > 0)
+        })
+        .count();
+    assert_eq!(partials, 3, "the partial files are kept");
+
+    f.slow.store(false, Ordering::SeqCst);
+    let j = ok_json(&f.refresh(&[]));
+    assert!(j["stopped"].is_null(), "{j}");
+    assert_eq!(j["fetch"]["d"]["verified"], 3, "{j}");
+    assert!(
+        j["fetch"]["d"]["bytes_resumed"].as_u64().unwrap() > 0,
+        "resumed: {j}"
+    );
+    assert_eq!(f.samples(), 3);
+    f.assert_consistent();
+}
+
+#[test]
+fn the_minimum_speed_of_the_config_file_drops_crawling_servers() {
+    let f = Fixture::with_fetch(
+        2,
+        2,
+        Some(1),
+        "verify_fraction = 0",
+        "min_speed = \"1 KiB\"\nmin_speed_time = 1",
+    );
+    let j = ok_json(&f.refresh(&[]));
+    assert_eq!(j["files_failed"], 2, "{j}");
+    assert_eq!(j["failures"]["too_slow"], 2, "{j}");
+    f.assert_consistent();
+}
+
+#[test]
+fn private_hosts_are_fetched_by_a_refresh_only_when_asked() {
+    let f = Fixture::new(2, 2, None, "verify_fraction = 0");
+    let refresh = |extra: &[&str]| {
+        let mut cmd = f.env.command();
+        cmd.env_remove("PMV_FETCH_ALLOW_PRIVATE_HOSTS")
+            .args(["--config", s(&f.config), "--json", "refresh"])
+            .args(extra);
+        crate::util::Out::of(cmd)
+    };
+    let j = ok_json(&refresh(&[]));
+    assert_eq!(j["failures"]["private_host"], 2, "{j}");
+    assert_eq!(
+        f.video_requests(),
+        0,
+        "nothing was asked of the private host"
+    );
+    let j = ok_json(&refresh(&["--allow-private-hosts"]));
+    assert_eq!(j["files_verified"], 2, "the opt-in brings them back: {j}");
+    assert_eq!(f.samples(), 2);
 }
 
 #[test]

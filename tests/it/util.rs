@@ -99,11 +99,15 @@ impl Env {
         p
     }
 
+    /// The binary with this root. Test servers listen on 127.0.0.1, so fetching from
+    /// private hosts is allowed (`env_remove("PMV_FETCH_ALLOW_PRIVATE_HOSTS")` to see
+    /// the refusal).
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pmv-data"));
         c.env_remove("PMV_DATA_ROOT")
             .env_remove("PMV_DATA_CONFIG")
             .env_remove("RUST_LOG")
+            .env("PMV_FETCH_ALLOW_PRIVATE_HOSTS", "1")
             .arg("--root")
             .arg(&self.root);
         c
