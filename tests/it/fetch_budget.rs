@@ -152,7 +152,7 @@ fn a_time_budget_stops_downloads_waiting_for_bytes_answers_and_lookups() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let rep = out.json();
     assert_eq!(rep["verified"], 1, "{rep}");
-    assert_eq!(rep["bytes_resumed"], kept, "{rep}");
+    assert_eq!(rep["resumed_bytes"], kept, "{rep}");
     assert_stored(&env, "d", "video", &data);
     let resumed = srv
         .requests("/drip.mp4")
@@ -236,6 +236,6 @@ fn transfers_slower_than_the_minimum_speed_are_dropped_and_resumed_later() {
         Duration::from_secs(30),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["bytes_resumed"], kept);
+    assert_eq!(out.json()["resumed_bytes"], kept);
     assert_stored(&env, "crawl", "video", &data);
 }

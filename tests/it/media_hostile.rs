@@ -128,31 +128,35 @@ fn forged_fragmented_mp4() -> Vec<u8> {
 // The child is reaped by wait4, which reports its own peak memory (std's wait does not).
 #[allow(clippy::zombie_processes)]
 fn run_measured(env: &Env, args: &[&str]) -> (Out, u64) {
-    let (out, err) = (env.path("measured.out"), env.path("measured.err"));
+    // GNU time (scripts/setup.sh installs it) forks the command from its own small
+    // process. Measured from here instead (wait4 on our own child), the peak would
+    // count this test process: the kernel carries a process's peak across exec, and
+    // the child starts as a copy of, or sharing, the memory of a test binary that may
+    // hold hundreds of MB while other tests run.
+    let peak = env.path("measured.peak");
     let mut c = env.command();
-    c.args(args)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
-    let child = c.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 reaps our own child, which std then
-    // never waits for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    let out = Out {
-        code,
-        stdout: std::fs::read_to_string(out).unwrap(),
-        stderr: std::fs::read_to_string(err).unwrap(),
-    };
-    // Linux reports kilobytes.
-    (out, usage.ru_maxrss as u64 / 1024)
+    let program = c.get_program().to_owned();
+    let before: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_owned()).collect();
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&peak)
+        .arg(program)
+        .args(before)
+        .args(args);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let out = Out::of(timed);
+    let text = std::fs::read_to_string(&peak).unwrap();
+    // The last line: GNU time writes "Command exited with non-zero status N" first.
+    let kib: u64 = text.trim().lines().last().unwrap().trim().parse().unwrap();
+    (out, kib / 1024)
 }
 
 fn shard(env: &Env) -> (i32, serde_json::Value, String) {

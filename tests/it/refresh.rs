@@ -519,7 +519,8 @@ fn a_time_budget_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
     assert!(took >= budget, "{took:?}");
     let j = ok_json(&out);
     assert_eq!(j["stopped"], "time budget", "{j}");
-    let fetch = &j["fetch"]["d"];
+    let fetch = &j["fetch"][0];
+    assert_eq!(fetch["dataset"], "d");
     assert_eq!(fetch["interrupted"], 3, "{j}");
     assert_eq!(fetch["failed_transient"], 0, "{j}");
     assert!(
@@ -545,9 +546,10 @@ fn a_time_budget_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
     f.slow.store(false, Ordering::SeqCst);
     let j = ok_json(&f.refresh(&[]));
     assert!(j["stopped"].is_null(), "{j}");
-    assert_eq!(j["fetch"]["d"]["verified"], 3, "{j}");
+    assert_eq!(j["fetch"][0]["dataset"], "d");
+    assert_eq!(j["fetch"][0]["verified"], 3, "{j}");
     assert!(
-        j["fetch"]["d"]["bytes_resumed"].as_u64().unwrap() > 0,
+        j["fetch"][0]["resumed_bytes"].as_u64().unwrap() > 0,
         "resumed: {j}"
     );
     assert_eq!(f.samples(), 3);
