@@ -804,28 +804,11 @@ fn import(
     let remove_dst = || {
         let _ = std::fs::remove_file(dst);
     };
-    let interrupted = || {
-        remove_dst();
-        AttemptError::Interrupted
-    };
     let digests = match link_opened(&source.file, dst) {
         Ok(()) => {
             // The link is the opened file itself: hash it from the same descriptor.
-            let mut h = Hashers::new(expected);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                if shared.cancel.is_set() {
-                    return Err(interrupted());
-                }
-                let n = source.file.read(&mut buf).map_err(|e| {
-                    remove_dst();
-                    unreadable(e)
-                })?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            let h = hash_through(&mut source.file, expected, shared, None, &unreadable)
+                .inspect_err(|_| remove_dst())?;
             let changed = source.changed().map_err(|e| {
                 remove_dst();
                 unreadable(e)
@@ -854,29 +837,14 @@ fn import(
                 .mode(source.copy_mode())
                 .open(dst)
                 .map_err(|e| fatal(dst, e))?;
-            let mut h = Hashers::new(expected);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                if shared.cancel.is_set() {
-                    drop(out);
-                    return Err(interrupted());
-                }
-                let n = source.file.read(&mut buf).map_err(|e| {
-                    remove_dst();
-                    unreadable(e)
-                })?;
-                if n == 0 {
-                    break;
-                }
-                if let Err(e) = disk.write_all(&mut out, &buf[..n]) {
-                    drop(out);
-                    let _ = std::fs::remove_file(dst);
-                    return Err(fatal(dst, e));
-                }
-                claim.wrote(n as u64);
-                h.update(&buf[..n]);
-                shared.add_bytes(n as u64);
-            }
+            let copy = Copy {
+                out: &mut out,
+                path: dst,
+                claim: &mut claim,
+                disk,
+            };
+            let h = hash_through(&mut source.file, expected, shared, Some(copy), &unreadable)
+                .inspect_err(|_| remove_dst())?;
             start_writeback(&out);
             h.finish()
         }
@@ -889,6 +857,45 @@ fn import(
             remove_dst();
             Err(Failure::new(f.class, format!("{} ({})", f.message, src.display())).into())
         }
+    }
+}
+
+/// Where [`hash_through`] writes a copy of what it reads.
+struct Copy<'a> {
+    out: &'a mut std::fs::File,
+    path: &'a Path,
+    claim: &'a mut super::space::Claim,
+    disk: &'a super::space::Disk,
+}
+
+/// Reads `file` to its end, hashing every byte and, for a copy, writing the same bytes
+/// to `copy` (what is stored is then what was hashed). Stops with `Interrupted` when
+/// the run is cancelled; a read error goes through `unreadable`.
+fn hash_through(
+    file: &mut std::fs::File,
+    expected: &Expected,
+    shared: &super::Shared,
+    mut copy: Option<Copy<'_>>,
+    unreadable: &dyn Fn(std::io::Error) -> AttemptError,
+) -> Result<Hashers, AttemptError> {
+    let mut h = Hashers::new(expected);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        if shared.cancel.is_set() {
+            return Err(AttemptError::Interrupted);
+        }
+        let n = file.read(&mut buf).map_err(unreadable)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        if let Some(c) = copy.as_mut() {
+            c.disk
+                .write_all(c.out, &buf[..n])
+                .map_err(|e| fatal(c.path, e))?;
+            c.claim.wrote(n as u64);
+            shared.add_bytes(n as u64);
+        }
+        h.update(&buf[..n]);
     }
 }
 

@@ -65,6 +65,18 @@ impl Kind {
     }
 }
 
+/// libavformat could not read the file as `kind` (its error code `r`).
+fn unreadable(path: &Path, kind: Kind, r: c_int) -> MediaError {
+    corrupt(
+        path,
+        format!(
+            "not {} FFmpeg can read: {}",
+            kind.what(),
+            ff::Error::from(r)
+        ),
+    )
+}
+
 fn corrupt(path: &Path, reason: impl Into<String>) -> MediaError {
     MediaError::Corrupt {
         path: path.to_owned(),
@@ -200,14 +212,7 @@ pub fn open(path: &Path, kind: Kind) -> Result<Input, MediaError> {
         let r = ffi::avformat_open_input(&mut ctx, c"".as_ptr(), format, &mut raw);
         drop(ff::Dictionary::own(raw));
         if r < 0 {
-            return Err(corrupt(
-                path,
-                format!(
-                    "not {} FFmpeg can read: {}",
-                    kind.what(),
-                    ff::Error::from(r)
-                ),
-            ));
+            return Err(unreadable(path, kind, r));
         }
         Input::wrap_with_custom_io(ctx, io)
     };
@@ -241,14 +246,7 @@ fn find_stream_info(path: &Path, input: &Input, kind: Kind) -> Result<(), MediaE
             ffi::av_dict_free(d);
         }
         if r < 0 {
-            return Err(corrupt(
-                path,
-                format!(
-                    "not {} FFmpeg can read: {}",
-                    kind.what(),
-                    ff::Error::from(r)
-                ),
-            ));
+            return Err(unreadable(path, kind, r));
         }
     }
     Ok(())

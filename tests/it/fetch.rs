@@ -2,6 +2,7 @@
 //! helpers the other fetch test modules share.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -17,8 +18,9 @@ pub const FAST: [(&str, &str); 5] = [
     ("PMV_FETCH_CONCURRENCY", "4"),
 ];
 
-/// Runs `--json fetch ARGS` with [`FAST`] settings, then `vars` on top.
-pub fn fetch(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Out {
+/// `--json fetch ARGS` with [`FAST`] settings and `vars` on top, not yet run; no proxy
+/// from the environment.
+pub fn fetch_command(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Command {
     let mut cmd = env.command();
     for k in [
         "http_proxy",
@@ -30,14 +32,15 @@ pub fn fetch(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Out {
     ] {
         cmd.env_remove(k);
     }
-    for (k, v) in FAST {
-        cmd.env(k, v);
-    }
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
+    cmd.envs(FAST).envs(vars.iter().copied());
     cmd.arg("--json").arg("fetch").args(args);
-    Out::of(cmd)
+    cmd
+}
+
+/// Runs [`fetch_command`] to its end.
+pub fn fetch(env: &Env, vars: &[(&str, String)], args: &[&str]) -> Out {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Out::of(fetch_command(env, &vars, args))
 }
 
 /// Ingests JSON lines items into a dataset (split train).

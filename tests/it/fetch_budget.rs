@@ -10,27 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fetch::{FAST, assert_stored, ingest_items, must};
+use crate::fetch::{assert_stored, fetch_command, ingest_items, must};
 use crate::httpd::{Delivery, Reply, Server, fake_mp4};
 use crate::util::{Env, Out};
-
-/// `--json fetch ARGS` with the fast settings and `vars` on top, not yet run.
-pub fn fetch_command(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut cmd = env.command();
-    for k in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(k);
-    }
-    cmd.envs(FAST).envs(vars.iter().copied());
-    cmd.arg("--json").arg("fetch").args(args);
-    cmd
-}
 
 /// Runs `cmd` to its end and says how long it took; kills it and fails the test if
 /// it runs longer than `limit` (a budget that does not bound the work in flight).

@@ -134,7 +134,7 @@ fn run_measured(env: &Env, args: &[&str]) -> (Out, u64) {
     // the child starts as a copy of, or sharing, the memory of a test binary that may
     // hold hundreds of MB while other tests run.
     let peak = env.path("measured.peak");
-    let mut c = env.command();
+    let c = env.command();
     let program = c.get_program().to_owned();
     let before: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_owned()).collect();
     let mut timed = std::process::Command::new("/usr/bin/time");
