@@ -23,13 +23,14 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     let mut opts = options(app, &args)?;
     // A mistyped name is reported before anything is created.
     pmv_data::ingest::check_inputs(&opts)?;
-    if let Some(list) = pmv_data::ingest::take_class_name_list(&mut opts)? {
-        if !app.quiet && !app.json {
-            errln!(
-                "ingest: {} is a class-name list: read as the class file (--classes)",
-                list.display()
-            );
-        }
+    if let Some(list) = pmv_data::ingest::take_class_name_list(&mut opts)?
+        && !app.quiet
+        && !app.json
+    {
+        errln!(
+            "ingest: {} is a class-name list: read as the class file (--classes)",
+            list.display()
+        );
     }
     app.root.ensure()?;
     let _lock = app.root.lock("ingest")?;

@@ -727,20 +727,18 @@ pub(crate) async fn local(
         .get(&*job.dataset)
         .cloned()
         .unwrap_or_default();
-    let (src, dst, exp, role) = (
-        source.to_owned(),
-        partial.clone(),
-        expected.clone(),
-        job.role,
-    );
-    let max = ctx.settings.max_size;
+    let import_job = Import {
+        src: source.to_owned(),
+        dst: partial.clone(),
+        expected: expected.clone(),
+        role: job.role,
+        max: ctx.settings.max_size,
+    };
     let shared = std::sync::Arc::clone(&ctx.shared);
     let disk = std::sync::Arc::clone(&ctx.disk);
-    let result = tokio::task::spawn_blocking(move || {
-        import(&src, &roots, &dst, &exp, role, max, &shared, &disk)
-    })
-    .await
-    .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
+    let result = tokio::task::spawn_blocking(move || import(&import_job, &roots, &shared, &disk))
+        .await
+        .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))??;
     let (digests, ext) = result;
     Ok(Fetched {
         partial: Some(partial),
@@ -753,16 +751,30 @@ pub(crate) async fn local(
     })
 }
 
-fn import(
-    src: &Path,
-    roots: &LocalRoots,
-    dst: &Path,
-    expected: &Expected,
+/// One local file to import into the partial file `dst`.
+struct Import {
+    src: PathBuf,
+    dst: PathBuf,
+    expected: Expected,
     role: super::Role,
+    /// The largest file accepted (`max_size`).
     max: u64,
+}
+
+fn import(
+    job: &Import,
+    roots: &LocalRoots,
     shared: &super::Shared,
     disk: &std::sync::Arc<super::space::Disk>,
 ) -> Result<(Digests, &'static str), AttemptError> {
+    let Import {
+        src,
+        dst,
+        expected,
+        role,
+        max,
+    } = job;
+    let (src, dst, role, max) = (src.as_path(), dst.as_path(), *role, *max);
     let mut source = roots
         .open(src)
         .map_err(|e| AttemptError::Failed(e.into_failure()))?;
