@@ -25,12 +25,15 @@
 #            second and third, timed, find nothing due.
 #   gpu      scripts/bench_gpu.sh (vit-s 16x224 bf16: pmv-data-train vs PyTorch eager),
 #            when nvidia-smi finds a GPU.
+#   budget   a time budget against a server that sends one byte every 2 s: wall time of
+#            `fetch --max-duration 5s` and `refresh` with max_duration = "5s" (target:
+#            the budget plus the documented grace of 5 s), beside `curl --max-time 5`.
 #   media    peak memory and time of `probe` on hostile files (scripts/forge_media.py):
 #            MP4s of 1.2 kB whose tables declare 80 million samples (plain and in one
 #            fragment), an FLV keyframe index declaring 200 million entries, and one
 #            8192x4320 H.264 frame; each is refused (exit 3), target < 300 MB.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [refresh] [gpu] [media] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [refresh] [gpu] [budget] [media] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -198,6 +201,7 @@ verify_fraction = 0.01
 retries = 1
 concurrency = 64
 per_host = 64
+allow_private_hosts = true
 [[datasets]]
 name = "pmv400"
 format = "pmv400"
@@ -418,6 +422,79 @@ shutil.rmtree(d, ignore_errors=True)
 PY
 }
 
+bench_budget() {
+  echo "== budget: a 5 s time budget against a server sending one byte every 2 s"
+  local d="$work/budget"
+  rm -rf "$d"
+  mkdir -p "$d"
+  # Two files of 1,000 announced bytes, dripped one byte every 2 s, on a free port.
+  python3 - "$d/port" <<'PY' &
+import http.server, socketserver, sys, time
+class Drip(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(2)
+        except OSError:
+            pass
+    def log_message(self, *a):
+        pass
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+s = Server(("127.0.0.1", 0), Drip)
+open(sys.argv[1], "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+  local server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
+  while [ ! -s "$d/port" ]; do sleep 0.1; done
+  local port
+  port=$(cat "$d/port")
+  for i in 1 2; do
+    echo "{\"id\": \"drip$i\", \"urls\": [\"http://127.0.0.1:$port/drip$i.mp4\"]}"
+  done >"$d/items.jsonl"
+  cat >"$d/pmv.toml" <<TOML
+[refresh]
+max_duration = "5s"
+verify_fraction = 0
+[fetch]
+allow_private_hosts = true
+[[datasets]]
+name = "drip"
+format = "jsonl"
+manifests = ["items.jsonl"]
+recipes = ["videomae-16x4-224"]
+TOML
+  local runs=3
+  ((quick)) && runs=1
+  timed() {
+    local name=$1
+    shift
+    local walls=()
+    for ((i = 0; i < runs; i++)); do
+      rm -rf "$d/root"
+      /usr/bin/time -f "%e" -o "$work/time.txt" "$@" >/dev/null 2>&1 || true
+      walls+=("$(tail -n 1 "$work/time.txt")")
+    done
+    local median
+    median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    printf '%-50s %7s s  (runs: %s)\n' "$name" "$median" "${walls[*]}"
+    json_case "budget: $name" "{\"median_s\": $median, \"runs\": [$(IFS=,; echo "${walls[*]}")]}"
+  }
+  timed "curl --max-time 5" curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port/drip1.mp4"
+  "$bin" --root "$d/ingested" ingest --dataset drip --format jsonl "$d/items.jsonl" >/dev/null
+  timed "pmv-data fetch --max-duration 5s" \
+    sh -c "rm -rf '$d/root' && cp -a '$d/ingested' '$d/root' && exec '$bin' --root '$d/root' fetch --max-duration 5s --allow-private-hosts"
+  timed "pmv-data refresh, max_duration = 5s" "$bin" --root "$d/root" --config "$d/pmv.toml" refresh
+  kill $server 2>/dev/null || true
+  trap - EXIT
+}
+
 bench_media() {
   echo "== media: probe on hostile files (each refused, exit 3)"
   local d="$work/media"
@@ -438,6 +515,7 @@ for s in "${sections[@]}"; do
     models) bench_models ;;
     refresh) bench_refresh ;;
     gpu) bench_gpu ;;
+    budget) bench_budget ;;
     media) bench_media ;;
     shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
