@@ -24,6 +24,17 @@ fn per_carrier(csv: &str, classes: usize) -> BTreeMap<String, (usize, usize)> {
     out
 }
 
+/// Many distinct samples, each seen a few times. A sample's two other inputs are
+/// neutral but unique (its filler words, the cover's colours and blobs, the look of the
+/// still shape), so a small set seen many times is learned by heart through them: with
+/// 128 samples for 40 epochs at lr 5e-3 the text branch alone named the class of 43 of
+/// the 44 video-carried training samples, and on unseen samples such memorised opinions
+/// of the cover and text branches outvoted the video branch, which on its own (cover and
+/// text replaced by their "absent" vectors) got every one right. 384 samples for 13
+/// epochs take as many optimiser steps (624, not 640); at 2e-3 the fast text branch no
+/// longer memorises the video-carried samples before the slow video branch learns their
+/// motion. Validation holds 22 / 22 / 20 samples per carrier, so the thresholds measure
+/// the branch rather than the luck of a dozen samples.
 #[test]
 fn each_branch_learns_the_samples_it_carries() {
     let env = Env::new();
@@ -32,7 +43,7 @@ fn each_branch_learns_the_samples_it_carries() {
         &data,
         &SynthSpec {
             classes: 2,
-            splits: vec![("train".into(), 64), ("val".into(), 16)],
+            splits: vec![("train".into(), 192), ("val".into(), 32)],
             frames: 8,
             fps: 6.0,
             clips: 1,
@@ -66,7 +77,7 @@ fn each_branch_learns_the_samples_it_carries() {
         "--text-dim",
         "32",
         "--epochs",
-        "40",
+        "13",
         "--batch-size",
         "8",
         "--flip",
@@ -74,7 +85,7 @@ fn each_branch_learns_the_samples_it_carries() {
         "--crop-scale",
         "0.8,1",
         "--lr",
-        "5e-3",
+        "2e-3",
         "--device",
         "cpu",
         "--threads",
@@ -88,9 +99,11 @@ fn each_branch_learns_the_samples_it_carries() {
     let csv = std::fs::read_to_string(v["files"]["predictions_csv"].as_str().unwrap()).unwrap();
     let acc = per_carrier(&csv, 2);
     assert_eq!(acc.len(), 3, "{acc:?}");
+    let sizes: Vec<usize> = acc.values().map(|(_, n)| *n).collect();
+    assert_eq!(sizes, [22, 20, 22], "cover, text, video samples: {acc:?}");
     for (carrier, (hits, n)) in &acc {
-        // Two classes: chance is 50%. Text is the easiest case (a word), frames and
-        // covers are learned from few examples in this CPU budget.
+        // Two classes: chance is 50%. Text is the easiest case (a word); motion and
+        // stripes take longer to learn.
         let need = if carrier == "Text" { 0.9 } else { 0.6 };
         assert!(
             *hits as f64 >= need * *n as f64,
