@@ -783,7 +783,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 4, value_name = "B")]
     pub batch_size: usize,
 
-    /// Output directory [default: RUN/eval-SPLIT-CLIPSxCROPS]
+    /// Output directory [default: RUN/eval-SPLIT-CLIPSxCROPS; with --shards,
+    /// RUN/eval-shards-NAME-CLIPSxCROPS]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

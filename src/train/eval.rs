@@ -232,9 +232,14 @@ pub fn run(
         reporter,
         &format!("eval {} ({views_label} views)", args.split),
     )?;
-    let out_dir = match &args.out {
-        Some(p) => p.clone(),
-        None => dir.join(format!("eval-{}-{views_label}", args.split)),
+    let out_dir = match (&args.out, &args.shards) {
+        (Some(p), _) => p.clone(),
+        (None, None) => dir.join(format!("eval-{}-{views_label}", args.split)),
+        // Other shards than the run's own: a report beside, not over, the run's.
+        (None, Some(shards)) => dir.join(format!(
+            "eval-shards-{}-{views_label}",
+            shards_label(shards)
+        )),
     };
     let written = write_reports(
         &out_dir,
@@ -359,4 +364,24 @@ pub fn write_reports(
         predictions_csv,
         plots,
     })
+}
+
+/// A folder-name part for `--shards` (a directory or a glob): its last plain path
+/// component, with anything but `[A-Za-z0-9._-]` written `_`.
+fn shards_label(shards: &str) -> String {
+    let name = std::path::Path::new(shards.trim_end_matches('/'))
+        .components()
+        .rev()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|c| !c.contains(['*', '?', '[']))
+        .unwrap_or("shards");
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

@@ -175,6 +175,7 @@ fn each_branch_learns_the_samples_it_carries() {
         .unwrap();
     }
     w.finish().unwrap();
+    let own = std::fs::read(out.join("eval-val-1x1/eval.json")).unwrap();
     let e = train_run(&[
         "--json",
         "--quiet",
@@ -190,7 +191,14 @@ fn each_branch_learns_the_samples_it_carries() {
     ]);
     assert_eq!(e.code, 3, "{}", e.stderr);
     assert_eq!(e.json()["bad_samples"], 1);
-    let report = std::fs::read_to_string(e.json()["eval_json"].as_str().unwrap()).unwrap();
+    // Beside the run's own validation report, not over it.
+    let eval_json = e.json()["eval_json"].as_str().unwrap().to_owned();
+    assert!(eval_json.contains("/eval-shards-"), "{eval_json}");
+    assert_eq!(
+        std::fs::read(out.join("eval-val-1x1/eval.json")).unwrap(),
+        own
+    );
+    let report = std::fs::read_to_string(&eval_json).unwrap();
     assert!(
         report.contains("cover (.jpg): not a decodable JPEG"),
         "{report}"
