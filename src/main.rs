@@ -43,15 +43,12 @@ fn main() -> ExitCode {
                 return Exit::Ok.into();
             }
             if output::json_requested(&args) {
-                // The first argument that names a command is the command, as far as a
-                // command line that did not parse can tell.
-                let cmd = <Cli as clap::CommandFactory>::command();
-                let named = args
-                    .iter()
-                    .skip(1)
-                    .filter_map(|a| a.to_str())
-                    .find(|a| cmd.find_subcommand(a).is_some());
-                output::error_json(named, &output::usage_error_line(&e), Exit::Usage.code());
+                let named = output::named_command(&<Cli as clap::CommandFactory>::command(), &args);
+                output::error_json(
+                    named.as_deref(),
+                    &output::usage_error_line(&e),
+                    Exit::Usage.code(),
+                );
             }
             return Exit::Usage.into();
         }

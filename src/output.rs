@@ -94,6 +94,16 @@ pub fn json_requested(args: &[OsString]) -> bool {
         .any(|a| a == "--json")
 }
 
+/// The first argument that names one of `cli`'s subcommands: the command, as far as
+/// a command line that does not parse can tell.
+pub fn named_command(cli: &clap::Command, args: &[OsString]) -> Option<String> {
+    args.iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| cli.find_subcommand(a).is_some())
+        .map(str::to_owned)
+}
+
 /// A clap error as one line: what is wrong, without the usage and the hint.
 pub fn usage_error_line(e: &clap::Error) -> String {
     let text = e.render().to_string();

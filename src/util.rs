@@ -47,37 +47,82 @@ fn sha256_read(mut file: impl Read) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), len))
 }
 
-/// Opens a file for reading without following a symlink at its last component, nor
-/// waiting on a FIFO. A symlink or anything else that is not a regular file is an
-/// error of kind `InvalidInput`; every error names the path. For files under a final
-/// name in the root, where a symlink would let the bytes change behind a verified
-/// record.
-pub fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+/// Why [`open_regular`] did not open a path.
+#[derive(Debug)]
+pub enum OpenRegularError {
+    /// The last component is a symbolic link.
+    Symlink,
+    /// It is not a regular file: a directory, a FIFO, a device ... ([`file_kind`]).
+    NotRegular(&'static str),
+    /// The open or the `fstat` failed.
+    Io(std::io::Error),
+}
+
+/// Opens a regular file for reading through one descriptor: no symlink is followed at
+/// the last component (`O_NOFOLLOW`), opening waits on no FIFO (`O_NONBLOCK`) and takes
+/// no terminal (`O_NOCTTY`), and what was opened must be a regular file. Everything
+/// read from the descriptor is that one file's bytes, whatever the path names later.
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), OpenRegularError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("{} is a symbolic link", path.display()),
-                )
+                OpenRegularError::Symlink
             } else {
-                std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+                OpenRegularError::Io(e)
             }
         })?;
-    let meta = file.metadata().map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
-    })?;
+    let meta = file.metadata().map_err(OpenRegularError::Io)?;
     if !meta.file_type().is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        ));
+        return Err(OpenRegularError::NotRegular(file_kind(&meta)));
     }
-    Ok(file)
+    Ok((file, meta))
+}
+
+/// What a file that is not a regular file is, in a word or two.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        "regular file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
+}
+
+/// [`open_regular`] with its refusals as I/O errors that name the path (kind
+/// `InvalidInput` for a symlink or anything else that is not a regular file). For files
+/// under a final name in the root, where a symlink would let the bytes change behind a
+/// verified record.
+pub fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    open_regular(path)
+        .map(|(file, _)| file)
+        .map_err(|e| match e {
+            OpenRegularError::Symlink => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symbolic link", path.display()),
+            ),
+            OpenRegularError::NotRegular(_) => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ),
+            OpenRegularError::Io(e) => {
+                std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            }
+        })
 }
 
 /// [`sha256_file`] through [`open_no_follow`].

@@ -96,15 +96,7 @@ fn main() -> ExitCode {
     train::device::flush_denormals();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = output::json_requested(&args);
-    // The command, as far as a command line that does not parse can tell.
-    let named = || {
-        let cmd = <Cli as clap::CommandFactory>::command();
-        args.iter()
-            .skip(1)
-            .filter_map(|a| a.to_str())
-            .find(|a| cmd.find_subcommand(a).is_some())
-            .map(str::to_owned)
-    };
+    let named = || output::named_command(&<Cli as clap::CommandFactory>::command(), &args);
     let argv = match train::recipe::expand(args.clone(), &["train", "pretrain", "eval"]) {
         Ok(a) => a,
         Err(e) => {

@@ -12,11 +12,12 @@
 //! writes, and never puts a byte of a file into a message.
 
 use std::fmt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Offline, Resolved, SourceKind, Target};
 use crate::fetch::{ErrorClass, Failure};
+use crate::util::{OpenRegularError, file_kind, open_regular};
 
 /// Folders named in a message before the rest are only counted.
 const NAMED_ROOTS: usize = 4;
@@ -208,28 +209,17 @@ impl LocalRoots {
     /// Everything read from [`LocalFile::file`] is that file's bytes.
     pub fn open(&self, path: &Path) -> Result<LocalFile, LocalError> {
         let real = self.check(path)?;
-        let io = |source| LocalError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    LocalError::Symlink(path.to_owned())
-                } else {
-                    io(e)
-                }
-            })?;
-        let meta = file.metadata().map_err(io)?;
-        if !meta.file_type().is_file() {
-            return Err(LocalError::NotRegular {
+        let (file, meta) = open_regular(path).map_err(|e| match e {
+            OpenRegularError::Symlink => LocalError::Symlink(path.to_owned()),
+            OpenRegularError::NotRegular(kind) => LocalError::NotRegular {
                 path: path.to_owned(),
-                kind: kind_of(&meta),
-            });
-        }
+                kind,
+            },
+            OpenRegularError::Io(source) => LocalError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
         let opened = opened_path(&file, &meta, &real);
         if !self.contains(&opened) {
             return Err(LocalError::Outside {
@@ -265,24 +255,6 @@ fn opened_path(file: &std::fs::File, meta: &std::fs::Metadata, real: &Path) -> P
     match std::fs::metadata(real) {
         Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => real.to_owned(),
         _ => PathBuf::from("(a file that moved while it was opened)"),
-    }
-}
-
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "directory"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_char_device() || t.is_block_device() {
-        "device"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else {
-        "special file"
     }
 }
 
@@ -360,7 +332,7 @@ pub fn resolve(location: &str) -> Result<Resolved, Failure> {
     }
     if !meta.is_file() {
         return Err(LocalError::NotRegular {
-            kind: kind_of(&meta),
+            kind: file_kind(&meta),
             path,
         }
         .into_failure());
