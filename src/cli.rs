@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use pmv_data::manifest::Format;
-use pmv_data::shard::recipe::{Filter, Fit};
+use pmv_core::recipe::{Filter, Fit};
+use pmv_pipeline::manifest::Format;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,22 +1,9 @@
 //! The `pmv-data` binary: parse the command line, run one command, print the error
 //! chain once and exit with a documented status (README: exit codes).
 
-// Every line goes through `output`, where a reader that went away cannot make a print
-// panic; the print macros would bring that back.
-#![deny(clippy::print_stdout, clippy::print_stderr)]
-
 mod cli;
 mod commands;
-mod exit;
-mod output;
-mod progress;
 mod trainer;
-
-// The trainer's option definitions, for shell completions only (the trainer parses
-// them itself); most of what the file defines is used by the trainer alone.
-#[allow(dead_code)]
-#[path = "train/cli.rs"]
-mod train_cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -24,8 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::Cli;
-use crate::exit::Exit;
-use crate::output::errln;
+use pmv_term::exit::Exit;
+use pmv_term::output::{self, errln};
 
 // mimalloc rather than glibc's allocator: ingest allocates millions of small records and
 // frees many on another thread, where glibc's arenas spent a quarter of the time.

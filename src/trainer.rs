@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::commands::App;
-use crate::exit::Exit;
+use pmv_term::exit::Exit;
 
 /// `pmv-data-train` beside this executable, else on `PATH`; `PMV_DATA_TRAIN`
 /// overrides both.

@@ -16,9 +16,9 @@ use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
 use crate::cli::Cli;
-use crate::exit::Exit;
-use crate::output::outln;
-use crate::train_cli::{EvalArgs, PretrainArgs, TrainArgs};
+use pmv_term::exit::Exit;
+use pmv_term::output::outln;
+use pmv_train_cli::{EvalArgs, PretrainArgs, TrainArgs};
 
 /// The name the scripts complete.
 const BIN: &str = "pmv-data";

@@ -4,7 +4,7 @@
 //! held-out videos with the trainer binary, and prints top-1 and where the report is.
 
 #[cfg(not(feature = "media"))]
-pub fn run(_app: &super::App, _args: crate::cli::DemoArgs) -> anyhow::Result<crate::exit::Exit> {
+pub fn run(_app: &super::App, _args: crate::cli::DemoArgs) -> anyhow::Result<pmv_term::exit::Exit> {
     anyhow::bail!("this pmv-data was built without the `media` feature (FFmpeg), which demo needs")
 }
 
@@ -17,15 +17,15 @@ mod with_media {
     use std::time::Instant;
 
     use anyhow::{Context as _, Result, bail};
-    use pmv_data::catalog::{Catalog, RunStatus};
-    use pmv_data::demo::{self, DemoOptions};
-    use pmv_data::report::new_run_id;
+    use pmv_catalog::{Catalog, RunStatus};
+    use pmv_core::report::new_run_id;
+    use pmv_pipeline::demo::{self, DemoOptions};
 
     use crate::cli::DemoArgs;
     use crate::commands::App;
-    use crate::exit::Exit;
-    use crate::output::outln;
-    use crate::progress;
+    use pmv_term::exit::Exit;
+    use pmv_term::output::outln;
+    use pmv_term::progress;
 
     pub fn run(app: &App, args: DemoArgs) -> Result<Exit> {
         let started = Instant::now();

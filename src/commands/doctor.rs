@@ -9,12 +9,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use pmv_data::catalog::{Catalog, MIGRATIONS};
+use pmv_catalog::{Catalog, MIGRATIONS};
 use serde_json::{Value, json};
 
 use super::App;
-use crate::exit::Exit;
-use crate::output::outln;
+use pmv_term::exit::Exit;
+use pmv_term::output::outln;
 
 pub fn run(app: &App) -> Result<Exit> {
     let mut problems: Vec<String> = vec![];
@@ -31,11 +31,11 @@ pub fn run(app: &App) -> Result<Exit> {
     };
     let media = media_info(&mut problems);
     let trainer = trainer_info(&mut problems);
-    let features = pmv_data::features();
+    let features = pmv_pipeline::features();
     if app.json {
         app.print_json(&json!({
             "command": "doctor",
-            "pmv_data": pmv_data::VERSION,
+            "pmv_data": pmv_core::VERSION,
             "features": features,
             "schema_version": MIGRATIONS.len(),
             "root": app.root.path(),
@@ -47,7 +47,7 @@ pub fn run(app: &App) -> Result<Exit> {
     } else {
         outln!(
             "pmv-data {} (features: {})",
-            pmv_data::VERSION,
+            pmv_core::VERSION,
             if features.is_empty() {
                 "none".to_owned()
             } else {
@@ -101,7 +101,7 @@ pub fn run(app: &App) -> Result<Exit> {
 
 #[cfg(feature = "media")]
 fn media_info(problems: &mut Vec<String>) -> Value {
-    match pmv_data::media::info() {
+    match pmv_pipeline::media::info() {
         Ok(info) => {
             if !info.decoders.iter().any(|(n, ok)| n == "h264" && *ok) {
                 problems.push("FFmpeg has no H.264 decoder".into());

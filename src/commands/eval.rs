@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::App;
 use crate::cli::PassArgs;
-use crate::exit::Exit;
+use pmv_term::exit::Exit;
 
 pub fn run(app: &App, args: PassArgs) -> Result<Exit> {
     crate::trainer::run(app, "eval", &args.args)

@@ -7,18 +7,18 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use pmv_data::catalog::{Catalog, RunStatus};
-use pmv_data::config::parse_size;
-use pmv_data::fetch::{self, FetchOptions, FetchReport, FetchSettings};
-use pmv_data::report::new_run_id;
-use pmv_data::source::SourceSettings;
-use pmv_data::util::group_digits;
+use pmv_catalog::{Catalog, RunStatus};
+use pmv_core::report::new_run_id;
+use pmv_core::size::parse_size;
+use pmv_core::util::group_digits;
+use pmv_pipeline::fetch::{self, FetchOptions, FetchReport, FetchSettings};
+use pmv_pipeline::source::SourceSettings;
 
 use super::App;
 use crate::cli::FetchArgs;
-use crate::exit::{Exit, UsageError};
-use crate::output::outln;
-use crate::progress;
+use pmv_term::exit::{Exit, UsageError};
+use pmv_term::output::outln;
+use pmv_term::progress;
 
 pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
     let mut opts = options(app, &args)?;

@@ -4,17 +4,17 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use pmv_data::catalog::{Catalog, RunStatus};
-use pmv_data::ingest::{IngestOptions, IngestReport, ingest};
-use pmv_data::manifest::{Rejection, Split, SplitRatios, UrlTemplate};
-use pmv_data::report::new_run_id;
-use pmv_data::util::{group_digits, human_bytes};
+use pmv_catalog::{Catalog, RunStatus};
+use pmv_core::report::new_run_id;
+use pmv_core::util::{group_digits, human_bytes};
+use pmv_pipeline::ingest::{IngestOptions, IngestReport, ingest};
+use pmv_pipeline::manifest::{Rejection, Split, SplitRatios, UrlTemplate};
 
 use super::App;
 use crate::cli::IngestArgs;
-use crate::exit::{Exit, UsageError};
-use crate::output::{errln, outln};
-use crate::progress;
+use pmv_term::exit::{Exit, UsageError};
+use pmv_term::output::{errln, outln};
+use pmv_term::progress;
 
 /// Rejections printed on stderr; all of them go to `runs/<run-id>-rejected.txt`.
 const PRINTED_REJECTIONS: u64 = 100;
@@ -22,8 +22,8 @@ const PRINTED_REJECTIONS: u64 = 100;
 pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     let mut opts = options(app, &args)?;
     // A mistyped name is reported before anything is created.
-    pmv_data::ingest::check_inputs(&opts)?;
-    if let Some(list) = pmv_data::ingest::take_class_name_list(&mut opts)?
+    pmv_pipeline::ingest::check_inputs(&opts)?;
+    if let Some(list) = pmv_pipeline::ingest::take_class_name_list(&mut opts)?
         && !app.quiet
         && !app.json
     {
@@ -47,7 +47,7 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
         "url_template": opts
             .url_template
             .as_ref()
-            .map(|t| pmv_data::redact::redact_url(t.as_str())),
+            .map(|t| pmv_core::redact::redact_url(t.as_str())),
         "split_ratios": opts.ratios.describe(),
         "strict": opts.strict,
         "force": opts.force,
@@ -130,7 +130,7 @@ fn options(app: &App, args: &IngestArgs) -> Result<IngestOptions> {
         strict: args.strict,
         force: args.force,
         tmp_dir: app.root.tmp_dir().join("ingest"),
-        memory_budget: pmv_data::ingest::DEFAULT_MEMORY_BUDGET,
+        memory_budget: pmv_pipeline::ingest::DEFAULT_MEMORY_BUDGET,
     })
 }
 

@@ -21,14 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
-use pmv_data::catalog::{Catalog, RunStatus};
-use pmv_data::config::Config;
-use pmv_data::report::write_run_report;
-use pmv_data::root::{DEFAULT_ROOT, DataRoot};
+use pmv_catalog::{Catalog, RunStatus};
+use pmv_core::report::write_run_report;
+use pmv_core::root::{DEFAULT_ROOT, DataRoot};
+use pmv_pipeline::config::Config;
 
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::exit::Exit;
-use crate::output::outln;
+use pmv_term::exit::Exit;
+use pmv_term::output::outln;
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let app = App::new(&cli.global)?;
@@ -108,7 +108,7 @@ impl App {
         let document = serde_json::json!({
             "run_id": run_id,
             "command": command,
-            "pmv_data": pmv_data::VERSION,
+            "pmv_data": pmv_core::VERSION,
             "args": args,
             "result": result,
         });

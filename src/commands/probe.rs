@@ -5,9 +5,9 @@ use anyhow::Result;
 
 use super::App;
 use crate::cli::ProbeArgs;
-use crate::exit::Exit;
+use pmv_term::exit::Exit;
 #[cfg(feature = "media")]
-use crate::output::{errln, outln};
+use pmv_term::output::{errln, outln};
 
 #[cfg(not(feature = "media"))]
 pub fn run(_app: &App, _args: ProbeArgs) -> Result<Exit> {
@@ -16,7 +16,7 @@ pub fn run(_app: &App, _args: ProbeArgs) -> Result<Exit> {
 
 #[cfg(feature = "media")]
 pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
-    use pmv_data::media::{MediaError, VideoFile};
+    use pmv_pipeline::media::{MediaError, VideoFile};
 
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -81,7 +81,7 @@ pub fn run(app: &App, args: ProbeArgs) -> Result<Exit> {
 }
 
 #[cfg(feature = "media")]
-fn print_probe(file: &std::path::Path, p: &pmv_data::media::Probe, decoded: Option<u64>) {
+fn print_probe(file: &std::path::Path, p: &pmv_pipeline::media::Probe, decoded: Option<u64>) {
     let fps = |v: Option<f64>| v.map(|f| format!("{f:.3}")).unwrap_or_else(|| "?".into());
     outln!("{}", file.display());
     outln!("  container  {}", p.container);

@@ -3,7 +3,10 @@
 //! records the run, prints one summary line and exits with a documented status.
 
 #[cfg(not(feature = "media"))]
-pub fn run(_app: &super::App, _args: crate::cli::RefreshArgs) -> anyhow::Result<crate::exit::Exit> {
+pub fn run(
+    _app: &super::App,
+    _args: crate::cli::RefreshArgs,
+) -> anyhow::Result<pmv_term::exit::Exit> {
     anyhow::bail!(
         "this pmv-data was built without the `media` feature (FFmpeg), which refresh needs"
     )
@@ -17,18 +20,18 @@ mod with_media {
     use std::sync::Arc;
 
     use anyhow::Result;
-    use pmv_data::catalog::{Catalog, RunStatus};
-    use pmv_data::config::parse_size;
-    use pmv_data::fetch::{FetchOptions, FetchSettings};
-    use pmv_data::refresh::{self, RefreshOptions};
-    use pmv_data::report::new_run_id;
-    use pmv_data::source::SourceSettings;
+    use pmv_catalog::{Catalog, RunStatus};
+    use pmv_core::report::new_run_id;
+    use pmv_core::size::parse_size;
+    use pmv_pipeline::fetch::{FetchOptions, FetchSettings};
+    use pmv_pipeline::refresh::{self, RefreshOptions};
+    use pmv_pipeline::source::SourceSettings;
 
     use crate::cli::RefreshArgs;
     use crate::commands::App;
-    use crate::exit::{Exit, UsageError};
-    use crate::output::outln;
-    use crate::progress;
+    use pmv_term::exit::{Exit, UsageError};
+    use pmv_term::output::outln;
+    use pmv_term::progress;
 
     pub fn run(app: &App, args: RefreshArgs) -> Result<Exit> {
         let usage = |m: String| anyhow::Error::new(UsageError(m));

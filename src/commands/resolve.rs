@@ -6,18 +6,18 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use pmv_data::catalog::Catalog;
-use pmv_data::fetch::{self, FetchSettings, for_each_source};
-use pmv_data::manifest::{Allow, Locator, parse_location};
-use pmv_data::redact::{redact_text, redact_url};
-use pmv_data::source::local::LocalRoots;
-use pmv_data::source::{Resolved, SourceSettings, Target, resolve_offline};
+use pmv_catalog::Catalog;
+use pmv_core::redact::{redact_text, redact_url};
+use pmv_pipeline::fetch::{self, FetchSettings, for_each_source};
+use pmv_pipeline::manifest::{Allow, Locator, parse_location};
+use pmv_pipeline::source::local::LocalRoots;
+use pmv_pipeline::source::{Resolved, SourceSettings, Target, resolve_offline};
 use serde_json::{Value, json};
 
 use super::App;
 use crate::cli::ResolveArgs;
-use crate::exit::Exit;
-use crate::output::outln;
+use pmv_term::exit::Exit;
+use pmv_term::output::outln;
 
 /// Failures listed in full for `--dataset`.
 const LISTED_FAILURES: usize = 100;

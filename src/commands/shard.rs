@@ -7,7 +7,10 @@
 //! then left as a temporary file that the next run removes).
 
 #[cfg(not(feature = "media"))]
-pub fn run(_app: &super::App, _args: crate::cli::ShardArgs) -> anyhow::Result<crate::exit::Exit> {
+pub fn run(
+    _app: &super::App,
+    _args: crate::cli::ShardArgs,
+) -> anyhow::Result<pmv_term::exit::Exit> {
     anyhow::bail!("this pmv-data was built without the `media` feature (FFmpeg), which shard needs")
 }
 
@@ -19,17 +22,17 @@ mod with_media {
     use std::time::Instant;
 
     use anyhow::Result;
-    use pmv_data::catalog::{Catalog, RunStatus};
-    use pmv_data::report::new_run_id;
-    use pmv_data::shard::recipe::{self, Overrides};
-    use pmv_data::shard::{ShardOptions, ShardReport, Stop, rebuild_shard};
-    use pmv_data::util::{group_digits, human_bytes};
+    use pmv_catalog::{Catalog, RunStatus};
+    use pmv_core::recipe::{self, Overrides};
+    use pmv_core::report::new_run_id;
+    use pmv_core::util::{group_digits, human_bytes};
+    use pmv_pipeline::sharding::{ShardOptions, ShardReport, Stop, rebuild_shard};
 
     use crate::cli::ShardArgs;
     use crate::commands::App;
-    use crate::exit::{Exit, UsageError};
-    use crate::output::{errln, outln};
-    use crate::progress;
+    use pmv_term::exit::{Exit, UsageError};
+    use pmv_term::output::{errln, outln};
+    use pmv_term::progress;
 
     pub fn run(app: &App, args: ShardArgs) -> Result<Exit> {
         if args.list_recipes {
@@ -141,7 +144,7 @@ mod with_media {
             "max_time_s": args.max_time.map(|d| d.as_secs_f64()),
         });
         catalog.start_run(&run_id, "shard", &run_args)?;
-        let result = pmv_data::shard::run(&app.root, &mut catalog, &opts, reporter.as_ref());
+        let result = pmv_pipeline::sharding::run(&app.root, &mut catalog, &opts, reporter.as_ref());
         let report = match result {
             Ok(r) => r,
             Err(e) => {

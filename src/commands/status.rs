@@ -2,13 +2,13 @@
 //! nothing, so it is safe while another command runs.
 
 use anyhow::Result;
-use pmv_data::catalog::{Catalog, Status};
-use pmv_data::util::{group_digits, human_bytes};
+use pmv_catalog::{Catalog, Status};
+use pmv_core::util::{group_digits, human_bytes};
 
 use super::App;
 use crate::cli::StatusArgs;
-use crate::exit::Exit;
-use crate::output::outln;
+use pmv_term::exit::Exit;
+use pmv_term::output::outln;
 
 pub fn run(app: &App, args: StatusArgs) -> Result<Exit> {
     let catalog = Catalog::open_existing_readonly(&app.root.catalog_path())?;

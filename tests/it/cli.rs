@@ -1,7 +1,7 @@
 //! The command line: exit codes, the root lock, configuration, completions (run in
 //! bash), doctor, and output to readers that went away.
 
-use pmv_data::root::DataRoot;
+use pmv_core::root::DataRoot;
 
 use crate::util::{Env, s};
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pmv_data::catalog::Catalog;
-use pmv_data::fetch::{self, FetchOptions, FetchSettings, RehashOptions, RehashSelect};
-use pmv_data::report::Silent;
-use pmv_data::root::DataRoot;
+use pmv_catalog::Catalog;
+use pmv_core::report::Silent;
+use pmv_core::root::DataRoot;
+use pmv_pipeline::fetch::{self, FetchOptions, FetchSettings, RehashOptions, RehashSelect};
 use serde_json::json;
 
 use crate::fetch::{assert_stored, files_under, ingest_items, must};
@@ -338,7 +338,7 @@ fn the_demo_file_server_is_fetched_from_with_resume() {
     std::fs::create_dir_all(&dir).unwrap();
     let data = fake_mp4(3 << 20, 77);
     std::fs::write(dir.join("d0.mp4"), &data).unwrap();
-    let server = pmv_data::demo::serve::FileServer::start(&dir).unwrap();
+    let server = pmv_pipeline::demo::serve::FileServer::start(&dir).unwrap();
     let url = format!("{}d0.mp4", server.base_url());
     ingest_items(&env, "demo", &[json!({"id": "d0", "urls": [url]})]);
     assert_eq!(run(&env, &options()).verified, 1);

@@ -104,7 +104,7 @@ fn a_time_budget_stops_downloads_waiting_for_bytes_answers_and_lookups() {
         ("PMV_SOURCES_DOUYIN_WEB", web.as_str()),
     ];
     let budget = Duration::from_secs(2);
-    let limit = budget + pmv_data::fetch::GRACE;
+    let limit = budget + pmv_pipeline::fetch::GRACE;
     let (out, took) = run_within(fetch_command(&env, &vars, &["--max-duration", "2s"]), limit);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(took >= budget, "ended before its budget: {took:?}");

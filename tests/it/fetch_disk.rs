@@ -156,7 +156,7 @@ fn a_full_disk_is_named_and_later_runs_go_on_through_the_test_hook() {
     std::fs::remove_file(&filler).unwrap();
     let fetch3 = run(&["fetch"]);
     let status3 = run(&["status"]);
-    let mount = pmv_data::disk::mount_point(&env.root);
+    let mount = pmv_core::disk::mount_point(&env.root);
     check(
         &Runs {
             fetch1,

@@ -244,7 +244,7 @@ fn transient_failures_back_off_across_runs() {
     assert_eq!(r.state, "failed_transient");
     assert_eq!(r.error_class.as_deref(), Some("http_5xx"));
     assert_eq!(r.attempts, 3, "PMV_FETCH_RETRIES=3 attempts within the run");
-    let now = pmv_data::util::now_unix();
+    let now = pmv_core::util::now_unix();
     let first = r.next_retry_at.unwrap() - now;
     assert!((1500..=2000).contains(&first), "{first}");
     // Not due yet: nothing happens.
@@ -252,7 +252,7 @@ fn transient_failures_back_off_across_runs() {
     // Asked to: tried again, and the next wait is longer.
     let out = fetch(&env, &[], &["--retry-failed"]);
     assert_eq!(out.json()["failed_transient"], 1);
-    let second = must(&env, "v", "video").next_retry_at.unwrap() - pmv_data::util::now_unix();
+    let second = must(&env, "v", "video").next_retry_at.unwrap() - pmv_core::util::now_unix();
     assert!(second > first + 1000, "{first} then {second}");
 }
 

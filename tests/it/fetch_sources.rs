@@ -234,7 +234,7 @@ fn onedrive_server(
             use sha1::Digest;
             hex::encode_upper(sha1::Sha1::digest(data))
         };
-        let mut qx = pmv_data::fetch::quickxor::QuickXor::new();
+        let mut qx = pmv_pipeline::fetch::quickxor::QuickXor::new();
         qx.update(data);
         let mut hashes = json!({"quickXorHash": qx.base64()});
         if !quickxor_only.contains(&name) {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pmv_data::shard::{SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key};
+use pmv_pipeline::sharding::{SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key};
 
 use crate::util::repo;
 

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use pmv_data::catalog::Catalog;
-use pmv_data::ingest::{IngestOptions, ingest};
-use pmv_data::manifest::{Format, SplitRatios};
-use pmv_data::report::Silent;
+use pmv_catalog::Catalog;
+use pmv_core::report::Silent;
+use pmv_pipeline::ingest::{IngestOptions, ingest};
+use pmv_pipeline::manifest::{Format, SplitRatios};
 
 use crate::util::{Env, s};
 
@@ -187,7 +187,7 @@ fn spilling_to_disk_gives_the_same_catalog() {
 fn hostile_ids_never_name_files() {
     let stems: Vec<PathBuf> = ["../../etc/passwd", "a/b", "..", "ok"]
         .iter()
-        .filter_map(|id| pmv_data::manifest::ItemId::parse(id).ok())
+        .filter_map(|id| pmv_pipeline::manifest::ItemId::parse(id).ok())
         .map(|id| PathBuf::from(id.file_stem().into_owned()))
         .collect();
     assert_eq!(stems, vec![PathBuf::from("ok")]);

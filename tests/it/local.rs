@@ -360,10 +360,10 @@ fn a_symlink_under_a_final_name_is_never_kept() {
 #[cfg(feature = "media")]
 #[test]
 fn a_symlink_that_replaced_a_stored_file_is_never_trusted() {
-    use pmv_data::catalog::Catalog;
-    use pmv_data::fetch::{RehashOptions, RehashSelect, rehash};
-    use pmv_data::report::Silent;
-    use pmv_data::root::DataRoot;
+    use pmv_catalog::Catalog;
+    use pmv_core::report::Silent;
+    use pmv_core::root::DataRoot;
+    use pmv_pipeline::fetch::{RehashOptions, RehashSelect, rehash};
 
     let env = Env::new();
     let (_, data) = example_video(&env, "clips/a.mp4");
@@ -505,7 +505,7 @@ fn secret_query_parameters_are_redacted_wherever_a_url_is_shown() {
     );
     let mut c = env.command();
     c.env("PMV_FETCH_RETRIES", "1")
-        .env("RUST_LOG", "pmv_data=debug")
+        .env("RUST_LOG", "pmv_pipeline=debug")
         .args(["--json", "fetch"]);
     let out = Out::of(c);
     assert_eq!(out.code, 3, "{}", out.stderr);
@@ -659,7 +659,7 @@ fn relative_manifests_and_rows_work_from_any_directory() {
 #[cfg(feature = "media")]
 #[test]
 fn shard_samples_name_their_source_without_secrets_or_folders() {
-    use pmv_data::shard::ShardReader;
+    use pmv_pipeline::sharding::ShardReader;
 
     let env = Env::new();
     let (_, data) = example_video(&env, "private/folders/clips/a.mp4");

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use pmv_data::shard::ShardReader;
+use pmv_pipeline::sharding::ShardReader;
 use serde_json::json;
 
 use crate::shard_util::{Spec, ffmpeg, ingest_items, make_video, register};
@@ -431,7 +431,10 @@ fn cover_file_names_are_never_patterns() {
         let cover = png(&dir, &format!("c{i}.png"), colours[i].0);
         let stored = register(&env, "d", key, "cover", &cover);
         let name = stored.file_name().unwrap().to_str().unwrap();
-        assert_eq!(name, format!("{}.png", pmv_data::manifest::file_stem(key)));
+        assert_eq!(
+            name,
+            format!("{}.png", pmv_pipeline::manifest::file_stem(key))
+        );
     }
     assert!(env.root.join("covers/d/cov%20d.png").exists());
     let (code, r, e) = shard(&env);

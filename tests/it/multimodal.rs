@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use pmv_data::synth::{Carrier, MultimodalSynth, SynthSpec, write_shards_with};
+use pmv_shard::synth::{Carrier, MultimodalSynth, SynthSpec, write_shards_with};
 
 use crate::util::{Env, s, train_run};
 
@@ -152,14 +152,15 @@ fn each_branch_learns_the_samples_it_carries() {
     // A cover that is not a JPEG leaves its sample out, named.
     let bad = env.path("bad");
     std::fs::create_dir_all(&bad).unwrap();
-    let src = pmv_data::shard::ShardReader::open(&data.join("val/val-000000.tar")).unwrap();
+    let src = pmv_pipeline::sharding::ShardReader::open(&data.join("val/val-000000.tar")).unwrap();
     let path = bad.join("val.tar");
     let file = std::fs::File::create(&path).unwrap();
-    let mut w = pmv_data::shard::ShardWriter::new(std::io::BufWriter::new(file)).with_path(&path);
+    let mut w =
+        pmv_pipeline::sharding::ShardWriter::new(std::io::BufWriter::new(file)).with_path(&path);
     for i in 0..src.len() {
         let smp = src.sample(i).unwrap();
         let meta = smp.meta().unwrap();
-        w.append(&pmv_data::shard::SampleInput {
+        w.append(&pmv_pipeline::sharding::SampleInput {
             key: smp.key,
             shape: smp.shape,
             frames: smp.frames,

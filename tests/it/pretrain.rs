@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use pmv_data::synth::{SynthSpec, write_shards};
+use pmv_shard::synth::{SynthSpec, write_shards};
 
 use crate::util::{Env, Out, repo, s, trainer};
 

@@ -231,7 +231,7 @@ fn the_example_configuration_is_valid() {
     // that does not exist here, so --root wins.
     let out = env.run(&["--config", s(&example), "status"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let cfg = pmv_data::config::Config::load(&example).unwrap();
+    let cfg = pmv_pipeline::config::Config::load(&example).unwrap();
     let plan = cfg.plan.unwrap();
     assert_eq!(plan.datasets[0].name, "pmv400");
     for m in &plan.datasets[0].manifests {
@@ -515,7 +515,7 @@ fn a_time_budget_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
         "2s",
     ]);
     let budget = Duration::from_secs(2);
-    let (out, took) = crate::fetch_budget::run_within(cmd, budget + pmv_data::fetch::GRACE);
+    let (out, took) = crate::fetch_budget::run_within(cmd, budget + pmv_pipeline::fetch::GRACE);
     assert!(took >= budget, "{took:?}");
     let j = ok_json(&out);
     assert_eq!(j["stopped"], "time budget", "{j}");

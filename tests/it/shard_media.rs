@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use pmv_data::media::geometry::Target;
-use pmv_data::media::{
+use pmv_core::recipe::{self, Filter, Fit, Overrides, RecipeParams};
+use pmv_pipeline::media::geometry::Target;
+use pmv_pipeline::media::{
     Decoder, DecoderOptions, Geometry, MediaError, Sampling, VideoFile, sample_indices,
 };
-use pmv_data::shard::recipe::{self, Filter, Fit, Overrides, RecipeParams};
 
 use crate::shard_util::{Spec, cli_frames, ffmpeg, ffprobe_times, make_video, psnr};
 use crate::util::repo;
@@ -177,8 +177,18 @@ fn rotated_portrait_comes_out_upright() {
     let p = stride_params(1, 96, 64, Fit::Cover);
     let mut outs = vec![];
     for (name, transpose, tag, turn) in [
-        ("r90.mp4", "cclock", "270", pmv_data::media::Rotation::R90),
-        ("r270.mp4", "clock", "90", pmv_data::media::Rotation::R270),
+        (
+            "r90.mp4",
+            "cclock",
+            "270",
+            pmv_pipeline::media::Rotation::R90,
+        ),
+        (
+            "r270.mp4",
+            "clock",
+            "90",
+            pmv_pipeline::media::Rotation::R270,
+        ),
     ] {
         let path = rotated(dir.path(), name, transpose, tag);
         let v = VideoFile::open(&path).unwrap();
@@ -228,8 +238,8 @@ fn variable_frame_rate_follows_the_timestamps() {
     );
     drop(file);
     // Each position j shows the last frame presented at or before j/30 s.
-    let len = pmv_data::media::sample::timeline_len(times.last().unwrap() - first + 0.1, 30.0);
-    let positions = pmv_data::media::sample::timeline_positions(&Sampling::from(&p), len);
+    let len = pmv_pipeline::media::sample::timeline_len(times.last().unwrap() - first + 0.1, 30.0);
+    let positions = pmv_pipeline::media::sample::timeline_positions(&Sampling::from(&p), len);
     for (j, &i) in positions[0].iter().zip(&idx[0]) {
         let t = *j as f64 / 30.0;
         let expect = times.iter().rposition(|&x| x - first <= t + 1e-4).unwrap() as i64;
@@ -258,7 +268,7 @@ fn non_square_pixels_are_widened() {
     let (_, g, _, _) = check_against_cli(&v, &p);
     assert_eq!(
         g.src,
-        pmv_data::media::Rect {
+        pmv_pipeline::media::Rect {
             x: 44,
             y: 0,
             w: 270,
@@ -306,7 +316,7 @@ fn the_real_xinpianchang_sample() {
     // Landscape under a portrait crop: the middle 240x360 strip.
     assert_eq!(
         g.src,
-        pmv_data::media::Rect {
+        pmv_pipeline::media::Rect {
             x: 200,
             y: 0,
             w: 240,
@@ -477,7 +487,7 @@ fn broken_files_are_corrupt() {
 fn covers_become_jpeg() {
     let dir = tempfile::tempdir().unwrap();
     let jpeg = repo().join("tests/data/xinpianchang/example/99945958.jpeg");
-    let same = pmv_data::media::image::cover_jpeg(&jpeg).unwrap();
+    let same = pmv_pipeline::media::image::cover_jpeg(&jpeg).unwrap();
     assert_eq!(same, std::fs::read(&jpeg).unwrap());
     let png = dir.path().join("cover.png");
     ffmpeg(&[
@@ -489,8 +499,8 @@ fn covers_become_jpeg() {
         "1",
         png.to_str().unwrap(),
     ]);
-    let j = pmv_data::media::image::cover_jpeg(&png).unwrap();
-    assert!(pmv_data::media::image::is_jpeg(&j));
+    let j = pmv_pipeline::media::image::cover_jpeg(&png).unwrap();
+    assert!(pmv_pipeline::media::image::is_jpeg(&j));
     // The JPEG decodes back to the picture.
     let back = dir.path().join("back.jpg");
     std::fs::write(&back, &j).unwrap();
@@ -516,7 +526,7 @@ fn covers_become_jpeg() {
     let bad = dir.path().join("bad.png");
     std::fs::write(&bad, b"not an image at all").unwrap();
     assert!(
-        pmv_data::media::image::cover_jpeg(&bad)
+        pmv_pipeline::media::image::cover_jpeg(&bad)
             .unwrap_err()
             .is_corrupt()
     );
@@ -530,13 +540,13 @@ fn recipes_drive_the_geometry() {
         720,
         1280,
         (1, 1),
-        pmv_data::media::Rotation::R0,
+        pmv_pipeline::media::Rotation::R0,
         &Target::from(&p),
     )
     .unwrap();
     assert_eq!(
         g.src,
-        pmv_data::media::Rect {
+        pmv_pipeline::media::Rect {
             x: 0,
             y: 100,
             w: 720,

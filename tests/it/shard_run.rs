@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pmv_data::media::geometry::Target;
-use pmv_data::media::{Decoder, DecoderOptions, Sampling, VideoFile, sample_indices};
-use pmv_data::shard::recipe::{self, Overrides};
-use pmv_data::shard::{SampleIndex, ShardReader};
+use pmv_core::recipe::{self, Overrides};
+use pmv_pipeline::media::geometry::Target;
+use pmv_pipeline::media::{Decoder, DecoderOptions, Sampling, VideoFile, sample_indices};
+use pmv_pipeline::sharding::{SampleIndex, ShardReader};
 use serde_json::json;
 use sha2::Digest;
 
@@ -19,7 +19,7 @@ use crate::util::{Env, repo, s};
 /// The recipe the tests use: videomae-16x4-224 made small (64x64).
 const SIZE: &str = "64x64";
 
-fn small_params() -> pmv_data::shard::RecipeParams {
+fn small_params() -> pmv_pipeline::sharding::RecipeParams {
     recipe::resolve(
         Some("videomae-16x4-224"),
         &Overrides {
@@ -210,19 +210,19 @@ fn shards_a_dataset_and_every_reader_agrees() {
         serde_json::from_str(&env.query::<String>("SELECT params FROM recipes")).unwrap();
     assert!(recipe_schema.is_valid(&params_json), "{params_json}");
     let mut rust_view = vec![];
-    let root = pmv_data::root::DataRoot::new(&env.root);
-    let catalog = pmv_data::catalog::Catalog::open_existing_readonly(&root.catalog_path())
+    let root = pmv_core::root::DataRoot::new(&env.root);
+    let catalog = pmv_catalog::Catalog::open_existing_readonly(&root.catalog_path())
         .unwrap()
         .unwrap();
     let dataset_id = catalog.dataset("d").unwrap().unwrap().id;
     assert_eq!(
-        pmv_data::shard::live_shards(&catalog, dataset_id, recipe_id, None)
+        pmv_pipeline::sharding::live_shards(&catalog, dataset_id, recipe_id, None)
             .unwrap()
             .len(),
         3
     );
     assert_eq!(
-        pmv_data::shard::live_shards(&catalog, dataset_id, recipe_id, Some("val"))
+        pmv_pipeline::sharding::live_shards(&catalog, dataset_id, recipe_id, Some("val"))
             .unwrap()
             .len(),
         1
@@ -232,7 +232,8 @@ fn shards_a_dataset_and_every_reader_agrees() {
         let reader = ShardReader::open(&file).unwrap();
         reader.verify_sha256(sha256).unwrap();
         // Opened from the catalog's offsets, the shard has the same index as scanned.
-        let (row, from_catalog) = pmv_data::shard::open_shard(&root, &catalog, *shard_id).unwrap();
+        let (row, from_catalog) =
+            pmv_pipeline::sharding::open_shard(&root, &catalog, *shard_id).unwrap();
         assert_eq!(&row.path, path);
         assert_eq!(from_catalog.index(), reader.index());
         let index: SampleIndex = serde_json::from_str(members).unwrap();
@@ -941,7 +942,7 @@ struct CancelAfter {
     done: std::sync::atomic::AtomicU64,
 }
 
-impl pmv_data::report::Reporter for CancelAfter {
+impl pmv_core::report::Reporter for CancelAfter {
     fn advance(&self, n: u64) {
         use std::sync::atomic::Ordering;
         if self.done.fetch_add(n, Ordering::SeqCst) + n >= self.after {
@@ -952,9 +953,9 @@ impl pmv_data::report::Reporter for CancelAfter {
 
 #[test]
 fn a_deadline_or_a_cancellation_stops_cleanly() {
-    use pmv_data::catalog::Catalog;
-    use pmv_data::root::DataRoot;
-    use pmv_data::shard::{ShardOptions, Stop};
+    use pmv_catalog::Catalog;
+    use pmv_core::root::DataRoot;
+    use pmv_pipeline::sharding::{ShardOptions, Stop};
 
     let env = Env::new();
     dataset(&env, "d", 5, 5);
@@ -978,7 +979,8 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
         deadline: Some(std::time::Instant::now()),
         cancel: None,
     };
-    let r = pmv_data::shard::run(&root, &mut catalog, &opts, &pmv_data::report::Silent).unwrap();
+    let r =
+        pmv_pipeline::sharding::run(&root, &mut catalog, &opts, &pmv_core::report::Silent).unwrap();
     assert_eq!(r.stopped, Some(Stop::Deadline));
     assert_eq!(r.not_started, 5);
     assert!(r.shards.is_empty());
@@ -991,7 +993,7 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
         after: 2,
         done: Default::default(),
     };
-    let r = pmv_data::shard::run(&root, &mut catalog, &opts, &stopper).unwrap();
+    let r = pmv_pipeline::sharding::run(&root, &mut catalog, &opts, &stopper).unwrap();
     assert_eq!(r.stopped, Some(Stop::Cancelled));
     assert!((2..=3).contains(&r.videos_sharded), "{r:?}");
     assert_eq!(r.not_started, 5 - r.videos_sharded);
@@ -1005,7 +1007,8 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
 
     // The next run does the rest.
     opts.cancel = None;
-    let r2 = pmv_data::shard::run(&root, &mut catalog, &opts, &pmv_data::report::Silent).unwrap();
+    let r2 =
+        pmv_pipeline::sharding::run(&root, &mut catalog, &opts, &pmv_core::report::Silent).unwrap();
     assert_eq!(r2.videos_sharded, 5 - r.videos_sharded);
     assert_eq!(r2.shards[0].seq, 1);
 }

@@ -172,7 +172,7 @@ pub fn register(env: &Env, dataset: &str, key: &str, role: &str, file: &Path) ->
     let dir = if role == "cover" { "covers" } else { "videos" };
     let name = format!(
         "{}.{}",
-        pmv_data::manifest::file_stem(key),
+        pmv_pipeline::manifest::file_stem(key),
         file.extension().and_then(|e| e.to_str()).unwrap_or("bin")
     );
     let rel = format!("{dir}/{dataset}/{name}");

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pmv_data::shard::{SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key};
-use pmv_data::synth::{SynthSpec, write_shards};
+use pmv_pipeline::sharding::{SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key};
+use pmv_shard::synth::{SynthSpec, write_shards};
 
 use crate::util::{Env, Out, repo, s, trainer};
 
@@ -372,7 +372,7 @@ fn catalog_with_shards(env: &Env) -> String {
             ));
         }
     }
-    let classes = env.write("classes.txt", pmv_data::synth::class_names(4).join("\n"));
+    let classes = env.write("classes.txt", pmv_shard::synth::class_names(4).join("\n"));
     let m = env.write("items.jsonl", manifest);
     let r = env.ingest(&[
         "--dataset",
@@ -422,7 +422,7 @@ fn catalog_with_shards(env: &Env) -> String {
                 "{rel_dir}/{split}/{}",
                 f.file_name().unwrap().to_string_lossy()
             );
-            let (sha, bytes) = pmv_data::util::sha256_file(f).unwrap();
+            let (sha, bytes) = pmv_core::util::sha256_file(f).unwrap();
             db.execute(
                 "INSERT INTO shards (dataset_id, recipe_id, split, seq, path, sha256, bytes, samples, state, created_at) \
                  VALUES ((SELECT id FROM datasets WHERE name = 'moving'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'live', 0)",

@@ -60,10 +60,25 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where `pmv-data-train` is: beside `pmv-data`, where cargo builds every binary of
+/// the workspace (`cargo test` builds it with the rest; so does `cargo build -p
+/// pmv-train`).
+#[cfg(feature = "train")]
+pub fn trainer_path() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_pmv-data")).with_file_name("pmv-data-train");
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with `cargo test` at the workspace root, or build it \
+         with `cargo build -p pmv-train`",
+        p.display()
+    );
+    p
+}
+
 /// The trainer binary, with no data root or log filter from the environment.
 #[cfg(feature = "train")]
 pub fn trainer() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pmv-data-train"));
+    let mut c = Command::new(trainer_path());
     c.env_remove("PMV_DATA_ROOT").env_remove("RUST_LOG");
     c
 }

@@ -2,7 +2,7 @@
 //! short-side jitter and portrait crops reach the run, command-line options override
 //! the recipe, and evaluation takes its views from the frame scaled to a short side.
 
-use pmv_data::synth::{SynthSpec, write_shards};
+use pmv_shard::synth::{SynthSpec, write_shards};
 
 use crate::util::{Env, repo, s, train_run};
 

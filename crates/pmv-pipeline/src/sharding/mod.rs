@@ -1,0 +1,31 @@
+//! The shard stage: stored videos decoded into frame shards of one frame recipe.
+//!
+//! Owns the decoding pipeline that feeds the shard writer ([`pipeline`], with the media
+//! layer), the stage that picks the work, writes and registers shards ([`run`],
+//! [`rebuild_shard`]), what the catalog says is left to shard ([`work`]) and the
+//! quarantine of corrupt videos. The shard bytes themselves are `pmv_shard`'s; what a
+//! sample holds is [`pmv_core::recipe`]. Only [`work`] compiles without the `media`
+//! feature.
+
+#[cfg(feature = "media")]
+mod pipeline;
+#[cfg(feature = "media")]
+pub mod quarantine;
+#[cfg(feature = "media")]
+mod stage;
+pub mod work;
+
+pub use pmv_core::recipe::{self, Recipe, RecipeParams};
+pub use pmv_shard::{
+    Member, Sample, SampleIndex, SampleInput, SampleMeta, ShardError, ShardReader, ShardSummary,
+    ShardWriter, format, reader, sample_key,
+};
+
+#[cfg(feature = "media")]
+pub use pipeline::Stop;
+#[cfg(feature = "media")]
+pub use stage::{
+    DEFAULT_SHARD_BYTES, Failure, RebuildReport, ShardOptions, ShardRecord, ShardReport,
+    ShardRunError, rebuild_shard, register_recipe, run, samples_per_shard, stored_recipe,
+};
+pub use work::{OpenError, ShardRow, live_shards, open_shard};

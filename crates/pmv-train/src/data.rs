@@ -1,0 +1,562 @@
+//! Which shards a run reads, and what their labels mean.
+//!
+//! Owns the two ways to name training data: a dataset and recipe in the catalog (live
+//! shards of a split, with the member offsets the catalog recorded, so no tar is
+//! scanned), or `--shards DIR_OR_GLOB` without any catalog. It opens shards through the
+//! shard reader and reports every shard that cannot be opened or fails its SHA-256; it
+//! never reads frames, never writes to the catalog and never touches a shard's bytes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pmv_catalog::{Catalog, CatalogError};
+use pmv_shard::{SampleIndex, ShardError, ShardReader};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("no catalog at {0}: ingest and shard a dataset first, or train with --shards")]
+    NoCatalog(PathBuf),
+    #[error("no dataset {name:?} in the catalog (datasets: {known})")]
+    NoDataset { name: String, known: String },
+    #[error(
+        "dataset {dataset:?} has no shard recipe {recipe:?} (recipes with live shards: {known})"
+    )]
+    NoRecipe {
+        dataset: String,
+        recipe: String,
+        known: String,
+    },
+    #[error(
+        "dataset {dataset:?} has shards of several recipes ({known}): choose one with --recipe"
+    )]
+    WhichRecipe { dataset: String, known: String },
+    #[error("no live shards for dataset {dataset:?}, recipe {recipe:?}, split {split:?}")]
+    NoShards {
+        dataset: String,
+        recipe: String,
+        split: String,
+    },
+    #[error(
+        "no shards match {0} (a directory of .tar files, one with <split>/ subdirectories, or a glob)"
+    )]
+    NoShardFiles(String),
+    #[error("catalog: shard {path}: sample {ordinal}: bad member index: {message}")]
+    BadIndex {
+        path: String,
+        ordinal: i64,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("class list {path}: {message}")]
+    Classes { path: PathBuf, message: String },
+}
+
+/// Where a run's data comes from; recorded in the run so eval finds the same data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    Catalog {
+        root: PathBuf,
+        dataset: String,
+        recipe_id: String,
+        recipe_name: String,
+        /// The recipe's parameters as the catalog records them.
+        #[serde(default)]
+        recipe_params: serde_json::Value,
+    },
+    Shards {
+        /// The training shards: a directory or a glob.
+        train: String,
+        /// Other splits, by name: a directory or a glob each.
+        #[serde(default)]
+        splits: Vec<(String, String)>,
+    },
+}
+
+/// One shard to read.
+#[derive(Debug, Clone)]
+pub struct ShardRef {
+    pub path: PathBuf,
+    /// From the catalog: checked with `--verify`.
+    pub sha256: Option<String>,
+    /// From the catalog: the samples the shard holds.
+    pub samples: Option<usize>,
+    /// From the catalog: where each sample's members lie (no tar scan needed).
+    pub index: Option<Vec<SampleIndex>>,
+}
+
+/// The shards of one split, in a fixed order.
+#[derive(Debug, Clone)]
+pub struct SplitData {
+    pub split: String,
+    pub shards: Vec<ShardRef>,
+}
+
+/// What the catalog says about a dataset and recipe.
+#[derive(Debug, Clone)]
+pub struct CatalogData {
+    pub dataset: String,
+    pub multi_label: bool,
+    pub classes: Vec<String>,
+    pub recipe_id: String,
+    pub recipe_name: String,
+    pub recipe_params: serde_json::Value,
+}
+
+fn open_catalog(root: &Path) -> Result<Catalog, DataError> {
+    let path = root.join("catalog.sqlite");
+    Catalog::open_existing_readonly(&path)?.ok_or(DataError::NoCatalog(path))
+}
+
+/// Class names from the catalog's `classes` rows: index = class id; ids without a row
+/// are named `class_<id>`.
+fn class_table(rows: Vec<(u32, String)>) -> Vec<String> {
+    let n = rows
+        .iter()
+        .map(|(id, _)| *id as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut names: Vec<String> = (0..n).map(|i| format!("class_{i}")).collect();
+    for (id, name) in rows {
+        names[id as usize] = name;
+    }
+    names
+}
+
+/// Looks up a dataset and one of its recipes (by id or name; the only one with live
+/// shards when `recipe` is `None`).
+pub fn catalog_data(
+    root: &Path,
+    dataset: &str,
+    recipe: Option<&str>,
+) -> Result<CatalogData, DataError> {
+    let cat = open_catalog(root)?;
+    let Some(ds) = cat.dataset(dataset)? else {
+        let known: Vec<String> = cat.datasets()?.into_iter().map(|d| d.name).collect();
+        return Err(DataError::NoDataset {
+            name: dataset.to_owned(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    let classes = class_table(cat.classes(ds.id)?);
+    let conn = cat.conn();
+    let sql = |e| cat.sql(e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT DISTINCT r.id, r.name, r.params FROM recipes r JOIN shards s ON s.recipe_id = r.id \
+             WHERE s.dataset_id = ?1 AND s.state = 'live' ORDER BY r.name, r.id",
+        )
+        .map_err(sql)?;
+    let recipes: Vec<(String, String, String)> = stmt
+        .query_map([ds.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql)?;
+    let listing = || {
+        if recipes.is_empty() {
+            "none".to_owned()
+        } else {
+            recipes
+                .iter()
+                .map(|(id, name, _)| format!("{name} ({id})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let chosen = match recipe {
+        Some(r) => {
+            let hits: Vec<&(String, String, String)> = recipes
+                .iter()
+                .filter(|(id, name, _)| id == r || name == r)
+                .collect();
+            match hits.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    // A recipe without live shards still exists: say so precisely.
+                    let exists: Option<(String, String, String)> = conn
+                        .query_row(
+                            "SELECT id, name, params FROM recipes WHERE id = ?1 OR name = ?1",
+                            [r],
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                        )
+                        .optional()
+                        .map_err(sql)?;
+                    return Err(match exists {
+                        Some(_) => DataError::NoShards {
+                            dataset: dataset.to_owned(),
+                            recipe: r.to_owned(),
+                            split: "any".into(),
+                        },
+                        None => DataError::NoRecipe {
+                            dataset: dataset.to_owned(),
+                            recipe: r.to_owned(),
+                            known: listing(),
+                        },
+                    });
+                }
+                _ => {
+                    return Err(DataError::WhichRecipe {
+                        dataset: dataset.to_owned(),
+                        known: listing(),
+                    });
+                }
+            }
+        }
+        None => match recipes.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(DataError::NoRecipe {
+                    dataset: dataset.to_owned(),
+                    recipe: "(any)".into(),
+                    known: listing(),
+                });
+            }
+            _ => {
+                return Err(DataError::WhichRecipe {
+                    dataset: dataset.to_owned(),
+                    known: listing(),
+                });
+            }
+        },
+    };
+    Ok(CatalogData {
+        dataset: ds.name,
+        multi_label: ds.multi_label,
+        classes,
+        recipe_id: chosen.0,
+        recipe_name: chosen.1,
+        recipe_params: serde_json::from_str(&chosen.2).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The live shards of one split of a dataset and recipe, in sequence order, with the
+/// member offsets the catalog recorded. Paths are taken relative to `root`.
+pub fn catalog_split(
+    root: &Path,
+    dataset: &str,
+    recipe_id: &str,
+    split: &str,
+) -> Result<SplitData, DataError> {
+    let cat = open_catalog(root)?;
+    let sql = |e| cat.sql(e);
+    let mut stmt = cat
+        .conn()
+        .prepare(
+            "SELECT s.id, s.path, s.sha256, s.samples FROM shards s JOIN datasets d ON d.id = s.dataset_id \
+             WHERE d.name = ?1 AND s.recipe_id = ?2 AND s.split = ?3 AND s.state = 'live' ORDER BY s.seq",
+        )
+        .map_err(sql)?;
+    let rows: Vec<ShardRow> = stmt
+        .query_map(rusqlite::params![dataset, recipe_id, split], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql)?;
+    if rows.is_empty() {
+        return Err(DataError::NoShards {
+            dataset: dataset.to_owned(),
+            recipe: recipe_id.to_owned(),
+            split: split.to_owned(),
+        });
+    }
+    with_members(&cat, root, split, rows)
+}
+
+/// The shards at `paths` (relative to `root`, in that order, whatever their state now),
+/// with their member offsets: what a resumed run reads.
+pub fn catalog_shards_by_path(
+    root: &Path,
+    split: &str,
+    paths: &[PathBuf],
+) -> Result<SplitData, DataError> {
+    let cat = open_catalog(root)?;
+    let sql = |e| cat.sql(e);
+    let mut stmt = cat
+        .conn()
+        .prepare("SELECT id, path, sha256, samples FROM shards WHERE path = ?1")
+        .map_err(sql)?;
+    let mut rows = Vec::with_capacity(paths.len());
+    for p in paths {
+        let rel = p.to_string_lossy();
+        let row: Option<ShardRow> = stmt
+            .query_row([rel.as_ref()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(sql)?;
+        rows.push(row.unwrap_or((-1, rel.into_owned(), String::new(), -1)));
+    }
+    with_members(&cat, root, split, rows)
+}
+
+/// (id, path, sha256, samples) of a `shards` row; id -1 for a shard the catalog no
+/// longer knows (it is then read by scanning, and its hash is not checked).
+type ShardRow = (i64, String, String, i64);
+
+fn with_members(
+    cat: &Catalog,
+    root: &Path,
+    split: &str,
+    rows: Vec<ShardRow>,
+) -> Result<SplitData, DataError> {
+    let sql = |e| cat.sql(e);
+    let mut members = cat
+        .conn()
+        .prepare("SELECT ordinal, members FROM samples WHERE shard_id = ?1 ORDER BY ordinal")
+        .map_err(sql)?;
+    let mut shards = Vec::with_capacity(rows.len());
+    for (id, rel, sha, n) in rows {
+        let index: Vec<(i64, String)> = members
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)?;
+        let index = index
+            .into_iter()
+            .map(|(ordinal, json)| {
+                serde_json::from_str::<SampleIndex>(&json).map_err(|e| DataError::BadIndex {
+                    path: rel.clone(),
+                    ordinal,
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        shards.push(ShardRef {
+            path: root.join(&rel),
+            sha256: (id >= 0).then_some(sha),
+            samples: (n >= 0).then_some(n as usize),
+            // A shard without sample rows is scanned instead.
+            index: (!index.is_empty()).then_some(index),
+        });
+    }
+    Ok(SplitData {
+        split: split.to_owned(),
+        shards,
+    })
+}
+
+/// Whether `name` matches a glob pattern of `*`, `?` and literal characters.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => glob_match(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let io = |source| DataError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut out = vec![];
+    for entry in fs_err::read_dir(dir).map_err(io)? {
+        out.push(entry.map_err(io)?.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_tar(p: &Path) -> bool {
+    p.is_file() && p.extension().is_some_and(|e| e == "tar")
+}
+
+/// The shards `spec` names for `split`: `spec/<split>/*.tar` when that directory exists,
+/// else (for the split `primary` only) `spec/*.tar`, or the files matching a glob whose
+/// `*` and `?` are in the file name part.
+pub fn shards_split(spec: &str, split: &str, primary: bool) -> Result<SplitData, DataError> {
+    let path = Path::new(spec);
+    let files: Vec<PathBuf> = if spec.contains(['*', '?']) {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        let pattern = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        list_dir(dir)?
+            .into_iter()
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .is_some_and(|n| glob_match(pattern.as_bytes(), n.as_encoded_bytes()))
+            })
+            .collect()
+    } else if path.is_dir() && path.join(split).is_dir() {
+        list_dir(&path.join(split))?
+            .into_iter()
+            .filter(|p| is_tar(p))
+            .collect()
+    } else if path.is_dir() && primary {
+        list_dir(path)?.into_iter().filter(|p| is_tar(p)).collect()
+    } else if is_tar(path) && primary {
+        vec![path.to_owned()]
+    } else {
+        vec![]
+    };
+    if files.is_empty() {
+        return Err(DataError::NoShardFiles(if primary {
+            spec.to_owned()
+        } else {
+            format!("{spec} for the split {split:?}")
+        }));
+    }
+    Ok(SplitData {
+        split: split.to_owned(),
+        shards: files
+            .into_iter()
+            .map(|path| ShardRef {
+                path,
+                sha256: None,
+                samples: None,
+                index: None,
+            })
+            .collect(),
+    })
+}
+
+/// A class list file: one name per line, or `id,name` / `name,id` CSV lines.
+pub fn read_class_file(path: &Path) -> Result<Vec<String>, DataError> {
+    let text = fs_err::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let pairs: Option<Vec<(u32, String)>> = lines
+        .iter()
+        .map(|l| {
+            let (a, b) = l.split_once(',')?;
+            let (a, b) = (a.trim(), b.trim());
+            match (a.parse::<u32>(), b.parse::<u32>()) {
+                (Ok(id), _) => Some((id, b.to_owned())),
+                (_, Ok(id)) => Some((id, a.to_owned())),
+                _ => None,
+            }
+        })
+        .collect();
+    let names = match pairs {
+        Some(p) if !p.is_empty() => class_table(p),
+        _ => lines.iter().map(|l| (*l).to_owned()).collect(),
+    };
+    if names.is_empty() {
+        return Err(DataError::Classes {
+            path: path.to_owned(),
+            message: "no class names".into(),
+        });
+    }
+    Ok(names)
+}
+
+/// `classes.txt` beside shards named by `spec` (in the directory, or in the parent of
+/// a glob's directory or a split directory).
+pub fn find_class_file(spec: &str) -> Option<PathBuf> {
+    let path = Path::new(spec);
+    let dir = if path.is_dir() {
+        path.to_owned()
+    } else {
+        path.parent()?.to_owned()
+    };
+    [dir.join("classes.txt"), dir.parent()?.join("classes.txt")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// A shard that could not be used, and how many samples that cost (when known).
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardProblem {
+    pub path: PathBuf,
+    pub samples: Option<usize>,
+    pub error: String,
+}
+
+/// Opens (and with `verify` hashes) every shard of a split. Shards that fail are left
+/// out and returned as problems, never replaced by others.
+pub fn open_split(data: &SplitData, verify: bool) -> (Vec<Arc<ShardReader>>, Vec<ShardProblem>) {
+    let mut open = vec![];
+    let mut problems = vec![];
+    for s in &data.shards {
+        let reader = match &s.index {
+            Some(index) => ShardReader::open_indexed(&s.path, index.clone()),
+            None => ShardReader::open(&s.path),
+        };
+        let checked = reader.and_then(|r| {
+            if let (true, Some(sha)) = (verify, &s.sha256) {
+                r.verify_sha256(sha)?;
+            }
+            if let Some(n) = s.samples
+                && n != r.len()
+            {
+                return Err(ShardError::Format {
+                    path: s.path.clone(),
+                    offset: 0,
+                    message: format!("the catalog records {n} samples, the shard has {}", r.len()),
+                });
+            }
+            Ok(r)
+        });
+        match checked {
+            Ok(r) => open.push(Arc::new(r)),
+            Err(e) => {
+                tracing::error!("{e}");
+                problems.push(ShardProblem {
+                    path: s.path.clone(),
+                    samples: s.samples,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    (open, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_file_names() {
+        assert!(glob_match(b"train-*.tar", b"train-000001.tar"));
+        assert!(glob_match(b"*.tar", b"x.tar"));
+        assert!(!glob_match(b"*.tar", b"x.tar.tmp"));
+        assert!(glob_match(b"a?c", b"abc"));
+        assert!(!glob_match(b"a?c", b"ac"));
+    }
+
+    #[test]
+    fn class_files_in_every_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.txt");
+        std::fs::write(&p, "walk\nrun\n\n").unwrap();
+        assert_eq!(read_class_file(&p).unwrap(), vec!["walk", "run"]);
+        std::fs::write(&p, "1,run\n0,walk\n").unwrap();
+        assert_eq!(read_class_file(&p).unwrap(), vec!["walk", "run"]);
+        std::fs::write(&p, "walk,0\nskip,2\n").unwrap();
+        assert_eq!(
+            read_class_file(&p).unwrap(),
+            vec!["walk", "class_1", "skip"]
+        );
+        std::fs::write(&p, "\n").unwrap();
+        assert!(read_class_file(&p).is_err());
+    }
+}

@@ -1,0 +1,387 @@
+//! Evaluation: every view of every video through the model, softmax (sigmoid for
+//! multi-label) averaged over the views, and the reports.
+//!
+//! Owns the evaluation pass (also the per-epoch validation of training) and the `eval`
+//! command's outputs in `<run>/eval-<split>-<clips>x<crops>/`: `eval.json` (top-1, top-5,
+//! per-class accuracy, confusion matrix, counts), `predictions.csv`, and a PNG of the
+//! confusion matrix (up to 50 classes) or of per-class accuracy. It reads runs and
+//! shards and never changes a run's weights or state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pmv_core::report::{Reporter, Unit};
+use serde_json::json;
+use tch::{Device, Kind, nn};
+
+use super::checkpoint::{self, RunDir, State};
+use super::cli::EvalArgs;
+use super::data::{self, ShardProblem};
+use super::device::device_name;
+use super::error::TrainError;
+use super::loader::{Labels, Loader, LoaderSpec, Normalizer, SampleError, Views};
+use super::metrics::{self, Prediction, Summary, Tally};
+use super::model::{self, Net};
+use super::plot;
+use super::run::{self, RunConfig};
+
+/// What an evaluation pass found.
+pub struct EvalResult {
+    pub summary: Summary,
+    pub predictions: Vec<Prediction>,
+    pub errors: Vec<SampleError>,
+}
+
+/// Runs every batch of `spec` through `net` (no gradients, eval mode).
+pub fn evaluate(
+    net: &Net,
+    spec: Arc<LoaderSpec>,
+    device: Device,
+    names: &[String],
+    keep_predictions: bool,
+    reporter: &dyn Reporter,
+    label: &str,
+) -> Result<EvalResult, TrainError> {
+    let classes = names.len();
+    let multi = matches!(spec.labels, Labels::Multi(_));
+    let norm = Normalizer::new(device);
+    let mut tally = Tally::new(classes, multi);
+    let mut predictions = vec![];
+    let mut errors = vec![];
+    let loader = Loader::start(Arc::clone(&spec), 0, 0);
+    reporter.begin(label, Some(loader.batches() as u64), Unit::Items);
+    let result = tch::no_grad(|| -> Result<(), TrainError> {
+        for batch in loader {
+            let b = batch?;
+            errors.extend(b.errors.iter().cloned());
+            reporter.advance(1);
+            if b.is_empty() {
+                continue;
+            }
+            let n = b.len() as i64;
+            let x = b.input(device, &norm);
+            let extra = b.extra(device, &norm);
+            let logits = net.forward_with(&x, extra.as_ref(), false, None);
+            let probs = if multi {
+                logits.sigmoid()
+            } else {
+                logits.softmax(-1, Kind::Float)
+            };
+            let probs = probs
+                .view([n, b.views as i64, classes as i64])
+                .mean_dim(1, false, Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous();
+            let flat: Vec<f32> = Vec::try_from(probs.view([-1]))
+                .map_err(|e| TrainError::Invalid(format!("reading predictions: {e}")))?;
+            for i in 0..b.len() {
+                let top = tally.add(&flat[i * classes..(i + 1) * classes], &b.all_labels[i]);
+                if keep_predictions {
+                    predictions.push(Prediction {
+                        key: b.keys[i].clone(),
+                        id: b.ids.get(i).cloned().unwrap_or_default(),
+                        labels: b.all_labels[i].clone(),
+                        top,
+                    });
+                }
+            }
+        }
+        Ok(())
+    });
+    reporter.end();
+    result?;
+    Ok(EvalResult {
+        summary: tally.summary(names),
+        predictions,
+        errors,
+    })
+}
+
+/// The weights an evaluation uses: `--checkpoint`, else the final model, else the last
+/// checkpoint of an unfinished run.
+fn weights_of(run: &RunDir, explicit: Option<&Path>) -> Result<PathBuf, TrainError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    let fin = run.file("model.safetensors");
+    if fin.exists() {
+        return Ok(fin);
+    }
+    match checkpoint::load_state(run)? {
+        Some(State { weights, .. }) => Ok(run.file(&weights)),
+        None => Err(TrainError::Invalid(format!(
+            "{} has no weights yet (no model.safetensors and no checkpoint)",
+            run.path().display()
+        ))),
+    }
+}
+
+/// The views of `--views`, resolved against the stored clips.
+fn views_of(
+    arg: Option<(Option<usize>, usize)>,
+    stored_clips: usize,
+) -> Result<(usize, usize), TrainError> {
+    // Crops: 1 is the centre; n > 1 are spread evenly along the long side (3: start,
+    // centre, end, as VideoMAE evaluates).
+    let (clips, crops) = arg.unwrap_or((None, 3));
+    let clips = clips.unwrap_or(stored_clips);
+    if clips > stored_clips {
+        return Err(TrainError::Usage(format!(
+            "--views: {clips} clips asked for, the samples store {stored_clips}"
+        )));
+    }
+    Ok((clips, crops))
+}
+
+/// `pmv-data-train eval`.
+pub fn run(
+    args: &EvalArgs,
+    reporter: &dyn Reporter,
+) -> Result<(serde_json::Value, u64), TrainError> {
+    let started = Instant::now();
+    let root = run::root_or_default(&args.root);
+    let dir = run::run_path(&root, &args.run);
+    if !dir.join("run.json").is_file() {
+        return Err(TrainError::Invalid(format!(
+            "{} is not a run directory (it has no run.json)",
+            dir.display()
+        )));
+    }
+    let run_dir = RunDir::open(&dir)?;
+    let cfg: RunConfig = checkpoint::read_json(&run_dir.file("run.json"))?;
+    if cfg.model.is_pretraining() {
+        return Err(TrainError::Usage(format!(
+            "{} is a pre-training run: it has no classifier to evaluate; fine-tune it with \
+             train --init {}",
+            dir.display(),
+            dir.join("model.safetensors").display()
+        )));
+    }
+    let weights = weights_of(&run_dir, args.checkpoint.as_deref())?;
+    let split_data = match &args.shards {
+        Some(spec) => data::shards_split(spec, &args.split, true)?,
+        None => run::current_split(&cfg, &args.split)?,
+    };
+    let (shards, problems) = data::open_split(&split_data, args.verify);
+    if shards.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "none of the {} shards of split {:?} could be opened: {}",
+            split_data.shards.len(),
+            args.split,
+            problems.first().map_or("", |p| p.error.as_str())
+        )));
+    }
+    let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
+    if let (Some((h, w)), super::model::ModelSpec::Videomae { config, .. }) =
+        (args.input, &cfg.model)
+        && (h % config.patch_size != 0 || w % config.patch_size != 0)
+    {
+        return Err(TrainError::Usage(format!(
+            "--input {h}x{w}: a ViT needs multiples of its {} pixel patches",
+            config.patch_size
+        )));
+    }
+    let device = crate::device::resolve_device(args.runtime.device)?;
+    if let Some(t) = args.runtime.threads {
+        tch::set_num_threads(t);
+    }
+    let precision = crate::device::resolve_precision(args.runtime.precision, device);
+    let vs = nn::VarStore::new(device);
+    let net = cfg.model.build(&vs.root(), precision)?;
+    model::load_into(
+        &vs,
+        &cfg.model,
+        &weights,
+        model::read_weights(&weights)?,
+        false,
+    )?;
+    let classes = cfg.classes.len();
+    let spec = Arc::new(LoaderSpec {
+        shards,
+        shape: cfg.sample_shape,
+        out: args.input.unwrap_or((cfg.input[1], cfg.input[2])),
+        views: Views::Eval {
+            clips,
+            crops,
+            short_side: args.test_scale.or(cfg.recipe.test_scale),
+        },
+        labels: if cfg.multi_label {
+            Labels::Multi(classes)
+        } else {
+            Labels::Single(classes)
+        },
+        batch: args.batch_size.max(1),
+        workers: super::fit::default_workers(&args.runtime, device),
+        prefetch: args.runtime.prefetch,
+        shuffle: false,
+        shuffle_buffer: 0,
+        drop_last: false,
+        seed: cfg.seed,
+        pin: device.is_cuda().then_some(device),
+        ids: true,
+        extras: super::fit::extras_of(&cfg.model, &run_dir)?,
+    });
+    let views_label = format!("{clips}x{crops}");
+    let result = evaluate(
+        &net,
+        spec,
+        device,
+        &cfg.classes,
+        true,
+        reporter,
+        &format!("eval {} ({views_label} views)", args.split),
+    )?;
+    let out_dir = match (&args.out, &args.shards) {
+        (Some(p), _) => p.clone(),
+        (None, None) => dir.join(format!("eval-{}-{views_label}", args.split)),
+        // Other shards than the run's own: a report beside, not over, the run's.
+        (None, Some(shards)) => dir.join(format!(
+            "eval-shards-{}-{views_label}",
+            shards_label(shards)
+        )),
+    };
+    let written = write_reports(
+        &out_dir,
+        &cfg,
+        &result,
+        &problems,
+        json!({
+            "run_dir": dir,
+            "split": args.split,
+            "views": { "clips": clips, "crops": crops },
+            "weights": weights,
+            "device": device_name(device),
+            "precision": precision,
+            "shards": split_data.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            "duration_s": started.elapsed().as_secs_f64(),
+        }),
+    )?;
+    let bad = result.errors.len() as u64
+        + problems
+            .iter()
+            .map(|p| p.samples.unwrap_or(1) as u64)
+            .sum::<u64>();
+    let s = &result.summary;
+    let summary = json!({
+        "command": "eval",
+        "run_dir": dir,
+        "split": args.split,
+        "views": views_label,
+        "samples": s.samples,
+        "top1": s.top1,
+        "top5": s.top5,
+        "mean_class_accuracy": s.mean_class_accuracy,
+        "map": s.map,
+        "loss": s.loss,
+        "bad_samples": bad,
+        "eval_json": written.eval_json,
+        "predictions_csv": written.predictions_csv,
+        "plots": written.plots,
+        "weights": weights,
+        "duration_s": started.elapsed().as_secs_f64(),
+    });
+    Ok((summary, bad))
+}
+
+pub struct Written {
+    pub eval_json: PathBuf,
+    pub predictions_csv: PathBuf,
+    pub plots: Vec<PathBuf>,
+}
+
+/// Writes `eval.json`, `predictions.csv` and the class plot into `dir`.
+pub fn write_reports(
+    dir: &Path,
+    cfg: &RunConfig,
+    result: &EvalResult,
+    problems: &[ShardProblem],
+    context: serde_json::Value,
+) -> Result<Written, TrainError> {
+    fs_err::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    let s = &result.summary;
+    let mut doc = json!({
+        "top1": s.top1,
+        "top5": s.top5,
+        "mean_class_accuracy": s.mean_class_accuracy,
+        "loss": s.loss,
+        "counts": {
+            "samples": s.samples,
+            "bad_samples": result.errors.len(),
+            "unreadable_shards": problems.len(),
+        },
+        "classes": cfg.classes.len(),
+        "multi_label": cfg.multi_label,
+        "per_class": s.per_class,
+        "bad_samples": result.errors,
+        "unreadable_shards": problems,
+        "created_at": pmv_core::util::rfc3339(pmv_core::util::now_unix()),
+    });
+    if let Some(m) = s.map {
+        doc["map"] = json!(m);
+    }
+    if let Some(c) = &s.confusion {
+        doc["confusion"] = json!(c);
+    }
+    if let (Some(obj), Some(ctx)) = (doc.as_object_mut(), context.as_object()) {
+        for (k, v) in ctx {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    let eval_json = dir.join("eval.json");
+    checkpoint::write_json(&eval_json, &doc)?;
+
+    let predictions_csv = dir.join("predictions.csv");
+    let mut text = String::from(metrics::CSV_HEADER);
+    for p in &result.predictions {
+        text.push_str(&metrics::csv_row(p, &cfg.classes));
+    }
+    pmv_core::util::write_atomic(&predictions_csv, text.as_bytes())
+        .map_err(TrainError::io(&predictions_csv))?;
+
+    let mut plots = vec![];
+    let title_top1 = format!("top-1 {:.1}%", 100.0 * s.top1);
+    match &s.confusion {
+        Some(c) if cfg.classes.len() <= plot::CONFUSION_MAX_CLASSES => {
+            plots.push(plot::confusion(
+                &dir.join("confusion.png"),
+                &format!("Confusion ({title_top1}; rows: true class)"),
+                c,
+                &cfg.classes,
+            )?);
+        }
+        _ => {
+            let accs: Vec<f64> = s.per_class.iter().filter_map(|c| c.accuracy).collect();
+            plots.push(plot::per_class(
+                &dir.join("per_class.png"),
+                &format!("Per-class accuracy ({title_top1}, {} classes)", accs.len()),
+                &accs,
+            )?);
+        }
+    }
+    Ok(Written {
+        eval_json,
+        predictions_csv,
+        plots,
+    })
+}
+
+/// A folder-name part for `--shards` (a directory or a glob): its last plain path
+/// component, with anything but `[A-Za-z0-9._-]` written `_`.
+fn shards_label(shards: &str) -> String {
+    let name = std::path::Path::new(shards.trim_end_matches('/'))
+        .components()
+        .rev()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|c| !c.contains(['*', '?', '[']))
+        .unwrap_or("shards");
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! `pmv-data-train`: the half of pmv-data that links libtorch.
+//!
+//! `pmv-data` itself never loads libtorch, so fetching, sharding and status start fast
+//! and small; the commands that need libtorch run here (`pmv-data train` and `eval` run
+//! this binary with the same arguments). A GPU machine that has libtorch but no FFmpeg
+//! builds only this binary (`--no-default-features --features train`). Exit codes: 0
+//! ok, 1 error, 2 usage, 3 some samples could not be read (counted, reported, left out),
+//! 75 the run is in use by another process.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use pmv_term::output::{self, errln, outln};
+use pmv_term::progress;
+use pmv_train as train;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmv-data-train",
+    version,
+    about = "pmv-data's libtorch half: train and evaluate video classifiers on frame shards",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 some samples could not be read \
+                  (left out and reported), 75 the run is in use."
+)]
+struct Cli {
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Which libtorch this binary runs on and what it reaches (CUDA, cuDNN, threads)
+    Info,
+    /// Train a model on a dataset's shards (or a shard directory)
+    #[command(args_override_self = true)]
+    Train(Box<train::cli::TrainArgs>),
+    /// VideoMAE masked pre-training of a ViT encoder on a dataset's shards (labels
+    /// unused); the result fine-tunes with `train --init`
+    #[command(args_override_self = true)]
+    Pretrain(Box<train::cli::PretrainArgs>),
+    /// Evaluate a run: views per video, top-1/top-5, per-class accuracy, reports
+    #[command(args_override_self = true)]
+    Eval(train::cli::EvalArgs),
+    /// Time training steps of a model (synthetic batch on the device, or --shards)
+    Bench(train::cli::BenchArgs),
+    /// Time the shard loader alone
+    BenchLoader(train::cli::BenchLoaderArgs),
+    /// Write a synthetic dataset of moving shapes as shards (no FFmpeg needed)
+    Synth(train::cli::SynthArgs),
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Info => "info",
+            Command::Train(_) => "train",
+            Command::Pretrain(_) => "pretrain",
+            Command::Eval(_) => "eval",
+            Command::Bench(_) => "bench",
+            Command::BenchLoader(_) => "bench-loader",
+            Command::Synth(_) => "synth",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    train::device::flush_denormals();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = output::json_requested(&args);
+    let named = || output::named_command(&<Cli as clap::CommandFactory>::command(), &args);
+    let argv = match train::recipe::expand(args.clone(), &["train", "pretrain", "eval"]) {
+        Ok(a) => a,
+        Err(e) => {
+            errln!("error: {e}");
+            if json {
+                output::error_json(named().as_deref(), &e.to_string(), 2);
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            if !e.use_stderr() {
+                return ExitCode::from(0);
+            }
+            if json {
+                output::error_json(named().as_deref(), &output::usage_error_line(&e), 2);
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let json = cli.json;
+    let command = cli.command.name();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            errln!("error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                if !err.to_string().contains(&cause.to_string()) {
+                    errln!("  caused by: {cause}");
+                }
+                source = cause.source();
+            }
+            let code = err.exit_code();
+            if json {
+                output::error_json(Some(command), &err.to_string(), code);
+            }
+            code
+        }
+    };
+    output::flush_stdout();
+    if let Some(e) = output::stdout_error() {
+        errln!("error: cannot write to stdout: {e}");
+        if code == 0 {
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn print(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        );
+    } else {
+        outln!("{}", text());
+    }
+}
+
+fn pct(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".into(), |x| format!("{:.1}%", 100.0 * x))
+}
+
+fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
+    let reporter = progress::for_stderr(cli.quiet);
+    match cli.command {
+        Command::Info => {
+            let info = train::info();
+            let v = serde_json::to_value(&info).unwrap_or_default();
+            print(cli.json, &v, || {
+                format!(
+                    "libtorch {} from {}; CUDA {} ({} devices), cuDNN {}, {} CPU threads",
+                    info.libtorch,
+                    info.lib_dir,
+                    if info.cuda_available { "yes" } else { "no" },
+                    info.cuda_devices,
+                    if info.cudnn { "yes" } else { "no" },
+                    info.cpu_threads
+                )
+            });
+            Ok(if info.tensor_ok { 0 } else { 1 })
+        }
+        Command::Train(args) => {
+            let (summary, bad) = train::fit::train(&args, reporter.as_ref(), cli.quiet)?;
+            print(cli.json, &summary, || {
+                format!(
+                    "trained {} for {} steps: final loss {:.4}, val top-1 {}, top-5 {}{}\nrun: {}",
+                    summary["model"].as_str().unwrap_or("?"),
+                    summary["steps"],
+                    summary["final_loss"].as_f64().unwrap_or(f64::NAN),
+                    pct(&summary["top1"]),
+                    pct(&summary["top5"]),
+                    if bad > 0 {
+                        format!("; {bad} samples could not be read (errors.jsonl)")
+                    } else {
+                        String::new()
+                    },
+                    summary["run_dir"].as_str().unwrap_or("?")
+                )
+            });
+            Ok(if bad > 0 { 3 } else { 0 })
+        }
+        Command::Pretrain(args) => {
+            let (summary, bad) =
+                train::fit::train(&args.to_train_args(), reporter.as_ref(), cli.quiet)?;
+            print(cli.json, &summary, || {
+                format!(
+                    "pre-trained {} for {} steps: final loss {:.4}, val reconstruction loss {}{}\nrun: {}\nfine-tune: train --init {}",
+                    summary["model"].as_str().unwrap_or("?"),
+                    summary["steps"],
+                    summary["final_loss"].as_f64().unwrap_or(f64::NAN),
+                    summary["val_loss"]
+                        .as_f64()
+                        .map_or_else(|| "-".to_owned(), |l| format!("{l:.4}")),
+                    if bad > 0 {
+                        format!("; {bad} samples could not be read (errors.jsonl)")
+                    } else {
+                        String::new()
+                    },
+                    summary["run_dir"].as_str().unwrap_or("?"),
+                    summary["files"]["model"][0].as_str().unwrap_or("?")
+                )
+            });
+            Ok(if bad > 0 { 3 } else { 0 })
+        }
+        Command::Eval(args) => {
+            let (summary, bad) = train::eval::run(&args, reporter.as_ref())?;
+            print(cli.json, &summary, || {
+                format!(
+                    "{} {} ({} views): top-1 {}, top-5 {}, mean class accuracy {} on {} videos{}\nreport: {}",
+                    summary["run_dir"].as_str().unwrap_or("?"),
+                    summary["split"].as_str().unwrap_or("?"),
+                    summary["views"].as_str().unwrap_or("?"),
+                    pct(&summary["top1"]),
+                    pct(&summary["top5"]),
+                    pct(&summary["mean_class_accuracy"]),
+                    summary["samples"],
+                    if bad > 0 {
+                        format!("; {bad} samples could not be read")
+                    } else {
+                        String::new()
+                    },
+                    summary["eval_json"].as_str().unwrap_or("?")
+                )
+            });
+            Ok(if bad > 0 { 3 } else { 0 })
+        }
+        Command::Bench(args) => {
+            let v = train::bench::model_bench(&args)?;
+            print(cli.json, &v, || {
+                format!(
+                    "{} batch {} x {}x{}x{} on {} ({}): {:.2} ms/step, {:.1} clips/s",
+                    v["model"].as_str().unwrap_or("?"),
+                    v["batch"],
+                    v["frames"],
+                    v["size"][0],
+                    v["size"][1],
+                    v["device"].as_str().unwrap_or("?"),
+                    v["precision"].as_str().unwrap_or("?"),
+                    v["step_ms"].as_f64().unwrap_or(0.0),
+                    v["clips_per_s"].as_f64().unwrap_or(0.0)
+                )
+            });
+            Ok(0)
+        }
+        Command::BenchLoader(args) => {
+            let v = train::bench::loader_bench(&args)?;
+            print(cli.json, &v, || {
+                format!(
+                    "loader: {} clips in {:.2} s = {:.1} clips/s ({} threads, {:.0} MB/s of shards)",
+                    v["clips"],
+                    v["seconds"].as_f64().unwrap_or(0.0),
+                    v["clips_per_s"].as_f64().unwrap_or(0.0),
+                    v["workers"],
+                    v["shard_mb_per_s"].as_f64().unwrap_or(0.0)
+                )
+            });
+            Ok(0)
+        }
+        Command::Synth(args) => {
+            let v = train::synth_cmd(&args)?;
+            print(cli.json, &v, || {
+                format!(
+                    "wrote {} synthetic samples under {}",
+                    v["samples"],
+                    args.out.display()
+                )
+            });
+            Ok(0)
+        }
+    }
+}
+
+/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-q` errors only.
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| output::Stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    /// Every shipped recipe parses as the options of the commands it configures.
+    #[test]
+    fn shipped_recipes_are_valid_options() {
+        use clap::Parser;
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .join("manifests/recipes");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 9, "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let doc: toml::Table = toml::from_str(&text).unwrap();
+            let mut configured = 0;
+            for (command, base) in [
+                ("train", vec!["--shards", "x"]),
+                ("pretrain", vec!["--shards", "x"]),
+                ("eval", vec!["--run", "x"]),
+            ] {
+                if !doc.contains_key(command) {
+                    continue;
+                }
+                configured += 1;
+                let mut argv = os(&[
+                    "pmv-data-train",
+                    command,
+                    "--recipe-file",
+                    f.to_str().unwrap(),
+                ]);
+                argv.extend(os(&base));
+                let argv = train::recipe::expand(argv, &["train", "pretrain", "eval"]).unwrap();
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    panic!("{}: [{command}]: {e}", f.display());
+                }
+            }
+            assert!(configured > 0, "{}", f.display());
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! What a run is: the `run.json` record shared by training, resuming and evaluation.
+//!
+//! Owns [`RunConfig`] (data source and the exact shards trained on, classes, sample and
+//! input shapes, model, recipe, seed), the comparison a resume makes against it, and
+//! where run directories live. It computes nothing and trains nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::data::{self, DataError, ShardRef, Source, SplitData};
+use super::model::ModelSpec;
+use super::optim::AdamWConfig;
+
+pub use super::cli::Optimizer;
+
+pub const RUN_VERSION: u32 = 1;
+
+/// One shard as a run records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+}
+
+/// The training recipe, every value resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub epochs: u64,
+    pub batch_size: usize,
+    pub accum: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_lr: f64,
+    pub warmup_epochs: f64,
+    pub adamw: AdamWConfig,
+    pub layer_decay: f64,
+    pub label_smoothing: f64,
+    pub mixup: f64,
+    pub cutmix: f64,
+    pub mix_prob: f64,
+    pub clip_grad: Option<f64>,
+    pub crop_scale: (f64, f64),
+    pub crop_ratio: (f64, f64),
+    /// Short-side scale jitter range instead of the random resized crop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<(usize, usize)>,
+    /// Short side the frames are scaled to for evaluation views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_scale: Option<usize>,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nesterov: bool,
+    pub flip: f64,
+    pub shuffle_buffer: usize,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub version: u32,
+    pub source: Source,
+    pub train_split: String,
+    pub val_split: Option<String>,
+    /// The shards trained on, fixed for the life of the run (a resume reads these even
+    /// if new shards have appeared since).
+    pub train_shards: Vec<ShardEntry>,
+    pub val_shards: Vec<ShardEntry>,
+    pub classes: Vec<String>,
+    pub multi_label: bool,
+    /// `(clips, T, H, W, 3)` of the samples.
+    pub sample_shape: [usize; 5],
+    /// Model input (T, H, W).
+    pub input: [usize; 3],
+    pub model: ModelSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+    pub recipe: Recipe,
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// Field-by-field differences against another config, for a refused resume.
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(other).unwrap_or_default();
+        let mut out = vec![];
+        diff("", &a, &b, &mut out);
+        out
+    }
+}
+
+fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                diff(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => {
+            let show = |v: &Value| {
+                let s = v.to_string();
+                if s.len() > 60 {
+                    format!("{}...", &s[..57])
+                } else {
+                    s
+                }
+            };
+            out.push(format!("{prefix}: {} then, {} now", show(a), show(b)));
+        }
+        _ => {}
+    }
+}
+
+/// The default data root.
+pub fn root_or_default(root: &Option<PathBuf>) -> PathBuf {
+    root.clone()
+        .unwrap_or_else(|| PathBuf::from(pmv_core::root::DEFAULT_ROOT))
+}
+
+/// A run directory: relative paths are taken from the data root.
+pub fn run_path(root: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        root.join(path)
+    }
+}
+
+pub fn entries(split: &SplitData, root: Option<&Path>) -> Vec<ShardEntry> {
+    split
+        .shards
+        .iter()
+        .map(|s| ShardEntry {
+            path: match root {
+                Some(r) => s.path.strip_prefix(r).unwrap_or(&s.path).to_owned(),
+                None => s.path.clone(),
+            },
+            sha256: s.sha256.clone(),
+            samples: s.samples,
+        })
+        .collect()
+}
+
+/// The shards a run recorded, with the catalog's member index for catalog runs.
+pub fn recorded_split(
+    cfg: &RunConfig,
+    split: &str,
+    entries: &[ShardEntry],
+) -> Result<SplitData, DataError> {
+    match &cfg.source {
+        Source::Catalog { root, .. } => {
+            let rel: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
+            data::catalog_shards_by_path(root, split, &rel)
+        }
+        Source::Shards { .. } => Ok(SplitData {
+            split: split.to_owned(),
+            shards: entries
+                .iter()
+                .map(|e| ShardRef {
+                    path: e.path.clone(),
+                    sha256: e.sha256.clone(),
+                    samples: e.samples,
+                    index: None,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// The current shards of `split` for the run's data source.
+pub fn current_split(cfg: &RunConfig, split: &str) -> Result<SplitData, DataError> {
+    match &cfg.source {
+        Source::Catalog {
+            root,
+            dataset,
+            recipe_id,
+            ..
+        } => data::catalog_split(root, dataset, recipe_id, split),
+        Source::Shards { train, splits } => {
+            if let Some((_, spec)) = splits.iter().find(|(s, _)| s == split) {
+                data::shards_split(spec, split, true)
+            } else {
+                data::shards_split(train, split, split == cfg.train_split)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_the_fields() {
+        let a = serde_json::json!({"recipe": {"lr": 0.1, "epochs": 3}, "seed": 1});
+        let b = serde_json::json!({"recipe": {"lr": 0.2, "epochs": 3}, "seed": 1});
+        let mut out = vec![];
+        diff("", &a, &b, &mut out);
+        assert_eq!(out, vec!["recipe.lr: 0.1 then, 0.2 now"]);
+        assert_eq!(
+            run_path(Path::new("/r"), Path::new("runs/x")),
+            Path::new("/r/runs/x")
+        );
+        assert_eq!(
+            run_path(Path::new("/r"), Path::new("/abs")),
+            Path::new("/abs")
+        );
+    }
+}
