@@ -1,5 +1,5 @@
 -- pmv-data catalog schema, version 3.
--- Generated from src/catalog/migrations.rs by the test `schema_file_matches_migrations`;
+-- Generated from crates/pmv-catalog/src/migrations.rs by the test `schema_file_matches_migrations`;
 -- regenerate with PMV_BLESS=1 cargo test schema_file. Do not edit by hand.
 
 CREATE TABLE datasets (

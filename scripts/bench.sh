@@ -88,7 +88,7 @@ run_case() {
 
 # The trainer, built with only the `train` feature as on a GPU machine.
 train_bin() {
-  cargo build --release --quiet --no-default-features --features train --bin pmv-data-train
+  cargo build --release --quiet -p pmv-train
   echo "$PWD/target/release/pmv-data-train"
 }
 

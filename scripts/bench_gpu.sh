@@ -5,7 +5,7 @@
 # loader from synthetic shards, to show whether the loader keeps up.
 #
 # Needs only python3 with a CUDA torch and a pmv-data-train binary: built here with
-#   cargo build --release --no-default-features --features train
+#   cargo build --release -p pmv-train
 # or carried to a GPU machine (its libtorch is then taken from python's torch).
 #
 # usage: scripts/bench_gpu.sh [--bin PATH] [--model vit-s] [--batch 8] [--steps 100]

@@ -18,12 +18,14 @@ step() { echo; echo "== $*"; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
-step "cargo clippy (all targets, all features)"
-cargo clippy --all-targets --all-features -- -D warnings
+step "cargo clippy (every crate, all targets, all features)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
-step "build without default features, and with train only"
-cargo check --no-default-features --all-targets
-cargo check --no-default-features --features train --all-targets
-step "cargo test (all features)"
-cargo test --all-features
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+step "build without default features (no FFmpeg), and the trainer alone (a GPU box)"
+cargo check --workspace --no-default-features --all-targets
+cargo check -p pmv-train --all-targets
+step "no import cycle between the modules of a crate (the compiler checks crates)"
+python3 scripts/module-cycles.py
+step "cargo test (every crate, all features)"
+cargo test --workspace --all-features

@@ -281,7 +281,7 @@ impl Catalog {
             .map_err(|e| self.sql(e))?;
         let mut out = format!(
             "-- pmv-data catalog schema, version {}.\n\
-             -- Generated from src/catalog/migrations.rs by the test `schema_file_matches_migrations`;\n\
+             -- Generated from crates/pmv-catalog/src/migrations.rs by the test `schema_file_matches_migrations`;\n\
              -- regenerate with PMV_BLESS=1 cargo test schema_file. Do not edit by hand.\n\n",
             self.schema_version()?
         );

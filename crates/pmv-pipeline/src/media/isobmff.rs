@@ -15,7 +15,7 @@
 
 use std::io;
 
-use super::open::MAX_STREAMS;
+use super::MAX_STREAMS;
 
 /// Samples indexed in one file, all tracks and fragments together. libavformat keeps
 /// about 40 bytes per indexed sample (index entry, composition offset, size), so this

@@ -28,6 +28,10 @@ pub mod encode;
 
 use serde::Serialize;
 
+/// Streams in one file (a stream costs a decoder during stream analysis): refused from
+/// the container's own tables first ([`isobmff`]), then by FFmpeg (`max_streams`, [`open`]).
+pub const MAX_STREAMS: u32 = 16;
+
 pub use decode::{DecodeStats, Decoder, DecoderOptions};
 pub use geometry::{Geometry, Rect, Rotation};
 pub use probe::{FrameTable, Probe, VideoFile};

@@ -23,17 +23,15 @@ use std::path::Path;
 use ffmpeg_next::format::context::{Input, StreamIo};
 use ffmpeg_next::{self as ff, ffi};
 
-use super::MediaError;
 use super::flv;
 use super::isobmff::{self, Problem};
+use super::{MAX_STREAMS, MediaError};
 
 /// The largest picture decoded (8K UHD, 7680x4320); larger ones would need gigabytes of
 /// frames. Videos larger are refused when opened, covers too.
 pub const MAX_PIXELS: u64 = 7680 * 4320;
 /// The longest side of a picture decoded.
 pub const MAX_SIDE: u32 = 16384;
-/// Streams in one file (a stream costs a decoder during stream analysis).
-pub const MAX_STREAMS: u32 = 16;
 /// The largest single allocation FFmpeg may make: a decoded 8K picture plane of 16-bit
 /// samples is 67 MB, the index of the most samples an MP4 may declare 100 MB.
 pub const MAX_ALLOC: usize = 128 << 20;

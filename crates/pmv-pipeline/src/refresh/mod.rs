@@ -17,7 +17,8 @@
 //! The deadline (`max_duration`) bounds every stage, the work in flight included (see
 //! `run`); later stages are then skipped. It never deletes a stored byte.
 
-pub mod config;
+/// The `[refresh]` and `[[datasets]]` sections, read with the rest of the file.
+pub use crate::config::refresh as config;
 #[cfg(feature = "media")]
 mod run;
 

@@ -12,9 +12,11 @@ use serde::Deserialize;
 
 use crate::manifest::SplitRatios;
 pub use crate::net::settings::FetchConfig;
-use crate::refresh::config::{DatasetConfig, RefreshPlan, RefreshSettings};
+pub mod refresh;
+
 pub use crate::source::SourcesConfig;
 pub use pmv_core::size::{ByteSize, parse_size};
+use refresh::{DatasetConfig, RefreshPlan, RefreshSettings};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
