@@ -28,4 +28,7 @@ cargo check -p pmv-train --all-targets
 step "no import cycle between the modules of a crate (the compiler checks crates)"
 python3 scripts/module-cycles.py
 step "cargo test (every crate, all features)"
+# Cargo builds a package's binaries only for that package's integration tests; the
+# tests in tests/it run the trainer too, which is another package's binary.
+cargo build -p pmv-train --bin pmv-data-train
 cargo test --workspace --all-features

@@ -16,7 +16,7 @@ use pmv_term::exit::{Exit, UsageError};
 use pmv_term::output::{errln, outln};
 use pmv_term::progress;
 
-/// Rejections printed on stderr; all of them go to `runs/<run-id>-rejected.txt`.
+/// Rejections printed on stderr; all of them go to `reports/<run-id>-rejected.txt`.
 const PRINTED_REJECTIONS: u64 = 100;
 
 pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
@@ -54,7 +54,11 @@ pub fn run(app: &App, args: IngestArgs) -> Result<Exit> {
     });
     catalog.start_run(&run_id, "ingest", &run_args)?;
 
-    let mut sink = RejectSink::new(app.root.runs_dir().join(format!("{run_id}-rejected.txt")));
+    let mut sink = RejectSink::new(
+        app.root
+            .reports_dir()
+            .join(format!("{run_id}-rejected.txt")),
+    );
     let reporter = progress::for_stderr(app.quiet || app.json);
     let result = ingest(&mut catalog, &opts, reporter.as_ref(), &mut |r| {
         sink.push(r)

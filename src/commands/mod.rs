@@ -94,7 +94,7 @@ impl App {
     }
 
     /// Ends a run recorded at its start: the catalog's row gets `status` and `result`,
-    /// and `runs/<run-id>.json` the whole record. Returns the report's path.
+    /// and `reports/<run-id>.json` the whole record. Returns the report's path.
     pub fn finish_run(
         &self,
         catalog: &Catalog,

@@ -281,7 +281,7 @@ fn status_reports_runs_and_human_text() {
     assert_eq!(j["runs"][0]["status"], "ok");
     let run_id = j["runs"][0]["run_id"].as_str().unwrap();
     let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.root.join("runs").join(format!("{run_id}.json"))).unwrap(),
+        &std::fs::read(env.root.join("reports").join(format!("{run_id}.json"))).unwrap(),
     )
     .unwrap();
     assert_eq!(report["result"]["items"]["new"], 2);
@@ -626,7 +626,7 @@ fn an_ingest_whose_reader_has_gone_does_its_work_and_keeps_its_status() {
             ["partial"],
             "{what}: the run is recorded"
         );
-        let reports = std::fs::read_dir(env.root.join("runs")).unwrap().count();
+        let reports = std::fs::read_dir(env.root.join("reports")).unwrap().count();
         assert_eq!(reports, 2, "{what}: the report and the rejected rows");
     }
 }

@@ -73,7 +73,7 @@ fn every_bad_row_is_named_and_the_rest_is_kept() {
     let keys = env.strings("SELECT key FROM items ORDER BY key");
     assert_eq!(keys, vec!["good1", "good2", "good3"]);
     // The full list is kept beside the run report.
-    let listed = std::fs::read_dir(env.root.join("runs"))
+    let listed = std::fs::read_dir(env.root.join("reports"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with("-rejected.txt"))

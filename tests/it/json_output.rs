@@ -121,7 +121,7 @@ pub fn check(doc: &Value) {
 /// did not fail as the command's document (with the keys only the printed one has).
 pub fn check_run_reports(root: &Path) -> usize {
     let mut checked = 0;
-    for entry in std::fs::read_dir(root.join("runs")).unwrap() {
+    for entry in std::fs::read_dir(root.join("reports")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;

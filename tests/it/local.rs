@@ -530,7 +530,7 @@ fn secret_query_parameters_are_redacted_wherever_a_url_is_shown() {
             .unwrap()
             .contains("token=REDACTED")
     );
-    let reports: Vec<u8> = files_under(&env.root.join("runs"))
+    let reports: Vec<u8> = files_under(&env.root.join("reports"))
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap())
         .collect();

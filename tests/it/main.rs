@@ -1,5 +1,8 @@
 //! Integration tests: one binary, one module per area, each test in its own temp root.
 
+// Tests may say on stderr why they skipped a case; only the shipped code must not print.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod cli;
 #[cfg(all(feature = "media", feature = "train"))]
 mod demo;

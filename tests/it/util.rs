@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+#[cfg(feature = "train")]
+use std::time::SystemTime;
 
 use tempfile::TempDir;
 
@@ -61,18 +63,65 @@ pub fn repo() -> PathBuf {
 }
 
 /// Where `pmv-data-train` is: beside `pmv-data`, where cargo builds every binary of
-/// the workspace (`cargo test` builds it with the rest; so does `cargo build -p
-/// pmv-train`).
+/// the workspace. Cargo builds a package's binaries for its own integration tests
+/// only, and the trainer is another package: `scripts/test.sh` builds it first (`cargo
+/// build -p pmv-train`). A trainer older than a source file it is built from fails
+/// here, so a test never runs a stale trainer.
 #[cfg(feature = "train")]
 pub fn trainer_path() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_pmv-data")).with_file_name("pmv-data-train");
-    assert!(
-        p.is_file(),
-        "{} is missing: run the tests with `cargo test` at the workspace root, or build it \
-         with `cargo build -p pmv-train`",
-        p.display()
-    );
-    p
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let p = PathBuf::from(env!("CARGO_BIN_EXE_pmv-data")).with_file_name("pmv-data-train");
+            let built = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: {e}; build the trainer with `cargo build -p pmv-train`",
+                        p.display()
+                    )
+                });
+            let crates = repo().join("crates");
+            for c in [
+                "pmv-train",
+                "pmv-train-cli",
+                "pmv-core",
+                "pmv-catalog",
+                "pmv-shard",
+                "pmv-term",
+            ] {
+                if let Some(newer) = newest_source(&crates.join(c)).filter(|(t, _)| *t > built) {
+                    panic!(
+                        "{} is older than {}: rebuild it with `cargo build -p pmv-train`",
+                        p.display(),
+                        newer.1.display()
+                    );
+                }
+            }
+            p
+        })
+        .clone()
+}
+
+/// The most recently changed file under `dir` (sources and manifests), with its time.
+#[cfg(feature = "train")]
+fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if let Ok(t) = meta.modified()
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, path));
+            }
+        }
+    }
+    newest
 }
 
 /// The trainer binary, with no data root or log filter from the environment.

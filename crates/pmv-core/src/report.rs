@@ -3,7 +3,7 @@
 //! Library code reports progress through the small [`Reporter`] trait; the binary
 //! decides whether that becomes a progress bar (a TTY), a log line every few seconds
 //! (cron) or nothing. Every command that changes the root also leaves a JSON report
-//! in `runs/<run-id>.json`; this module names runs and writes those files atomically.
+//! in `reports/<run-id>.json`; this module names runs and writes those files atomically.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,13 +55,13 @@ pub fn new_run_id(command: &str) -> String {
     format!("{stamp}-{command}-{salt:04x}")
 }
 
-/// Writes `runs/<run-id>.json` atomically; returns its path.
+/// Writes `reports/<run-id>.json` atomically; returns its path.
 pub fn write_run_report(
     root: &DataRoot,
     run_id: &str,
     report: &serde_json::Value,
 ) -> std::io::Result<PathBuf> {
-    let dir = root.runs_dir();
+    let dir = root.reports_dir();
     fs_err::create_dir_all(&dir)?;
     let path = dir.join(format!("{run_id}.json"));
     let mut bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;

@@ -940,7 +940,10 @@ mod tests {
             300,
         );
         assert_eq!(check_bytes(&v).unwrap().samples, 30);
-        let real = "tests/data/xinpianchang/example/99945958.mp4";
+        let real = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/data/xinpianchang/example/99945958.mp4"
+        );
         let file = std::fs::File::open(real).unwrap();
         let s = check(&file, file.metadata().unwrap().len()).unwrap();
         assert_eq!((s.tracks, s.samples), (1, 369), "{s:?}");
