@@ -28,4 +28,4 @@ pub use stage::{
     DEFAULT_SHARD_BYTES, Failure, RebuildReport, ShardOptions, ShardRecord, ShardReport,
     ShardRunError, rebuild_shard, register_recipe, run, samples_per_shard, stored_recipe,
 };
-pub use work::{OpenError, ShardRow, live_shards, open_shard};
+pub use work::{OpenError, open_shard};
