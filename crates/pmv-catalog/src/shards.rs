@@ -680,6 +680,109 @@ impl ShardCommit<'_> {
 mod tests {
     use super::*;
 
+    /// A catalog with dataset `d`, items `a` and `b`, and a recipe.
+    fn catalog_with_items() -> (tempfile::TempDir, Catalog, i64, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        c.conn()
+            .execute_batch(
+                "INSERT INTO datasets (id, name, format, multi_label, created_at, updated_at) \
+                 VALUES (1, 'd', 'jsonl', 0, 0, 0); \
+                 INSERT INTO items (id, dataset_id, key, labels, fingerprint, created_at, updated_at) \
+                 VALUES (1, 1, 'a', '0', '', 0, 0), (2, 1, 'b', '1', '', 0, 0);",
+            )
+            .unwrap();
+        let mut recipe = pmv_core::recipe::builtins().remove(0);
+        recipe.name = "tiny".into();
+        let recipe = c.register_recipe(&recipe).unwrap();
+        let id = recipe.id();
+        (dir, c, 1, id)
+    }
+
+    #[test]
+    fn recorded_shards_read_back_with_their_index() {
+        let (_dir, mut c, dataset_id, recipe_id) = catalog_with_items();
+        assert_eq!(c.recipe(&recipe_id).unwrap().unwrap().name, "tiny");
+        for split in ["train", "val"] {
+            let seq = c.next_shard_seq(dataset_id, &recipe_id, split).unwrap();
+            assert_eq!(seq, 0);
+            let path = format!("shards/d/tiny/{split}/{split}-000000.tar");
+            let commit = c.begin_shard_commit().unwrap();
+            let id = commit
+                .insert_shard(
+                    &NewShard {
+                        dataset_id,
+                        recipe_id: &recipe_id,
+                        split,
+                        seq,
+                        path: &path,
+                        sha256: "00",
+                        bytes: 10,
+                        samples: 2,
+                    },
+                    0,
+                )
+                .unwrap();
+            let members = ["first".to_owned(), "second".to_owned()];
+            let samples: Vec<NewSample<'_, String>> = (0..2)
+                .map(|i| NewSample {
+                    item_id: i as i64 + 1,
+                    label: Some(i),
+                    frames_offset: 512,
+                    frames_bytes: 64,
+                    members: &members[i as usize],
+                })
+                .collect();
+            commit.insert_samples(id, &samples).unwrap();
+            commit.commit().unwrap();
+        }
+        let live = c
+            .live_shards::<String>(dataset_id, &recipe_id, None)
+            .unwrap();
+        assert_eq!(
+            live.iter()
+                .map(|s| s.row.split.as_str())
+                .collect::<Vec<_>>(),
+            ["train", "val"]
+        );
+        assert_eq!(live[0].index, ["first", "second"]);
+        assert_eq!(live[0].row.dataset, "d");
+        let val = c
+            .live_shards::<String>(dataset_id, &recipe_id, Some("val"))
+            .unwrap();
+        assert_eq!(val.len(), 1);
+        assert_eq!(c.next_shard_seq(dataset_id, &recipe_id, "val").unwrap(), 1);
+        let at = c
+            .indexed_shard_at::<String>(&val[0].row.path)
+            .unwrap()
+            .unwrap();
+        assert_eq!(at.row.id, val[0].row.id);
+        assert_eq!(
+            c.shard_paths_under("shards/d/tiny").unwrap().len(),
+            2,
+            "both splits"
+        );
+        assert!(c.shard_paths_under("shards/d/t_ny").unwrap().is_empty());
+        let videos = c.shard_videos(val[0].row.id).unwrap();
+        assert!(videos.usable.is_empty());
+        assert_eq!(
+            videos.unavailable,
+            [("a".to_owned(), None), ("b".to_owned(), None)]
+        );
+
+        // A shard that says it holds more samples than are recorded is refused.
+        c.conn()
+            .execute("UPDATE shards SET samples = 3 WHERE split = 'val'", [])
+            .unwrap();
+        let e = c
+            .live_shards::<String>(dataset_id, &recipe_id, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 samples recorded, 3 expected"), "{e}");
+        assert!(c.indexed_shard::<String>(val[0].row.id).is_err());
+        assert!(c.indexed_shard::<u32>(live[0].row.id).is_err(), "bad index");
+    }
+
     #[test]
     fn labels_parse() {
         assert_eq!(parse_labels("3,17"), vec![3, 17]);
