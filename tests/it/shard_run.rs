@@ -216,13 +216,15 @@ fn shards_a_dataset_and_every_reader_agrees() {
         .unwrap();
     let dataset_id = catalog.dataset("d").unwrap().unwrap().id;
     assert_eq!(
-        pmv_pipeline::sharding::live_shards(&catalog, dataset_id, recipe_id, None)
+        catalog
+            .live_shards::<SampleIndex>(dataset_id, recipe_id, None)
             .unwrap()
             .len(),
         3
     );
     assert_eq!(
-        pmv_pipeline::sharding::live_shards(&catalog, dataset_id, recipe_id, Some("val"))
+        catalog
+            .live_shards::<SampleIndex>(dataset_id, recipe_id, Some("val"))
             .unwrap()
             .len(),
         1

@@ -7,6 +7,7 @@
 //! than the catalog itself.
 
 mod migrations;
+mod shards;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,10 @@ use pmv_core::Format;
 use pmv_core::util::now_unix;
 
 pub use migrations::MIGRATIONS;
+pub use shards::{
+    IndexedShard, NewSample, NewShard, ProbeRecord, RecipeRow, ShardCommit, ShardRow, ShardVideo,
+    ShardVideos, UnshardedVideo, parse_labels,
+};
 pub use status::{DatasetStatus, ManifestStatus, RecipeStatus, RunSummary, Status};
 
 /// The states a stored file moves through (DATA.md: catalog states).

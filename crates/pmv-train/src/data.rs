@@ -2,16 +2,17 @@
 //!
 //! Owns the two ways to name training data: a dataset and recipe in the catalog (live
 //! shards of a split, with the member offsets the catalog recorded, so no tar is
-//! scanned), or `--shards DIR_OR_GLOB` without any catalog. It opens shards through the
-//! shard reader and reports every shard that cannot be opened or fails its SHA-256; it
-//! never reads frames, never writes to the catalog and never touches a shard's bytes.
+//! scanned), or `--shards DIR_OR_GLOB` without any catalog. The catalog is read through
+//! `pmv_catalog`'s read-only queries ([`Catalog::live_shards`], the same the shard stage
+//! reads); there is no SQL here. It opens shards through the shard reader and reports
+//! every shard that cannot be opened or fails its SHA-256; it never reads frames, never
+//! writes to the catalog and never touches a shard's bytes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pmv_catalog::{Catalog, CatalogError};
+use pmv_catalog::{Catalog, CatalogError, IndexedShard, RecipeRow};
 use pmv_shard::{SampleIndex, ShardError, ShardReader};
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +45,6 @@ pub enum DataError {
         "no shards match {0} (a directory of .tar files, one with <split>/ subdirectories, or a glob)"
     )]
     NoShardFiles(String),
-    #[error("catalog: shard {path}: sample {ordinal}: bad member index: {message}")]
-    BadIndex {
-        path: String,
-        ordinal: i64,
-        message: String,
-    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -152,49 +147,29 @@ pub fn catalog_data(
         });
     };
     let classes = class_table(cat.classes(ds.id)?);
-    let conn = cat.conn();
-    let sql = |e| cat.sql(e);
-    let mut stmt = conn
-        .prepare(
-            "SELECT DISTINCT r.id, r.name, r.params FROM recipes r JOIN shards s ON s.recipe_id = r.id \
-             WHERE s.dataset_id = ?1 AND s.state = 'live' ORDER BY r.name, r.id",
-        )
-        .map_err(sql)?;
-    let recipes: Vec<(String, String, String)> = stmt
-        .query_map([ds.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)?;
+    let recipes = cat.recipes_with_live_shards(ds.id)?;
     let listing = || {
         if recipes.is_empty() {
             "none".to_owned()
         } else {
             recipes
                 .iter()
-                .map(|(id, name, _)| format!("{name} ({id})"))
+                .map(|r| format!("{} ({})", r.name, r.id))
                 .collect::<Vec<_>>()
                 .join(", ")
         }
     };
     let chosen = match recipe {
         Some(r) => {
-            let hits: Vec<&(String, String, String)> = recipes
+            let hits: Vec<&RecipeRow> = recipes
                 .iter()
-                .filter(|(id, name, _)| id == r || name == r)
+                .filter(|row| row.id == r || row.name == r)
                 .collect();
             match hits.as_slice() {
                 [one] => (*one).clone(),
                 [] => {
                     // A recipe without live shards still exists: say so precisely.
-                    let exists: Option<(String, String, String)> = conn
-                        .query_row(
-                            "SELECT id, name, params FROM recipes WHERE id = ?1 OR name = ?1",
-                            [r],
-                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                        )
-                        .optional()
-                        .map_err(sql)?;
-                    return Err(match exists {
+                    return Err(match cat.recipe_by_id_or_name(r)? {
                         Some(_) => DataError::NoShards {
                             dataset: dataset.to_owned(),
                             recipe: r.to_owned(),
@@ -236,9 +211,9 @@ pub fn catalog_data(
         dataset: ds.name,
         multi_label: ds.multi_label,
         classes,
-        recipe_id: chosen.0,
-        recipe_name: chosen.1,
-        recipe_params: serde_json::from_str(&chosen.2).unwrap_or(serde_json::Value::Null),
+        recipe_id: chosen.id,
+        recipe_name: chosen.name,
+        recipe_params: serde_json::from_str(&chosen.params).unwrap_or(serde_json::Value::Null),
     })
 }
 
@@ -251,29 +226,27 @@ pub fn catalog_split(
     split: &str,
 ) -> Result<SplitData, DataError> {
     let cat = open_catalog(root)?;
-    let sql = |e| cat.sql(e);
-    let mut stmt = cat
-        .conn()
-        .prepare(
-            "SELECT s.id, s.path, s.sha256, s.samples FROM shards s JOIN datasets d ON d.id = s.dataset_id \
-             WHERE d.name = ?1 AND s.recipe_id = ?2 AND s.split = ?3 AND s.state = 'live' ORDER BY s.seq",
-        )
-        .map_err(sql)?;
-    let rows: Vec<ShardRow> = stmt
-        .query_map(rusqlite::params![dataset, recipe_id, split], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)?;
-    if rows.is_empty() {
+    let shards = match cat.dataset(dataset)? {
+        Some(ds) => cat.live_shards::<SampleIndex>(ds.id, recipe_id, Some(split))?,
+        None => vec![],
+    };
+    if shards.is_empty() {
         return Err(DataError::NoShards {
             dataset: dataset.to_owned(),
             recipe: recipe_id.to_owned(),
             split: split.to_owned(),
         });
     }
-    with_members(&cat, root, split, rows)
+    Ok(SplitData {
+        split: split.to_owned(),
+        shards: shards
+            .into_iter()
+            .map(|s| {
+                let rel = s.row.path.clone();
+                shard_ref(root, &rel, Some(s))
+            })
+            .collect(),
+    })
 }
 
 /// The shards at `paths` (relative to `root`, in that order, whatever their state now),
@@ -284,69 +257,38 @@ pub fn catalog_shards_by_path(
     paths: &[PathBuf],
 ) -> Result<SplitData, DataError> {
     let cat = open_catalog(root)?;
-    let sql = |e| cat.sql(e);
-    let mut stmt = cat
-        .conn()
-        .prepare("SELECT id, path, sha256, samples FROM shards WHERE path = ?1")
-        .map_err(sql)?;
-    let mut rows = Vec::with_capacity(paths.len());
+    let mut shards = Vec::with_capacity(paths.len());
     for p in paths {
         let rel = p.to_string_lossy();
-        let row: Option<ShardRow> = stmt
-            .query_row([rel.as_ref()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()
-            .map_err(sql)?;
-        rows.push(row.unwrap_or((-1, rel.into_owned(), String::new(), -1)));
-    }
-    with_members(&cat, root, split, rows)
-}
-
-/// (id, path, sha256, samples) of a `shards` row; id -1 for a shard the catalog no
-/// longer knows (it is then read by scanning, and its hash is not checked).
-type ShardRow = (i64, String, String, i64);
-
-fn with_members(
-    cat: &Catalog,
-    root: &Path,
-    split: &str,
-    rows: Vec<ShardRow>,
-) -> Result<SplitData, DataError> {
-    let sql = |e| cat.sql(e);
-    let mut members = cat
-        .conn()
-        .prepare("SELECT ordinal, members FROM samples WHERE shard_id = ?1 ORDER BY ordinal")
-        .map_err(sql)?;
-    let mut shards = Vec::with_capacity(rows.len());
-    for (id, rel, sha, n) in rows {
-        let index: Vec<(i64, String)> = members
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)?;
-        let index = index
-            .into_iter()
-            .map(|(ordinal, json)| {
-                serde_json::from_str::<SampleIndex>(&json).map_err(|e| DataError::BadIndex {
-                    path: rel.clone(),
-                    ordinal,
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        shards.push(ShardRef {
-            path: root.join(&rel),
-            sha256: (id >= 0).then_some(sha),
-            samples: (n >= 0).then_some(n as usize),
-            // A shard without sample rows is scanned instead.
-            index: (!index.is_empty()).then_some(index),
-        });
+        let known = cat.indexed_shard_at::<SampleIndex>(&rel)?;
+        shards.push(shard_ref(root, &rel, known));
     }
     Ok(SplitData {
         split: split.to_owned(),
         shards,
     })
+}
+
+/// A shard at `rel` (relative to `root`) as the catalog records it; `None` for a shard
+/// the catalog no longer knows (it is then read by scanning, and its hash is not
+/// checked).
+fn shard_ref(root: &Path, rel: &str, known: Option<IndexedShard<SampleIndex>>) -> ShardRef {
+    let path = root.join(rel);
+    match known {
+        Some(IndexedShard { row, index }) => ShardRef {
+            path,
+            sha256: Some(row.sha256),
+            samples: usize::try_from(row.samples).ok(),
+            // A shard without sample rows is scanned instead.
+            index: (!index.is_empty()).then_some(index),
+        },
+        None => ShardRef {
+            path,
+            sha256: None,
+            samples: None,
+            index: None,
+        },
+    }
 }
 
 /// Whether `name` matches a glob pattern of `*`, `?` and literal characters.

@@ -1,11 +1,12 @@
 //! The shard stage: stored videos decoded into frame shards of one frame recipe.
 //!
-//! Owns the decoding pipeline that feeds the shard writer ([`pipeline`], with the media
+//! Owns the decoding pipeline that feeds the shard writer (`pipeline`, with the media
 //! layer), the stage that picks the work, writes and registers shards ([`run`],
 //! [`rebuild_shard`]), what the catalog says is left to shard ([`work`]) and the
 //! quarantine of corrupt videos. The shard bytes themselves are `pmv_shard`'s; what a
-//! sample holds is [`pmv_core::recipe`]. Only [`work`] compiles without the `media`
-//! feature.
+//! sample holds is [`pmv_core::recipe`]; the rows of recipes, shards and samples are
+//! read and written through `pmv_catalog` (its shards module), never here. Only [`work`]
+//! compiles without the `media` feature.
 
 #[cfg(feature = "media")]
 mod pipeline;
@@ -28,4 +29,4 @@ pub use stage::{
     DEFAULT_SHARD_BYTES, Failure, RebuildReport, ShardOptions, ShardRecord, ShardReport,
     ShardRunError, rebuild_shard, register_recipe, run, samples_per_shard, stored_recipe,
 };
-pub use work::{OpenError, ShardRow, live_shards, open_shard};
+pub use work::{OpenError, open_shard};

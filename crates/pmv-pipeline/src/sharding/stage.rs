@@ -20,15 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::Serialize;
 
 use super::pipeline::{self, Decoded, EngineOptions, Stop};
 use super::quarantine::{QuarantineError, Quarantined, quarantine};
-use super::work::{self, ShardRow, Work};
+use super::work::{self, Work};
 use crate::manifest::Split;
 use crate::media::{DecodeStats, MediaError, Probe};
-use pmv_catalog::{Catalog, CatalogError};
+use pmv_catalog::{Catalog, CatalogError, NewSample, NewShard, ProbeRecord, RecipeRow, ShardRow};
 use pmv_core::recipe::{Recipe, RecipeError, RecipeParams};
 use pmv_core::report::{Reporter, Unit};
 use pmv_core::root::DataRoot;
@@ -160,37 +160,12 @@ pub struct ShardReport {
 /// stored.
 pub fn register_recipe(catalog: &Catalog, recipe: &Recipe) -> Result<Recipe, ShardRunError> {
     recipe.params.validate()?;
-    let id = recipe.id();
-    let conn = catalog.conn();
-    conn.execute(
-        "INSERT INTO recipes (id, name, params, created_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (id) DO NOTHING",
-        params![id, recipe.name, recipe.params.canonical_json(), now_unix()],
-    )
-    .map_err(|e| catalog.sql(e))?;
-    let name: String = conn
-        .query_row("SELECT name FROM recipes WHERE id = ?1", [&id], |r| {
-            r.get(0)
-        })
-        .map_err(|e| catalog.sql(e))?;
-    Ok(Recipe {
-        name,
-        params: recipe.params.clone(),
-    })
+    Ok(catalog.register_recipe(recipe)?)
 }
 
 /// The recipe stored under `id`.
 pub fn stored_recipe(catalog: &Catalog, id: &str) -> Result<Option<Recipe>, ShardRunError> {
-    let row: Option<(String, String)> = catalog
-        .conn()
-        .query_row(
-            "SELECT name, params FROM recipes WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(|e| catalog.sql(e))?;
-    let Some((name, params)) = row else {
+    let Some(RecipeRow { name, params, .. }) = catalog.recipe(id)? else {
         return Ok(None);
     };
     let params: RecipeParams = serde_json::from_str(&params)
@@ -226,24 +201,7 @@ fn remove_leftovers(
     if !dir.is_dir() {
         return Ok(vec![]);
     }
-    let known: HashSet<String> = {
-        let mut stmt = catalog
-            .conn()
-            .prepare("SELECT path FROM shards WHERE path LIKE ?1 ESCAPE '\\'")
-            .map_err(|e| catalog.sql(e))?;
-        let pattern = format!(
-            "{}/%",
-            dir_rel
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
-        let rows = stmt
-            .query_map([pattern], |r| r.get::<_, String>(0))
-            .map_err(|e| catalog.sql(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| catalog.sql(e))?
-    };
+    let known: HashSet<String> = catalog.shard_paths_under(dir_rel)?;
     let mut removed = vec![];
     for split in fs_err::read_dir(&dir).map_err(io_err(&dir))? {
         let split = split.map_err(io_err(&dir))?;
@@ -372,53 +330,34 @@ fn commit_shard(
         source,
     };
     let now = now_unix();
-    let tx = catalog.conn_mut().transaction().map_err(sql)?;
-    let id: i64 = tx
-        .query_row(
-            "INSERT INTO shards (dataset_id, recipe_id, split, seq, path, sha256, bytes, samples, \
-               state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9) RETURNING id",
-            params![
-                dataset_id,
-                recipe_id,
-                shard.split,
-                shard.seq,
-                shard.rel,
-                sha256,
-                bytes as i64,
-                shard.len() as i64,
-                now
-            ],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
+    let commit = catalog.begin_shard_commit()?;
+    let id = commit.insert_shard(
+        &NewShard {
+            dataset_id,
+            recipe_id,
+            split: &shard.split,
+            seq: shard.seq,
+            path: &shard.rel,
+            sha256,
+            bytes,
+            samples: shard.len(),
+        },
+        now,
+    )?;
+    let samples: Vec<NewSample<'_, SampleIndex>> = shard
+        .samples
+        .iter()
+        .map(|(item, label, index)| NewSample {
+            item_id: *item,
+            label: *label,
+            frames_offset: index.frames.offset,
+            frames_bytes: index.frames.size,
+            members: index,
+        })
+        .collect();
+    commit.insert_samples(id, &samples)?;
     {
-        let mut insert = tx
-            .prepare(
-                "INSERT INTO samples (shard_id, item_id, ordinal, label, frames_offset, \
-                   frames_bytes, members) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .map_err(sql)?;
-        for (ordinal, (item, label, index)) in shard.samples.iter().enumerate() {
-            let members = serde_json::to_string(index).expect("a sample index serialises");
-            insert
-                .execute(params![
-                    id,
-                    item,
-                    ordinal as i64,
-                    label.map(i64::from),
-                    index.frames.offset as i64,
-                    index.frames.size as i64,
-                    members
-                ])
-                .map_err(sql)?;
-        }
-        let mut probe = tx
-            .prepare(
-                "INSERT OR REPLACE INTO probes (item_id, sha256, container, codec, width, height, \
-                   rotation, sar, avg_fps, real_fps, duration_s, frames, vfr, probed_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )
-            .map_err(sql)?;
+        let tx = commit.transaction();
         let mut state = tx
             .prepare(
                 "UPDATE files SET state = 'sharded', updated_at = ?2 \
@@ -426,32 +365,31 @@ fn commit_shard(
             )
             .map_err(sql)?;
         for (item, sha, p) in &shard.probes {
-            probe
-                .execute(params![
-                    item,
-                    sha,
-                    p.container,
-                    p.codec,
-                    p.width,
-                    p.height,
-                    p.rotation,
-                    p.sar,
-                    p.avg_fps,
-                    p.real_fps,
-                    p.duration_s,
-                    p.frames as i64,
-                    p.vfr,
-                    now
-                ])
-                .map_err(sql)?;
+            commit.record_probe(
+                *item,
+                sha,
+                &ProbeRecord {
+                    container: &p.container,
+                    codec: &p.codec,
+                    width: p.width,
+                    height: p.height,
+                    rotation: p.rotation,
+                    sar: &p.sar,
+                    avg_fps: p.avg_fps,
+                    real_fps: p.real_fps,
+                    duration_s: p.duration_s,
+                    frames: p.frames,
+                    vfr: p.vfr,
+                },
+                now,
+            )?;
             state.execute(params![item, now]).map_err(sql)?;
         }
     }
     if let Some(old) = replaces {
-        tx.execute("UPDATE shards SET state = 'replaced' WHERE id = ?1", [old])
-            .map_err(sql)?;
+        commit.mark_replaced(old)?;
     }
-    tx.commit().map_err(sql)?;
+    commit.commit()?;
     Ok(id)
 }
 
@@ -515,23 +453,6 @@ pub fn samples_per_shard(given: Option<usize>, params: &RecipeParams) -> usize {
     given
         .unwrap_or_else(|| (DEFAULT_SHARD_BYTES / params.sample_bytes().max(1)) as usize)
         .max(1)
-}
-
-fn next_seq(
-    catalog: &Catalog,
-    dataset_id: i64,
-    recipe_id: &str,
-    split: &str,
-) -> Result<i64, CatalogError> {
-    catalog
-        .conn()
-        .query_row(
-            "SELECT coalesce(max(seq) + 1, 0) FROM shards \
-             WHERE dataset_id = ?1 AND recipe_id = ?2 AND split = ?3",
-            params![dataset_id, recipe_id, split],
-            |r| r.get(0),
-        )
-        .map_err(|e| catalog.sql(e))
 }
 
 /// Marks a verified video that is gone (or changed) from the root so that fetch gets
@@ -667,7 +588,7 @@ pub fn run(
             if !open.contains_key(split) {
                 let seq = match seqs.get(split) {
                     Some(&s) => s,
-                    None => next_seq(catalog, dataset.id, &recipe_id, split)?,
+                    None => catalog.next_shard_seq(dataset.id, &recipe_id, split)?,
                 };
                 seqs.insert(split.clone(), seq + 1);
                 open.insert(
@@ -771,7 +692,7 @@ pub fn rebuild_shard(
     reporter: &dyn Reporter,
 ) -> Result<RebuildReport, ShardRunError> {
     let started = Instant::now();
-    let old: ShardRow = work::shard_row(catalog, shard_id)?.ok_or_else(|| {
+    let old: ShardRow = catalog.shard(shard_id)?.ok_or_else(|| {
         ShardRunError::Invalid(format!("no shard with id {shard_id} in the catalog"))
     })?;
     let fail = |message: String| ShardRunError::Rebuild {
@@ -823,7 +744,7 @@ pub fn rebuild_shard(
     reporter.end();
 
     let dir_rel = recipe_dir(&old.dataset, &recipe);
-    let seq = next_seq(catalog, old.dataset_id, &old.recipe_id, &old.split)?;
+    let seq = catalog.next_shard_seq(old.dataset_id, &old.recipe_id, &old.split)?;
     let mut shard = OpenShard::create(root, &dir_rel, &old.split, seq)?;
     reporter.begin(
         &format!("rebuild {}", old.path),
@@ -862,12 +783,6 @@ pub fn rebuild_shard(
             return Err(e.into());
         }
     };
-    let old_bytes = catalog
-        .conn()
-        .query_row("SELECT bytes FROM shards WHERE id = ?1", [old.id], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(|e| catalog.sql(e))?;
     tracing::info!(old = %old.path, new = %shard.rel, "shard rebuilt");
     Ok(RebuildReport {
         identical: sha256 == old.sha256,
@@ -877,7 +792,7 @@ pub fn rebuild_shard(
             seq: old.seq,
             path: old.path.clone(),
             samples: old.samples as usize,
-            bytes: old_bytes as u64,
+            bytes: old.bytes as u64,
             sha256: old.sha256.clone(),
         },
         new: ShardRecord {
