@@ -1,6 +1,10 @@
 //! The `pmv-data` binary: parse the command line, run one command, print the error
 //! chain once and exit with a documented status (README: exit codes).
 
+// The doc comments of `cli` and the commands are the command-line help, written for a
+// terminal (`<label>/<id>` is text there, not HTML).
+#![allow(rustdoc::invalid_html_tags)]
+
 mod cli;
 mod commands;
 mod trainer;
