@@ -6,6 +6,8 @@
 //! their own rows inside transactions they open here. It never touches files other
 //! than the catalog itself.
 
+mod fetch;
+mod files;
 mod migrations;
 mod status;
 
@@ -17,6 +19,10 @@ use serde::Serialize;
 use pmv_core::Format;
 use pmv_core::util::now_unix;
 
+pub use fetch::{FileRecord, PlanItem};
+pub use files::{
+    FailedState, FileBatch, FileFailure, StoredFile, StoredRow, Validators, mark_sharded,
+};
 pub use migrations::MIGRATIONS;
 pub use status::{DatasetStatus, ManifestStatus, RecipeStatus, RunSummary, Status};
 
