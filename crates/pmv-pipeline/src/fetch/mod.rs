@@ -21,6 +21,7 @@
 
 mod commit;
 mod download;
+mod event;
 mod job;
 mod plan;
 pub mod quickxor;
@@ -378,8 +379,8 @@ pub fn run(
         no_space: std::sync::Mutex::new(None),
         disk_full: AtomicBool::new(false),
     });
-    let (tx, rx) = std::sync::mpsc::channel::<commit::Event>();
-    let ctx = sched::Ctx {
+    let (tx, rx) = std::sync::mpsc::channel::<event::Event>();
+    let ctx = download::Ctx {
         resolver: Resolver::new(Arc::clone(&client), opts.sources.clone()),
         client,
         gate,
@@ -404,7 +405,7 @@ pub fn run(
             .unwrap_or(Duration::from_millis(200))
             .min(Duration::from_millis(200));
         match rx.recv_timeout(wait) {
-            Ok(commit::Event::NeedJobs(reply)) => {
+            Ok(event::Event::NeedJobs(reply)) => {
                 let jobs = if fatal.is_some() || shared.cancel.is_set() {
                     vec![]
                 } else {

@@ -419,12 +419,6 @@ fn commit_shard(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .map_err(sql)?;
-        let mut state = tx
-            .prepare(
-                "UPDATE files SET state = 'sharded', updated_at = ?2 \
-                 WHERE item_id = ?1 AND role = 'video' AND state = 'verified'",
-            )
-            .map_err(sql)?;
         for (item, sha, p) in &shard.probes {
             probe
                 .execute(params![
@@ -444,7 +438,7 @@ fn commit_shard(
                     now
                 ])
                 .map_err(sql)?;
-            state.execute(params![item, now]).map_err(sql)?;
+            pmv_catalog::mark_sharded(&tx, *item, now).map_err(sql)?;
         }
     }
     if let Some(old) = replaces {
@@ -537,16 +531,7 @@ fn next_seq(
 /// Marks a verified video that is gone (or changed) from the root so that fetch gets
 /// it again.
 fn mark_missing(catalog: &Catalog, item_id: i64, reason: &str) -> Result<(), CatalogError> {
-    catalog
-        .conn()
-        .execute(
-            "UPDATE files SET state = 'failed_transient', error_class = 'missing', \
-               error_message = ?2, next_retry_at = ?3, updated_at = ?3 \
-             WHERE item_id = ?1 AND role = 'video'",
-            params![item_id, reason, now_unix()],
-        )
-        .map(drop)
-        .map_err(|e| catalog.sql(e))
+    catalog.mark_missing(item_id, reason)
 }
 
 /// Shards every verified video of `opts.dataset` that lacks a sample of `opts.recipe`.
