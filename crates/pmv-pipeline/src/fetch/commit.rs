@@ -7,10 +7,11 @@
 //! flushes the data of its files together (`syncfs` on each file system, after each
 //! file's writeback was started when it was complete), renames each checked partial
 //! file to its final name, fsyncs the directories once, and then records the whole
-//! batch in one transaction of the catalog's file transitions ([`FileBatch`]). So no file waits alone for its own fsync, nothing is
-//! marked before it is durable, and a run killed at any point leaves at worst a
-//! complete file under its final name that the catalog does not yet know (the next
-//! run finds and adopts it). It never downloads anything.
+//! batch in one transaction of the catalog's file transitions
+//! ([`FileBatch`](pmv_catalog::FileBatch)). So no file waits alone for its own fsync,
+//! nothing is marked before it is durable, and a run killed at any point leaves at
+//! worst a complete file under its final name that the catalog does not yet know
+//! (the next run finds and adopts it). It never downloads anything and writes no SQL.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,8 +21,6 @@ use super::FetchError;
 use super::event::Event;
 use super::report::{FailureExample, FetchReport, MAX_EXAMPLES};
 use crate::net::settings::FetchSettings;
-#[cfg(doc)]
-use pmv_catalog::FileBatch;
 use pmv_catalog::{Catalog, FailedState, FileFailure, StoredFile, Validators};
 use pmv_core::report::Reporter;
 use pmv_core::root::DataRoot;

@@ -10,6 +10,8 @@
 //! errors and when the run stops, and deleted when its bytes are wrong or when the
 //! disk filled up while writing it. Nothing here renames a file to its final name or
 //! writes the catalog: a checked partial file is handed to the group commit.
+//! It also owns what every attempt of a run shares ([`Ctx`]): the run builds it and
+//! the scheduler hands it to each attempt.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
