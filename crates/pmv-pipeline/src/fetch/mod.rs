@@ -4,7 +4,8 @@
 //! The calling thread owns the catalog: it plans work page by page (`plan`) and
 //! records results in group commits (`commit`). A tokio runtime runs the scheduler
 //! (`sched`): global and per-host concurrency, per-host rate and back-off
-//! ([`politeness`]), retries with the failure taxonomy ([`failure`]). Each attempt
+//! ([`crate::net::politeness`]), retries with the failure taxonomy
+//! ([`crate::net::failure`]). Each attempt
 //! resolves a candidate source (`crate::source`) and streams it into
 //! `<file>.partial` with Range resume and hashing (`download`); a file is renamed to
 //! its final name only after its size, every known hash and its container check
