@@ -356,3 +356,172 @@ pub fn mark_sharded(conn: &Connection, item_id: i64, now: i64) -> rusqlite::Resu
     .execute(params![item_id, now])
     .map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalog with one dataset and one item (id 1).
+    fn one_item() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        c.conn
+            .execute_batch(
+                "INSERT INTO datasets (id, name, format, multi_label, created_at, updated_at) \
+                 VALUES (1, 'd', 'pmv400', 0, 0, 0); \
+                 INSERT INTO items (id, dataset_id, key, labels, fingerprint, created_at, updated_at) \
+                 VALUES (1, 1, 'a', '[]', 'f', 0, 0);",
+            )
+            .unwrap();
+        (dir, c)
+    }
+
+    /// (state, path, size, etag, source_rank, error_class) of item 1's file.
+    type Row = (
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    );
+
+    fn row(c: &Catalog, role: &str) -> Row {
+        c.conn
+            .query_row(
+                "SELECT state, path, size, etag, source_rank, error_class FROM files \
+                 WHERE item_id = 1 AND role = ?1",
+                [role],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_download_goes_from_downloading_to_verified_and_sharded() {
+        let (_dir, mut c) = one_item();
+        let b = c.file_batch().unwrap();
+        b.start_download(1, Role::Video, Some(0)).unwrap();
+        let v = Validators {
+            rank: 0,
+            etag: Some("\"e\""),
+            last_modified: None,
+            total: Some(10),
+        };
+        b.record_validators(1, Role::Video, &v).unwrap();
+        b.commit().unwrap();
+        assert_eq!(
+            row(&c, "video"),
+            (
+                "downloading".into(),
+                None,
+                Some(10),
+                Some("\"e\"".into()),
+                Some(0),
+                None
+            )
+        );
+
+        let b = c.file_batch().unwrap();
+        let stored = StoredFile {
+            path: "videos/d/a.mp4",
+            size: 10,
+            sha256: "00",
+            etag: None,
+            last_modified: None,
+            source_rank: Some(0),
+        };
+        b.mark_verified(1, Role::Video, &stored).unwrap();
+        b.commit().unwrap();
+        let (state, path, size, etag, ..) = row(&c, "video");
+        assert_eq!(state, "verified");
+        assert_eq!(path.as_deref(), Some("videos/d/a.mp4"));
+        assert_eq!(size, Some(10));
+        assert_eq!(etag.as_deref(), Some("\"e\""), "kept from the row");
+
+        // Only a verified video becomes sharded.
+        mark_sharded(&c.conn, 1, 5).unwrap();
+        assert_eq!(row(&c, "video").0, "sharded");
+        c.mark_missing(1, "gone").unwrap();
+        mark_sharded(&c.conn, 1, 6).unwrap();
+        let (state, .., class) = row(&c, "video");
+        assert_eq!(
+            (state.as_str(), class.as_deref()),
+            ("failed_transient", Some("missing"))
+        );
+    }
+
+    #[test]
+    fn an_uncommitted_batch_records_nothing() {
+        let (_dir, mut c) = one_item();
+        let b = c.file_batch().unwrap();
+        b.start_download(1, Role::Cover, None).unwrap();
+        drop(b);
+        let n: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn failures_changes_and_corruption_clear_the_stored_file() {
+        let (_dir, mut c) = one_item();
+        let b = c.file_batch().unwrap();
+        let stored = StoredFile {
+            path: "videos/d/a.mp4",
+            size: 10,
+            sha256: "00",
+            etag: Some("\"e\""),
+            last_modified: None,
+            source_rank: Some(1),
+        };
+        b.mark_verified(1, Role::Video, &stored).unwrap();
+        b.commit().unwrap();
+        c.reset_changed(1, "video", "changed on disk").unwrap();
+        assert_eq!(
+            row(&c, "video"),
+            (
+                "pending".into(),
+                None,
+                None,
+                None,
+                None,
+                Some("changed".into())
+            )
+        );
+
+        let b = c.file_batch().unwrap();
+        let f = FileFailure {
+            state: FailedState::Permanent,
+            class: "not_found",
+            message: "404",
+            source_rank: Some(2),
+            next_retry_at: None,
+        };
+        b.record_failure(1, Role::Video, &f).unwrap();
+        b.commit().unwrap();
+        let (state, path, .., rank, class) = row(&c, "video");
+        assert_eq!(
+            (state.as_str(), path, rank, class.as_deref()),
+            ("failed_permanent", None, Some(2), Some("not_found"))
+        );
+
+        c.mark_corrupt(1, Role::Video, "does not decode", "quarantine/d/a.mp4")
+            .unwrap();
+        let (state, path, .., class) = row(&c, "video");
+        assert_eq!(
+            (state.as_str(), path.as_deref(), class.as_deref()),
+            ("corrupt", Some("quarantine/d/a.mp4"), Some("corrupt"))
+        );
+    }
+}
