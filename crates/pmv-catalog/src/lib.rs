@@ -6,6 +6,8 @@
 //! their own rows inside transactions they open here. It never touches files other
 //! than the catalog itself.
 
+mod fetch;
+mod files;
 mod migrations;
 mod shards;
 mod status;
@@ -18,6 +20,8 @@ use serde::Serialize;
 use pmv_core::Format;
 use pmv_core::util::now_unix;
 
+pub use fetch::{FileRecord, PlanItem};
+pub use files::{FailedState, FileBatch, FileFailure, StoredFile, StoredRow, Validators};
 pub use migrations::MIGRATIONS;
 pub use shards::{
     IndexedShard, NewSample, NewShard, ProbeRecord, RecipeRow, ShardCommit, ShardRow, ShardVideo,

@@ -558,10 +558,10 @@ impl ShardCommit<'_> {
         }
     }
 
-    /// The open transaction, for the rows of other tables that must commit with the
-    /// shard.
-    pub fn transaction(&self) -> &Transaction<'_> {
-        &self.tx
+    /// Marks the verified video of `item_id` sharded, in this transaction (the files
+    /// table's `verified → sharded` transition, see `files`).
+    pub fn mark_sharded(&self, item_id: i64, now: i64) -> Result<()> {
+        crate::files::mark_sharded(&self.tx, item_id, now).map_err(|e| self.sql(e))
     }
 
     /// Records the shard `live`, created at `now`; returns its id.

@@ -10,6 +10,8 @@
 //! errors and when the run stops, and deleted when its bytes are wrong or when the
 //! disk filled up while writing it. Nothing here renames a file to its final name or
 //! writes the catalog: a checked partial file is handed to the group commit.
+//! It also owns what every attempt of a run shares ([`Ctx`]): the run builds it and
+//! the scheduler hands it to each attempt.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -17,16 +19,21 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::commit::Event;
+use std::sync::Arc;
+
+use super::event::{Event, Fetched};
 use super::job::{Job, ResumeFrom};
-use super::sched::Ctx;
-use super::space::NoSpace;
+use super::space::{Disk, NoSpace};
 use super::verify::{self, Digests, Expected, HEAD_BYTES, Hashers, Sniffed};
-use super::{FetchError, Names};
-use crate::net::client::Request;
+use super::{FetchError, Names, Shared};
+use crate::net::client::{Client, Request, Response};
 use crate::net::failure::{ErrorClass, Failure};
+use crate::net::politeness::Politeness;
+use crate::net::settings::FetchSettings;
+use crate::source::Resolver;
 use crate::source::local::LocalRoots;
 use pmv_core::redact::show_url;
+use pmv_core::root::DataRoot;
 
 /// Writeback of a file being downloaded is started every this many bytes, so dirty
 /// pages stay few and the disk works while the network does.
@@ -39,6 +46,23 @@ const RECORD_RESUME_FROM: u64 = 1 << 20;
 /// A file of unknown length checks that the disk's reserve is still free every time
 /// it grows by this much.
 const ROOM_CHECK_EVERY: u64 = 1 << 20;
+
+/// What every attempt of a run shares: the resolver, the HTTP client, the hosts'
+/// politeness, the settings, the root, the channel to the calling thread, the run's
+/// stop state and the disk's room.
+pub(crate) struct Ctx {
+    pub resolver: Resolver,
+    pub client: Arc<Client>,
+    pub gate: Arc<Politeness>,
+    pub settings: FetchSettings,
+    pub root: DataRoot,
+    pub events: std::sync::mpsc::Sender<Event>,
+    pub shared: Arc<Shared>,
+    pub deadline: Option<std::time::Instant>,
+    /// Per dataset name, the folders its local sources may be read from.
+    pub local_roots: std::collections::HashMap<String, LocalRoots>,
+    pub disk: Arc<Disk>,
+}
 
 /// Why an attempt ended without a file.
 #[derive(Debug)]
@@ -62,21 +86,6 @@ impl From<Failure> for AttemptError {
     fn from(f: Failure) -> Self {
         AttemptError::Failed(f)
     }
-}
-
-/// A checked file, ready for the group commit.
-#[derive(Debug)]
-pub(crate) struct Fetched {
-    /// The checked partial file; `None` when the file already sits under its final
-    /// name (adopted).
-    pub partial: Option<PathBuf>,
-    pub final_path: PathBuf,
-    pub final_rel: String,
-    pub digests: Digests,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    /// Bytes reused from a partial file.
-    pub resumed: u64,
 }
 
 /// A failure to write under the root: the disk is full, or the run cannot go on.
@@ -393,26 +402,79 @@ pub(crate) async fn http(
     remote: &Remote<'_>,
     expected: &Expected,
 ) -> Result<Fetched, AttemptError> {
-    let Remote {
-        url,
-        headers,
-        public,
-    } = *remote;
-    let settings = &ctx.settings;
     let path = names.partial();
+    let (mut part, validator) = open_partial(ctx, job, &path, rank, expected).await?;
+    let resp = request(ctx, remote, &mut part, validator, expected).await?;
+
+    // The bytes of the partial file that this download keeps.
+    let resumed_from = part.len;
+    let mut etag = None;
+    let mut last_modified = None;
+    if let Some(mut r) = resp {
+        etag = r.header(reqwest::header::ETAG).map(str::to_owned);
+        last_modified = r.header(reqwest::header::LAST_MODIFIED).map(str::to_owned);
+        let total = match announced_total(&r, &part, ctx.settings.max_size, expected) {
+            Ok(total) => total,
+            Err(f) => {
+                part.remove();
+                return Err(f.into());
+            }
+        };
+        job.resume = Some(ResumeFrom {
+            rank,
+            etag: etag.clone(),
+            last_modified: last_modified.clone(),
+            total,
+        });
+        if total.is_none_or(|t| t >= RECORD_RESUME_FROM)
+            && (etag.is_some() || last_modified.is_some())
+        {
+            let _ = ctx.events.send(Event::Validators {
+                item_id: job.item_id,
+                role: job.role,
+                rank: rank as i64,
+                etag: etag.clone(),
+                last_modified: last_modified.clone(),
+                total,
+            });
+        }
+        part = stream_body(ctx, job, &mut r, part, total, expected).await?;
+    }
+
+    let (digests, ext) = finish(job, part, remote.url, expected)?;
+    Ok(Fetched {
+        partial: Some(path),
+        final_path: names.final_path(ext),
+        final_rel: names.final_rel(ext),
+        digests,
+        etag,
+        last_modified,
+        resumed: resumed_from,
+    })
+}
+
+/// Opens the partial file for source `rank`: resumed when its end can be checked,
+/// else empty. Returns it with the validator to send in `If-Range`, if any.
+async fn open_partial(
+    ctx: &Ctx,
+    job: &Job,
+    path: &Path,
+    rank: usize,
+    expected: &Expected,
+) -> Result<(Partial, Option<String>), AttemptError> {
     // A partial file is resumed when its end can be checked: by the expected hash,
     // or by a validator the server compares, as long as the bytes kept are the ones
     // written (see `written_before_boot`).
     let resume = job.resume.clone().filter(|r| {
         r.rank == rank
             && (expected.sha256.is_some()
-                || (r.validator().is_some() && !stale_after_reboot(&path, &job.key)))
+                || (r.validator().is_some() && !stale_after_reboot(path, &job.key)))
     });
     // Re-hashing a kept partial file may read gigabytes: off the runtime's threads.
     // Starting afresh is one open.
     let mut part = if resume.is_some() {
         let exp = expected.clone();
-        let p = path.clone();
+        let p = path.to_owned();
         let shared = std::sync::Arc::clone(&ctx.shared);
         tokio::task::spawn_blocking(move || {
             Partial::open(&p, true, &exp, &|| shared.cancel.is_set())
@@ -420,22 +482,38 @@ pub(crate) async fn http(
         .await
         .map_err(|e| AttemptError::Fatal(FetchError::Runtime(std::io::Error::other(e))))?
     } else {
-        Partial::open(&path, false, expected, &|| false)
+        Partial::open(path, false, expected, &|| false)
     }
-    .map_err(|e| fatal(&path, e))?;
+    .map_err(|e| fatal(path, e))?;
     if let Some(total) = resume.as_ref().and_then(|r| r.total)
         && part.len > total
     {
-        part.restart(expected).map_err(|e| fatal(&path, e))?;
+        part.restart(expected).map_err(|e| fatal(path, e))?;
     }
-    let mut validator = resume
+    let validator = resume
         .as_ref()
         .and_then(|r| r.validator().map(str::to_owned));
+    Ok((part, validator))
+}
 
+/// Asks for the bytes after those `part` holds, restarting `part` from zero when the
+/// server cannot continue it. Returns the answer whose body is to be read, or `None`
+/// when the partial file already holds every byte.
+async fn request(
+    ctx: &Ctx,
+    remote: &Remote<'_>,
+    part: &mut Partial,
+    mut validator: Option<String>,
+    expected: &Expected,
+) -> Result<Option<Response>, AttemptError> {
+    let Remote {
+        url,
+        headers,
+        public,
+    } = *remote;
+    let path = part.path.clone();
     // At most three requests: the resume, a restart from zero after a 416, and one
     // after a 206 for the wrong range.
-    let mut resp = None;
-    let mut complete = false;
     for _ in 0..3 {
         let req = Request {
             url: url.clone(),
@@ -467,16 +545,14 @@ pub(crate) async fn http(
                         continue;
                     }
                 }
-                resp = Some(r);
-                break;
+                return Ok(Some(r));
             }
             200 => {
                 if part.len > 0 {
                     tracing::info!(url = %show_url(r.url.as_str()), from = part.len, "the server sent the whole file (Range ignored, or the file changed): starting again from zero");
                     part.restart(expected).map_err(|e| fatal(&path, e))?;
                 }
-                resp = Some(r);
-                break;
+                return Ok(Some(r));
             }
             416 if part.len > 0 => {
                 let total = r
@@ -485,8 +561,7 @@ pub(crate) async fn http(
                     .and_then(|(_, t)| t);
                 if total == Some(part.len) {
                     // The partial file already holds every byte.
-                    complete = true;
-                    break;
+                    return Ok(None);
                 }
                 part.restart(expected).map_err(|e| fatal(&path, e))?;
                 validator = None;
@@ -507,171 +582,174 @@ pub(crate) async fn http(
             }
         }
     }
+    Err(Failure::new(
+        ErrorClass::BadResponse,
+        format!(
+            "{} keeps answering with unusable ranges",
+            show_url(url.as_str())
+        ),
+    )
+    .into())
+}
 
-    // The bytes of the partial file that this download keeps.
-    let resumed_from = part.len;
-    if resp.is_none() && !complete {
-        return Err(Failure::new(
-            ErrorClass::BadResponse,
-            format!(
-                "{} keeps answering with unusable ranges",
-                show_url(url.as_str())
-            ),
-        )
-        .into());
-    }
-    let mut etag = None;
-    let mut last_modified = None;
-    if let Some(mut r) = resp {
-        etag = r.header(reqwest::header::ETAG).map(str::to_owned);
-        last_modified = r.header(reqwest::header::LAST_MODIFIED).map(str::to_owned);
-        let total = if r.status == 206 {
-            r.header(reqwest::header::CONTENT_RANGE)
-                .and_then(content_range)
-                .and_then(|(_, t)| t)
-                .or_else(|| r.content_length().map(|n| n + part.len))
-        } else {
-            r.content_length()
-        };
-        if let Some(t) = total {
-            if t > settings.max_size {
-                part.remove();
-                return Err(Failure::new(
-                    ErrorClass::TooLarge,
-                    format!(
-                        "{} announces {t} bytes, more than the limit of {}",
-                        show_url(r.url.as_str()),
-                        settings.max_size
-                    ),
-                )
-                .into());
-            }
-            if let Some(size) = expected.size
-                && size != t
-            {
-                part.remove();
-                return Err(Failure::new(
-                    ErrorClass::SizeMismatch,
-                    format!(
-                        "expected {size} bytes, {} announces {t}",
-                        show_url(r.url.as_str())
-                    ),
-                )
-                .into());
-            }
+/// The file's whole length as the answer announces it, if it does; refused when it
+/// is over `max_size` or differs from the expected size.
+fn announced_total(
+    r: &Response,
+    part: &Partial,
+    max_size: u64,
+    expected: &Expected,
+) -> Result<Option<u64>, Failure> {
+    let total = if r.status == 206 {
+        r.header(reqwest::header::CONTENT_RANGE)
+            .and_then(content_range)
+            .and_then(|(_, t)| t)
+            .or_else(|| r.content_length().map(|n| n + part.len))
+    } else {
+        r.content_length()
+    };
+    if let Some(t) = total {
+        if t > max_size {
+            return Err(Failure::new(
+                ErrorClass::TooLarge,
+                format!(
+                    "{} announces {t} bytes, more than the limit of {}",
+                    show_url(r.url.as_str()),
+                    max_size
+                ),
+            ));
         }
-        job.resume = Some(ResumeFrom {
-            rank,
-            etag: etag.clone(),
-            last_modified: last_modified.clone(),
-            total,
-        });
-        if total.is_none_or(|t| t >= RECORD_RESUME_FROM)
-            && (etag.is_some() || last_modified.is_some())
-        {
-            let _ = ctx.events.send(Event::Validators {
-                item_id: job.item_id,
-                role: job.role,
-                rank: rank as i64,
-                etag: etag.clone(),
-                last_modified: last_modified.clone(),
-                total,
-            });
-        }
-
-        // Room on the disk for the rest of the file (or, its length unknown, for the
-        // reserve); the partial file is kept when there is none.
-        let needed = total
-            .or(expected.size)
-            .map_or(0, |t| t.saturating_sub(part.len));
-        let mut claim = ctx.disk.claim(&path, needed)?;
-        let mut room_checked = part.len;
-
-        // A resumed partial's first bytes are in the hashers already.
-        let mut decided = part.len >= HEAD_BYTES as u64;
-        loop {
-            let chunk = if total.is_some_and(|t| part.len >= t) {
-                // Every announced byte is here: the end of the body is read whatever
-                // happens to the run (it completes the file and hands the connection
-                // back for reuse).
-                r.chunk().await
-            } else {
-                or_cancel!(ctx, r.chunk())
-            };
-            let chunk = match chunk {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(f) => return Err(f.into()),
-            };
-            if part.len + chunk.len() as u64 > settings.max_size {
-                part.remove();
-                return Err(Failure::new(
-                    ErrorClass::TooLarge,
-                    format!(
-                        "{} sent more than the limit of {} bytes",
-                        show_url(r.url.as_str()),
-                        settings.max_size
-                    ),
-                )
-                .into());
-            }
-            if let Err(e) = ctx.disk.write_all(&mut part.file, &chunk) {
-                let failed = fatal(&path, e);
-                if matches!(failed, AttemptError::NoSpace(_)) {
-                    // It cannot complete, and its bytes hold the disk full.
-                    part.remove();
-                    job.resume = None;
-                }
-                return Err(failed);
-            }
-            claim.wrote(chunk.len() as u64);
-            part.hashers.update(&chunk);
-            let before = part.len;
-            part.len += chunk.len() as u64;
-            if before / WRITEBACK_EVERY != part.len / WRITEBACK_EVERY {
-                start_writeback(part.file.file());
-            }
-            ctx.shared.add_bytes(chunk.len() as u64);
-            if claim.open_ended() && part.len - room_checked >= ROOM_CHECK_EVERY {
-                room_checked = part.len;
-                if let Err(e) = ctx.disk.room_left(&path) {
-                    part.remove();
-                    job.resume = None;
-                    return Err(e.into());
-                }
-            }
-            if !decided {
-                match verify::sniff(part.hashers.head(), false) {
-                    Sniffed::NeedMore => {}
-                    s => {
-                        if let Err(f) = verify::accept(job.role, s) {
-                            part.remove();
-                            return Err(Failure::new(
-                                f.class,
-                                format!("{} from {}", f.message, show_url(r.url.as_str())),
-                            )
-                            .into());
-                        }
-                        decided = true;
-                    }
-                }
-            }
-        }
-        if let Some(t) = total
-            && part.len < t
+        if let Some(size) = expected.size
+            && size != t
         {
             return Err(Failure::new(
-                ErrorClass::Truncated,
+                ErrorClass::SizeMismatch,
                 format!(
-                    "body from {} ended at byte {} of {t}",
+                    "expected {size} bytes, {} announces {t}",
+                    show_url(r.url.as_str())
+                ),
+            ));
+        }
+    }
+    Ok(total)
+}
+
+/// Streams the body of `r` into `part`, hashing it, within the size limit and the
+/// room claimed on the disk, and refusing it as soon as its first bytes show it is
+/// not the expected kind of file. Returns `part` holding the whole body.
+async fn stream_body(
+    ctx: &Ctx,
+    job: &mut Job,
+    r: &mut Response,
+    mut part: Partial,
+    total: Option<u64>,
+    expected: &Expected,
+) -> Result<Partial, AttemptError> {
+    let settings = &ctx.settings;
+    let path = part.path.clone();
+    // Room on the disk for the rest of the file (or, its length unknown, for the
+    // reserve); the partial file is kept when there is none.
+    let needed = total
+        .or(expected.size)
+        .map_or(0, |t| t.saturating_sub(part.len));
+    let mut claim = ctx.disk.claim(&path, needed)?;
+    let mut room_checked = part.len;
+
+    // A resumed partial's first bytes are in the hashers already.
+    let mut decided = part.len >= HEAD_BYTES as u64;
+    loop {
+        let chunk = if total.is_some_and(|t| part.len >= t) {
+            // Every announced byte is here: the end of the body is read whatever
+            // happens to the run (it completes the file and hands the connection
+            // back for reuse).
+            r.chunk().await
+        } else {
+            or_cancel!(ctx, r.chunk())
+        };
+        let chunk = match chunk {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(f) => return Err(f.into()),
+        };
+        if part.len + chunk.len() as u64 > settings.max_size {
+            part.remove();
+            return Err(Failure::new(
+                ErrorClass::TooLarge,
+                format!(
+                    "{} sent more than the limit of {} bytes",
                     show_url(r.url.as_str()),
-                    part.len
+                    settings.max_size
                 ),
             )
             .into());
         }
+        if let Err(e) = ctx.disk.write_all(&mut part.file, &chunk) {
+            let failed = fatal(&path, e);
+            if matches!(failed, AttemptError::NoSpace(_)) {
+                // It cannot complete, and its bytes hold the disk full.
+                part.remove();
+                job.resume = None;
+            }
+            return Err(failed);
+        }
+        claim.wrote(chunk.len() as u64);
+        part.hashers.update(&chunk);
+        let before = part.len;
+        part.len += chunk.len() as u64;
+        if before / WRITEBACK_EVERY != part.len / WRITEBACK_EVERY {
+            start_writeback(part.file.file());
+        }
+        ctx.shared.add_bytes(chunk.len() as u64);
+        if claim.open_ended() && part.len - room_checked >= ROOM_CHECK_EVERY {
+            room_checked = part.len;
+            if let Err(e) = ctx.disk.room_left(&path) {
+                part.remove();
+                job.resume = None;
+                return Err(e.into());
+            }
+        }
+        if !decided {
+            match verify::sniff(part.hashers.head(), false) {
+                Sniffed::NeedMore => {}
+                s => {
+                    if let Err(f) = verify::accept(job.role, s) {
+                        part.remove();
+                        return Err(Failure::new(
+                            f.class,
+                            format!("{} from {}", f.message, show_url(r.url.as_str())),
+                        )
+                        .into());
+                    }
+                    decided = true;
+                }
+            }
+        }
     }
+    if let Some(t) = total
+        && part.len < t
+    {
+        return Err(Failure::new(
+            ErrorClass::Truncated,
+            format!(
+                "body from {} ended at byte {} of {t}",
+                show_url(r.url.as_str()),
+                part.len
+            ),
+        )
+        .into());
+    }
+    Ok(part)
+}
 
+/// The final checks of a complete partial file (its kind, its size and every known
+/// hash): its digests and extension, or the failure (the file is then deleted and
+/// will not be resumed).
+fn finish(
+    job: &mut Job,
+    mut part: Partial,
+    url: &Url,
+    expected: &Expected,
+) -> Result<(Digests, &'static str), AttemptError> {
     start_writeback(part.file.file());
     let file_len = part.len;
     let hashers = std::mem::replace(&mut part.hashers, Hashers::new(&Expected::default()));
@@ -681,18 +759,7 @@ pub(crate) async fn http(
     let checked = verify::accept(job.role, sniffed)
         .and_then(|ext| verify::check(expected, &digests).map(|()| ext));
     match checked {
-        Ok(ext) => {
-            drop(part);
-            Ok(Fetched {
-                partial: Some(path),
-                final_path: names.final_path(ext),
-                final_rel: names.final_rel(ext),
-                digests,
-                etag,
-                last_modified,
-                resumed: resumed_from,
-            })
-        }
+        Ok(ext) => Ok((digests, ext)),
         Err(f) => {
             part.remove();
             job.resume = None;

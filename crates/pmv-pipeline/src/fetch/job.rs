@@ -17,6 +17,7 @@ use crate::manifest::Locator;
 use crate::net::failure::{ErrorClass, Failure, Retry, backoff, next_retry_delay};
 use crate::net::politeness::MAX_PAUSE;
 use crate::net::settings::FetchSettings;
+use pmv_catalog::{FailedState, FileRecord};
 use pmv_core::util::now_unix;
 
 /// Longest error message stored in the catalog.
@@ -35,6 +36,22 @@ pub struct Prior {
     pub next_retry_at: Option<i64>,
     pub updated_at: Option<i64>,
     pub error_class: Option<String>,
+}
+
+impl From<FileRecord> for Prior {
+    fn from(r: FileRecord) -> Prior {
+        Prior {
+            state: r.state,
+            source_rank: r.source_rank,
+            etag: r.etag,
+            last_modified: r.last_modified,
+            size: r.size,
+            path: r.path,
+            next_retry_at: r.next_retry_at,
+            updated_at: r.updated_at,
+            error_class: r.error_class,
+        }
+    }
 }
 
 impl Prior {
@@ -120,7 +137,7 @@ pub enum Next {
 /// The row written for a file no source could provide.
 #[derive(Debug, Clone)]
 pub struct FinalFailure {
-    pub state: &'static str,
+    pub state: FailedState,
     pub class: ErrorClass,
     pub message: String,
     pub source_rank: Option<i64>,
@@ -216,7 +233,7 @@ impl Job {
     /// interruption): failed transiently, due again at once.
     pub fn cut_short(&self, why: &str) -> FinalFailure {
         let mut f = self.final_failure();
-        f.state = "failed_transient";
+        f.state = FailedState::Transient;
         f.next_retry_at = Some(now_unix());
         // The next run starts at the first source that may still work.
         f.source_rank = self
@@ -236,7 +253,7 @@ impl Job {
         let mut message = message.to_owned();
         truncate(&mut message);
         FinalFailure {
-            state: "failed_transient",
+            state: FailedState::Transient,
             class: ErrorClass::NoSpace,
             message,
             source_rank: self.rank().map(|r| r as i64).or(self.prior.source_rank),
@@ -277,7 +294,7 @@ impl Job {
                     _ => None,
                 };
                 FinalFailure {
-                    state: "failed_transient",
+                    state: FailedState::Transient,
                     class,
                     message,
                     source_rank: Some(rank as i64),
@@ -295,7 +312,7 @@ impl Job {
                     .map(|(s, f)| (*s, f.class))
                     .unwrap_or((self.stage, ErrorClass::Network));
                 FinalFailure {
-                    state: "failed_permanent",
+                    state: FailedState::Permanent,
                     class,
                     message,
                     source_rank: match stage {
@@ -378,7 +395,7 @@ mod tests {
         assert_eq!(j.stage, Stage::Source(1));
         match j.after_failure(Failure::new(ErrorClass::NotListed, "not there"), &s) {
             Next::Give(f) => {
-                assert_eq!(f.state, "failed_transient");
+                assert_eq!(f.state, FailedState::Transient);
                 assert_eq!(f.class, ErrorClass::Network);
                 assert_eq!(f.source_rank, Some(0));
                 assert!(f.next_retry_at.unwrap() > now_unix() + 1000);
@@ -409,7 +426,7 @@ mod tests {
             Next::Give(f) => {
                 assert_eq!(
                     (f.state, f.class, f.source_rank),
-                    ("failed_permanent", ErrorClass::Http404, Some(1))
+                    (FailedState::Permanent, ErrorClass::Http404, Some(1))
                 );
                 assert!(f.next_retry_at.is_none());
             }
@@ -426,7 +443,7 @@ mod tests {
         match j.after_failure(Failure::new(ErrorClass::Http404, "gone"), &s) {
             Next::Give(f) => assert_eq!(
                 (f.state, f.class, f.source_rank),
-                ("failed_permanent", ErrorClass::PrivateHost, Some(0))
+                (FailedState::Permanent, ErrorClass::PrivateHost, Some(0))
             ),
             other => panic!("{other:?}"),
         }
@@ -441,7 +458,7 @@ mod tests {
         match j.after_failure(bad(), &s) {
             Next::Give(f) => assert_eq!(
                 (f.state, f.class),
-                ("failed_permanent", ErrorClass::HashMismatch)
+                (FailedState::Permanent, ErrorClass::HashMismatch)
             ),
             other => panic!("{other:?}"),
         }
@@ -480,7 +497,7 @@ mod tests {
             .with_retry_after(Some(Duration::from_secs(3600)));
         match j.after_failure(f, &s) {
             Next::Give(f) => {
-                assert_eq!(f.state, "failed_transient");
+                assert_eq!(f.state, FailedState::Transient);
                 assert!(f.next_retry_at.unwrap() >= now_unix() + 3600);
             }
             other => panic!("{other:?}"),

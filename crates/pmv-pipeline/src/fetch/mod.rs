@@ -4,7 +4,8 @@
 //! The calling thread owns the catalog: it plans work page by page (`plan`) and
 //! records results in group commits (`commit`). A tokio runtime runs the scheduler
 //! (`sched`): global and per-host concurrency, per-host rate and back-off
-//! ([`politeness`]), retries with the failure taxonomy ([`failure`]). Each attempt
+//! ([`crate::net::politeness`]), retries with the failure taxonomy
+//! ([`crate::net::failure`]). Each attempt
 //! resolves a candidate source (`crate::source`) and streams it into
 //! `<file>.partial` with Range resume and hashing (`download`); a file is renamed to
 //! its final name only after its size, every known hash and its container check
@@ -21,6 +22,7 @@
 
 mod commit;
 mod download;
+mod event;
 mod job;
 mod plan;
 pub mod quickxor;
@@ -314,34 +316,9 @@ pub fn run(
         ],
         None => catalog.datasets()?,
     };
-    for d in &datasets {
-        for top in [root.videos_dir(), root.covers_dir()] {
-            let dir = top.join(&d.name);
-            if !dir.is_dir() {
-                fs_err::create_dir_all(&dir).map_err(|source| FetchError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                pmv_core::util::sync_dir(&top).map_err(|source| FetchError::Io {
-                    path: top.clone(),
-                    source,
-                })?;
-            }
-        }
-    }
+    create_dataset_dirs(root, &datasets)?;
     let local_roots = local_roots(catalog, &datasets, opts)?;
-    // Real paths: what the index finds is opened and checked like any local source.
-    let mut import_dirs = Vec::with_capacity(opts.import_dirs.len());
-    for d in &opts.import_dirs {
-        let real = std::path::absolute(d)
-            .and_then(|a| crate::source::local::real_path(&a))
-            .map_err(|source| FetchError::Io {
-                path: d.clone(),
-                source,
-            })?;
-        import_dirs.push(real);
-    }
-    let import = crate::source::local::ImportIndex::build(&import_dirs);
+    let import = crate::source::local::ImportIndex::build(&real_import_dirs(opts)?);
     let mut planner = plan::Planner::new(root, datasets, opts, import);
     let (total, no_source) = planner.count(catalog)?;
     let mut report = FetchReport {
@@ -356,21 +333,6 @@ pub fn run(
     reporter.begin("fetch", Some(total), Unit::Items);
     reporter.begin_sub("received", None, Unit::Bytes);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 8),
-        )
-        .thread_name("pmv-fetch")
-        .enable_all()
-        .build()
-        .map_err(FetchError::Runtime)?;
-    let gate = crate::net::politeness::Politeness::new(opts.settings.per_host, opts.settings.rate);
-    let client = Arc::new(
-        crate::net::client::Client::new(&opts.settings, Arc::clone(&gate))
-            .map_err(|e| FetchError::Client(e.to_string()))?,
-    );
     let shared = Arc::new(Shared {
         cancel: Cancel::new(),
         bytes: AtomicU64::new(0),
@@ -378,20 +340,7 @@ pub fn run(
         no_space: std::sync::Mutex::new(None),
         disk_full: AtomicBool::new(false),
     });
-    let (tx, rx) = std::sync::mpsc::channel::<commit::Event>();
-    let ctx = sched::Ctx {
-        resolver: Resolver::new(Arc::clone(&client), opts.sources.clone()),
-        client,
-        gate,
-        settings: opts.settings.clone(),
-        root: root.clone(),
-        events: tx,
-        shared: Arc::clone(&shared),
-        deadline: opts.deadline,
-        local_roots,
-        disk: space::Disk::new(root.path(), &opts.settings),
-    };
-    let scheduler = runtime.spawn(sched::run(ctx));
+    let (runtime, scheduler, rx) = start_scheduler(root, opts, local_roots, &shared)?;
 
     let mut committer = commit::Committer::new(root.clone(), &opts.settings);
     let mut fatal: Option<FetchError> = None;
@@ -404,7 +353,7 @@ pub fn run(
             .unwrap_or(Duration::from_millis(200))
             .min(Duration::from_millis(200));
         match rx.recv_timeout(wait) {
-            Ok(commit::Event::NeedJobs(reply)) => {
+            Ok(event::Event::NeedJobs(reply)) => {
                 let jobs = if fatal.is_some() || shared.cancel.is_set() {
                     vec![]
                 } else {
@@ -450,6 +399,107 @@ pub fn run(
     let outcome = runtime.block_on(scheduler);
     runtime.shutdown_timeout(Duration::from_secs(1));
     reporter.end();
+    settle(outcome, fatal, &shared, report, started)
+}
+
+/// Creates each dataset's `videos/` and `covers/` folders that are missing.
+fn create_dataset_dirs(
+    root: &DataRoot,
+    datasets: &[pmv_catalog::Dataset],
+) -> Result<(), FetchError> {
+    for d in datasets {
+        for top in [root.videos_dir(), root.covers_dir()] {
+            let dir = top.join(&d.name);
+            if !dir.is_dir() {
+                fs_err::create_dir_all(&dir).map_err(|source| FetchError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                pmv_core::util::sync_dir(&top).map_err(|source| FetchError::Io {
+                    path: top.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The real paths of the import folders: what the index finds is opened and checked
+/// like any local source.
+fn real_import_dirs(opts: &FetchOptions) -> Result<Vec<PathBuf>, FetchError> {
+    let mut import_dirs = Vec::with_capacity(opts.import_dirs.len());
+    for d in &opts.import_dirs {
+        let real = std::path::absolute(d)
+            .and_then(|a| crate::source::local::real_path(&a))
+            .map_err(|source| FetchError::Io {
+                path: d.clone(),
+                source,
+            })?;
+        import_dirs.push(real);
+    }
+    Ok(import_dirs)
+}
+
+/// The scheduler as it runs on its runtime.
+type Scheduler = tokio::task::JoinHandle<Result<sched::SchedEnd, FetchError>>;
+
+/// Starts the download runtime and the scheduler on it; returns them with the
+/// channel its events arrive on.
+fn start_scheduler(
+    root: &DataRoot,
+    opts: &FetchOptions,
+    local_roots: std::collections::HashMap<String, LocalRoots>,
+    shared: &Arc<Shared>,
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        Scheduler,
+        std::sync::mpsc::Receiver<event::Event>,
+    ),
+    FetchError,
+> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+        )
+        .thread_name("pmv-fetch")
+        .enable_all()
+        .build()
+        .map_err(FetchError::Runtime)?;
+    let gate = crate::net::politeness::Politeness::new(opts.settings.per_host, opts.settings.rate);
+    let client = Arc::new(
+        crate::net::client::Client::new(&opts.settings, Arc::clone(&gate))
+            .map_err(|e| FetchError::Client(e.to_string()))?,
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<event::Event>();
+    let ctx = download::Ctx {
+        resolver: Resolver::new(Arc::clone(&client), opts.sources.clone()),
+        client,
+        gate,
+        settings: opts.settings.clone(),
+        root: root.clone(),
+        events: tx,
+        shared: Arc::clone(shared),
+        deadline: opts.deadline,
+        local_roots,
+        disk: space::Disk::new(root.path(), &opts.settings),
+    };
+    let scheduler = runtime.spawn(sched::run(ctx));
+    Ok((runtime, scheduler, rx))
+}
+
+/// The run's result once the scheduler ended: the report completed with how the
+/// scheduler ended, or the error that stopped the run (a full disk first).
+fn settle(
+    outcome: Result<Result<sched::SchedEnd, FetchError>, tokio::task::JoinError>,
+    mut fatal: Option<FetchError>,
+    shared: &Shared,
+    mut report: FetchReport,
+    started: Instant,
+) -> Result<FetchReport, FetchError> {
     match outcome {
         Ok(Ok(end)) => {
             if report.stopped.is_none() {

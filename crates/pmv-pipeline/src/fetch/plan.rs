@@ -6,11 +6,10 @@
 //! `--retry-failed`); `failed_permanent` only with `--include-permanent` (or, for a
 //! file refused for naming a private host, with `--allow-private-hosts`); `corrupt`
 //! when the item has a source after the one that gave the corrupt bytes; `verified`
-//! and `sharded` never. It only reads the catalog.
+//! and `sharded` never. It only reads the catalog, through its typed reads
+//! ([`Catalog::plan_page`], [`Catalog::for_each_item_sources`]).
 
 use std::sync::Arc;
-
-use rusqlite::params;
 
 use super::FetchOptions;
 use super::job::{Job, Prior, ResumeFrom, Stage};
@@ -23,19 +22,6 @@ use pmv_core::util::now_unix;
 
 /// Items read per page.
 const PAGE_ITEMS: i64 = 512;
-
-const SELECT: &str = "SELECT i.id, i.key, i.video_sources, i.cover_sources, i.expected_size, \
-       i.expected_sha256, \
-       v.state, v.source_rank, v.etag, v.last_modified, v.size, v.path, v.next_retry_at, v.updated_at, \
-       v.error_class, \
-       c.state, c.source_rank, c.etag, c.last_modified, c.size, c.path, c.next_retry_at, c.updated_at, \
-       c.error_class \
-     FROM items i \
-     LEFT JOIN files v ON v.item_id = i.id AND v.role = 'video' \
-     LEFT JOIN files c ON c.item_id = i.id AND c.role = 'cover' \
-     WHERE i.dataset_id = ?1 AND i.state = 'active' AND i.id > ?2 \
-       AND (?3 IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.item_id = i.id AND m.split = ?3)) \
-     ORDER BY i.id LIMIT ?4";
 
 pub(crate) struct Planner {
     datasets: Vec<Dataset>,
@@ -196,35 +182,22 @@ impl Planner {
         dataset_id: i64,
         after: i64,
     ) -> Result<Vec<ItemRow>, CatalogError> {
-        let mut stmt = cat.conn().prepare_cached(SELECT).map_err(|e| cat.sql(e))?;
-        let prior = |r: &rusqlite::Row<'_>, at: usize| -> rusqlite::Result<Prior> {
-            Ok(Prior {
-                state: r.get(at)?,
-                source_rank: r.get(at + 1)?,
-                etag: r.get(at + 2)?,
-                last_modified: r.get(at + 3)?,
-                size: r.get(at + 4)?,
-                path: r.get(at + 5)?,
-                next_retry_at: r.get(at + 6)?,
-                updated_at: r.get(at + 7)?,
-                error_class: r.get(at + 8)?,
+        let items = cat.plan_page(dataset_id, after, self.split.as_deref(), PAGE_ITEMS)?;
+        Ok(items
+            .into_iter()
+            .map(|i| {
+                let [video, cover] = i.files;
+                ItemRow {
+                    id: i.id,
+                    key: i.key,
+                    video: i.video_sources,
+                    cover: i.cover_sources,
+                    size: i.expected_size,
+                    sha256: i.expected_sha256,
+                    priors: [video.into(), cover.into()],
+                }
             })
-        };
-        let rows = stmt
-            .query_map(params![dataset_id, after, self.split, PAGE_ITEMS], |r| {
-                Ok(ItemRow {
-                    id: r.get(0)?,
-                    key: r.get(1)?,
-                    video: r.get(2)?,
-                    cover: r.get(3)?,
-                    size: r.get(4)?,
-                    sha256: r.get(5)?,
-                    priors: [prior(r, 6)?, prior(r, 15)?],
-                })
-            })
-            .map_err(|e| cat.sql(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| cat.sql(e))
+            .collect())
     }
 
     fn import_for(&self, row: &ItemRow, role: Role) -> Option<&std::path::Path> {
@@ -377,22 +350,8 @@ pub fn for_each_source(
     limit: Option<u64>,
     mut f: impl FnMut(SourceRow),
 ) -> Result<u64, CatalogError> {
-    let mut stmt = cat
-        .conn()
-        .prepare(
-            "SELECT key, video_sources, cover_sources FROM items \
-             WHERE dataset_id = ?1 AND state = 'active' ORDER BY id LIMIT ?2",
-        )
-        .map_err(|e| cat.sql(e))?;
-    let mut rows = stmt
-        .query(params![dataset.id, limit.map_or(-1, |l| l as i64)])
-        .map_err(|e| cat.sql(e))?;
-    let mut items = 0;
-    while let Some(r) = rows.next().map_err(|e| cat.sql(e))? {
-        items += 1;
-        let key: String = r.get(0).map_err(|e| cat.sql(e))?;
-        for (role, col) in [(Role::Video, 1), (Role::Cover, 2)] {
-            let json: Option<String> = r.get(col).map_err(|e| cat.sql(e))?;
+    cat.for_each_item_sources(dataset.id, limit, |key, video, cover| {
+        for (role, json) in [(Role::Video, video), (Role::Cover, cover)] {
             let Some(json) = json else { continue };
             let list: Vec<Locator> = serde_json::from_str(&json)
                 .map_err(|e| cat.invalid(format!("item {key}: unreadable sources: {e}")))?;
@@ -406,6 +365,6 @@ pub fn for_each_source(
                 });
             }
         }
-    }
-    Ok(items)
+        Ok(())
+    })
 }

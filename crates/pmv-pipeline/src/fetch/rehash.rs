@@ -13,11 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use super::FetchError;
-use pmv_catalog::Catalog;
+use pmv_catalog::{Catalog, StoredRow};
 use pmv_core::report::{Reporter, Unit};
 use pmv_core::root::DataRoot;
 use pmv_core::util::{now_unix, sha256_regular_file};
@@ -99,40 +98,21 @@ pub fn rehash(
     };
     // The list first (small rows), then the reading, so no statement stays open while
     // rows change.
-    let rows: Vec<(i64, String, String, String, String, i64, String)> = {
-        let c = catalog.conn();
-        let mut stmt = c
-            .prepare(
-                "SELECT f.item_id, f.role, d.name, i.key, f.path, f.size, f.sha256 FROM files f \
-                 JOIN items i ON i.id = f.item_id JOIN datasets d ON d.id = i.dataset_id \
-                 WHERE (f.state = 'verified' OR f.state = 'sharded') AND f.path IS NOT NULL \
-                   AND f.sha256 IS NOT NULL AND f.size IS NOT NULL \
-                   AND (?1 IS NULL OR i.dataset_id = ?1) AND f.item_id % ?2 = ?3 \
-                 ORDER BY f.item_id, f.role",
-            )
-            .map_err(|e| catalog.sql(e))?;
-        let mapped = stmt
-            .query_map(params![dataset_id, parts, index], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .map_err(|e| catalog.sql(e))?;
-        mapped
-            .collect::<rusqlite::Result<_>>()
-            .map_err(|e| catalog.sql(e))?
-    };
-    let total_bytes: i64 = rows.iter().map(|r| r.5).sum();
+    let rows = catalog.stored_files(dataset_id, parts, index)?;
+    let total_bytes: i64 = rows.iter().map(|r| r.size).sum();
     reporter.begin("re-hash", Some(total_bytes.max(0) as u64), Unit::Bytes);
     let mut report = RehashReport::default();
     let selected = rows.len() as u64;
-    for (item_id, role, dataset, key, rel, size, sha256) in rows {
+    for row in rows {
+        let StoredRow {
+            item_id,
+            role,
+            dataset,
+            key,
+            path: rel,
+            size,
+            sha256,
+        } = row;
         if opts.deadline.is_some_and(|d| Instant::now() >= d) {
             report.not_checked = selected - report.checked;
             break;
@@ -180,16 +160,7 @@ pub fn rehash(
                     .details
                     .push(format!("{dataset}/{key} {role}: {reason}"));
             }
-            catalog
-                .conn()
-                .execute(
-                    "UPDATE files SET state = 'pending', path = NULL, sha256 = NULL, size = NULL, \
-                     etag = NULL, last_modified = NULL, source_rank = NULL, error_class = 'changed', \
-                     error_message = ?3, next_retry_at = NULL, updated_at = ?4 \
-                     WHERE item_id = ?1 AND role = ?2",
-                    params![item_id, role, reason, now_unix()],
-                )
-                .map_err(|e| catalog.sql(e))?;
+            catalog.reset_changed(item_id, &role, &reason)?;
         }
     }
     reporter.end();

@@ -20,32 +20,15 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::commit::{Event, FailedFile, Verified};
-use super::download::{self, AttemptError, Fetched, or_cancel};
+use super::download::{self, AttemptError, Ctx, or_cancel};
+use super::event::{Event, FailedFile, Fetched, Verified};
 use super::job::{FinalFailure, Job, Next, Stage};
 use super::plan::host_of;
-use super::space::{Disk, NoSpace};
+use super::space::NoSpace;
 use super::verify::Role;
-use super::{FetchError, Names, Shared, Stop};
-use crate::net::client::Client;
+use super::{FetchError, Names, Stop};
 use crate::net::politeness::{Busy, Politeness, Slot};
-use crate::net::settings::FetchSettings;
-use crate::source::{Resolver, SourceKind, Target};
-use pmv_core::root::DataRoot;
-
-pub(crate) struct Ctx {
-    pub resolver: Resolver,
-    pub client: Arc<Client>,
-    pub gate: Arc<Politeness>,
-    pub settings: FetchSettings,
-    pub root: DataRoot,
-    pub events: std::sync::mpsc::Sender<Event>,
-    pub shared: Arc<Shared>,
-    pub deadline: Option<std::time::Instant>,
-    /// Per dataset name, the folders its local sources may be read from.
-    pub local_roots: std::collections::HashMap<String, crate::source::local::LocalRoots>,
-    pub disk: Arc<Disk>,
-}
+use crate::source::{SourceKind, Target};
 
 /// How the scheduler ended.
 #[derive(Debug, Default)]

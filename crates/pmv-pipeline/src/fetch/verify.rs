@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::quickxor::QuickXor;
 use crate::net::failure::{ErrorClass, Failure};
+pub use crate::source::Expected;
 pub use pmv_core::Role;
 
 /// Bytes kept from the start of a file for sniffing (MPEG-TS needs 189).
@@ -201,54 +202,6 @@ pub fn accept(role: Role, sniffed: Sniffed) -> Result<&'static str, Failure> {
             },
             format!("too short to be a {}", role.as_str()),
         )),
-    }
-}
-
-/// What is known about a file before it is fetched. Every field that is `Some` must
-/// match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Expected {
-    pub size: Option<u64>,
-    /// Lower-case hex (manifest).
-    pub sha256: Option<String>,
-    /// Hex, any case (OneDrive `sha1Hash`).
-    pub sha1: Option<String>,
-    /// Base64 (OneDrive `quickXorHash`).
-    pub quickxor: Option<String>,
-}
-
-impl Expected {
-    /// Both sets of expectations; a conflict between them is reported by `check`
-    /// because the first one wins here and the bytes cannot match both.
-    pub fn merged(&self, other: &Expected) -> Expected {
-        Expected {
-            size: self.size.or(other.size),
-            sha256: self.sha256.clone().or_else(|| other.sha256.clone()),
-            sha1: self.sha1.clone().or_else(|| other.sha1.clone()),
-            quickxor: self.quickxor.clone().or_else(|| other.quickxor.clone()),
-        }
-    }
-
-    /// Which hashes are known, for messages (`sha256, size`).
-    pub fn describe(&self) -> String {
-        let mut parts = vec![];
-        if self.size.is_some() {
-            parts.push("size");
-        }
-        if self.sha256.is_some() {
-            parts.push("sha256");
-        }
-        if self.sha1.is_some() {
-            parts.push("sha1");
-        }
-        if self.quickxor.is_some() {
-            parts.push("quickXorHash");
-        }
-        if parts.is_empty() {
-            "nothing".into()
-        } else {
-            parts.join(", ")
-        }
     }
 }
 

@@ -11,8 +11,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
-
 use pmv_catalog::{Catalog, CatalogError};
 use pmv_core::root::DataRoot;
 use pmv_core::util::{now_unix, rfc3339, sync_dir};
@@ -86,15 +84,7 @@ pub fn quarantine(
         sync_dir(parent).map_err(io(parent))?;
     }
     let rel = format!("quarantine/{}/{dest_name}", q.dataset);
-    catalog
-        .conn()
-        .execute(
-            "UPDATE files SET state = 'corrupt', error_class = 'corrupt', error_message = ?3, \
-               path = ?4, next_retry_at = NULL, updated_at = ?5 \
-             WHERE item_id = ?1 AND role = ?2",
-            params![q.item_id, "video", q.reason, rel, now_unix()],
-        )
-        .map_err(|e| catalog.sql(e))?;
+    catalog.mark_corrupt(q.item_id, pmv_core::Role::Video, q.reason, &rel)?;
     tracing::warn!(item = q.item_key, file = q.path, to = %rel, reason = q.reason, "quarantined");
     Ok(rel)
 }

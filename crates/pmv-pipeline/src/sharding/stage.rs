@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use super::pipeline::{self, Decoded, EngineOptions, Stop};
@@ -324,11 +323,6 @@ fn commit_shard(
     sha256: &str,
     replaces: Option<i64>,
 ) -> Result<i64, CatalogError> {
-    let path = catalog.path().to_owned();
-    let sql = |source| CatalogError::Sqlite {
-        path: path.clone(),
-        source,
-    };
     let now = now_unix();
     let commit = catalog.begin_shard_commit()?;
     let id = commit.insert_shard(
@@ -357,13 +351,6 @@ fn commit_shard(
         .collect();
     commit.insert_samples(id, &samples)?;
     {
-        let tx = commit.transaction();
-        let mut state = tx
-            .prepare(
-                "UPDATE files SET state = 'sharded', updated_at = ?2 \
-                 WHERE item_id = ?1 AND role = 'video' AND state = 'verified'",
-            )
-            .map_err(sql)?;
         for (item, sha, p) in &shard.probes {
             commit.record_probe(
                 *item,
@@ -383,7 +370,7 @@ fn commit_shard(
                 },
                 now,
             )?;
-            state.execute(params![item, now]).map_err(sql)?;
+            commit.mark_sharded(*item, now)?;
         }
     }
     if let Some(old) = replaces {
@@ -458,16 +445,7 @@ pub fn samples_per_shard(given: Option<usize>, params: &RecipeParams) -> usize {
 /// Marks a verified video that is gone (or changed) from the root so that fetch gets
 /// it again.
 fn mark_missing(catalog: &Catalog, item_id: i64, reason: &str) -> Result<(), CatalogError> {
-    catalog
-        .conn()
-        .execute(
-            "UPDATE files SET state = 'failed_transient', error_class = 'missing', \
-               error_message = ?2, next_retry_at = ?3, updated_at = ?3 \
-             WHERE item_id = ?1 AND role = 'video'",
-            params![item_id, reason, now_unix()],
-        )
-        .map(drop)
-        .map_err(|e| catalog.sql(e))
+    catalog.mark_missing(item_id, reason)
 }
 
 /// Shards every verified video of `opts.dataset` that lacks a sample of `opts.recipe`.

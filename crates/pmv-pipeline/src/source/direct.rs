@@ -8,7 +8,7 @@
 use url::Url;
 
 use super::{Offline, Resolved, Resolver, SourceKind, Target};
-use crate::fetch::Failure;
+use crate::net::Failure;
 use crate::net::client::{check_url, host_key};
 
 pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, Failure> {

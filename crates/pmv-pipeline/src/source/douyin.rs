@@ -17,8 +17,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Offline, Resolved, Resolver, SourceKind, SourceSettings, Target, rebase};
-use crate::fetch::{ErrorClass, Failure};
 use crate::net::client::host_key;
+use crate::net::{ErrorClass, Failure};
 use pmv_core::redact::{show_text, show_url};
 
 /// Largest lookup answer read (a share page is about 100 KiB).

@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Offline, Resolved, SourceKind, Target};
-use crate::fetch::{ErrorClass, Failure};
+use crate::net::{ErrorClass, Failure};
 use pmv_core::util::{OpenRegularError, file_kind, open_regular};
 
 /// Folders named in a message before the rest are only counted.
@@ -398,7 +398,7 @@ impl ImportIndex {
         if dirs.is_empty() {
             return None;
         }
-        let video: &[&str] = crate::fetch::Role::Video.extensions();
+        let video: &[&str] = pmv_core::Role::Video.extensions();
         let mut index = ImportIndex::default();
         let mut stack: Vec<(PathBuf, usize)> = dirs.iter().map(|d| (d.clone(), 0)).collect();
         while let Some((dir, depth)) = stack.pop() {
@@ -448,13 +448,13 @@ impl ImportIndex {
     }
 
     /// The file for an item's role: named by the item id or by its file stem.
-    pub fn find(&self, key: &str, role: crate::fetch::Role) -> Option<&Path> {
+    pub fn find(&self, key: &str, role: pmv_core::Role) -> Option<&Path> {
         let map = match role {
-            crate::fetch::Role::Video => &self.videos,
-            crate::fetch::Role::Cover => &self.covers,
+            pmv_core::Role::Video => &self.videos,
+            pmv_core::Role::Cover => &self.covers,
         };
         map.get(key)
-            .or_else(|| map.get(crate::manifest::file_stem(key).as_ref()))
+            .or_else(|| map.get(pmv_core::ids::file_stem(key).as_ref()))
             .map(PathBuf::as_path)
     }
 }

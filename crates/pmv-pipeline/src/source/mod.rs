@@ -12,6 +12,7 @@
 
 pub mod direct;
 pub mod douyin;
+mod expected;
 pub mod local;
 pub mod onedrive;
 
@@ -21,8 +22,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::fetch::{ErrorClass, Expected, Failure};
 use crate::net::client::{Client, host_key};
+use crate::net::{ErrorClass, Failure};
+pub use expected::Expected;
 pub use pmv_core::{Locator, SourceKind};
 
 /// `[sources]`: the remote base URLs of the resolvers, so that a mirror, a proxy or a

@@ -18,9 +18,9 @@ use base64::Engine as _;
 use serde_json::Value;
 use url::Url;
 
-use super::{Offline, Resolved, Resolver, SourceKind, SourceSettings, Target};
-use crate::fetch::{ErrorClass, Expected, Failure};
+use super::{Expected, Offline, Resolved, Resolver, SourceKind, SourceSettings, Target};
 use crate::net::client::{check_url, host_key};
+use crate::net::{ErrorClass, Failure};
 use pmv_core::redact::show_url;
 
 /// A listing is renewed after this long: OneDrive's download addresses last about an
