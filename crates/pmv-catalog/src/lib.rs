@@ -6,7 +6,9 @@
 //! their own rows inside transactions they open here. It never touches files other
 //! than the catalog itself.
 
+mod items;
 mod migrations;
+mod refresh;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +19,12 @@ use serde::Serialize;
 use pmv_core::Format;
 use pmv_core::util::now_unix;
 
+pub use items::{
+    IngestTx, ItemLookups, ItemReader, ItemRow, ItemState, ItemWriter, ManifestTotals, Member,
+    Membership, MembershipRow, StoredManifest,
+};
 pub use migrations::MIGRATIONS;
+pub use refresh::LiveShard;
 pub use status::{DatasetStatus, ManifestStatus, RecipeStatus, RunSummary, Status};
 
 /// The states a stored file moves through (DATA.md: catalog states).

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -30,7 +29,7 @@ use crate::manifest::{
 };
 use crate::source::local::LocalRoots;
 use merge::{Merger, encode_row};
-use pmv_catalog::{Catalog, CatalogError, Dataset};
+use pmv_catalog::{Catalog, CatalogError, Dataset, ManifestTotals};
 use pmv_core::report::{Reporter, Unit};
 use pmv_core::util::{now_unix, sha256_file};
 use sort::{Kind, Sorter};
@@ -475,44 +474,21 @@ pub fn ingest(
     let now = now_unix();
     let catalog_path = catalog.path().to_owned();
     let journal = catalog.journal_mode();
-    let sql = |source: rusqlite::Error| CatalogError::Sqlite {
-        path: catalog_path.clone(),
-        source,
-    };
     let sorted = sorter.finish().map_err(spill)?;
-    let tx = catalog
-        .conn_mut()
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql)?;
-    // 64 MiB of page cache instead of SQLite's 2 MiB: the merge writes hundreds of
-    // thousands of rows in one transaction.
-    tx.execute_batch("PRAGMA main.cache_size = -65536;")
-        .map_err(&sql)?;
+    let tx = catalog.begin_ingest()?;
     let created_dataset = existing.is_none();
     let dataset_id = match dataset_id {
         Some(id) => {
-            tx.execute(
-                "UPDATE datasets SET updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )
-            .map_err(&sql)?;
+            tx.touch_dataset(id, now)?;
             id
         }
-        None => {
-            tx.execute(
-                "INSERT INTO datasets (name, format, multi_label, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![opts.dataset, opts.format.as_str(), multi_label, now],
-            )
-            .map_err(&sql)?;
-            tx.last_insert_rowid()
-        }
+        None => tx.create_dataset(&opts.dataset, opts.format, multi_label, now)?,
     };
     let mut manifest_ids: HashMap<u32, i64> = HashMap::new();
     for (idx, input) in inputs.iter().enumerate() {
         if !input.unchanged && input.unusable.is_none() {
-            let id = merge::upsert_manifest(&tx, dataset_id, &input.key, now).map_err(&sql)?;
-            merge::set_manifest_roots(&tx, id, &input.own_roots).map_err(&sql)?;
+            let id = tx.upsert_manifest(dataset_id, &input.key, now)?;
+            tx.set_manifest_roots(id, input.own_roots.dirs())?;
             manifest_ids.insert(idx as u32, id);
         }
     }
@@ -529,28 +505,15 @@ pub fn ingest(
                 .map(|&id| (id, table.name(id).unwrap_or_default().to_owned())),
         )
         .collect();
-    merge::write_classes(&tx, dataset_id, &added, &plan.renamed).map_err(&sql)?;
+    tx.write_classes(dataset_id, &added, &plan.renamed)?;
 
     let paths: HashMap<u32, String> = inputs
         .iter()
         .enumerate()
         .map(|(i, input)| (i as u32, input.real.display().to_string()))
         .collect();
-    let fresh: bool = tx
-        .query_row(
-            "SELECT NOT EXISTS (SELECT 1 FROM items WHERE dataset_id = ?1)",
-            [dataset_id],
-            |r| r.get(0),
-        )
-        .map_err(&sql)?;
-    let unread_manifests: i64 = tx
-        .query_row(
-            "SELECT count(*) FROM manifests WHERE dataset_id = ?1",
-            [dataset_id],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(&sql)?
-        - manifest_ids.len() as i64;
+    let fresh = tx.dataset_is_empty(dataset_id)?;
+    let unread_manifests = tx.manifest_count(dataset_id)? as i64 - manifest_ids.len() as i64;
     let merger = Merger {
         dataset_id,
         multi_label,
@@ -568,7 +531,7 @@ pub fn ingest(
     let outcome = merger
         .run(&tx, reader, sorted, &mut |r| rejections.push(r))
         .map_err(|e| match e {
-            merge::MergeError::Sql(e) => IngestError::Catalog(sql(e)),
+            merge::MergeError::Catalog(e) => IngestError::Catalog(e),
             merge::MergeError::Io(e) => IngestError::Spill(spill(e)),
             merge::MergeError::Stopped => IngestError::Invalid("the merge stopped".into()),
         })?;
@@ -590,23 +553,24 @@ pub fn ingest(
             .summary
             .as_ref()
             .expect("read manifests have a summary");
-        merge::finish_manifest(
-            &tx,
-            *manifest_id,
-            s,
-            input.signature.as_deref().unwrap_or(""),
-            now,
-        )
-        .map_err(&sql)?;
+        let recorded = ManifestTotals {
+            sha256: &s.sha256,
+            signature: input.signature.as_deref().unwrap_or(""),
+            bytes: s.bytes,
+            rows: s.rows,
+            accepted: s.accepted,
+            rejected: s.rejected,
+        };
+        tx.finish_manifest(*manifest_id, &recorded, now)?;
         reports[idx] = input.report();
     }
 
     let strict_fail = opts.strict && rejections.total > 0;
     let written = !strict_fail;
     if written {
-        tx.commit().map_err(&sql)?;
+        tx.commit()?;
     } else {
-        tx.rollback().map_err(&sql)?;
+        tx.rollback()?;
     }
     tracing::debug!(elapsed = ?started.elapsed(), written, "transaction ended");
     let after = active_items(
@@ -890,31 +854,22 @@ fn prepare_input(
     let options_sig = hex::encode(h.finalize());
 
     let stored = match dataset_id {
-        Some(id) => catalog
-            .conn()
-            .query_row(
-                "SELECT signature, sha256, bytes, rows, accepted, rejected FROM manifests \
-                 WHERE dataset_id = ?1 AND path = ?2",
-                params![id, key],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        ManifestReport {
-                            path: key.clone(),
-                            status: "unchanged",
-                            split: split.as_ref().map(|s| s.to_string()),
-                            sha256: r.get(1)?,
-                            bytes: r.get::<_, i64>(2)? as u64,
-                            rows: r.get::<_, i64>(3)? as u64,
-                            accepted: r.get::<_, i64>(4)? as u64,
-                            rejected: r.get::<_, i64>(5)? as u64,
-                            reason: None,
-                        },
-                    ))
+        Some(id) => catalog.stored_manifest(id, &key)?.map(|m| {
+            (
+                m.signature,
+                ManifestReport {
+                    path: key.clone(),
+                    status: "unchanged",
+                    split: split.as_ref().map(|s| s.to_string()),
+                    sha256: m.sha256,
+                    bytes: m.bytes,
+                    rows: m.rows,
+                    accepted: m.accepted,
+                    rejected: m.rejected,
+                    reason: None,
                 },
             )
-            .optional()
-            .map_err(|e| catalog.sql(e))?,
+        }),
         None => None,
     };
     let (signature, unchanged) = if meta.is_dir() || stored.is_none() {

@@ -13,8 +13,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use rusqlite::OptionalExtension;
-
 use super::config::{DatasetPlan, RecipeChoice, RefreshPlan};
 use crate::fetch::{self, FetchOptions, FetchReport, RehashOptions, RehashReport, RehashSelect};
 use crate::ingest::{self, DEFAULT_MEMORY_BUDGET, IngestOptions};
@@ -192,15 +190,7 @@ impl RefreshReport {
 /// The number of refreshes recorded before this one: the turn of the verification
 /// rotation.
 pub fn turn(catalog: &Catalog) -> Result<u64, CatalogError> {
-    catalog
-        .conn()
-        .query_row(
-            "SELECT count(*) FROM runs WHERE command = 'refresh' AND status <> 'running'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(|e| catalog.sql(e))
+    catalog.finished_refreshes()
 }
 
 /// Why the run should not start more work, if it should not.
@@ -225,15 +215,7 @@ pub fn find_recipe(catalog: &Catalog, choice: &RecipeChoice) -> Result<Recipe, R
         RecipeChoice::Given(r) => return Ok(r.clone()),
         RecipeChoice::Named(n) => n,
     };
-    let by_name: Option<String> = catalog
-        .conn()
-        .query_row(
-            "SELECT id FROM recipes WHERE name = ?1 ORDER BY created_at DESC LIMIT 1",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| catalog.sql(e))?;
+    let by_name = catalog.recipe_id_named(name)?;
     let id = by_name.unwrap_or_else(|| name.to_owned());
     match stored_recipe(catalog, &id) {
         Ok(Some(r)) => Ok(r),
@@ -565,21 +547,8 @@ fn check_shards(
         let Some(ds) = catalog.dataset(name)? else {
             continue;
         };
-        let mut stmt = catalog
-            .conn()
-            .prepare(
-                "SELECT id, path, sha256 FROM shards WHERE dataset_id = ?1 AND state = 'live' \
-                 AND id % ?2 = ?3 ORDER BY id",
-            )
-            .map_err(|e| catalog.sql(e))?;
-        let found = stmt
-            .query_map(rusqlite::params![ds.id, parts, index], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| catalog.sql(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| catalog.sql(e))?;
-        rows.extend(found);
+        let found = catalog.live_shards_slice(ds.id, parts, index)?;
+        rows.extend(found.into_iter().map(|s| (s.id, s.path, s.sha256)));
     }
     let mut out = ShardCheck::default();
     let selected = rows.len() as u64;
