@@ -30,8 +30,10 @@ fn sql_at(path: &Path) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
 pub struct StoredManifest {
     /// The signature of its content and the options it was read with.
     pub signature: String,
+    /// SHA-256 of its content.
     pub sha256: String,
     pub bytes: u64,
+    /// Rows seen, accepted or rejected.
     pub rows: u64,
     pub accepted: u64,
     pub rejected: u64,
@@ -40,7 +42,9 @@ pub struct StoredManifest {
 /// What reading a manifest found, recorded when the ingest ends.
 #[derive(Debug, Clone, Copy)]
 pub struct ManifestTotals<'a> {
+    /// SHA-256 of its content.
     pub sha256: &'a str,
+    /// The signature of its content and the options it was read with.
     pub signature: &'a str,
     pub bytes: u64,
     pub rows: u64,
@@ -62,6 +66,7 @@ pub struct ItemState {
 /// A member of a manifest, with its item's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The item's id in the manifest (`items.key`).
     pub key: String,
     pub item: ItemState,
 }
@@ -79,6 +84,7 @@ pub struct Membership {
 /// The content columns of an item, as the merge writes them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ItemRow {
+    /// The item's id in its manifests (`items.key`).
     pub key: String,
     pub labels: String,
     pub text: Option<String>,
@@ -334,11 +340,13 @@ impl<'c> IngestTx<'c> {
         ItemWriter::new(&self.tx, self.path, dataset_id, now).map_err(|e| self.sql(e))
     }
 
+    /// Commits everything the ingest wrote.
     pub fn commit(self) -> Result<()> {
         let sql = sql_at(self.path);
         self.tx.commit().map_err(sql)
     }
 
+    /// Undoes everything the ingest wrote.
     pub fn rollback(self) -> Result<()> {
         let sql = sql_at(self.path);
         self.tx.rollback().map_err(sql)
@@ -353,6 +361,7 @@ pub struct ItemReader {
 }
 
 impl ItemReader {
+    /// Opens the catalog at `path` read-only, waiting up to 30 s for a lock.
     pub fn open(path: &Path) -> Result<ItemReader> {
         let sql = sql_at(path);
         let conn = Connection::open_with_flags(
@@ -685,5 +694,72 @@ impl<'t> ItemWriter<'t> {
         self.flush_items()
             .and_then(|()| self.flush_memberships(true))
             .map_err(|e| self.sql(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_rows_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let mut c = Catalog::open(&path).unwrap();
+        let tx = c.begin_ingest().unwrap();
+        let ds = tx.create_dataset("d", Format::Jsonl, false, 7).unwrap();
+        let m = tx.upsert_manifest(ds, "/m.jsonl", 7).unwrap();
+        tx.set_manifest_roots(m, &[PathBuf::from("/")]).unwrap();
+        assert!(tx.dataset_is_empty(ds).unwrap());
+        {
+            let mut w = tx.item_writer(ds, 7).unwrap();
+            // More than one multi-row insert, and a partial one.
+            for i in 0..(ROWS as u64 + 6) {
+                let item = ItemRow {
+                    key: i.to_string(),
+                    labels: "1".into(),
+                    expected_size: Some(i),
+                    fingerprint: format!("f{i}"),
+                    ..ItemRow::default()
+                };
+                let member = MembershipRow {
+                    manifest_id: m,
+                    split: "train".into(),
+                    line: i + 1,
+                    labels: "1".into(),
+                };
+                assert_eq!(w.insert(item, vec![member]).unwrap(), i as i64 + 1);
+            }
+            w.flush().unwrap();
+            assert!(w.mark_removed(1).unwrap());
+            assert!(!w.mark_removed(1).unwrap());
+        }
+        let totals = ManifestTotals {
+            sha256: "ab",
+            signature: "sig",
+            bytes: 3,
+            rows: 70,
+            accepted: 70,
+            rejected: 0,
+        };
+        tx.finish_manifest(m, &totals, 8).unwrap();
+        tx.commit().unwrap();
+
+        let stored = c.stored_manifest(ds, "/m.jsonl").unwrap().unwrap();
+        assert_eq!((stored.signature.as_str(), stored.rows), ("sig", 70));
+        let mut members = 0;
+        c.for_each_member(ds, "/m.jsonl", |_| -> Result<()> {
+            members += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(members, ROWS + 6);
+        let reader = ItemReader::open(&path).unwrap();
+        let mut look = reader.lookups().unwrap();
+        let first = look.item(ds, "0").unwrap().unwrap();
+        assert!(first.removed && first.fingerprint == "f0");
+        assert_eq!(look.memberships(first.id, &[]).unwrap()[0].line, 1);
+        assert!(look.memberships(first.id, &[m]).unwrap().is_empty());
+        assert!(look.item(ds, "nope").unwrap().is_none());
     }
 }
