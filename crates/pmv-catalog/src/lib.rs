@@ -8,7 +8,9 @@
 
 mod fetch;
 mod files;
+mod items;
 mod migrations;
+mod refresh;
 mod shards;
 mod status;
 
@@ -22,7 +24,12 @@ use pmv_core::util::now_unix;
 
 pub use fetch::{FileRecord, PlanItem};
 pub use files::{FailedState, FileBatch, FileFailure, StoredFile, StoredRow, Validators};
+pub use items::{
+    IngestTx, ItemLookups, ItemReader, ItemRow, ItemState, ItemWriter, ManifestTotals, Member,
+    Membership, MembershipRow, StoredManifest,
+};
 pub use migrations::MIGRATIONS;
+pub use refresh::LiveShard;
 pub use shards::{
     IndexedShard, NewSample, NewShard, ProbeRecord, RecipeRow, ShardCommit, ShardRow, ShardVideo,
     ShardVideos, UnshardedVideo, parse_labels,

@@ -183,108 +183,23 @@ pub fn prepare(
     opts: &DemoOptions,
     reporter: &dyn Reporter,
 ) -> Result<Prepared, DemoError> {
-    if opts.classes < 2 || opts.classes > MAX_CLASSES {
-        return Err(DemoError::Invalid(format!(
-            "--classes {}: between 2 and {MAX_CLASSES}",
-            opts.classes
-        )));
-    }
-    if opts.videos_per_class < 2 {
-        return Err(DemoError::Invalid(
-            "--videos-per-class: at least 2 (one is held out)".into(),
-        ));
-    }
-    if opts.width % 2 == 1 || opts.height % 2 == 1 || opts.width < 16 || opts.height < 16 {
-        return Err(DemoError::Invalid(format!(
-            "{}x{}: even sizes of at least 16",
-            opts.width, opts.height
-        )));
-    }
+    check_options(opts)?;
     let dir = root.path().join("demo");
     let www = dir.join("www");
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| DemoError::Io { path, source }
-    };
     fs_err::create_dir_all(&www).map_err(io(&www))?;
-    // Videos are named by class and number only, so one root holds one demo: the
-    // settings that shape the videos are recorded, and other settings are refused
-    // rather than mixed with them.
-    let shape = serde_json::json!({
-        "seed": opts.seed,
-        "width": opts.width,
-        "height": opts.height,
-        "seconds": opts.seconds,
-    });
-    let shape_file = dir.join("videos.json");
-    match fs_err::read_to_string(&shape_file) {
-        Ok(text) => {
-            let stored: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if stored != shape {
-                return Err(DemoError::Invalid(format!(
-                    "{} holds a demo made with other settings ({stored}); use another \
-                     --root for {shape}",
-                    root.path().display()
-                )));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            pmv_core::util::write_atomic(&shape_file, shape.to_string().as_bytes())
-                .map_err(io(&shape_file))?;
-        }
-        Err(e) => return Err(io(&shape_file)(e)),
-    }
+    check_shape(root, &dir, opts)?;
     let mut seconds = vec![];
 
     // 1. Render what is missing, on every core.
     let started = Instant::now();
     let videos = plan(opts);
-    let missing: Vec<&VideoPlan> = videos
-        .iter()
-        .filter(|v| !www.join(format!("{}.mp4", v.id)).is_file())
-        .collect();
-    let next = AtomicUsize::new(0);
-    let first_error = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, 16) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(v) = missing.get(i) else { break };
-                    let path = www.join(format!("{}.mp4", v.id));
-                    if let Err(e) = render(v, opts, &path) {
-                        first_error.lock().unwrap().get_or_insert(e);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap() {
-        return Err(e);
-    }
+    let rendered = render_missing(&videos, opts, &www)?;
     seconds.push(("render", started.elapsed().as_secs_f64()));
 
     // 2. Serve them and list them, as a user's dataset would be.
     let server = FileServer::start(&www).map_err(io(&www))?;
     let names = class_names(opts.classes);
-    let classes_file = dir.join("classes.txt");
-    pmv_core::util::write_atomic(&classes_file, (names.join("\n") + "\n").as_bytes())
-        .map_err(io(&classes_file))?;
-    let mut manifest = String::new();
-    for v in &videos {
-        let row = serde_json::json!({
-            "id": v.id,
-            "urls": [format!("{}{}.mp4", server.base_url(), v.id)],
-            "label": names[v.class],
-            "split": v.split,
-        });
-        manifest.push_str(&row.to_string());
-        manifest.push('\n');
-    }
-    let manifest_file = dir.join("manifest.jsonl");
-    pmv_core::util::write_atomic(&manifest_file, manifest.as_bytes())
-        .map_err(io(&manifest_file))?;
+    let (classes_file, manifest_file) = write_lists(&dir, &videos, &names, &server)?;
 
     // 3. Ingest, fetch, shard.
     let t = Instant::now();
@@ -365,7 +280,7 @@ pub fn prepare(
         classes: names,
         train_videos: opts.classes * (opts.videos_per_class - held_out),
         val_videos: opts.classes * held_out,
-        rendered: missing.len(),
+        rendered,
         recipe_id: recipe.id(),
         recipe,
         ingest,
@@ -373,4 +288,124 @@ pub fn prepare(
         shard,
         seconds,
     })
+}
+
+/// An I/O error at `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + use<> {
+    let path = path.to_owned();
+    move |source| DemoError::Io { path, source }
+}
+
+/// Refuses settings the demo cannot make.
+fn check_options(opts: &DemoOptions) -> Result<(), DemoError> {
+    if opts.classes < 2 || opts.classes > MAX_CLASSES {
+        return Err(DemoError::Invalid(format!(
+            "--classes {}: between 2 and {MAX_CLASSES}",
+            opts.classes
+        )));
+    }
+    if opts.videos_per_class < 2 {
+        return Err(DemoError::Invalid(
+            "--videos-per-class: at least 2 (one is held out)".into(),
+        ));
+    }
+    if opts.width % 2 == 1 || opts.height % 2 == 1 || opts.width < 16 || opts.height < 16 {
+        return Err(DemoError::Invalid(format!(
+            "{}x{}: even sizes of at least 16",
+            opts.width, opts.height
+        )));
+    }
+    Ok(())
+}
+
+/// Videos are named by class and number only, so one root holds one demo: the
+/// settings that shape the videos are recorded, and other settings are refused
+/// rather than mixed with them.
+fn check_shape(root: &DataRoot, dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
+    let shape = serde_json::json!({
+        "seed": opts.seed,
+        "width": opts.width,
+        "height": opts.height,
+        "seconds": opts.seconds,
+    });
+    let shape_file = dir.join("videos.json");
+    match fs_err::read_to_string(&shape_file) {
+        Ok(text) => {
+            let stored: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if stored != shape {
+                return Err(DemoError::Invalid(format!(
+                    "{} holds a demo made with other settings ({stored}); use another \
+                     --root for {shape}",
+                    root.path().display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            pmv_core::util::write_atomic(&shape_file, shape.to_string().as_bytes())
+                .map_err(io(&shape_file))?;
+        }
+        Err(e) => return Err(io(&shape_file)(e)),
+    }
+    Ok(())
+}
+
+/// Renders the videos not in `www` yet, on every core; returns how many.
+fn render_missing(
+    videos: &[VideoPlan],
+    opts: &DemoOptions,
+    www: &Path,
+) -> Result<usize, DemoError> {
+    let missing: Vec<&VideoPlan> = videos
+        .iter()
+        .filter(|v| !www.join(format!("{}.mp4", v.id)).is_file())
+        .collect();
+    let next = AtomicUsize::new(0);
+    let first_error = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, 16) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(v) = missing.get(i) else { break };
+                    let path = www.join(format!("{}.mp4", v.id));
+                    if let Err(e) = render(v, opts, &path) {
+                        first_error.lock().unwrap().get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(missing.len())
+}
+
+/// Writes the class list and the manifest that lists every video at `server`; returns
+/// their paths.
+fn write_lists(
+    dir: &Path,
+    videos: &[VideoPlan],
+    names: &[String],
+    server: &FileServer,
+) -> Result<(PathBuf, PathBuf), DemoError> {
+    let classes_file = dir.join("classes.txt");
+    pmv_core::util::write_atomic(&classes_file, (names.join("\n") + "\n").as_bytes())
+        .map_err(io(&classes_file))?;
+    let mut manifest = String::new();
+    for v in videos {
+        let row = serde_json::json!({
+            "id": v.id,
+            "urls": [format!("{}{}.mp4", server.base_url(), v.id)],
+            "label": names[v.class],
+            "split": v.split,
+        });
+        manifest.push_str(&row.to_string());
+        manifest.push('\n');
+    }
+    let manifest_file = dir.join("manifest.jsonl");
+    pmv_core::util::write_atomic(&manifest_file, manifest.as_bytes())
+        .map_err(io(&manifest_file))?;
+    Ok((classes_file, manifest_file))
 }

@@ -1,34 +1,33 @@
-//! The catalog half of ingest: merge the sorted stream of rows and markers into items,
-//! memberships and sources, one id at a time.
+//! The planning half of ingest's merge: the sorted stream of rows and markers becomes,
+//! one id at a time, a plan for its item, memberships and sources, which the catalog's
+//! item writer carries out.
 //!
 //! Everything here runs inside the ingest transaction, except [`push_members`], which
 //! reads the catalog before it starts. Memory holds one id's records, never the manifest.
+//! It writes no SQL: reads go through [`ItemLookups`], writes through [`ItemWriter`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Statement, Transaction, params};
-
 use super::sort::{Dec, Enc, Kind, Record, Sorted, Sorter};
 use super::{IngestError, ItemCounts, SpillError, fingerprint};
-use crate::manifest::{
-    ItemContent, ItemId, Links, Locator, ReadSummary, Rejection, Row, UrlTemplate,
-};
+use crate::manifest::{ItemContent, ItemId, Links, Locator, Rejection, Row, UrlTemplate};
 use crate::source::SourceKind;
-use pmv_catalog::Catalog;
-
-type Sql<T> = rusqlite::Result<T>;
+use pmv_catalog::{
+    Catalog, CatalogError, IngestTx, ItemLookups, ItemReader, ItemRow, ItemState, ItemWriter,
+    Membership, MembershipRow,
+};
 
 #[derive(Debug)]
 pub(super) enum MergeError {
-    Sql(rusqlite::Error),
+    Catalog(CatalogError),
     Io(std::io::Error),
     /// The writing thread stopped on an error of its own (reported by it).
     Stopped,
 }
 
-impl From<rusqlite::Error> for MergeError {
-    fn from(e: rusqlite::Error) -> Self {
-        MergeError::Sql(e)
+impl From<CatalogError> for MergeError {
+    fn from(e: CatalogError) -> Self {
+        MergeError::Catalog(e)
     }
 }
 
@@ -36,87 +35,6 @@ impl From<std::io::Error> for MergeError {
     fn from(e: std::io::Error) -> Self {
         MergeError::Io(e)
     }
-}
-
-pub(super) fn upsert_manifest(
-    tx: &Transaction<'_>,
-    dataset_id: i64,
-    path: &str,
-    now: i64,
-) -> Sql<i64> {
-    tx.query_row(
-        "INSERT INTO manifests (dataset_id, path, sha256, signature, bytes, rows, accepted, \
-           rejected, ingested_at) VALUES (?1, ?2, '', '', 0, 0, 0, 0, ?3) \
-         ON CONFLICT (dataset_id, path) DO UPDATE SET ingested_at = excluded.ingested_at \
-         RETURNING id",
-        params![dataset_id, path, now],
-        |r| r.get(0),
-    )
-}
-
-/// Records the folders a manifest may have local files read from (replacing those
-/// of its previous ingest).
-pub(super) fn set_manifest_roots(
-    tx: &Transaction<'_>,
-    manifest_id: i64,
-    roots: &crate::source::local::LocalRoots,
-) -> Sql<()> {
-    tx.execute(
-        "DELETE FROM manifest_roots WHERE manifest_id = ?1",
-        [manifest_id],
-    )?;
-    let mut insert =
-        tx.prepare_cached("INSERT INTO manifest_roots (manifest_id, dir) VALUES (?1, ?2)")?;
-    for dir in roots.dirs() {
-        insert.execute(params![manifest_id, dir.to_string_lossy()])?;
-    }
-    Ok(())
-}
-
-pub(super) fn finish_manifest(
-    tx: &Transaction<'_>,
-    id: i64,
-    s: &ReadSummary,
-    signature: &str,
-    now: i64,
-) -> Sql<()> {
-    tx.execute(
-        "UPDATE manifests SET sha256 = ?2, signature = ?3, bytes = ?4, rows = ?5, accepted = ?6, \
-           rejected = ?7, ingested_at = ?8 WHERE id = ?1",
-        params![
-            id,
-            s.sha256,
-            signature,
-            s.bytes as i64,
-            s.rows as i64,
-            s.accepted as i64,
-            s.rejected as i64,
-            now
-        ],
-    )
-    .map(drop)
-}
-
-pub(super) fn write_classes(
-    tx: &Transaction<'_>,
-    dataset_id: i64,
-    added: &[(u32, String)],
-    renamed: &[(u32, String, String)],
-) -> Sql<()> {
-    // Renames go through a delete so that two names may swap ids in one go.
-    for (id, _, _) in renamed {
-        tx.execute(
-            "DELETE FROM classes WHERE dataset_id = ?1 AND class_id = ?2",
-            params![dataset_id, id],
-        )?;
-    }
-    let mut insert =
-        tx.prepare("INSERT INTO classes (dataset_id, class_id, name) VALUES (?1, ?2, ?3)")?;
-    let renamed = renamed.iter().map(|(id, _, name)| (*id, name));
-    for (id, name) in added.iter().map(|(id, name)| (*id, name)).chain(renamed) {
-        insert.execute(params![dataset_id, id, name])?;
-    }
-    Ok(())
 }
 
 /// Puts a marker in the sort for every current member of the manifest at `path`.
@@ -128,35 +46,20 @@ pub(super) fn push_members(
     sorter: &mut Sorter,
     spill_dir: &std::path::Path,
 ) -> Result<(), IngestError> {
-    let mut stmt = catalog
-        .conn()
-        .prepare(
-            "SELECT i.key, i.id, i.fingerprint, i.labels, i.state FROM manifests f \
-             JOIN memberships m ON m.manifest_id = f.id JOIN items i ON i.id = m.item_id \
-             WHERE f.dataset_id = ?1 AND f.path = ?2",
-        )
-        .map_err(|e| catalog.sql(e))?;
-    let mut rows = stmt
-        .query(params![dataset_id, path])
-        .map_err(|e| catalog.sql(e))?;
-    while let Some(r) = rows.next().map_err(|e| catalog.sql(e))? {
-        let get =
-            |i| -> Result<String, IngestError> { r.get(i).map_err(|e| catalog.sql(e).into()) };
-        let key = get(0)?;
-        let id: i64 = r.get(1).map_err(|e| catalog.sql(e))?;
+    catalog.for_each_member(dataset_id, path, |m| -> Result<(), IngestError> {
         let mut enc = Enc::default();
-        enc.i64(id)
-            .str(&get(2)?)
-            .str(&get(3)?)
-            .u8((get(4)? == "removed") as u8);
+        enc.i64(m.item.id)
+            .str(&m.item.fingerprint)
+            .str(&m.item.labels)
+            .u8(m.item.removed as u8);
         sorter
-            .push(&key, input, Kind::Existing, enc.0)
+            .push(&m.key, input, Kind::Existing, enc.0)
             .map_err(|source| SpillError {
                 dir: spill_dir.to_owned(),
                 source,
             })?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Encodes the parts of a row the merge needs (the id is the record's key).
@@ -269,225 +172,11 @@ struct Staged {
 }
 
 /// The item as the catalog held it before this ingest.
-#[derive(Debug, Clone)]
-struct Existing {
-    id: i64,
-    labels: String,
-    fingerprint: String,
-    removed: bool,
-}
+type Existing = ItemState;
 
 /// A membership this ingest does not replace: in a manifest not read now, or whose row
 /// was rejected this time.
-struct Other {
-    split: String,
-    line: u64,
-    labels: String,
-    path: String,
-}
-
-/// Reads of the catalog as it was before this ingest.
-struct Lookups<'c> {
-    item: Statement<'c>,
-    memberships: Statement<'c>,
-}
-
-impl<'c> Lookups<'c> {
-    fn new(conn: &'c Connection) -> Sql<Lookups<'c>> {
-        Ok(Lookups {
-            item: conn.prepare(
-                "SELECT id, labels, fingerprint, state FROM items WHERE dataset_id = ?1 AND key = ?2",
-            )?,
-            memberships: conn.prepare(
-                "SELECT m.manifest_id, m.split, m.line, m.labels, f.path FROM memberships m \
-                 JOIN manifests f ON f.id = m.manifest_id WHERE m.item_id = ?1",
-            )?,
-        })
-    }
-}
-
-/// The writes the merge makes, prepared once.
-struct Writes<'t> {
-    conn: &'t Connection,
-    /// New items wait here and go in multi-row inserts of `ROWS` (ids are given
-    /// explicitly: this transaction is the only writer).
-    new_items: Vec<(i64, Box<WritePlan>)>,
-    new_memberships: Vec<(i64, i64, String, i64, String)>,
-    next_id: i64,
-    insert_items: Statement<'t>,
-    insert_memberships: Statement<'t>,
-    update_item: Statement<'t>,
-    update_labels: Statement<'t>,
-    mark_removed: Statement<'t>,
-    upsert_membership: Statement<'t>,
-    delete_membership: Statement<'t>,
-}
-
-impl<'t> Writes<'t> {
-    fn new(tx: &'t Transaction<'_>) -> Sql<Writes<'t>> {
-        Ok(Writes {
-            conn: tx,
-            new_items: Vec::with_capacity(ROWS),
-            new_memberships: Vec::with_capacity(ROWS),
-            next_id: tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM items", [], |r| {
-                r.get(0)
-            })?,
-            insert_items: tx.prepare(&insert_items_sql(ROWS))?,
-            insert_memberships: tx.prepare(&insert_memberships_sql(ROWS))?,
-            update_item: tx.prepare(
-                "UPDATE items SET labels = ?2, text = ?3, duration_s = ?4, video_sources = ?5, \
-                   cover_sources = ?6, expected_size = ?7, expected_sha256 = ?8, fingerprint = ?9, \
-                   state = 'active', removed_at = NULL, updated_at = ?10 WHERE id = ?1",
-            )?,
-            update_labels: tx.prepare(
-                "UPDATE items SET labels = ?2, state = 'active', removed_at = NULL, \
-                   updated_at = ?3 WHERE id = ?1",
-            )?,
-            mark_removed: tx.prepare(
-                "UPDATE items SET state = 'removed', removed_at = ?2, updated_at = ?2 \
-                 WHERE id = ?1 AND state = 'active'",
-            )?,
-            upsert_membership: tx.prepare(
-                "INSERT INTO memberships (item_id, manifest_id, split, line, labels) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (item_id, manifest_id) DO UPDATE SET split = excluded.split, \
-                   line = excluded.line, labels = excluded.labels \
-                 WHERE split IS NOT excluded.split OR line IS NOT excluded.line \
-                   OR labels IS NOT excluded.labels",
-            )?,
-            delete_membership: tx
-                .prepare("DELETE FROM memberships WHERE item_id = ?1 AND manifest_id = ?2")?,
-        })
-    }
-}
-
-/// Rows per multi-row insert: fewer statements, each with 12 x 64 parameters at most.
-const ROWS: usize = 64;
-
-fn insert_items_sql(rows: usize) -> String {
-    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    format!(
-        "INSERT INTO items (id, dataset_id, key, labels, text, duration_s, video_sources, \
-           cover_sources, expected_size, expected_sha256, fingerprint, created_at, updated_at) \
-         VALUES {}",
-        vec![one; rows].join(", ")
-    )
-}
-
-fn insert_memberships_sql(rows: usize) -> String {
-    format!(
-        "INSERT INTO memberships (item_id, manifest_id, split, line, labels) VALUES {}",
-        vec!["(?, ?, ?, ?, ?)"; rows].join(", ")
-    )
-}
-
-impl Writes<'_> {
-    /// Queues a new item (and its memberships); returns its id.
-    fn queue_new(&mut self, dataset_id: i64, now: i64, p: Box<WritePlan>) -> Sql<i64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        for (manifest_id, split, line, labels) in &p.memberships {
-            self.new_memberships.push((
-                id,
-                *manifest_id,
-                split.clone(),
-                *line as i64,
-                labels.clone(),
-            ));
-        }
-        self.new_items.push((id, p));
-        if self.new_items.len() == ROWS {
-            self.flush_items(dataset_id, now)?;
-        }
-        if self.new_memberships.len() >= ROWS {
-            self.flush_memberships(false)?;
-        }
-        Ok(id)
-    }
-
-    fn flush_items(&mut self, dataset_id: i64, now: i64) -> Sql<()> {
-        if self.new_items.is_empty() {
-            return Ok(());
-        }
-        let sizes: Vec<Option<i64>> = self
-            .new_items
-            .iter()
-            .map(|(_, p)| p.content.size.map(|s| s as i64))
-            .collect();
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(self.new_items.len() * 13);
-        for ((id, p), size) in self.new_items.iter().zip(&sizes) {
-            values.extend([
-                id as &dyn rusqlite::ToSql,
-                &dataset_id,
-                &p.key,
-                &p.labels,
-                &p.content.text,
-                &p.content.duration_s,
-                &p.video_sources,
-                &p.cover_sources,
-                size,
-                &p.content.sha256,
-                &p.fingerprint,
-                &now,
-                &now,
-            ]);
-        }
-        if self.new_items.len() == ROWS {
-            self.insert_items.execute(values.as_slice())?;
-        } else {
-            self.conn
-                .prepare(&insert_items_sql(self.new_items.len()))?
-                .execute(values.as_slice())?;
-        }
-        drop(values);
-        self.new_items.clear();
-        Ok(())
-    }
-
-    /// Inserts queued memberships: whole batches, or all of them with `all`. Their items
-    /// must have been inserted first (foreign keys).
-    fn flush_memberships(&mut self, all: bool) -> Sql<()> {
-        let whole = self.new_memberships.len() / ROWS * ROWS;
-        let upto = if all {
-            self.new_memberships.len()
-        } else {
-            whole
-        };
-        if upto == 0 {
-            return Ok(());
-        }
-        // Items of these memberships may still be queued.
-        let pending_from = self.new_items.first().map(|(id, _)| *id);
-        if let Some(first_pending) = pending_from
-            && self.new_memberships[..upto]
-                .iter()
-                .any(|m| m.0 >= first_pending)
-        {
-            return Ok(()); // they go after the next item flush
-        }
-        for chunk in self.new_memberships[..upto].chunks(ROWS) {
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 5);
-            for (item, manifest, split, line, labels) in chunk {
-                values.extend([item as &dyn rusqlite::ToSql, manifest, split, line, labels]);
-            }
-            if chunk.len() == ROWS {
-                self.insert_memberships.execute(values.as_slice())?;
-            } else {
-                self.conn
-                    .prepare(&insert_memberships_sql(chunk.len()))?
-                    .execute(values.as_slice())?;
-            }
-        }
-        self.new_memberships.drain(..upto);
-        Ok(())
-    }
-
-    /// Writes everything still queued.
-    fn flush(&mut self, dataset_id: i64, now: i64) -> Sql<()> {
-        self.flush_items(dataset_id, now)?;
-        self.flush_memberships(true)
-    }
-}
+type Other = Membership;
 
 pub(super) struct Outcome {
     pub counts: ItemCounts,
@@ -548,19 +237,18 @@ enum After {
 }
 
 struct WritePlan {
-    key: String,
     existing: Option<Existing>,
-    labels: String,
-    content: ItemContent,
-    video_sources: Option<String>,
-    cover_sources: Option<String>,
-    fingerprint: String,
-    /// (manifest id, split, first line, labels) for each manifest that lists the item.
-    memberships: Vec<(i64, String, u64, String)>,
+    /// The item's columns as they are to be.
+    item: ItemRow,
+    /// Each manifest that lists the item, with its split, first line and labels there.
+    memberships: Vec<MembershipRow>,
     /// Manifests that no longer list it.
     drop: Vec<i64>,
     repeats: u64,
 }
+
+/// Per input that lists an item: its split, first line and labels there.
+type PerInput = BTreeMap<u32, (String, u64, BTreeSet<u32>)>;
 
 /// A batch of plans or the error that stopped planning, sent from the planning thread.
 type Planned = Result<Vec<Plan>, MergeError>;
@@ -575,35 +263,46 @@ impl Merger<'_> {
     /// each item while this one writes; without, both happen here.
     pub(super) fn run(
         &self,
-        tx: &Transaction<'_>,
+        tx: &IngestTx<'_>,
         reader: Option<&std::path::Path>,
         sorted: Sorted,
         on_reject: &mut dyn FnMut(Rejection),
     ) -> Result<Outcome, MergeError> {
-        let mut writes = Writes::new(tx)?;
+        let mut writes = tx.item_writer(self.dataset_id, self.now)?;
         let mut outcome = Outcome {
             counts: ItemCounts::default(),
             repeated_rows: 0,
             rejected_per_manifest: BTreeMap::new(),
         };
         let Some(path) = reader else {
-            let mut lookups = Lookups::new(tx)?;
+            let mut lookups = tx.lookups()?;
             self.plan_all(sorted, &mut lookups, &mut |plan| {
                 self.apply(&mut writes, plan, &mut outcome, on_reject)
             })?;
-            writes.flush(self.dataset_id, self.now)?;
+            writes.flush()?;
             return Ok(outcome);
         };
+        self.run_beside(path, sorted, &mut writes, &mut outcome, on_reject)?;
+        writes.flush()?;
+        Ok(outcome)
+    }
+
+    /// Plans on a second thread, which reads the catalog at `path` through a
+    /// connection of its own, while this thread applies the plans.
+    fn run_beside(
+        &self,
+        path: &std::path::Path,
+        sorted: Sorted,
+        writes: &mut ItemWriter<'_>,
+        outcome: &mut Outcome,
+        on_reject: &mut dyn FnMut(Rejection),
+    ) -> Result<(), MergeError> {
         std::thread::scope(|scope| {
             let (send, receive) = std::sync::mpsc::sync_channel::<Planned>(8);
             let planner = scope.spawn(move || {
                 let result = (|| {
-                    let conn = Connection::open_with_flags(
-                        path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-                    let mut lookups = Lookups::new(&conn)?;
+                    let conn = ItemReader::open(path)?;
+                    let mut lookups = conn.lookups()?;
                     let mut batch = Vec::with_capacity(BATCH);
                     self.plan_all(sorted, &mut lookups, &mut |plan| {
                         batch.push(plan);
@@ -628,7 +327,7 @@ impl Merger<'_> {
                 match planned {
                     Ok(plans) => {
                         for plan in plans {
-                            result = self.apply(&mut writes, plan, &mut outcome, on_reject);
+                            result = self.apply(writes, plan, outcome, on_reject);
                             if result.is_err() {
                                 break 'receive;
                             }
@@ -643,16 +342,14 @@ impl Merger<'_> {
             drop(receive);
             planner.join().expect("the planning thread does not panic");
             result
-        })?;
-        writes.flush(self.dataset_id, self.now)?;
-        Ok(outcome)
+        })
     }
 
     /// Groups the stream by id and hands each id's plan to `each`.
     fn plan_all(
         &self,
         mut sorted: Sorted,
-        lookups: &mut Lookups<'_>,
+        lookups: &mut ItemLookups<'_>,
         each: &mut dyn FnMut(Plan) -> Result<(), MergeError>,
     ) -> Result<(), MergeError> {
         let mut key: Option<Box<str>> = None;
@@ -738,49 +435,26 @@ impl Merger<'_> {
     /// The item's memberships that this ingest keeps as they are.
     fn others(
         &self,
-        lookups: &mut Lookups<'_>,
+        lookups: &mut ItemLookups<'_>,
         item_id: i64,
         replaced: &BTreeSet<u32>,
-    ) -> Sql<Vec<Other>> {
+    ) -> Result<Vec<Other>, CatalogError> {
         let replaced: Vec<i64> = replaced
             .iter()
             .filter_map(|i| self.manifest_ids.get(i).copied())
             .collect();
-        let rows = lookups.memberships.query_map([item_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                Other {
-                    split: r.get(1)?,
-                    line: r.get::<_, i64>(2)? as u64,
-                    labels: r.get(3)?,
-                    path: r.get(4)?,
-                },
-            ))
-        })?;
-        let mut out = vec![];
-        for row in rows {
-            let (manifest_id, other) = row?;
-            if !replaced.contains(&manifest_id) {
-                out.push(other);
-            }
-        }
-        Ok(out)
+        lookups.memberships(item_id, &replaced)
     }
 
     /// Decides what one id needs, reading the catalog only through `lookups`.
-    fn plan(&self, lookups: &mut Lookups<'_>, key: &str, mut g: Group) -> Result<Plan, MergeError> {
+    fn plan(
+        &self,
+        lookups: &mut ItemLookups<'_>,
+        key: &str,
+        mut g: Group,
+    ) -> Result<Plan, MergeError> {
         if g.existing.is_none() && !self.fresh && !g.rows.is_empty() {
-            g.existing = lookups
-                .item
-                .query_row(params![self.dataset_id, key], |r| {
-                    Ok(Existing {
-                        id: r.get(0)?,
-                        labels: r.get(1)?,
-                        fingerprint: r.get(2)?,
-                        removed: r.get::<_, String>(3)? == "removed",
-                    })
-                })
-                .optional()?;
+            g.existing = lookups.item(self.dataset_id, key)?;
         }
         let listed: BTreeSet<u32> = g.rows.iter().map(|r| r.input).collect();
         // Read manifests that listed the item before and no longer do.
@@ -801,37 +475,57 @@ impl Merger<'_> {
         };
 
         if g.rows.is_empty() {
-            // Only rejected rows or vanished memberships.
-            let Some(e) = g.existing.filter(|_| !vanished.is_empty()) else {
-                return Ok(Plan::Nothing);
-            };
-            let then = if others.is_empty() && g.rejected.is_empty() {
-                After::Remove
-            } else {
-                let labels = labels_text(
-                    others
-                        .iter()
-                        .flat_map(|o| parse_labels(&o.labels))
-                        .collect::<BTreeSet<_>>(),
-                );
-                if labels != e.labels && g.rejected.is_empty() {
-                    After::Relabel(labels)
-                } else {
-                    After::Keep
-                }
-            };
-            return Ok(Plan::Vanished {
-                item_id: e.id,
-                drop,
-                then,
-            });
+            return Ok(plan_vanished(g, &vanished, drop, &others));
         }
 
-        // Per input: (split, first line, labels).
-        let mut per_input: BTreeMap<u32, (String, u64, BTreeSet<u32>)> = BTreeMap::new();
+        let (per_input, repeats, mut conflict) = self.per_input(&g.rows, &others);
+        let (content, origins) = self.content(key, &g.rows, &mut conflict);
+        if let Some(reason) = conflict {
+            // The item stays as it was: its memberships, including vanished ones, too.
+            return Ok(Plan::Rejected(self.rejections(key, &g.rows, &reason)));
+        }
+
+        let mut labels: BTreeSet<u32> = BTreeSet::new();
+        for (_, _, l) in per_input.values() {
+            labels.extend(l);
+        }
+        for o in &others {
+            labels.extend(parse_labels(&o.labels));
+        }
+        Ok(Plan::Write(Box::new(WritePlan {
+            existing: g.existing,
+            item: ItemRow {
+                key: key.to_owned(),
+                labels: labels_text(labels),
+                fingerprint: fingerprint(&content, &origins),
+                video_sources: sources_json(&content.video, &origins),
+                cover_sources: sources_json(&content.cover, &[]),
+                text: content.text,
+                duration_s: content.duration_s,
+                expected_size: content.size,
+                expected_sha256: content.sha256,
+            },
+            memberships: per_input
+                .into_iter()
+                .map(|(input, (split, line, labels))| MembershipRow {
+                    manifest_id: self.manifest_ids[&input],
+                    split,
+                    line,
+                    labels: labels_text(labels),
+                })
+                .collect(),
+            drop,
+            repeats,
+        })))
+    }
+
+    /// Per input: (split, first line, labels); the number of repeated rows; and the
+    /// first conflict between the rows and the other memberships (split or labels).
+    fn per_input(&self, rows: &[Staged], others: &[Other]) -> (PerInput, u64, Option<String>) {
+        let mut per_input = PerInput::new();
         let mut conflict: Option<String> = None;
         let mut repeats = 0;
-        for s in &g.rows {
+        for s in rows {
             match per_input.get_mut(&s.input) {
                 None => {
                     per_input.insert(
@@ -854,8 +548,8 @@ impl Merger<'_> {
         if conflict.is_none()
             && !self.multi_label
             && let Some(by_label) = self.places_by(
-                &g.rows,
-                &others,
+                rows,
+                others,
                 |s| labels_text(s.labels.iter().copied()),
                 |o| o.labels.clone(),
             )
@@ -868,7 +562,7 @@ impl Merger<'_> {
         }
         if conflict.is_none()
             && let Some(by_split) = self
-                .places_by(&g.rows, &others, |s| s.split.clone(), |o| o.split.clone())
+                .places_by(rows, others, |s| s.split.clone(), |o| o.split.clone())
                 .filter(|m| m.contains_key("train"))
         {
             let parts: Vec<String> = by_split
@@ -880,9 +574,20 @@ impl Merger<'_> {
                 parts.join(" vs ")
             ));
         }
+        (per_input, repeats, conflict)
+    }
 
-        // Content: the first row, completed by later rows; sources in order of appearance.
-        let mut rows = g.rows.iter();
+    /// The item's content and the origin of each video source: the first row,
+    /// completed by later rows (unless there is a conflict already); sources in order
+    /// of appearance, local ones first, then those of links and the URL template. A
+    /// conflict found on the way is left in `conflict`.
+    fn content(
+        &self,
+        key: &str,
+        rows: &[Staged],
+        conflict: &mut Option<String>,
+    ) -> (ItemContent, Vec<&'static str>) {
+        let mut rows = rows.iter();
         let first = rows.next().expect("rows are not empty");
         let mut content = first.content.clone();
         let mut origins: Vec<&'static str> = vec!["manifest"; content.video.len()];
@@ -892,7 +597,7 @@ impl Merger<'_> {
                 if let (Some(a), Some(b)) = (&content.sha256, &c.sha256)
                     && a != b
                 {
-                    conflict = Some(format!(
+                    *conflict = Some(format!(
                         "has two expected sha256 values: {a} ({}) vs {b} ({})",
                         self.place(first),
                         self.place(s)
@@ -902,7 +607,7 @@ impl Merger<'_> {
                 if let (Some(a), Some(b)) = (content.size, c.size)
                     && a != b
                 {
-                    conflict = Some(format!(
+                    *conflict = Some(format!(
                         "has two expected sizes: {a} ({}) vs {b} ({})",
                         self.place(first),
                         self.place(s)
@@ -944,62 +649,36 @@ impl Merger<'_> {
                         }
                     }
                 }
-                Err(e) => conflict = Some(e),
+                Err(e) => *conflict = Some(e),
             }
         }
-        if let Some(reason) = conflict {
-            // The item stays as it was: its memberships, including vanished ones, too.
-            let rejections = g
-                .rows
-                .iter()
-                .map(|s| {
-                    (
-                        s.input,
-                        Rejection {
-                            file: std::path::PathBuf::from(match &s.file {
-                                Some(f) => f.clone(),
-                                None => self.paths.get(&s.input).cloned().unwrap_or_default(),
-                            }),
-                            line: if s.file.is_some() { 1 } else { s.line },
-                            id: Some(key.to_owned()),
-                            reason: format!("id '{key}' {reason}"),
-                        },
-                    )
-                })
-                .collect();
-            return Ok(Plan::Rejected(rejections));
-        }
+        (content, origins)
+    }
 
-        let mut labels: BTreeSet<u32> = BTreeSet::new();
-        for (_, _, l) in per_input.values() {
-            labels.extend(l);
-        }
-        for o in &others {
-            labels.extend(parse_labels(&o.labels));
-        }
-        Ok(Plan::Write(Box::new(WritePlan {
-            key: key.to_owned(),
-            existing: g.existing,
-            labels: labels_text(labels),
-            fingerprint: fingerprint(&content, &origins),
-            video_sources: sources_json(&content.video, &origins),
-            cover_sources: sources_json(&content.cover, &[]),
-            content,
-            memberships: per_input
-                .into_iter()
-                .map(|(input, (split, line, labels))| {
-                    (self.manifest_ids[&input], split, line, labels_text(labels))
-                })
-                .collect(),
-            drop,
-            repeats,
-        })))
+    /// Every row of an item in conflict, rejected for `reason`, with its input.
+    fn rejections(&self, key: &str, rows: &[Staged], reason: &str) -> Vec<(u32, Rejection)> {
+        rows.iter()
+            .map(|s| {
+                (
+                    s.input,
+                    Rejection {
+                        file: std::path::PathBuf::from(match &s.file {
+                            Some(f) => f.clone(),
+                            None => self.paths.get(&s.input).cloned().unwrap_or_default(),
+                        }),
+                        line: if s.file.is_some() { 1 } else { s.line },
+                        id: Some(key.to_owned()),
+                        reason: format!("id '{key}' {reason}"),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Carries out one plan inside the write transaction.
     fn apply(
         &self,
-        w: &mut Writes<'_>,
+        w: &mut ItemWriter<'_>,
         plan: Plan,
         outcome: &mut Outcome,
         on_reject: &mut dyn FnMut(Rejection),
@@ -1012,16 +691,14 @@ impl Merger<'_> {
                 then,
             } => {
                 for manifest_id in drop {
-                    w.delete_membership.execute(params![item_id, manifest_id])?;
+                    w.delete_membership(item_id, manifest_id)?;
                 }
                 match then {
                     After::Remove => {
-                        outcome.counts.removed +=
-                            w.mark_removed.execute(params![item_id, self.now])? as u64;
+                        outcome.counts.removed += w.mark_removed(item_id)? as u64;
                     }
                     After::Relabel(labels) => {
-                        w.update_labels
-                            .execute(params![item_id, labels, self.now])?;
+                        w.relabel(item_id, &labels)?;
                         outcome.counts.updated += 1;
                     }
                     After::Keep => {}
@@ -1033,52 +710,7 @@ impl Merger<'_> {
                     on_reject(r);
                 }
             }
-            Plan::Write(p) => {
-                outcome.repeated_rows += p.repeats;
-                let Some(e) = &p.existing else {
-                    outcome.counts.new += 1;
-                    w.queue_new(self.dataset_id, self.now, p)?;
-                    return Ok(());
-                };
-                let c = &p.content;
-                let content_changed = e.fingerprint != p.fingerprint;
-                let labels_changed = e.labels != p.labels;
-                if content_changed {
-                    w.update_item.execute(params![
-                        e.id,
-                        p.labels,
-                        c.text,
-                        c.duration_s,
-                        p.video_sources,
-                        p.cover_sources,
-                        c.size.map(|s| s as i64),
-                        c.sha256,
-                        p.fingerprint,
-                        self.now
-                    ])?;
-                } else if labels_changed || e.removed {
-                    w.update_labels.execute(params![e.id, p.labels, self.now])?;
-                }
-                if e.removed {
-                    outcome.counts.restored += 1;
-                } else if content_changed || labels_changed {
-                    outcome.counts.updated += 1;
-                } else {
-                    outcome.counts.unchanged += 1;
-                }
-                for manifest_id in &p.drop {
-                    w.delete_membership.execute(params![e.id, manifest_id])?;
-                }
-                for (manifest_id, split, line, labels) in &p.memberships {
-                    w.upsert_membership.execute(params![
-                        e.id,
-                        manifest_id,
-                        split,
-                        *line as i64,
-                        labels
-                    ])?;
-                }
-            }
+            Plan::Write(p) => apply_write(w, *p, outcome)?,
         }
         Ok(())
     }
@@ -1097,6 +729,69 @@ impl Merger<'_> {
         }
         Ok(out)
     }
+}
+
+/// The plan for an item that has no new row: only rejected rows or vanished
+/// memberships.
+fn plan_vanished(g: Group, vanished: &[u32], drop: Vec<i64>, others: &[Other]) -> Plan {
+    let Some(e) = g.existing.filter(|_| !vanished.is_empty()) else {
+        return Plan::Nothing;
+    };
+    let then = if others.is_empty() && g.rejected.is_empty() {
+        After::Remove
+    } else {
+        let labels = labels_text(
+            others
+                .iter()
+                .flat_map(|o| parse_labels(&o.labels))
+                .collect::<BTreeSet<_>>(),
+        );
+        if labels != e.labels && g.rejected.is_empty() {
+            After::Relabel(labels)
+        } else {
+            After::Keep
+        }
+    };
+    Plan::Vanished {
+        item_id: e.id,
+        drop,
+        then,
+    }
+}
+
+/// Writes a new item or updates an existing one, and its memberships.
+fn apply_write(
+    w: &mut ItemWriter<'_>,
+    p: WritePlan,
+    outcome: &mut Outcome,
+) -> Result<(), MergeError> {
+    outcome.repeated_rows += p.repeats;
+    let Some(e) = &p.existing else {
+        outcome.counts.new += 1;
+        w.insert(p.item, p.memberships)?;
+        return Ok(());
+    };
+    let content_changed = e.fingerprint != p.item.fingerprint;
+    let labels_changed = e.labels != p.item.labels;
+    if content_changed {
+        w.update(e.id, &p.item)?;
+    } else if labels_changed || e.removed {
+        w.relabel(e.id, &p.item.labels)?;
+    }
+    if e.removed {
+        outcome.counts.restored += 1;
+    } else if content_changed || labels_changed {
+        outcome.counts.updated += 1;
+    } else {
+        outcome.counts.unchanged += 1;
+    }
+    for manifest_id in &p.drop {
+        w.delete_membership(e.id, *manifest_id)?;
+    }
+    for m in &p.memberships {
+        w.upsert_membership(e.id, m)?;
+    }
+    Ok(())
 }
 
 /// The JSON kept in `items.video_sources` / `cover_sources`; `None` for no source.

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -30,10 +29,10 @@ use crate::manifest::{
 };
 use crate::source::local::LocalRoots;
 use merge::{Merger, encode_row};
-use pmv_catalog::{Catalog, CatalogError, Dataset};
+use pmv_catalog::{Catalog, CatalogError, Dataset, IngestTx, ManifestTotals};
 use pmv_core::report::{Reporter, Unit};
 use pmv_core::util::{now_unix, sha256_file};
-use sort::{Kind, Sorter};
+use sort::{Kind, Sorted, Sorter};
 
 /// Rejections kept in the report (all are passed to the caller's callback).
 pub const MAX_REPORTED_REJECTIONS: usize = 1000;
@@ -282,53 +281,30 @@ pub fn ingest(
         .map(|d| d.multi_label)
         .or(opts.multi_label)
         .unwrap_or_else(|| opts.format.multi_label_default());
-
-    // The taxonomy: a class file, else the format's built-in one, else what the dataset
-    // has (growing as labels appear, for formats without a fixed taxonomy).
-    let stored_classes = match &existing {
-        Some(d) => catalog.classes(d.id)?,
-        None => vec![],
-    };
-    let given = match &opts.classes_file {
-        Some(p) => Some(classes::read_classes_file(p)?),
-        None if stored_classes.is_empty() => classes::builtin(opts.format),
-        None => None,
-    };
-    let plan = plan_classes(&stored_classes, given.as_deref())?;
-    let mut table = match given {
-        Some(_) => ClassTable::fixed(plan.table.clone()),
-        None if opts.format == Format::Pmv400 || opts.format == Format::Xinpianchang => {
-            ClassTable::fixed(plan.table.clone())
-        }
-        None => ClassTable::open(plan.table.clone()),
-    };
+    let (stored_classes, plan, mut table) = taxonomy(catalog, existing.as_ref(), opts)?;
 
     let links = opts
         .links_file
         .as_deref()
         .map(manifest::read_links_file)
         .transpose()?;
-    let mut rejections = Rejections::new(on_reject);
+    let mut run = Run {
+        opts,
+        started,
+        multi_label,
+        links: links.as_ref(),
+        inputs: Vec::with_capacity(opts.inputs.len()),
+        reports: vec![],
+        rejections: Rejections::new(on_reject),
+        totals: (0, 0, 0),
+    };
     if let Some(l) = &links {
         for r in &l.rejected {
-            rejections.push(r.clone());
+            run.rejections.push(r.clone());
         }
     }
 
-    // Where local files may be read from: each manifest's own folder tree, the base
-    // directory and the configured folders, all as real paths.
-    let base_dir = opts
-        .base_dir
-        .as_deref()
-        .map(|b| match fs_err::canonicalize(b) {
-            Ok(real) if real.is_dir() => Ok(real),
-            Ok(_) => Err(IngestError::Invalid(format!(
-                "base directory {} is not a directory",
-                b.display()
-            ))),
-            Err(e) => Err(IngestError::Invalid(format!("base directory: {e}"))),
-        })
-        .transpose()?;
+    let base_dir = real_base_dir(opts)?;
     let shared = Shared {
         base_dir: base_dir.as_deref(),
         config_roots: LocalRoots::new(&opts.local_roots),
@@ -340,22 +316,18 @@ pub fn ingest(
     // Which manifests changed? A manifest is unchanged when its bytes and every option
     // that shapes its items are as at its last ingest.
     let dataset_id = existing.as_ref().map(|d| d.id);
-    let mut inputs = Vec::with_capacity(opts.inputs.len());
     for input in &opts.inputs {
-        inputs.push(prepare_input(catalog, dataset_id, input, opts, &shared)?);
+        run.inputs
+            .push(prepare_input(catalog, dataset_id, input, opts, &shared)?);
     }
-    let mut reports: Vec<ManifestReport> = inputs.iter().map(Input::report).collect();
+    run.reports = run.inputs.iter().map(Input::report).collect();
 
     // What the catalog holds for the manifests about to be read: each member becomes a
     // marker in the sort, so an item that vanished from its manifest shows up in the
     // same sorted pass as the rows.
     let mut sorter = Sorter::new(&opts.tmp_dir, opts.memory_budget);
-    let spill = |source| SpillError {
-        dir: opts.tmp_dir.clone(),
-        source,
-    };
     if let Some(id) = dataset_id {
-        for (idx, input) in inputs.iter().enumerate() {
+        for (idx, input) in run.inputs.iter().enumerate() {
             if !input.unchanged {
                 merge::push_members(
                     catalog,
@@ -369,154 +341,22 @@ pub fn ingest(
         }
     }
 
-    // Read every changed manifest into the sort.
-    let mut totals = (0u64, 0u64, 0u64); // rows, accepted, rejected
-    for (idx, input) in inputs.iter_mut().enumerate() {
-        if input.unchanged {
-            continue;
-        }
-        let read_opts = ReadOptions {
-            format: opts.format,
-            split: SplitRule {
-                fixed: input.split.clone(),
-                ratios: opts.ratios.clone(),
-            },
-            multi_label,
-            base_dir: base_dir.clone().unwrap_or_else(|| input.tree.clone()),
-            roots: input.roots.clone(),
-        };
-        reporter.begin(&input.path.display().to_string(), input.size, Unit::Bytes);
-        let mut sink = |row: Result<Row, Rejection>| -> Result<(), SpillError> {
-            match row {
-                Ok(row) => sorter
-                    .push(row.id.as_str(), idx as u32, Kind::Row, encode_row(&row))
-                    .map_err(spill)?,
-                Err(rej) => {
-                    if let Some(id) = &rej.id {
-                        sorter
-                            .push(id, idx as u32, Kind::Rejected, vec![])
-                            .map_err(spill)?;
-                    }
-                    rejections.push(rej);
-                }
-            }
-            Ok(())
-        };
-        // The real path: relative paths and symlinks resolved, so that the folders of
-        // the files beside a tree and every stored path are absolute.
-        let read = manifest::read(&input.real, &read_opts, &mut table, &mut sink, &|n| {
-            reporter.advance(n)
-        });
-        reporter.end();
-        let summary = match read {
-            Ok(s) => s,
-            // An unusable manifest (empty, changed while read) is rejected as a whole:
-            // nothing it says is stored, and none of its items is taken for removed.
-            Err(ReadError::Unusable { path, reason }) => {
-                rejections.push(Rejection {
-                    file: path,
-                    line: 0,
-                    id: None,
-                    reason: reason.clone(),
-                });
-                input.unusable = Some(reason);
-                reports[idx] = input.report();
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // A directory's hash (or a new manifest's) is known only now.
-        if input.signature.is_none() {
-            let sig = signature_of(&summary.sha256, &input.options_sig);
-            if !opts.force && input.stored_signature.as_deref() == Some(sig.as_str()) {
-                // Unchanged after all: the merge skips this input's records.
-                input.unchanged = true;
-                reports[idx] = input.report();
-                continue;
-            }
-            input.signature = Some(sig);
-        }
-        totals.0 += summary.rows;
-        totals.1 += summary.accepted;
-        totals.2 += summary.rejected;
-        input.summary = Some(summary);
-    }
+    run.read_all(base_dir.as_deref(), &mut sorter, &mut table, reporter)?;
     tracing::debug!(elapsed = ?started.elapsed(), records = sorter.len(), spills = sorter.spills(), "manifests read");
 
     // Nothing to write: every manifest is unchanged (then nothing was even read; a class
     // file that changes the taxonomy changes every manifest's signature) or was rejected
     // as a whole.
-    if inputs.iter().all(|i| i.unchanged || i.unusable.is_some()) {
+    if run
+        .inputs
+        .iter()
+        .all(|i| i.unchanged || i.unusable.is_some())
+    {
         let active = active_items(catalog, dataset_id)?;
-        return Ok(IngestReport {
-            dataset: opts.dataset.clone(),
-            format: opts.format,
-            multi_label,
-            created_dataset: false,
-            unchanged: inputs.iter().all(|i| i.unchanged) && rejections.total == 0,
-            written: false,
-            manifests: reports,
-            rows: 0,
-            accepted: 0,
-            rejected: rejections.total,
-            repeated_rows: 0,
-            items: ItemCounts::default(),
-            active_items: active.0,
-            no_source: active.1,
-            classes: stored_classes.len() as u64,
-            classes_added: vec![],
-            classes_renamed: vec![],
-            links: links.as_ref().map(|l| links_report(opts, l)),
-            rejections: rejections.kept,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        return Ok(run.unwritten_report(active, stored_classes.len() as u64));
     }
 
-    let now = now_unix();
-    let catalog_path = catalog.path().to_owned();
-    let journal = catalog.journal_mode();
-    let sql = |source: rusqlite::Error| CatalogError::Sqlite {
-        path: catalog_path.clone(),
-        source,
-    };
-    let sorted = sorter.finish().map_err(spill)?;
-    let tx = catalog
-        .conn_mut()
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql)?;
-    // 64 MiB of page cache instead of SQLite's 2 MiB: the merge writes hundreds of
-    // thousands of rows in one transaction.
-    tx.execute_batch("PRAGMA main.cache_size = -65536;")
-        .map_err(&sql)?;
-    let created_dataset = existing.is_none();
-    let dataset_id = match dataset_id {
-        Some(id) => {
-            tx.execute(
-                "UPDATE datasets SET updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )
-            .map_err(&sql)?;
-            id
-        }
-        None => {
-            tx.execute(
-                "INSERT INTO datasets (name, format, multi_label, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![opts.dataset, opts.format.as_str(), multi_label, now],
-            )
-            .map_err(&sql)?;
-            tx.last_insert_rowid()
-        }
-    };
-    let mut manifest_ids: HashMap<u32, i64> = HashMap::new();
-    for (idx, input) in inputs.iter().enumerate() {
-        if !input.unchanged && input.unusable.is_none() {
-            let id = merge::upsert_manifest(&tx, dataset_id, &input.key, now).map_err(&sql)?;
-            merge::set_manifest_roots(&tx, id, &input.own_roots).map_err(&sql)?;
-            manifest_ids.insert(idx as u32, id);
-        }
-    }
-
+    let sorted = sorter.finish().map_err(|source| run.spill(source))?;
     // New classes (open tables grow while reading) and corrected names.
     let added: Vec<(u32, String)> = plan
         .added
@@ -529,121 +369,376 @@ pub fn ingest(
                 .map(|&id| (id, table.name(id).unwrap_or_default().to_owned())),
         )
         .collect();
-    merge::write_classes(&tx, dataset_id, &added, &plan.renamed).map_err(&sql)?;
-
-    let paths: HashMap<u32, String> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, input)| (i as u32, input.real.display().to_string()))
-        .collect();
-    let fresh: bool = tx
-        .query_row(
-            "SELECT NOT EXISTS (SELECT 1 FROM items WHERE dataset_id = ?1)",
-            [dataset_id],
-            |r| r.get(0),
-        )
-        .map_err(&sql)?;
-    let unread_manifests: i64 = tx
-        .query_row(
-            "SELECT count(*) FROM manifests WHERE dataset_id = ?1",
-            [dataset_id],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(&sql)?
-        - manifest_ids.len() as i64;
-    let merger = Merger {
-        dataset_id,
-        multi_label,
-        manifest_ids: &manifest_ids,
-        paths: &paths,
-        links: links.as_ref(),
-        template: opts.url_template.as_ref(),
-        now,
-        fresh,
-        has_unread_manifests: unread_manifests > 0,
-    };
-    // With WAL, a second connection reads the catalog as it was while this one writes,
-    // so the merge plans items on one core and writes them on the other.
-    let reader = (journal == "wal").then_some(catalog_path.as_path());
-    let outcome = merger
-        .run(&tx, reader, sorted, &mut |r| rejections.push(r))
-        .map_err(|e| match e {
-            merge::MergeError::Sql(e) => IngestError::Catalog(sql(e)),
-            merge::MergeError::Io(e) => IngestError::Spill(spill(e)),
-            merge::MergeError::Stopped => IngestError::Invalid("the merge stopped".into()),
-        })?;
-    tracing::debug!(elapsed = ?started.elapsed(), "items merged");
-    for (idx, n) in &outcome.rejected_per_manifest {
-        if let Some(s) = inputs[*idx as usize].summary.as_mut() {
-            s.accepted -= n;
-            s.rejected += n;
-        }
-        totals.1 -= n;
-        totals.2 += n;
-    }
-
-    for (idx, input) in inputs.iter().enumerate() {
-        let Some(manifest_id) = manifest_ids.get(&(idx as u32)) else {
-            continue;
-        };
-        let s = input
-            .summary
-            .as_ref()
-            .expect("read manifests have a summary");
-        merge::finish_manifest(
-            &tx,
-            *manifest_id,
-            s,
-            input.signature.as_deref().unwrap_or(""),
-            now,
-        )
-        .map_err(&sql)?;
-        reports[idx] = input.report();
-    }
-
-    let strict_fail = opts.strict && rejections.total > 0;
-    let written = !strict_fail;
-    if written {
-        tx.commit().map_err(&sql)?;
-    } else {
-        tx.rollback().map_err(&sql)?;
-    }
-    tracing::debug!(elapsed = ?started.elapsed(), written, "transaction ended");
+    let w = run.write(catalog, dataset_id, sorted, &added, &plan.renamed)?;
     let after = active_items(
         catalog,
-        Some(dataset_id).filter(|_| written || !created_dataset),
+        Some(w.dataset_id).filter(|_| w.written || !w.created_dataset),
     )?;
-    let classes_total = if written {
-        catalog.classes(dataset_id)?.len() as u64
+    let classes_total = if w.written {
+        catalog.classes(w.dataset_id)?.len() as u64
     } else {
         stored_classes.len() as u64
     };
-    Ok(IngestReport {
-        dataset: opts.dataset.clone(),
-        format: opts.format,
-        multi_label,
-        created_dataset: created_dataset && written,
-        unchanged: false,
-        written,
-        manifests: reports,
-        rows: totals.0,
-        accepted: totals.1,
-        rejected: rejections.total,
-        repeated_rows: outcome.repeated_rows,
-        items: if written {
-            outcome.counts
+    Ok(run.report(w, after, classes_total, added, plan.renamed))
+}
+
+/// Classes as the catalog keeps them: `(id, name)`.
+type Classes = Vec<(u32, String)>;
+
+/// The taxonomy: a class file, else the format's built-in one, else what the dataset
+/// has (growing as labels appear, for formats without a fixed taxonomy). Returns the
+/// stored classes, how the given ones combine with them and the table to read with.
+fn taxonomy(
+    catalog: &Catalog,
+    existing: Option<&Dataset>,
+    opts: &IngestOptions,
+) -> Result<(Classes, ClassPlan, ClassTable), IngestError> {
+    let stored_classes = match existing {
+        Some(d) => catalog.classes(d.id)?,
+        None => vec![],
+    };
+    let given = match &opts.classes_file {
+        Some(p) => Some(classes::read_classes_file(p)?),
+        None if stored_classes.is_empty() => classes::builtin(opts.format),
+        None => None,
+    };
+    let plan = plan_classes(&stored_classes, given.as_deref())?;
+    let table = match given {
+        Some(_) => ClassTable::fixed(plan.table.clone()),
+        None if opts.format == Format::Pmv400 || opts.format == Format::Xinpianchang => {
+            ClassTable::fixed(plan.table.clone())
+        }
+        None => ClassTable::open(plan.table.clone()),
+    };
+    Ok((stored_classes, plan, table))
+}
+
+/// `--base-dir` as a real path. Local files may be read from each manifest's own
+/// folder tree, the base directory and the configured folders, all as real paths.
+fn real_base_dir(opts: &IngestOptions) -> Result<Option<PathBuf>, IngestError> {
+    opts.base_dir
+        .as_deref()
+        .map(|b| match fs_err::canonicalize(b) {
+            Ok(real) if real.is_dir() => Ok(real),
+            Ok(_) => Err(IngestError::Invalid(format!(
+                "base directory {} is not a directory",
+                b.display()
+            ))),
+            Err(e) => Err(IngestError::Invalid(format!("base directory: {e}"))),
+        })
+        .transpose()
+}
+
+/// One ingest under way: its options and what it has found so far.
+struct Run<'a, 'r> {
+    opts: &'a IngestOptions,
+    started: Instant,
+    multi_label: bool,
+    links: Option<&'a Links>,
+    inputs: Vec<Input>,
+    /// One per input, in the same order.
+    reports: Vec<ManifestReport>,
+    rejections: Rejections<'r>,
+    /// (rows, accepted, rejected) of the manifests read.
+    totals: (u64, u64, u64),
+}
+
+/// What the write transaction did.
+struct Written {
+    dataset_id: i64,
+    created_dataset: bool,
+    /// False when the transaction was rolled back (`--strict` with rejections).
+    written: bool,
+    outcome: merge::Outcome,
+}
+
+impl Run<'_, '_> {
+    fn spill(&self, source: std::io::Error) -> SpillError {
+        SpillError {
+            dir: self.opts.tmp_dir.clone(),
+            source,
+        }
+    }
+
+    /// Reads every changed manifest into the sort.
+    fn read_all(
+        &mut self,
+        base_dir: Option<&Path>,
+        sorter: &mut Sorter,
+        table: &mut ClassTable,
+        reporter: &dyn Reporter,
+    ) -> Result<(), IngestError> {
+        let opts = self.opts;
+        let spill = |source| SpillError {
+            dir: opts.tmp_dir.clone(),
+            source,
+        };
+        for (idx, input) in self.inputs.iter_mut().enumerate() {
+            if input.unchanged {
+                continue;
+            }
+            let read_opts = ReadOptions {
+                format: opts.format,
+                split: SplitRule {
+                    fixed: input.split.clone(),
+                    ratios: opts.ratios.clone(),
+                },
+                multi_label: self.multi_label,
+                base_dir: base_dir
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| input.tree.clone()),
+                roots: input.roots.clone(),
+            };
+            reporter.begin(&input.path.display().to_string(), input.size, Unit::Bytes);
+            let rejections = &mut self.rejections;
+            let mut sink = |row: Result<Row, Rejection>| -> Result<(), SpillError> {
+                match row {
+                    Ok(row) => sorter
+                        .push(row.id.as_str(), idx as u32, Kind::Row, encode_row(&row))
+                        .map_err(spill)?,
+                    Err(rej) => {
+                        if let Some(id) = &rej.id {
+                            sorter
+                                .push(id, idx as u32, Kind::Rejected, vec![])
+                                .map_err(spill)?;
+                        }
+                        rejections.push(rej);
+                    }
+                }
+                Ok(())
+            };
+            // The real path: relative paths and symlinks resolved, so that the folders of
+            // the files beside a tree and every stored path are absolute.
+            let read = manifest::read(&input.real, &read_opts, table, &mut sink, &|n| {
+                reporter.advance(n)
+            });
+            reporter.end();
+            let summary = match read {
+                Ok(s) => s,
+                // An unusable manifest (empty, changed while read) is rejected as a whole:
+                // nothing it says is stored, and none of its items is taken for removed.
+                Err(ReadError::Unusable { path, reason }) => {
+                    self.rejections.push(Rejection {
+                        file: path,
+                        line: 0,
+                        id: None,
+                        reason: reason.clone(),
+                    });
+                    input.unusable = Some(reason);
+                    self.reports[idx] = input.report();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // A directory's hash (or a new manifest's) is known only now.
+            if input.signature.is_none() {
+                let sig = signature_of(&summary.sha256, &input.options_sig);
+                if !opts.force && input.stored_signature.as_deref() == Some(sig.as_str()) {
+                    // Unchanged after all: the merge skips this input's records.
+                    input.unchanged = true;
+                    self.reports[idx] = input.report();
+                    continue;
+                }
+                input.signature = Some(sig);
+            }
+            self.totals.0 += summary.rows;
+            self.totals.1 += summary.accepted;
+            self.totals.2 += summary.rejected;
+            input.summary = Some(summary);
+        }
+        Ok(())
+    }
+
+    /// The one write transaction: the dataset, the manifests read, the classes, the
+    /// merge of the sorted records, the manifests' totals; committed unless `--strict`
+    /// meets a rejection.
+    fn write(
+        &mut self,
+        catalog: &mut Catalog,
+        dataset_id: Option<i64>,
+        sorted: Sorted,
+        added: &[(u32, String)],
+        renamed: &[(u32, String, String)],
+    ) -> Result<Written, IngestError> {
+        let opts = self.opts;
+        let now = now_unix();
+        let catalog_path = catalog.path().to_owned();
+        let journal = catalog.journal_mode();
+        let tx = catalog.begin_ingest()?;
+        let created_dataset = dataset_id.is_none();
+        let dataset_id = match dataset_id {
+            Some(id) => {
+                tx.touch_dataset(id, now)?;
+                id
+            }
+            None => tx.create_dataset(&opts.dataset, opts.format, self.multi_label, now)?,
+        };
+        let mut manifest_ids: HashMap<u32, i64> = HashMap::new();
+        for (idx, input) in self.inputs.iter().enumerate() {
+            if !input.unchanged && input.unusable.is_none() {
+                let id = tx.upsert_manifest(dataset_id, &input.key, now)?;
+                tx.set_manifest_roots(id, input.own_roots.dirs())?;
+                manifest_ids.insert(idx as u32, id);
+            }
+        }
+        tx.write_classes(dataset_id, added, renamed)?;
+
+        let paths: HashMap<u32, String> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (i as u32, input.real.display().to_string()))
+            .collect();
+        let fresh = tx.dataset_is_empty(dataset_id)?;
+        let unread_manifests = tx.manifest_count(dataset_id)? as i64 - manifest_ids.len() as i64;
+        let merger = Merger {
+            dataset_id,
+            multi_label: self.multi_label,
+            manifest_ids: &manifest_ids,
+            paths: &paths,
+            links: self.links,
+            template: opts.url_template.as_ref(),
+            now,
+            fresh,
+            has_unread_manifests: unread_manifests > 0,
+        };
+        // With WAL, a second connection reads the catalog as it was while this one writes,
+        // so the merge plans items on one core and writes them on the other.
+        let reader = (journal == "wal").then_some(catalog_path.as_path());
+        let rejections = &mut self.rejections;
+        let outcome = merger
+            .run(&tx, reader, sorted, &mut |r| rejections.push(r))
+            .map_err(|e| match e {
+                merge::MergeError::Catalog(e) => IngestError::Catalog(e),
+                merge::MergeError::Io(e) => IngestError::Spill(self.spill(e)),
+                merge::MergeError::Stopped => IngestError::Invalid("the merge stopped".into()),
+            })?;
+        tracing::debug!(elapsed = ?self.started.elapsed(), "items merged");
+        self.count_merge_rejections(&outcome);
+        self.finish_manifests(&tx, &manifest_ids, now)?;
+
+        let strict_fail = opts.strict && self.rejections.total > 0;
+        let written = !strict_fail;
+        if written {
+            tx.commit()?;
         } else {
-            ItemCounts::default()
-        },
-        active_items: after.0,
-        no_source: after.1,
-        classes: classes_total,
-        classes_added: if written { added } else { vec![] },
-        classes_renamed: if written { plan.renamed } else { vec![] },
-        links: links.as_ref().map(|l| links_report(opts, l)),
-        rejections: rejections.kept,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+            tx.rollback()?;
+        }
+        tracing::debug!(elapsed = ?self.started.elapsed(), written, "transaction ended");
+        Ok(Written {
+            dataset_id,
+            created_dataset,
+            written,
+            outcome,
+        })
+    }
+
+    /// Rows the merge rejected (conflicts) move from accepted to rejected.
+    fn count_merge_rejections(&mut self, outcome: &merge::Outcome) {
+        for (idx, n) in &outcome.rejected_per_manifest {
+            if let Some(s) = self.inputs[*idx as usize].summary.as_mut() {
+                s.accepted -= n;
+                s.rejected += n;
+            }
+            self.totals.1 -= n;
+            self.totals.2 += n;
+        }
+    }
+
+    /// Records each manifest read with its totals.
+    fn finish_manifests(
+        &mut self,
+        tx: &IngestTx<'_>,
+        manifest_ids: &HashMap<u32, i64>,
+        now: i64,
+    ) -> Result<(), IngestError> {
+        for (idx, input) in self.inputs.iter().enumerate() {
+            let Some(manifest_id) = manifest_ids.get(&(idx as u32)) else {
+                continue;
+            };
+            let s = input
+                .summary
+                .as_ref()
+                .expect("read manifests have a summary");
+            let recorded = ManifestTotals {
+                sha256: &s.sha256,
+                signature: input.signature.as_deref().unwrap_or(""),
+                bytes: s.bytes,
+                rows: s.rows,
+                accepted: s.accepted,
+                rejected: s.rejected,
+            };
+            tx.finish_manifest(*manifest_id, &recorded, now)?;
+            self.reports[idx] = input.report();
+        }
+        Ok(())
+    }
+
+    /// The report of an ingest that wrote nothing because no manifest needed it.
+    fn unwritten_report(self, active: (u64, u64), classes: u64) -> IngestReport {
+        let opts = self.opts;
+        IngestReport {
+            dataset: opts.dataset.clone(),
+            format: opts.format,
+            multi_label: self.multi_label,
+            created_dataset: false,
+            unchanged: self.inputs.iter().all(|i| i.unchanged) && self.rejections.total == 0,
+            written: false,
+            manifests: self.reports,
+            rows: 0,
+            accepted: 0,
+            rejected: self.rejections.total,
+            repeated_rows: 0,
+            items: ItemCounts::default(),
+            active_items: active.0,
+            no_source: active.1,
+            classes,
+            classes_added: vec![],
+            classes_renamed: vec![],
+            links: self.links.map(|l| links_report(opts, l)),
+            rejections: self.rejections.kept,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The report of an ingest that ran its write transaction.
+    fn report(
+        self,
+        w: Written,
+        after: (u64, u64),
+        classes: u64,
+        added: Vec<(u32, String)>,
+        renamed: Vec<(u32, String, String)>,
+    ) -> IngestReport {
+        let opts = self.opts;
+        let written = w.written;
+        IngestReport {
+            dataset: opts.dataset.clone(),
+            format: opts.format,
+            multi_label: self.multi_label,
+            created_dataset: w.created_dataset && written,
+            unchanged: false,
+            written,
+            manifests: self.reports,
+            rows: self.totals.0,
+            accepted: self.totals.1,
+            rejected: self.rejections.total,
+            repeated_rows: w.outcome.repeated_rows,
+            items: if written {
+                w.outcome.counts
+            } else {
+                ItemCounts::default()
+            },
+            active_items: after.0,
+            no_source: after.1,
+            classes,
+            classes_added: if written { added } else { vec![] },
+            classes_renamed: if written { renamed } else { vec![] },
+            links: self.links.map(|l| links_report(opts, l)),
+            rejections: self.rejections.kept,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 fn check_dataset(existing: Option<&Dataset>, opts: &IngestOptions) -> Result<(), IngestError> {
@@ -890,31 +985,22 @@ fn prepare_input(
     let options_sig = hex::encode(h.finalize());
 
     let stored = match dataset_id {
-        Some(id) => catalog
-            .conn()
-            .query_row(
-                "SELECT signature, sha256, bytes, rows, accepted, rejected FROM manifests \
-                 WHERE dataset_id = ?1 AND path = ?2",
-                params![id, key],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        ManifestReport {
-                            path: key.clone(),
-                            status: "unchanged",
-                            split: split.as_ref().map(|s| s.to_string()),
-                            sha256: r.get(1)?,
-                            bytes: r.get::<_, i64>(2)? as u64,
-                            rows: r.get::<_, i64>(3)? as u64,
-                            accepted: r.get::<_, i64>(4)? as u64,
-                            rejected: r.get::<_, i64>(5)? as u64,
-                            reason: None,
-                        },
-                    ))
+        Some(id) => catalog.stored_manifest(id, &key)?.map(|m| {
+            (
+                m.signature,
+                ManifestReport {
+                    path: key.clone(),
+                    status: "unchanged",
+                    split: split.as_ref().map(|s| s.to_string()),
+                    sha256: m.sha256,
+                    bytes: m.bytes,
+                    rows: m.rows,
+                    accepted: m.accepted,
+                    rejected: m.rejected,
+                    reason: None,
                 },
             )
-            .optional()
-            .map_err(|e| catalog.sql(e))?,
+        }),
         None => None,
     };
     let (signature, unchanged) = if meta.is_dir() || stored.is_none() {

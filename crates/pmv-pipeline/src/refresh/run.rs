@@ -13,8 +13,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use rusqlite::OptionalExtension;
-
 use super::config::{DatasetPlan, RecipeChoice, RefreshPlan};
 use crate::fetch::{self, FetchOptions, FetchReport, RehashOptions, RehashReport, RehashSelect};
 use crate::ingest::{self, DEFAULT_MEMORY_BUDGET, IngestOptions};
@@ -192,15 +190,7 @@ impl RefreshReport {
 /// The number of refreshes recorded before this one: the turn of the verification
 /// rotation.
 pub fn turn(catalog: &Catalog) -> Result<u64, CatalogError> {
-    catalog
-        .conn()
-        .query_row(
-            "SELECT count(*) FROM runs WHERE command = 'refresh' AND status <> 'running'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n as u64)
-        .map_err(|e| catalog.sql(e))
+    catalog.finished_refreshes()
 }
 
 /// Why the run should not start more work, if it should not.
@@ -225,15 +215,7 @@ pub fn find_recipe(catalog: &Catalog, choice: &RecipeChoice) -> Result<Recipe, R
         RecipeChoice::Given(r) => return Ok(r.clone()),
         RecipeChoice::Named(n) => n,
     };
-    let by_name: Option<String> = catalog
-        .conn()
-        .query_row(
-            "SELECT id FROM recipes WHERE name = ?1 ORDER BY created_at DESC LIMIT 1",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| catalog.sql(e))?;
+    let by_name = catalog.recipe_id_named(name)?;
     let id = by_name.unwrap_or_else(|| name.to_owned());
     match stored_recipe(catalog, &id) {
         Ok(Some(r)) => Ok(r),
@@ -258,39 +240,16 @@ pub fn run(
         started_at: rfc3339(now_unix()),
         ..Default::default()
     };
-    // Every recipe must exist before anything is done: a typo stops the run at once.
-    let mut recipes: Vec<Vec<Recipe>> = Vec::with_capacity(opts.plan.datasets.len());
-    for d in &opts.plan.datasets {
-        let mut list = vec![];
-        for name in &d.recipes {
-            list.push(
-                find_recipe(catalog, name)
-                    .map_err(|e| RefreshError::Invalid(format!("dataset {}: {e}", d.name)))?,
-            );
-        }
-        recipes.push(list);
-    }
+    let recipes = find_recipes(catalog, opts)?;
+    let stages = Stages {
+        root,
+        opts,
+        deadline,
+        reporter,
+    };
 
     // 1. Ingest.
-    let t = Instant::now();
-    for d in &opts.plan.datasets {
-        report.datasets.push(ingest_dataset(
-            root,
-            catalog,
-            d,
-            &opts.fetch.local_roots,
-            reporter,
-        )?);
-    }
-    for d in &report.datasets {
-        report.items_new += d.items_new + d.items_restored;
-        report.items_updated += d.items_updated;
-        report.items_removed += d.items_removed;
-        if d.error.is_some() {
-            report.failure_count += 1;
-        }
-    }
-    report.stages.push(stage_time("ingest", t));
+    stages.ingest(catalog, &mut report)?;
     let present: Vec<bool> = opts
         .plan
         .datasets
@@ -308,75 +267,11 @@ pub fn run(
     if let Some(why) = stop_reason(opts, deadline) {
         report.stopped = Some(why.into());
     } else if verify_files {
-        let t = Instant::now();
-        let mut total = RehashReport::default();
-        for (d, _) in opts.plan.datasets.iter().zip(&present).filter(|(_, p)| **p) {
-            let r = fetch::rehash(
-                root,
-                catalog,
-                &RehashOptions {
-                    dataset: Some(d.name.clone()),
-                    select,
-                    deadline,
-                },
-                reporter,
-            )?;
-            total.checked += r.checked;
-            total.bytes += r.bytes;
-            total.changed += r.changed;
-            total.missing += r.missing;
-            total.not_checked += r.not_checked;
-            total.details.extend(r.details);
-        }
-        if total.not_checked > 0 {
-            report.stopped = Some("time budget".into());
-        }
-        total.duration_s = t.elapsed().as_secs_f64();
-        report.rehash = Some(total);
-        report.stages.push(stage_time("verify files", t));
+        stages.verify_files(catalog, &present, select, &mut report)?;
     }
 
     // 3. Fetch, within the budgets shared by every dataset.
-    let mut items_left = opts.plan.max_items;
-    let mut bytes_left = opts.plan.max_bytes;
-    let t = Instant::now();
-    for (d, _) in opts.plan.datasets.iter().zip(&present).filter(|(_, p)| **p) {
-        if let Some(why) = stop_reason(opts, deadline) {
-            report.stopped = Some(why.into());
-            break;
-        }
-        if items_left == Some(0) || bytes_left == Some(0) {
-            break;
-        }
-        let mut fo = opts.fetch.clone();
-        fo.dataset = Some(d.name.clone());
-        fo.limit = items_left;
-        fo.max_bytes = bytes_left;
-        fo.deadline = deadline;
-        fo.cancel = opts.cancel.clone();
-        let r = fetch::run(root, catalog, &fo, reporter)?;
-        report.files_verified += r.verified;
-        report.files_failed += r.failed();
-        report.bytes_fetched += r.bytes;
-        for (class, n) in &r.failures {
-            *report.failures.entry(class.clone()).or_default() += n;
-        }
-        items_left = items_left.map(|n| n.saturating_sub(r.verified + r.failed()));
-        bytes_left = bytes_left.map(|n| n.saturating_sub(r.bytes));
-        if let Some(why) = &r.stopped
-            && why != "byte budget"
-        {
-            report.stopped = Some(if why == "cancelled" {
-                "cancelled".into()
-            } else {
-                "time budget".into()
-            });
-        }
-        report.fetch.insert(d.name.clone(), r);
-    }
-    report.attempted = report.files_verified + report.files_failed;
-    report.failure_count += report.files_failed;
-    report.stages.push(stage_time("fetch", t));
+    stages.fetch(catalog, &present, &mut report)?;
 
     // 4. Check shards.
     if report.stopped.is_none() && verify_files {
@@ -397,33 +292,7 @@ pub fn run(
 
     // 5. Shard.
     if report.stopped.is_none() {
-        let t = Instant::now();
-        'datasets: for (i, d) in opts.plan.datasets.iter().enumerate() {
-            if !present[i] {
-                continue;
-            }
-            for r in &recipes[i] {
-                if let Some(why) = stop_reason(opts, deadline) {
-                    report.stopped = Some(why.into());
-                    break 'datasets;
-                }
-                let outcome = shard_dataset(root, catalog, &d.name, r, deadline, opts, reporter);
-                report.shards_written += outcome.shards_written;
-                report.samples_written += outcome.samples;
-                report.failure_count += outcome.corrupt + outcome.failed;
-                if outcome.error.is_some() {
-                    report.failure_count += 1;
-                }
-                if outcome.not_started > 0 && report.stopped.is_none() {
-                    report.stopped = Some(match stop_reason(opts, deadline) {
-                        Some(why) => why.into(),
-                        None => "time budget".into(),
-                    });
-                }
-                report.datasets[i].shard.push(outcome);
-            }
-        }
-        report.stages.push(stage_time("shard", t));
+        stages.shard(catalog, &present, &recipes, &mut report);
     }
     for stage in ["verify files", "fetch", "verify shards", "shard"] {
         let planned = match stage {
@@ -442,6 +311,205 @@ pub fn run(
         });
     report.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     Ok(report)
+}
+
+/// Every dataset's recipes. Every recipe must exist before anything is done: a typo
+/// stops the run at once.
+fn find_recipes(
+    catalog: &Catalog,
+    opts: &RefreshOptions,
+) -> Result<Vec<Vec<Recipe>>, RefreshError> {
+    let mut recipes: Vec<Vec<Recipe>> = Vec::with_capacity(opts.plan.datasets.len());
+    for d in &opts.plan.datasets {
+        let mut list = vec![];
+        for name in &d.recipes {
+            list.push(
+                find_recipe(catalog, name)
+                    .map_err(|e| RefreshError::Invalid(format!("dataset {}: {e}", d.name)))?,
+            );
+        }
+        recipes.push(list);
+    }
+    Ok(recipes)
+}
+
+/// What every stage of one refresh shares.
+struct Stages<'a> {
+    root: &'a DataRoot,
+    opts: &'a RefreshOptions,
+    deadline: Option<Instant>,
+    reporter: &'a dyn Reporter,
+}
+
+impl Stages<'_> {
+    /// Ingests every dataset's manifests.
+    fn ingest(
+        &self,
+        catalog: &mut Catalog,
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
+        let t = Instant::now();
+        for d in &self.opts.plan.datasets {
+            report.datasets.push(ingest_dataset(
+                self.root,
+                catalog,
+                d,
+                &self.opts.fetch.local_roots,
+                self.reporter,
+            )?);
+        }
+        for d in &report.datasets {
+            report.items_new += d.items_new + d.items_restored;
+            report.items_updated += d.items_updated;
+            report.items_removed += d.items_removed;
+            if d.error.is_some() {
+                report.failure_count += 1;
+            }
+        }
+        report.stages.push(stage_time("ingest", t));
+        Ok(())
+    }
+
+    /// Re-hashes the selected stored files of the datasets `present`.
+    fn verify_files(
+        &self,
+        catalog: &mut Catalog,
+        present: &[bool],
+        select: RehashSelect,
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
+        let t = Instant::now();
+        let mut total = RehashReport::default();
+        for (d, _) in self
+            .opts
+            .plan
+            .datasets
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| **p)
+        {
+            let r = fetch::rehash(
+                self.root,
+                catalog,
+                &RehashOptions {
+                    dataset: Some(d.name.clone()),
+                    select,
+                    deadline: self.deadline,
+                },
+                self.reporter,
+            )?;
+            total.checked += r.checked;
+            total.bytes += r.bytes;
+            total.changed += r.changed;
+            total.missing += r.missing;
+            total.not_checked += r.not_checked;
+            total.details.extend(r.details);
+        }
+        if total.not_checked > 0 {
+            report.stopped = Some("time budget".into());
+        }
+        total.duration_s = t.elapsed().as_secs_f64();
+        report.rehash = Some(total);
+        report.stages.push(stage_time("verify files", t));
+        Ok(())
+    }
+
+    /// Fetches for the datasets `present`, within the budgets shared by every dataset.
+    fn fetch(
+        &self,
+        catalog: &mut Catalog,
+        present: &[bool],
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
+        let opts = self.opts;
+        let mut items_left = opts.plan.max_items;
+        let mut bytes_left = opts.plan.max_bytes;
+        let t = Instant::now();
+        for (d, _) in opts.plan.datasets.iter().zip(present).filter(|(_, p)| **p) {
+            if let Some(why) = stop_reason(opts, self.deadline) {
+                report.stopped = Some(why.into());
+                break;
+            }
+            if items_left == Some(0) || bytes_left == Some(0) {
+                break;
+            }
+            let mut fo = opts.fetch.clone();
+            fo.dataset = Some(d.name.clone());
+            fo.limit = items_left;
+            fo.max_bytes = bytes_left;
+            fo.deadline = self.deadline;
+            fo.cancel = opts.cancel.clone();
+            let r = fetch::run(self.root, catalog, &fo, self.reporter)?;
+            report.files_verified += r.verified;
+            report.files_failed += r.failed();
+            report.bytes_fetched += r.bytes;
+            for (class, n) in &r.failures {
+                *report.failures.entry(class.clone()).or_default() += n;
+            }
+            items_left = items_left.map(|n| n.saturating_sub(r.verified + r.failed()));
+            bytes_left = bytes_left.map(|n| n.saturating_sub(r.bytes));
+            if let Some(why) = &r.stopped
+                && why != "byte budget"
+            {
+                report.stopped = Some(if why == "cancelled" {
+                    "cancelled".into()
+                } else {
+                    "time budget".into()
+                });
+            }
+            report.fetch.insert(d.name.clone(), r);
+        }
+        report.attempted = report.files_verified + report.files_failed;
+        report.failure_count += report.files_failed;
+        report.stages.push(stage_time("fetch", t));
+        Ok(())
+    }
+
+    /// Shards the datasets `present` with each of their recipes.
+    fn shard(
+        &self,
+        catalog: &mut Catalog,
+        present: &[bool],
+        recipes: &[Vec<Recipe>],
+        report: &mut RefreshReport,
+    ) {
+        let (opts, deadline) = (self.opts, self.deadline);
+        let t = Instant::now();
+        'datasets: for (i, d) in opts.plan.datasets.iter().enumerate() {
+            if !present[i] {
+                continue;
+            }
+            for r in &recipes[i] {
+                if let Some(why) = stop_reason(opts, deadline) {
+                    report.stopped = Some(why.into());
+                    break 'datasets;
+                }
+                let outcome = shard_dataset(
+                    self.root,
+                    catalog,
+                    &d.name,
+                    r,
+                    deadline,
+                    opts,
+                    self.reporter,
+                );
+                report.shards_written += outcome.shards_written;
+                report.samples_written += outcome.samples;
+                report.failure_count += outcome.corrupt + outcome.failed;
+                if outcome.error.is_some() {
+                    report.failure_count += 1;
+                }
+                if outcome.not_started > 0 && report.stopped.is_none() {
+                    report.stopped = Some(match stop_reason(opts, deadline) {
+                        Some(why) => why.into(),
+                        None => "time budget".into(),
+                    });
+                }
+                report.datasets[i].shard.push(outcome);
+            }
+        }
+        report.stages.push(stage_time("shard", t));
+    }
 }
 
 fn stage_time(stage: &'static str, since: Instant) -> StageTime {
@@ -565,21 +633,8 @@ fn check_shards(
         let Some(ds) = catalog.dataset(name)? else {
             continue;
         };
-        let mut stmt = catalog
-            .conn()
-            .prepare(
-                "SELECT id, path, sha256 FROM shards WHERE dataset_id = ?1 AND state = 'live' \
-                 AND id % ?2 = ?3 ORDER BY id",
-            )
-            .map_err(|e| catalog.sql(e))?;
-        let found = stmt
-            .query_map(rusqlite::params![ds.id, parts, index], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| catalog.sql(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| catalog.sql(e))?;
-        rows.extend(found);
+        let found = catalog.live_shards_slice(ds.id, parts, index)?;
+        rows.extend(found.into_iter().map(|s| (s.id, s.path, s.sha256)));
     }
     let mut out = ShardCheck::default();
     let selected = rows.len() as u64;
