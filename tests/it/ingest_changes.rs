@@ -164,8 +164,8 @@ fn spilling_to_disk_gives_the_same_catalog() {
         let report = ingest(&mut cat, &opts, &Silent, &mut |_| {}).unwrap();
         assert_eq!(report.items.new, 17_000);
         assert!(!dir.path().join("tmp").exists(), "run files are removed");
-        let mut stmt = cat
-            .conn()
+        let conn = rusqlite::Connection::open(cat.path()).unwrap();
+        let mut stmt = conn
             .prepare(
                 "SELECT i.key || '|' || i.labels || '|' || i.fingerprint || '|' || m.split || '|' || m.line
                  FROM items i JOIN memberships m ON m.item_id = i.id ORDER BY i.key",

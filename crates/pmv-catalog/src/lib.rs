@@ -1,10 +1,16 @@
-//! The SQLite catalog: the one record of what every stage has done.
+//! pmv-catalog: the SQLite catalog, the one record of what every stage has done, and
+//! the only code that reads or writes it.
 //!
-//! Owns the connection settings (WAL on local disks, rollback journal on network file
-//! systems, foreign keys, full sync), the schema and its migrations, and the small
-//! typed queries the commands share (datasets, classes, runs, status). Stages write
-//! their own rows inside transactions they open here. It never touches files other
-//! than the catalog itself.
+//! Owns the connection (private: WAL on local disks, rollback journal on network file
+//! systems, foreign keys, full sync), the schema and its append-only migrations
+//! ([`MIGRATIONS`]), and every SQL statement, behind typed calls grouped by the stage
+//! that asks: `items` (ingest's merge of finished rows: datasets, manifests, classes,
+//! items, memberships, in one [`IngestTx`]), `fetch` (the fetch plan's reads), `files`
+//! (the only writer of `files.state`: each transition is one function, see its table),
+//! `shards` (frame recipes, shards, samples and probes; one [`Catalog::live_shards`] for
+//! the shard stage and the trainer), `refresh` (the nightly run's reads) and `status`;
+//! command runs and datasets are here. Stages hand it finished rows and decide nothing
+//! in SQL of their own. It never touches files other than the catalog itself.
 
 mod fetch;
 mod files;
@@ -254,14 +260,6 @@ impl Catalog {
     /// `wal` or `delete`.
     pub fn journal_mode(&self) -> &'static str {
         self.journal
-    }
-
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    pub fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
     }
 
     /// Wraps a SQLite error with the catalog's path.
@@ -520,7 +518,7 @@ mod tests {
         assert_eq!(second.schema_sql().unwrap(), schema);
         assert_eq!(second.journal_mode(), "wal");
         let fk: bool = second
-            .conn()
+            .conn
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .unwrap();
         assert!(fk);
@@ -532,7 +530,7 @@ mod tests {
         let p = dir.path().join("catalog.sqlite");
         let c = Catalog::open(&p).unwrap();
         // A catalog as version 1 left it, with a dataset in it.
-        c.conn()
+        c.conn
             .execute_batch(
                 "DROP INDEX items_dataset_state; DROP TABLE manifest_roots; \
                  PRAGMA user_version = 1; \
@@ -548,7 +546,7 @@ mod tests {
         assert!(c.schema_sql().unwrap().contains("items_dataset_state"));
         assert!(c.schema_sql().unwrap().contains("manifest_roots"));
         let n: i64 = c
-            .conn()
+            .conn
             .query_row("SELECT count(*) FROM datasets WHERE name = 'd'", [], |r| {
                 r.get(0)
             })
@@ -561,7 +559,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("catalog.sqlite");
         let c = Catalog::open(&p).unwrap();
-        c.conn().pragma_update(None, "user_version", 999).unwrap();
+        c.conn.pragma_update(None, "user_version", 999).unwrap();
         drop(c);
         let e = Catalog::open(&p).err().unwrap();
         assert!(matches!(e, CatalogError::TooNew { found: 999, .. }), "{e}");

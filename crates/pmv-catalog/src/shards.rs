@@ -684,7 +684,7 @@ mod tests {
     fn catalog_with_items() -> (tempfile::TempDir, Catalog, i64, String) {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
-        c.conn()
+        c.conn
             .execute_batch(
                 "INSERT INTO datasets (id, name, format, multi_label, created_at, updated_at) \
                  VALUES (1, 'd', 'jsonl', 0, 0, 0); \
@@ -771,7 +771,7 @@ mod tests {
         );
 
         // A shard that says it holds more samples than are recorded is refused.
-        c.conn()
+        c.conn
             .execute("UPDATE shards SET samples = 3 WHERE split = 'val'", [])
             .unwrap();
         let e = c
