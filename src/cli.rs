@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use pmv_core::recipe::{Filter, Fit};
+use pmv_core::frame_recipe::{Filter, Fit};
 use pmv_pipeline::manifest::Format;
 
 #[derive(Debug, Parser)]

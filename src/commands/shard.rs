@@ -23,7 +23,7 @@ mod with_media {
 
     use anyhow::Result;
     use pmv_catalog::{Catalog, RunStatus};
-    use pmv_core::recipe::{self, Overrides};
+    use pmv_core::frame_recipe::{self, Overrides};
     use pmv_core::report::new_run_id;
     use pmv_core::util::{group_digits, human_bytes};
     use pmv_pipeline::sharding::{ShardOptions, ShardReport, Stop, rebuild_shard};
@@ -45,7 +45,7 @@ mod with_media {
                 let size = args
                     .size
                     .as_deref()
-                    .map(recipe::parse_size)
+                    .map(frame_recipe::parse_size)
                     .transpose()
                     .map_err(|e| usage(e.to_string()))?;
                 let o = Overrides {
@@ -60,7 +60,7 @@ mod with_media {
                     filter: args.filter,
                 };
                 Some(
-                    recipe::resolve(args.recipe.as_deref(), &o)
+                    frame_recipe::resolve(args.recipe.as_deref(), &o)
                         .map_err(|e| usage(e.to_string()))?,
                 )
             }
@@ -179,7 +179,7 @@ mod with_media {
     }
 
     fn list_recipes(app: &App) -> Result<Exit> {
-        let all = recipe::builtins();
+        let all = frame_recipe::builtins();
         if app.json {
             let recipes: Vec<_> = all
                 .iter()

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use pmv_core::recipe::{self, Filter, Fit, Overrides, RecipeParams};
+use pmv_core::frame_recipe::{self, Filter, Fit, FrameParams, Overrides};
 use pmv_pipeline::media::geometry::Target;
 use pmv_pipeline::media::{
     Decoder, DecoderOptions, Geometry, MediaError, Sampling, VideoFile, sample_indices,
@@ -17,13 +17,13 @@ use crate::util::repo;
 /// Required similarity to the command line's frames.
 const MIN_PSNR: f64 = 35.0;
 
-fn params(name: &str, o: Overrides) -> RecipeParams {
-    recipe::resolve(Some(name), &o).unwrap().params
+fn params(name: &str, o: Overrides) -> FrameParams {
+    frame_recipe::resolve(Some(name), &o).unwrap().params
 }
 
 /// Samples `video` with `p` and compares every output frame with the CLI's; returns
 /// the decoded sample, the geometry and the indices.
-fn check_against_cli(video: &Path, p: &RecipeParams) -> (Vec<u8>, Geometry, Vec<Vec<i64>>, f64) {
+fn check_against_cli(video: &Path, p: &FrameParams) -> (Vec<u8>, Geometry, Vec<Vec<i64>>, f64) {
     let mut v = VideoFile::open(video).unwrap();
     let idx = sample_indices(&Sampling::from(p), &v.table().times, v.table().duration_s);
     let target = Target::from(p);
@@ -51,8 +51,8 @@ fn check_against_cli(video: &Path, p: &RecipeParams) -> (Vec<u8>, Geometry, Vec<
     (out, g, idx, worst)
 }
 
-fn stride_params(clips: u32, h: u32, w: u32, fit: Fit) -> RecipeParams {
-    recipe::resolve(
+fn stride_params(clips: u32, h: u32, w: u32, fit: Fit) -> FrameParams {
+    frame_recipe::resolve(
         None,
         &Overrides {
             frames: Some(8),

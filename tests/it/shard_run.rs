@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pmv_core::recipe::{self, Overrides};
+use pmv_core::frame_recipe::{self, Overrides};
 use pmv_pipeline::media::geometry::Target;
 use pmv_pipeline::media::{Decoder, DecoderOptions, Sampling, VideoFile, sample_indices};
 use pmv_pipeline::sharding::{SampleIndex, ShardReader};
@@ -19,8 +19,8 @@ use crate::util::{Env, repo, s};
 /// The recipe the tests use: videomae-16x4-224 made small (64x64).
 const SIZE: &str = "64x64";
 
-fn small_params() -> pmv_pipeline::sharding::RecipeParams {
-    recipe::resolve(
+fn small_params() -> pmv_pipeline::sharding::FrameParams {
+    frame_recipe::resolve(
         Some("videomae-16x4-224"),
         &Overrides {
             size: Some((64, 64)),
@@ -963,7 +963,7 @@ fn a_deadline_or_a_cancellation_stops_cleanly() {
     dataset(&env, "d", 5, 5);
     let root = DataRoot::new(&env.root);
     let mut catalog = Catalog::open(&root.catalog_path()).unwrap();
-    let recipe = recipe::resolve(
+    let recipe = frame_recipe::resolve(
         Some("videomae-16x4-224"),
         &Overrides {
             size: Some((64, 64)),

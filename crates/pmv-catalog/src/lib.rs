@@ -37,8 +37,8 @@ pub use items::{
 pub use migrations::MIGRATIONS;
 pub use refresh::LiveShard;
 pub use shards::{
-    IndexedShard, NewSample, NewShard, ProbeRecord, RecipeRow, ShardCommit, ShardRow, ShardVideo,
-    ShardVideos, UnshardedVideo, parse_labels,
+    FrameRecipeRow, IndexedShard, NewSample, NewShard, ProbeRecord, ShardCommit, ShardRow,
+    ShardVideo, ShardVideos, UnshardedVideo, parse_labels,
 };
 pub use status::{DatasetStatus, ManifestStatus, RecipeStatus, RunSummary, Status};
 

@@ -16,14 +16,14 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use pmv_core::recipe::Recipe;
+use pmv_core::frame_recipe::FrameRecipe;
 use pmv_core::util::now_unix;
 
 use crate::{Catalog, CatalogError, Result};
 
 /// A recipe as the catalog records it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecipeRow {
+pub struct FrameRecipeRow {
     pub id: String,
     /// The first name given to the id.
     pub name: String,
@@ -158,8 +158,8 @@ fn shard_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ShardRow> {
     })
 }
 
-fn recipe_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecipeRow> {
-    Ok(RecipeRow {
+fn recipe_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecipeRow> {
+    Ok(FrameRecipeRow {
         id: r.get(0)?,
         name: r.get(1)?,
         params: r.get(2)?,
@@ -169,7 +169,7 @@ fn recipe_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecipeRow> {
 impl Catalog {
     /// Records the recipe (the first name given to an id stays its name) and returns it
     /// as stored.
-    pub fn register_recipe(&self, recipe: &Recipe) -> Result<Recipe> {
+    pub fn register_recipe(&self, recipe: &FrameRecipe) -> Result<FrameRecipe> {
         let id = recipe.id();
         self.conn
             .execute(
@@ -184,14 +184,14 @@ impl Catalog {
                 r.get(0)
             })
             .map_err(|e| self.sql(e))?;
-        Ok(Recipe {
+        Ok(FrameRecipe {
             name,
             params: recipe.params.clone(),
         })
     }
 
     /// The recipe stored under `id`.
-    pub fn recipe(&self, id: &str) -> Result<Option<RecipeRow>> {
+    pub fn recipe(&self, id: &str) -> Result<Option<FrameRecipeRow>> {
         self.conn
             .query_row(
                 "SELECT id, name, params FROM recipes WHERE id = ?1",
@@ -204,7 +204,7 @@ impl Catalog {
 
     /// A recipe named `id_or_name` by its id or its name (the first such when several
     /// recipes share a name).
-    pub fn recipe_by_id_or_name(&self, id_or_name: &str) -> Result<Option<RecipeRow>> {
+    pub fn recipe_by_id_or_name(&self, id_or_name: &str) -> Result<Option<FrameRecipeRow>> {
         self.conn
             .query_row(
                 "SELECT id, name, params FROM recipes WHERE id = ?1 OR name = ?1",
@@ -216,7 +216,7 @@ impl Catalog {
     }
 
     /// The recipes a dataset has live shards of, by name then id.
-    pub fn recipes_with_live_shards(&self, dataset_id: i64) -> Result<Vec<RecipeRow>> {
+    pub fn recipes_with_live_shards(&self, dataset_id: i64) -> Result<Vec<FrameRecipeRow>> {
         let mut stmt = self
             .conn
             .prepare(
@@ -692,7 +692,7 @@ mod tests {
                  VALUES (1, 1, 'a', '0', '', 0, 0), (2, 1, 'b', '1', '', 0, 0);",
             )
             .unwrap();
-        let mut recipe = pmv_core::recipe::builtins().remove(0);
+        let mut recipe = pmv_core::frame_recipe::builtins().remove(0);
         recipe.name = "tiny".into();
         let recipe = c.register_recipe(&recipe).unwrap();
         let id = recipe.id();

@@ -2,7 +2,7 @@
 //!
 //! Owns the vocabulary the stages share and nothing that does a stage's work: item ids
 //! ([`ids`]), splits ([`split`]), manifest formats, source kinds, file roles and
-//! locators ([`kinds`]), what a shard sample is made of ([`recipe`]), byte sizes and
+//! locators ([`kinds`]), what a shard sample is made of ([`frame_recipe`]), byte sizes and
 //! small file helpers ([`util`]), the data root and its lock ([`root`]), free space
 //! ([`disk`]), how a URL is shown ([`redact`]), the Python-literal parser that reads
 //! `.npy` headers and xinpianchang metadata ([`pydict`]) and the [`Reporter`] every
@@ -10,10 +10,10 @@
 //! runs SQL or links FFmpeg or libtorch.
 
 pub mod disk;
+pub mod frame_recipe;
 pub mod ids;
 pub mod kinds;
 pub mod pydict;
-pub mod recipe;
 pub mod redact;
 pub mod report;
 pub mod root;

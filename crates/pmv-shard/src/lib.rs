@@ -4,7 +4,7 @@
 //! Owns the bytes of a shard: [`mod@format`] (sample keys, tar and npy headers, sample
 //! metadata, the writer) and [`reader`] (maps a shard and hands out samples without
 //! copying), plus [`synth`], the synthetic dataset written in the same format for tests
-//! and benchmarks. What a sample holds is [`pmv_core::recipe`]. It never decodes video
+//! and benchmarks. What a sample holds is [`pmv_core::frame_recipe`]. It never decodes video
 //! (no FFmpeg) and never opens the catalog: the shard stage and the trainer both build on
 //! it.
 

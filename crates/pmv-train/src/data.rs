@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pmv_catalog::{Catalog, CatalogError, IndexedShard, RecipeRow};
+use pmv_catalog::{Catalog, CatalogError, FrameRecipeRow, IndexedShard};
 use pmv_shard::{SampleIndex, ShardError, ShardReader};
 use serde::{Deserialize, Serialize};
 
@@ -161,7 +161,7 @@ pub fn catalog_data(
     };
     let chosen = match recipe {
         Some(r) => {
-            let hits: Vec<&RecipeRow> = recipes
+            let hits: Vec<&FrameRecipeRow> = recipes
                 .iter()
                 .filter(|row| row.id == r || row.name == r)
                 .collect();

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::manifest::{Format, Split, SplitRatios, UrlTemplate};
-use pmv_core::recipe::{self, Filter, Fit, Overrides, Recipe};
+use pmv_core::frame_recipe::{self, Filter, Fit, FrameRecipe, Overrides};
 use pmv_core::size::parse_size;
 
 /// `[refresh]`: limits of one run and what makes it fail.
@@ -91,7 +91,7 @@ pub enum RecipeChoice {
     /// A built-in, or a recipe the catalog stores under this name or id.
     Named(String),
     /// A recipe given in full.
-    Given(Recipe),
+    Given(FrameRecipe),
 }
 
 impl RecipeChoice {
@@ -258,7 +258,7 @@ impl RefreshPlan {
             let mut recipes: Vec<RecipeChoice> = vec![];
             for r in &d.recipes {
                 let choice = match r.get_ref() {
-                    RecipeRef::Name(n) => match recipe::builtin(n) {
+                    RecipeRef::Name(n) => match frame_recipe::builtin(n) {
                         Some(b) => RecipeChoice::Given(b),
                         None => RecipeChoice::Named(n.clone()),
                     },
@@ -266,7 +266,7 @@ impl RefreshPlan {
                         let size = spec
                             .size
                             .as_deref()
-                            .map(recipe::parse_size)
+                            .map(frame_recipe::parse_size)
                             .transpose()
                             .map_err(|e| at(r.span(), format!("recipe: {e}")))?;
                         let o = Overrides {
@@ -281,7 +281,7 @@ impl RefreshPlan {
                             filter: spec.filter,
                         };
                         RecipeChoice::Given(
-                            recipe::resolve(spec.base.as_deref(), &o)
+                            frame_recipe::resolve(spec.base.as_deref(), &o)
                                 .map_err(|e| at(r.span(), format!("recipe: {e}")))?,
                         )
                     }
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(
             d.recipes,
             vec![RecipeChoice::Given(
-                recipe::builtin("videomae-16x4-224").unwrap()
+                frame_recipe::builtin("videomae-16x4-224").unwrap()
             )]
         );
     }

@@ -20,7 +20,7 @@ use crate::manifest::{Format, SplitRatios};
 use crate::media::encode::{EncodeOptions, Mp4Writer};
 use crate::sharding::{ShardOptions, ShardReport, ShardRunError};
 use pmv_catalog::Catalog;
-use pmv_core::recipe::{Filter, Fit, Recipe, RecipeParams, SampleMode};
+use pmv_core::frame_recipe::{Filter, Fit, FrameParams, FrameRecipe, SampleMode};
 use pmv_core::report::Reporter;
 use pmv_core::root::DataRoot;
 use pmv_shard::synth::{MAX_CLASSES, SynthVideo, class_names};
@@ -90,7 +90,7 @@ pub struct Prepared {
     pub val_videos: usize,
     /// Videos rendered and encoded by this run (the rest were already there).
     pub rendered: usize,
-    pub recipe: Recipe,
+    pub recipe: FrameRecipe,
     pub recipe_id: String,
     pub ingest: IngestReport,
     pub fetch: FetchReport,
@@ -101,16 +101,16 @@ pub struct Prepared {
 
 /// The demo recipe: 8 frames 5 apart (1.3 s of motion), two clips per video, 64×48
 /// portrait frames covering the picture.
-pub fn recipe() -> Recipe {
-    Recipe {
+pub fn recipe() -> FrameRecipe {
+    FrameRecipe {
         name: "demo-8x5-64x48".into(),
-        params: RecipeParams {
-            rules: pmv_core::recipe::RULES_VERSION,
+        params: FrameParams {
+            rules: pmv_core::frame_recipe::RULES_VERSION,
             frames: 8,
             sampling: SampleMode::Stride,
             stride: Some(5),
             clips: 2,
-            fps: pmv_core::recipe::DEFAULT_FPS,
+            fps: pmv_core::frame_recipe::DEFAULT_FPS,
             height: 64,
             width: 48,
             fit: Fit::Cover,

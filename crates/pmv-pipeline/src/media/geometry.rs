@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use pmv_core::recipe::{Filter, Fit, RecipeParams};
+use pmv_core::frame_recipe::{Filter, Fit, FrameParams};
 
 /// The clockwise rotation that turns the stored picture upright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,8 +73,8 @@ pub struct Target {
     pub filter: Filter,
 }
 
-impl From<&RecipeParams> for Target {
-    fn from(p: &RecipeParams) -> Target {
+impl From<&FrameParams> for Target {
+    fn from(p: &FrameParams) -> Target {
         Target {
             height: p.height,
             width: p.width,

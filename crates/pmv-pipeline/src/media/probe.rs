@@ -268,9 +268,9 @@ impl VideoFile {
             &super::geometry::Target {
                 height: 8,
                 width: 8,
-                fit: pmv_core::recipe::Fit::Contain,
+                fit: pmv_core::frame_recipe::Fit::Contain,
                 short_side: None,
-                filter: pmv_core::recipe::Filter::Bicubic,
+                filter: pmv_core::frame_recipe::Filter::Bicubic,
             },
         )
         .map_err(|e| corrupt(path, e.0))?;

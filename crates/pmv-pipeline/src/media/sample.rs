@@ -15,7 +15,7 @@
 //! Positions past the end (a video shorter than the window) are the last frame: short
 //! videos are padded with it. This module is pure arithmetic; it never opens a file.
 
-use pmv_core::recipe::{RecipeParams, SampleMode};
+use pmv_core::frame_recipe::{FrameParams, SampleMode};
 
 /// Slack when matching a timeline position to a presentation time: well below any
 /// frame interval (a 1000 fps video has 1 ms), well above rounding of time bases.
@@ -32,8 +32,8 @@ pub struct Sampling {
     pub fps: f64,
 }
 
-impl From<&RecipeParams> for Sampling {
-    fn from(p: &RecipeParams) -> Sampling {
+impl From<&FrameParams> for Sampling {
+    fn from(p: &FrameParams) -> Sampling {
         Sampling {
             frames: p.frames,
             mode: p.sampling,

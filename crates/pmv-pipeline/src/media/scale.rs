@@ -12,7 +12,7 @@
 use ffmpeg_next::ffi;
 
 use super::enums::pixel_format;
-use pmv_core::recipe::Filter;
+use pmv_core::frame_recipe::Filter;
 
 /// What a scaler context is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

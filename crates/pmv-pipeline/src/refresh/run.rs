@@ -18,7 +18,7 @@ use crate::fetch::{self, FetchOptions, FetchReport, RehashOptions, RehashReport,
 use crate::ingest::{self, DEFAULT_MEMORY_BUDGET, IngestOptions};
 use crate::sharding::{ShardOptions, rebuild_shard, stored_recipe};
 use pmv_catalog::{Catalog, CatalogError};
-use pmv_core::recipe::Recipe;
+use pmv_core::frame_recipe::FrameRecipe;
 use pmv_core::report::Reporter;
 use pmv_core::root::DataRoot;
 use pmv_core::util::{now_unix, rfc3339, sha256_file};
@@ -210,7 +210,7 @@ fn stop_reason(opts: &RefreshOptions, deadline: Option<Instant>) -> Option<&'sta
 
 /// The recipe a configuration entry means: given in full, or a name the catalog stores
 /// (by id or by name, from an earlier `pmv-data shard`).
-pub fn find_recipe(catalog: &Catalog, choice: &RecipeChoice) -> Result<Recipe, RefreshError> {
+pub fn find_recipe(catalog: &Catalog, choice: &RecipeChoice) -> Result<FrameRecipe, RefreshError> {
     let name = match choice {
         RecipeChoice::Given(r) => return Ok(r.clone()),
         RecipeChoice::Named(n) => n,
@@ -318,8 +318,8 @@ pub fn run(
 fn find_recipes(
     catalog: &Catalog,
     opts: &RefreshOptions,
-) -> Result<Vec<Vec<Recipe>>, RefreshError> {
-    let mut recipes: Vec<Vec<Recipe>> = Vec::with_capacity(opts.plan.datasets.len());
+) -> Result<Vec<Vec<FrameRecipe>>, RefreshError> {
+    let mut recipes: Vec<Vec<FrameRecipe>> = Vec::with_capacity(opts.plan.datasets.len());
     for d in &opts.plan.datasets {
         let mut list = vec![];
         for name in &d.recipes {
@@ -470,7 +470,7 @@ impl Stages<'_> {
         &self,
         catalog: &mut Catalog,
         present: &[bool],
-        recipes: &[Vec<Recipe>],
+        recipes: &[Vec<FrameRecipe>],
         report: &mut RefreshReport,
     ) {
         let (opts, deadline) = (self.opts, self.deadline);
@@ -576,7 +576,7 @@ fn shard_dataset(
     root: &DataRoot,
     catalog: &mut Catalog,
     dataset: &str,
-    recipe: &Recipe,
+    recipe: &FrameRecipe,
     deadline: Option<Instant>,
     opts: &RefreshOptions,
     reporter: &dyn Reporter,

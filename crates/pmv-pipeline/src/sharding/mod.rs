@@ -4,7 +4,7 @@
 //! layer), the stage that picks the work, writes and registers shards ([`run`],
 //! [`rebuild_shard`]), what the catalog says is left to shard ([`work`]) and the
 //! quarantine of corrupt videos. The shard bytes themselves are `pmv_shard`'s; what a
-//! sample holds is [`pmv_core::recipe`]; the rows of recipes, shards and samples are
+//! sample holds is [`pmv_core::frame_recipe`]; the rows of recipes, shards and samples are
 //! read and written through `pmv_catalog` (its shards module), never here. Only [`work`]
 //! compiles without the `media` feature.
 
@@ -16,7 +16,7 @@ pub mod quarantine;
 mod stage;
 pub mod work;
 
-pub use pmv_core::recipe::{self, Recipe, RecipeParams};
+pub use pmv_core::frame_recipe::{self, FrameParams, FrameRecipe};
 pub use pmv_shard::{
     Member, Sample, SampleIndex, SampleInput, SampleMeta, ShardError, ShardReader, ShardSummary,
     ShardWriter, format, reader, sample_key,

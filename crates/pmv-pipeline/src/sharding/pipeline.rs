@@ -22,7 +22,7 @@ use crate::media::{
     sample_indices,
 };
 use crate::sharding::work::Work;
-use pmv_core::recipe::RecipeParams;
+use pmv_core::frame_recipe::FrameParams;
 
 /// One decoded video.
 pub struct Decoded {
@@ -104,7 +104,7 @@ pub fn cores() -> usize {
 pub fn run<E>(
     root: &Path,
     work: &[Work],
-    recipe: &RecipeParams,
+    recipe: &FrameParams,
     opts: &EngineOptions<'_>,
     mut sink: impl FnMut(usize, Result<Decoded, MediaError>) -> Result<Option<Vec<u8>>, E>,
 ) -> Result<EngineSummary, E> {
@@ -210,7 +210,7 @@ fn decode_one(
     decoder: &mut Decoder,
     root: &Path,
     w: &Work,
-    recipe: &RecipeParams,
+    recipe: &FrameParams,
     threads: usize,
     buf: &mut [u8],
 ) -> Result<Decoded, MediaError> {

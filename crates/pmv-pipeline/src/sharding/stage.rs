@@ -27,8 +27,10 @@ use super::quarantine::{QuarantineError, Quarantined, quarantine};
 use super::work::{self, Work};
 use crate::manifest::Split;
 use crate::media::{DecodeStats, MediaError, Probe};
-use pmv_catalog::{Catalog, CatalogError, NewSample, NewShard, ProbeRecord, RecipeRow, ShardRow};
-use pmv_core::recipe::{Recipe, RecipeError, RecipeParams};
+use pmv_catalog::{
+    Catalog, CatalogError, FrameRecipeRow, NewSample, NewShard, ProbeRecord, ShardRow,
+};
+use pmv_core::frame_recipe::{FrameParams, FrameRecipe, FrameRecipeError};
 use pmv_core::report::{Reporter, Unit};
 use pmv_core::root::DataRoot;
 use pmv_core::util::{now_unix, sha256_file, sync_dir};
@@ -46,7 +48,7 @@ pub enum ShardRunError {
     #[error(transparent)]
     Format(#[from] ShardError),
     #[error(transparent)]
-    Recipe(#[from] RecipeError),
+    FrameRecipe(#[from] FrameRecipeError),
     #[error(transparent)]
     Quarantine(#[from] QuarantineError),
     #[error("{path}: {source}")]
@@ -80,7 +82,7 @@ pub struct ShardOptions {
     pub dataset: String,
     /// Only these splits (all when empty).
     pub splits: Vec<String>,
-    pub recipe: Recipe,
+    pub recipe: FrameRecipe,
     /// Samples per shard [default: as many as fit in [`DEFAULT_SHARD_BYTES`]].
     pub samples_per_shard: Option<usize>,
     /// Videos decoded at once [default: the number of cores].
@@ -121,7 +123,7 @@ pub struct Failure {
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardReport {
     pub dataset: String,
-    pub recipe: Recipe,
+    pub recipe: FrameRecipe,
     pub recipe_id: String,
     /// Where this recipe's shards live, relative to the data root.
     pub directory: String,
@@ -157,19 +159,22 @@ pub struct ShardReport {
 
 /// Records the recipe (the first name given to an id stays its name) and returns it as
 /// stored.
-pub fn register_recipe(catalog: &Catalog, recipe: &Recipe) -> Result<Recipe, ShardRunError> {
+pub fn register_recipe(
+    catalog: &Catalog,
+    recipe: &FrameRecipe,
+) -> Result<FrameRecipe, ShardRunError> {
     recipe.params.validate()?;
     Ok(catalog.register_recipe(recipe)?)
 }
 
 /// The recipe stored under `id`.
-pub fn stored_recipe(catalog: &Catalog, id: &str) -> Result<Option<Recipe>, ShardRunError> {
-    let Some(RecipeRow { name, params, .. }) = catalog.recipe(id)? else {
+pub fn stored_recipe(catalog: &Catalog, id: &str) -> Result<Option<FrameRecipe>, ShardRunError> {
+    let Some(FrameRecipeRow { name, params, .. }) = catalog.recipe(id)? else {
         return Ok(None);
     };
-    let params: RecipeParams = serde_json::from_str(&params)
+    let params: FrameParams = serde_json::from_str(&params)
         .map_err(|e| ShardRunError::Invalid(format!("recipe {id}: stored parameters: {e}")))?;
-    let recipe = Recipe { name, params };
+    let recipe = FrameRecipe { name, params };
     if recipe.id() != id {
         return Err(ShardRunError::Invalid(format!(
             "recipe {id}: stored parameters hash to {}",
@@ -180,7 +185,7 @@ pub fn stored_recipe(catalog: &Catalog, id: &str) -> Result<Option<Recipe>, Shar
 }
 
 /// `shards/<dataset>/<recipe-name>-<recipe-id>`.
-fn recipe_dir(dataset: &str, recipe: &Recipe) -> String {
+fn recipe_dir(dataset: &str, recipe: &FrameRecipe) -> String {
     format!("shards/{dataset}/{}", recipe.dir_name())
 }
 
@@ -411,7 +416,7 @@ fn sample_meta(dataset: &str, recipe_id: &str, split: &str, w: &Work, d: &Decode
 fn append(
     shard: &mut OpenShard,
     dataset: &str,
-    recipe: &Recipe,
+    recipe: &FrameRecipe,
     recipe_id: &str,
     w: &Work,
     d: &Decoded,
@@ -436,7 +441,7 @@ fn append(
 }
 
 /// Samples per shard: as given, else what fits in [`DEFAULT_SHARD_BYTES`].
-pub fn samples_per_shard(given: Option<usize>, params: &RecipeParams) -> usize {
+pub fn samples_per_shard(given: Option<usize>, params: &FrameParams) -> usize {
     given
         .unwrap_or_else(|| (DEFAULT_SHARD_BYTES / params.sample_bytes().max(1)) as usize)
         .max(1)

@@ -1,9 +1,14 @@
-//! Recipes: how a video becomes a fixed-shape sample (frames, temporal sampling, clips,
-//! fps normalisation, output size, fit and scaling filter), their built-in names and
-//! their stable ids.
+//! Frame recipes: how a video becomes a fixed-shape sample (frames, temporal sampling,
+//! clips, fps normalisation, output size, fit and scaling filter), their built-in names
+//! and their stable ids.
+//!
+//! "Recipe" alone means this in the shard stage, the catalog (`recipes` table), shard
+//! paths and `--recipe`; the trainer's TOML files of options are *recipe files*
+//! (`pmv_train::recipe_file`) and the options a training run resolved are its
+//! *hyper-parameters* (`pmv_train::run::HyperParams`).
 //!
 //! A recipe's id is the first 12 hex digits of the SHA-256 of its canonical parameters
-//! (the JSON of [`RecipeParams`], fields in declaration order), so the same parameters
+//! (the JSON of [`FrameParams`], fields in declaration order), so the same parameters
 //! always give the same id whatever they are called. This module owns that vocabulary
 //! and its validation; it never decodes and never touches the catalog (the shard stage
 //! stores recipes in the `recipes` table). It compiles in every build: readers of shards
@@ -77,7 +82,7 @@ impl Filter {
 /// The canonical parameters of a recipe; their JSON is hashed into the id.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RecipeParams {
+pub struct FrameParams {
     /// Version of the sampling and geometry rules ([`RULES_VERSION`]).
     pub rules: u32,
     /// T: frames per clip.
@@ -100,14 +105,14 @@ pub struct RecipeParams {
 
 /// A recipe: parameters and the name its shards' directory carries.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Recipe {
+pub struct FrameRecipe {
     pub name: String,
-    pub params: RecipeParams,
+    pub params: FrameParams,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("recipe: {0}")]
-pub struct RecipeError(pub String);
+pub struct FrameRecipeError(pub String);
 
 /// Limits that keep a sample's size sane (one sample is held in memory per worker).
 const MAX_FRAMES: u32 = 1024;
@@ -115,10 +120,10 @@ const MAX_CLIPS: u32 = 64;
 const MAX_SIDE: u32 = 4096;
 const MAX_SAMPLE_BYTES: u64 = 1 << 30;
 
-impl RecipeParams {
+impl FrameParams {
     /// Checks every parameter; the error says which one is wrong and why.
-    pub fn validate(&self) -> Result<(), RecipeError> {
-        let err = |m: String| Err(RecipeError(m));
+    pub fn validate(&self) -> Result<(), FrameRecipeError> {
+        let err = |m: String| Err(FrameRecipeError(m));
         if self.rules != RULES_VERSION {
             return err(format!(
                 "rules version {} is not the one this pmv-data implements ({RULES_VERSION})",
@@ -241,8 +246,8 @@ fn stride(
     width: u32,
     fit: Fit,
     short: Option<u32>,
-) -> RecipeParams {
-    RecipeParams {
+) -> FrameParams {
+    FrameParams {
         rules: RULES_VERSION,
         frames,
         sampling: SampleMode::Stride,
@@ -258,8 +263,8 @@ fn stride(
 }
 
 /// The built-in recipes, by name.
-pub fn builtins() -> Vec<Recipe> {
-    let r = |name: &str, params: RecipeParams| Recipe {
+pub fn builtins() -> Vec<FrameRecipe> {
+    let r = |name: &str, params: FrameParams| FrameRecipe {
         name: name.to_owned(),
         params,
     };
@@ -287,7 +292,7 @@ pub fn builtins() -> Vec<Recipe> {
         // TSN: 8 segments, one frame each, short side 224, centre 224².
         r(
             "tsn-8seg-224",
-            RecipeParams {
+            FrameParams {
                 rules: RULES_VERSION,
                 frames: 8,
                 sampling: SampleMode::Segments,
@@ -305,7 +310,7 @@ pub fn builtins() -> Vec<Recipe> {
 }
 
 /// The built-in recipe called `name`.
-pub fn builtin(name: &str) -> Option<Recipe> {
+pub fn builtin(name: &str) -> Option<FrameRecipe> {
     builtins().into_iter().find(|r| r.name == name)
 }
 
@@ -342,10 +347,10 @@ impl Overrides {
 /// Resolves `--recipe NAME` and the flags that change it (or build a recipe without a
 /// base) into a validated recipe. A recipe whose parameters equal a built-in's takes
 /// the built-in's name, so the same samples never live under two names.
-pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError> {
+pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<FrameRecipe, FrameRecipeError> {
     let base = match base {
         Some(name) => Some(builtin(name).ok_or_else(|| {
-            RecipeError(format!(
+            FrameRecipeError(format!(
                 "no recipe called {name:?}; built-in: {}",
                 builtins()
                     .iter()
@@ -357,7 +362,7 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
         None => None,
     };
     if o.stride.is_some() && o.segments {
-        return Err(RecipeError(
+        return Err(FrameRecipeError(
             "--stride and --segments exclude each other".into(),
         ));
     }
@@ -365,17 +370,19 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
         Some(b) => b.params.clone(),
         None => {
             let frames = o.frames.ok_or_else(|| {
-                RecipeError("give --recipe NAME, or --frames with --stride or --segments".into())
+                FrameRecipeError(
+                    "give --recipe NAME, or --frames with --stride or --segments".into(),
+                )
             })?;
             if o.stride.is_none() && !o.segments {
-                return Err(RecipeError(
+                return Err(FrameRecipeError(
                     "--frames needs --stride S or --segments".into(),
                 ));
             }
             let (h, w) = o
                 .size
-                .ok_or_else(|| RecipeError("--size HxW is required".into()))?;
-            RecipeParams {
+                .ok_or_else(|| FrameRecipeError("--size HxW is required".into()))?;
+            FrameParams {
                 rules: RULES_VERSION,
                 frames,
                 sampling: SampleMode::Stride,
@@ -427,7 +434,7 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
         }
         fit => {
             if o.short_side.is_some() {
-                return Err(RecipeError(format!(
+                return Err(FrameRecipeError(format!(
                     "--short-side applies to --fit short-side, not {}",
                     fit.as_str()
                 )));
@@ -440,22 +447,22 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<Recipe, RecipeError>
     if let Some(b) = builtins().into_iter().find(|b| b.params == p) {
         return Ok(b);
     }
-    Ok(Recipe {
+    Ok(FrameRecipe {
         name: p.describe(),
         params: p,
     })
 }
 
 /// Parses `HxW` (also `H×W` and `H,W`): height first, as the shapes are.
-pub fn parse_size(s: &str) -> Result<(u32, u32), RecipeError> {
-    let bad = || RecipeError(format!("size {s:?}: expected HxW, e.g. 224x224 or 288x192"));
+pub fn parse_size(s: &str) -> Result<(u32, u32), FrameRecipeError> {
+    let bad = || FrameRecipeError(format!("size {s:?}: expected HxW, e.g. 224x224 or 288x192"));
     let (h, w) = s.split_once(['x', 'X', '×', ',']).ok_or_else(bad)?;
     let h: u32 = h.trim().parse().map_err(|_| bad())?;
     let w: u32 = w.trim().parse().map_err(|_| bad())?;
     Ok((h, w))
 }
 
-impl Recipe {
+impl FrameRecipe {
     pub fn id(&self) -> String {
         self.params.id()
     }
@@ -466,7 +473,7 @@ impl Recipe {
     }
 }
 
-impl fmt::Display for Recipe {
+impl fmt::Display for FrameRecipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.params;
         write!(f, "{} ({}): {} frames", self.name, self.id(), p.frames)?;
