@@ -695,7 +695,7 @@ fn recipe(args: &TrainArgs) -> Recipe {
             .then(|| args.momentum.unwrap_or(0.9)),
         nesterov: args.nesterov,
         flip: args.flip,
-        shuffle_buffer: args.shuffle_buffer,
+        shuffle_buffer: args.run.shuffle_buffer,
     }
 }
 
@@ -896,7 +896,7 @@ pub fn train(
 
     // Where the run lives; with --resume, what it recorded.
     let plan = plan_data(args, &root)?;
-    let out = match &args.out {
+    let out = match &args.run.out {
         Some(o) => run::run_path(&root, o),
         None => root.join("runs").join(format!(
             "{}-{}{}",
@@ -910,7 +910,7 @@ pub fn train(
         )),
     };
     let existing = out.join("run.json").is_file();
-    if existing && !args.resume {
+    if existing && !args.run.resume {
         return Err(TrainError::Usage(format!(
             "{} already holds a run: add --resume to continue it, or choose another --out",
             out.display()
@@ -922,7 +922,7 @@ pub fn train(
     } else {
         None
     };
-    let state: Option<State> = if args.resume {
+    let state: Option<State> = if args.run.resume {
         checkpoint::load_state(&run_dir)?
     } else {
         None
@@ -956,7 +956,7 @@ pub fn train(
             shard_problems.first().map_or("", |p| p.error.as_str())
         )));
     }
-    if args.strict
+    if args.run.strict
         && let Some(p) = shard_problems.first()
     {
         return Err(TrainError::BadSample(p.error.clone()));
@@ -965,7 +965,7 @@ pub fn train(
         Some(v) => data::open_split(v, args.data.verify),
         None => (vec![], vec![]),
     };
-    if args.strict
+    if args.run.strict
         && let Some(p) = val_problems.first()
     {
         return Err(TrainError::BadSample(p.error.clone()));
@@ -1039,7 +1039,7 @@ pub fn train(
         model: model_spec.clone(),
         init: args.init.clone(),
         recipe: recipe.clone(),
-        seed: args.seed,
+        seed: args.run.seed,
     };
     if let Some(old) = &stored {
         let diffs = old.differences(&cfg);
@@ -1056,12 +1056,12 @@ pub fn train(
     }
 
     // Model and optimiser.
-    let device = crate::device::resolve_device(args.runtime.device)?;
-    if let Some(t) = args.runtime.threads {
+    let device = crate::device::resolve_device(args.run.runtime.device)?;
+    if let Some(t) = args.run.runtime.threads {
         tch::set_num_threads(t);
     }
-    let precision = crate::device::resolve_precision(args.runtime.precision, device);
-    tch::manual_seed(args.seed as i64);
+    let precision = crate::device::resolve_precision(args.run.runtime.precision, device);
+    tch::manual_seed(args.run.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = model_spec.build(&vs.root(), precision)?;
     if pretraining && args.init.is_none() && state.is_none() {
@@ -1147,7 +1147,7 @@ pub fn train(
     }
 
     // Loaders.
-    let workers = default_workers(&args.runtime, device);
+    let workers = default_workers(&args.run.runtime, device);
     let pin = device.is_cuda().then_some(device);
     let labels = if pretraining {
         Labels::None
@@ -1170,11 +1170,11 @@ pub fn train(
         labels,
         batch: recipe.batch_size,
         workers,
-        prefetch: args.runtime.prefetch,
+        prefetch: args.run.runtime.prefetch,
         shuffle: true,
         shuffle_buffer: recipe.shuffle_buffer,
         drop_last: true,
-        seed: args.seed,
+        seed: args.run.seed,
         pin,
         ids: false,
         extras: extras.clone(),
@@ -1192,11 +1192,11 @@ pub fn train(
             labels,
             batch: recipe.batch_size,
             workers,
-            prefetch: args.runtime.prefetch,
+            prefetch: args.run.runtime.prefetch,
             shuffle: false,
             shuffle_buffer: 0,
             drop_last: false,
-            seed: args.seed,
+            seed: args.run.seed,
             pin,
             ids: true,
             extras: extras.clone(),
@@ -1273,7 +1273,7 @@ pub fn train(
         finished: false,
         weights: String::new(),
         optimizer: String::new(),
-        seed: args.seed,
+        seed: args.run.seed,
         rng: "counter-based: xoshiro256++ keyed by (seed, purpose, epoch or step, position)".into(),
         classes: classes.clone(),
         recipe: serde_json::to_value(&recipe).unwrap_or_default(),
@@ -1317,7 +1317,7 @@ pub fn train(
             &opt.state(),
             s,
             &metadata,
-            args.keep,
+            args.run.keep,
         )?)
     };
 
@@ -1355,7 +1355,7 @@ pub fn train(
                         errors.push(&json!({"step": step, "epoch": epoch, "shard": e.shard, "key": e.key, "error": e.error}))?;
                     }
                     bad_samples += b.errors.len() as u64;
-                    if args.strict {
+                    if args.run.strict {
                         return Err(TrainError::BadSample(b.errors[0].to_string()));
                     }
                 }
@@ -1368,7 +1368,7 @@ pub fn train(
                     net: &net,
                     batch: &b,
                     recipe: &recipe,
-                    seed: args.seed,
+                    seed: args.run.seed,
                     micro_index,
                     device,
                     norm: &norm,
@@ -1396,7 +1396,7 @@ pub fn train(
             reporter.advance(1);
 
             let epoch_done = (batch_in_epoch / accum) as u64 >= steps_per_epoch;
-            if step.is_multiple_of(args.log_every.max(1)) || epoch_done {
+            if step.is_multiple_of(args.run.log_every.max(1)) || epoch_done {
                 // The one wait for the device: read the sums.
                 let loss = if micro > 0 {
                     loss_sum.double_value(&[]) / micro as f64
@@ -1430,7 +1430,7 @@ pub fn train(
                 window_clips = 0;
                 window_start = Instant::now();
             }
-            if args.save_every > 0 && step.is_multiple_of(args.save_every) && !epoch_done {
+            if args.run.save_every > 0 && step.is_multiple_of(args.run.save_every) && !epoch_done {
                 state = save(
                     &opt,
                     state,
@@ -1458,20 +1458,20 @@ pub fn train(
         drop(loader);
         // End of the epoch: validate, then checkpoint at the start of the next.
         let last_epoch = epoch + 1 == recipe.epochs;
-        let validate_now = (epoch + 1).is_multiple_of(args.eval_every.max(1)) || last_epoch;
+        let validate_now = (epoch + 1).is_multiple_of(args.run.eval_every.max(1)) || last_epoch;
         if let (Some(vspec), Some(mae), true) = (&val_spec, net.mae(), validate_now) {
             let (loss, samples, errs) = validate_reconstruction(
                 mae,
                 Arc::clone(vspec),
                 device,
-                args.seed,
+                args.run.seed,
                 reporter,
                 &format!("validate epoch {}", epoch + 1),
             )?;
             for e in &errs {
                 errors.push(&json!({"step": step, "epoch": epoch, "split": "val", "shard": e.shard, "key": e.key, "error": e.error}))?;
             }
-            if args.strict
+            if args.run.strict
                 && let Some(e) = errs.first()
             {
                 return Err(TrainError::BadSample(e.to_string()));
@@ -1492,7 +1492,7 @@ pub fn train(
             last_val_loss = Some(loss);
         } else if let Some(vspec) = &val_spec
             && net.mae().is_none()
-            && ((epoch + 1).is_multiple_of(args.eval_every.max(1)) || last_epoch)
+            && ((epoch + 1).is_multiple_of(args.run.eval_every.max(1)) || last_epoch)
         {
             // The last validation keeps its predictions for the run's report.
             let r = eval::evaluate(
@@ -1507,7 +1507,7 @@ pub fn train(
             for e in &r.errors {
                 errors.push(&json!({"step": step, "epoch": epoch, "split": "val", "shard": e.shard, "key": e.key, "error": e.error}))?;
             }
-            if args.strict
+            if args.run.strict
                 && let Some(e) = r.errors.first()
             {
                 return Err(TrainError::BadSample(e.to_string()));
