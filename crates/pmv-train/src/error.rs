@@ -6,9 +6,9 @@ use pmv_term::exit::Exit;
 
 use super::checkpoint::CheckpointError;
 use super::data::DataError;
+use super::data::loader::LoaderError;
 use super::device::DeviceError;
-use super::loader::LoaderError;
-use super::model::ModelError;
+use super::models::ModelError;
 use super::plot::PlotError;
 
 #[derive(Debug, thiserror::Error)]

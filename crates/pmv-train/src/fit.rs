@@ -21,19 +21,19 @@ use serde_json::json;
 use tch::{Device, Kind, Reduction, Tensor, nn};
 
 use super::checkpoint::{self, RunDir, STATE_VERSION, State};
-use super::cli::{ModelName, RuntimeArgs, TrainArgs};
+use super::cli::{ModelName, TrainArgs};
+use super::data::loader::{Batch, Labels, Loader, LoaderSpec, Normalizer, Views};
 use super::data::{self, Source, SplitData};
-use super::device::{Precision, device_name};
+use super::device::{Precision, default_workers, device_name};
 use super::error::TrainError;
 use super::eval;
-use super::loader::{Batch, Labels, Loader, LoaderSpec, Normalizer, Views};
-use super::mae::{DecoderConfig, MaeConfig, TubeMask, VideoMaePretrain};
-use super::model::{self, InitReport, ModelSpec, Net, Noise};
+use super::models::mae::{DecoderConfig, MaeConfig, TubeMask, VideoMaePretrain};
+use super::models::videomae::VideoMaeConfig;
+use super::models::{self, InitReport, ModelSpec, Net, Noise};
 use super::optim::{AdamW, ParamRule, Schedule};
 use super::plot;
 use super::rng::{Purpose, Rng};
 use super::run::{self, RUN_VERSION, Recipe, RunConfig};
-use super::videomae::VideoMaeConfig;
 use pmv_term::output::errln;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -54,20 +54,6 @@ fn install_stop_handlers() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-}
-
-/// Loader threads when `--workers` is not given.
-pub fn default_workers(rt: &RuntimeArgs, device: Device) -> usize {
-    rt.workers
-        .unwrap_or_else(|| {
-            if device.is_cuda() {
-                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                cores.saturating_sub(1).clamp(1, 12)
-            } else {
-                1
-            }
-        })
-        .max(1)
 }
 
 /// One line of `metrics.jsonl`.
@@ -428,8 +414,12 @@ fn model_spec(
             let name = args.model.as_str();
             Ok(ModelSpec::X3d {
                 name: name.into(),
-                config: super::x3d::X3dConfig::preset(name, classes, args.dropout.unwrap_or(0.5))
-                    .expect("a preset"),
+                config: super::models::x3d::X3dConfig::preset(
+                    name,
+                    classes,
+                    args.dropout.unwrap_or(0.5),
+                )
+                .expect("a preset"),
             })
         }
         ModelName::VitS | ModelName::VitB | ModelName::Videomae => {
@@ -437,7 +427,7 @@ fn model_spec(
             let preset = VideoMaeConfig::preset(name, classes, t, (h, w));
             let mut config = match (&preset, &args.init) {
                 (Some(p), _) => p.clone(),
-                (None, Some(init)) => model::checkpoint_config(init)?,
+                (None, Some(init)) => models::checkpoint_config(init)?,
                 (None, None) => {
                     return Err(TrainError::Usage(
                         "--model videomae takes its architecture from --init's config.json: give --init".into(),
@@ -445,7 +435,7 @@ fn model_spec(
                 }
             };
             if let Some(init) = &args.init {
-                let ck = model::checkpoint_config(init)?;
+                let ck = models::checkpoint_config(init)?;
                 if ck.hidden_size != config.hidden_size
                     || ck.num_hidden_layers != config.num_hidden_layers
                 {
@@ -488,8 +478,8 @@ fn multimodal_spec(
     run_dir: &RunDir,
     existing: bool,
 ) -> Result<ModelSpec, TrainError> {
-    use super::multimodal::{CoverSpec, MultimodalSpec, TextSpec};
-    use super::text::Tokenizer;
+    use super::data::text::Tokenizer;
+    use super::models::multimodal::{CoverSpec, MultimodalSpec, TextSpec};
     let text = if args.no_text {
         None
     } else {
@@ -542,39 +532,6 @@ fn multimodal_spec(
         classes,
         dropout: args.dropout.unwrap_or(0.3),
         modality_dropout: args.modality_dropout,
-    })))
-}
-
-/// What the loader must read besides frames for `model`: covers and texts of a
-/// multimodal run (its tokenizer from the run directory, checked against the hash the
-/// run recorded).
-pub fn extras_of(
-    model: &ModelSpec,
-    run_dir: &RunDir,
-) -> Result<Option<Arc<super::loader::Extras>>, TrainError> {
-    let ModelSpec::Multimodal(m) = model else {
-        return Ok(None);
-    };
-    let tokenizer = match &m.text {
-        Some(t) => {
-            let path = run_dir.file("tokenizer.json");
-            let tok = super::text::Tokenizer::load(&path)
-                .map_err(|e| TrainError::Invalid(e.to_string()))?;
-            let sha = pmv_core::util::sha256_hex(&tok.to_bytes());
-            if sha != t.tokenizer_sha256 {
-                return Err(TrainError::Invalid(format!(
-                    "{}: not the vocabulary this run was trained with (SHA-256 {sha}, the run recorded {})",
-                    path.display(),
-                    t.tokenizer_sha256
-                )));
-            }
-            Some(Arc::new(tok))
-        }
-        None => None,
-    };
-    Ok(Some(Arc::new(super::loader::Extras {
-        cover: m.cover.as_ref().map(|c| (c.height, c.width)),
-        tokenizer,
     })))
 }
 
@@ -784,7 +741,7 @@ fn validate_reconstruction(
     seed: u64,
     reporter: &dyn Reporter,
     label: &str,
-) -> Result<(f64, u64, Vec<super::loader::SampleError>), TrainError> {
+) -> Result<(f64, u64, Vec<super::data::loader::SampleError>), TrainError> {
     let norm = Normalizer::new(device);
     let loader = Loader::start(Arc::clone(&spec), 0, 0);
     reporter.begin(label, Some(loader.batches() as u64), Unit::Items);
@@ -1069,7 +1026,7 @@ pub fn train(
     }
     let mut init_report: Option<InitReport> = None;
     if let (Some(init), None) = (&args.init, &state) {
-        let r = model::load_into(&vs, &model_spec, init, model::read_weights(init)?, true)?;
+        let r = models::load_into(&vs, &model_spec, init, models::read_weights(init)?, true)?;
         for n in &r.reinitialised {
             tracing::warn!("--init: {n} re-initialised");
         }
@@ -1106,7 +1063,7 @@ pub fn train(
         let (layer, depth) = net.layer_of(name);
         ParamRule {
             lr_scale: layer_decay.powi((depth - layer) as i32),
-            decay: model::decays(name, shape),
+            decay: models::decays(name, shape),
         }
     });
     let mut bad_samples = 0u64;
@@ -1114,9 +1071,9 @@ pub fn train(
     let resumed_from = state.as_ref().map(|s| s.step);
     if let Some(s) = &state {
         let w = run_dir.file(&s.weights);
-        model::load_into(&vs, &model_spec, &w, model::read_weights(&w)?, false)?;
+        models::load_into(&vs, &model_spec, &w, models::read_weights(&w)?, false)?;
         let o = run_dir.file(&s.optimizer);
-        opt.load_state(model::read_weights(&o)?, s.step)
+        opt.load_state(models::read_weights(&o)?, s.step)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", o.display())))?;
         step = s.step;
         epoch = s.epoch;
@@ -1156,7 +1113,7 @@ pub fn train(
     } else {
         Labels::Single(classes.len())
     };
-    let extras = extras_of(&model_spec, &run_dir)?;
+    let extras = run::extras_of(&model_spec, &run_dir)?;
     let train_spec = Arc::new(LoaderSpec {
         shards: train_readers,
         shape: sample_shape,
@@ -1705,7 +1662,7 @@ fn write_model(
             "classes": cfg.classes,
             "multi_label": cfg.multi_label,
             "input": { "frames": cfg.input[0], "height": cfg.input[1], "width": cfg.input[2] },
-            "normalisation": { "mean": super::loader::MEAN, "std": super::loader::STD },
+            "normalisation": { "mean": super::models::MEAN, "std": super::models::STD },
         }),
     )?;
     let mut files = vec![model_file, model_json];
