@@ -1,15 +1,12 @@
 //! Build script: gives the binary an rpath to the libtorch it was linked against.
 //!
-//! With the `train` feature, torch-sys (links = "tch") reports the directory of the
-//! libtorch shared libraries it found (the `torch` wheel in the repository's venv, or
-//! `LIBTORCH`). Recording it as an rpath lets `pmv-data` start without
+//! torch-sys (links = "tch") reports the directory of the libtorch shared libraries it
+//! found (the `torch` wheel in the repository's venv, or `LIBTORCH`). Recording it as
+//! an rpath lets `pmv-data-train` (and this crate's tests) start without
 //! `LD_LIBRARY_PATH`. Nothing else happens here.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var_os("CARGO_FEATURE_TRAIN").is_none() {
-        return;
-    }
     // Cargo exposes a dependency's `cargo:KEY=VALUE` metadata as DEP_<LINKS>_<KEY>.
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .or_else(|_| std::env::var("DEP_TORCH_SYS_LIBTORCH_LIB"));
