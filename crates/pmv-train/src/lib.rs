@@ -1,11 +1,30 @@
 //! The trainer: libtorch through tch.
 //!
 //! Owns every call into libtorch: the shard loader and augmentation, the models
-//! (`tiny3d`, VideoMAE ViTs), the optimiser and schedule, checkpoints and resume,
-//! evaluation, reports and plots, benchmarks. It also reports which libtorch this binary
-//! runs on and what it can reach, so `pmv-data doctor` can tell a broken install from a
-//! working one. It reads the catalog and shards through the `pmv_data` library and never
-//! writes to either.
+//! (`tiny3d`, VideoMAE ViTs, X3D, the multimodal classifier), the optimiser and
+//! schedule, checkpoints and resume, evaluation, reports and plots, benchmarks. It also
+//! reports which libtorch this binary runs on and what it can reach, so `pmv-data
+//! doctor` can tell a broken install from a working one. It reads the catalog and
+//! shards through `pmv_catalog` and `pmv_shard`; it never changes a shard, and writes
+//! to the catalog only the row of a finished training run.
+//!
+//! Layout, in the order the modules may import each other (no module imports one that
+//! imports it; a folder's `mod.rs` uses its own files):
+//! - leaves: [`device`] (device, precision, loader threads, host-to-device copies),
+//!   [`rng`], [`optim`], [`metrics`], [`plot`], [`checkpoint`], [`recipe`] (recipe
+//!   files as options);
+//! - [`models`]: one file a model family, the factory in `models/mod.rs`; models never
+//!   import [`data`]. The multimodal family wraps a video model from the factory, so
+//!   `models/multimodal.rs` uses `ModelSpec` and `Net` from its parent: the one place
+//!   where a model is built from other models;
+//! - [`data`]: the catalog view, the loader, augmentation and the tokenizer;
+//! - [`error`], then [`run`] (what `run.json` records, and the extra inputs a run's
+//!   model reads, which training and evaluation both need);
+//! - [`eval`], then [`fit`] (training, which validates through `eval`; `eval` never
+//!   imports `fit`), and [`bench`].
+//!
+//! `eval` stays one file: it is one job (score a run's split and write its reports)
+//! and no part of it is shared. `bench` stays one file for the same reason.
 
 pub mod bench;
 pub mod checkpoint;
