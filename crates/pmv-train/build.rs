@@ -1,9 +1,9 @@
 //! Build script: gives the binary an rpath to the libtorch it was linked against.
 //!
 //! torch-sys (links = "tch") reports the directory of the libtorch shared libraries it
-//! found (the `torch` wheel in the repository's venv, or `LIBTORCH`). Recording it as
-//! an rpath lets `pmv-data-train` (and this crate's tests) start without
-//! `LD_LIBRARY_PATH`. Nothing else happens here.
+//! found (the `torch` wheel in the repository's venv, or `LIBTORCH`). Recording it as an
+//! rpath lets `pmv-data-train` and this crate's tests start without `LD_LIBRARY_PATH`.
+//! Nothing else happens here.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -38,7 +38,7 @@ fn main() {
         }
         _ => println!(
             "cargo:warning=torch-sys did not report a libtorch directory; \
-             set LD_LIBRARY_PATH to libtorch's lib directory to run pmv-data"
+             set LD_LIBRARY_PATH to libtorch's lib directory to run pmv-data-train"
         ),
     }
 }

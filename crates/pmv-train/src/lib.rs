@@ -21,7 +21,7 @@
 //! - [`error`], then [`run`] (what `run.json` records, and the extra inputs a run's
 //!   model reads, which training and evaluation both need);
 //! - [`eval`], then [`fit`] (training, which validates through `eval`; `eval` never
-//!   imports `fit`), and [`bench`].
+//!   imports `fit`), and [`bench`](mod@bench).
 //!
 //! `eval` stays one file: it is one job (score a run's split and write its reports)
 //! and no part of it is shared. `bench` stays one file for the same reason.
