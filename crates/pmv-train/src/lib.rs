@@ -6,13 +6,14 @@
 //! reports which libtorch this binary runs on and what it can reach, so `pmv-data
 //! doctor` can tell a broken install from a working one. It reads the catalog and
 //! shards through `pmv_catalog` and `pmv_shard`; it never changes a shard, and writes
-//! to the catalog only the row of a finished training run.
+//! to the catalog only a training run's row when the run ends.
 //!
 //! Layout, in the order the modules may import each other (no module imports one that
 //! imports it; a folder's `mod.rs` uses its own files):
 //! - leaves: [`device`] (device, precision, loader threads, host-to-device copies),
-//!   [`rng`], [`optim`], [`metrics`], [`plot`], [`checkpoint`], [`recipe`] (recipe
-//!   files as options);
+//!   [`rng`] (not under `data`: the models draw their masks and noise from it too),
+//!   [`optim`], [`metrics`], [`plot`], [`checkpoint`], [`recipe`] (recipe files as
+//!   options);
 //! - [`models`]: one file a model family, the factory in `models/mod.rs`; models never
 //!   import [`data`]. The multimodal family wraps a video model from the factory, so
 //!   `models/multimodal.rs` uses `ModelSpec` and `Net` from its parent: the one place
