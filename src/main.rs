@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         || (matches!(cli.command, cli::Command::Refresh(_))
             && cli.global.verbose == 0
             && !std::io::stderr().is_terminal());
-    init_logging(cli.global.verbose, quiet);
+    pmv_term::logging::init(cli.global.verbose, quiet);
     let json = cli.global.json;
     let command = cli.command.name();
     let exit = match commands::run(cli) {
@@ -84,24 +84,4 @@ fn main() -> ExitCode {
         }
     }
     exit.into()
-}
-
-/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace, `-q`
-/// errors only. `RUST_LOG` overrides all of it.
-fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| output::Stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }

@@ -252,6 +252,53 @@ pub struct RuntimeArgs {
     pub threads: Option<i32>,
 }
 
+/// The options `train` and `pretrain` share: the data loop's shuffle and seed, the run
+/// directory and its checkpoints, how often to validate and log, and the runtime.
+/// `pretrain` keeps its own help for `--seed`, `--out` and `--eval-every`.
+#[derive(Debug, Clone, Args)]
+// Flattened: the command's own about stays, not this doc.
+#[command(about = None, long_about = None)]
+pub struct RunArgs {
+    /// Samples the shuffle buffer mixes across shards
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub shuffle_buffer: usize,
+
+    /// Seed of every random draw (shuffling, crops, mixing, initialisation)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+
+    /// Run directory [default: runs/DATASET-MODEL]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Also checkpoint every N optimiser steps (0: only at epoch ends)
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub save_every: u64,
+
+    /// Checkpoints kept
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub keep: usize,
+
+    /// Evaluate the validation split every N epochs (and after the last)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub eval_every: u64,
+
+    /// Write a metrics line every N optimiser steps
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub log_every: u64,
+
+    /// Fail on the first sample that cannot be read instead of counting it
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -439,44 +486,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub single_label: bool,
 
-    /// Samples the shuffle buffer mixes across shards
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub shuffle_buffer: usize,
-
-    /// Seed of every random draw (shuffling, crops, mixing, initialisation)
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub seed: u64,
-
-    /// Run directory [default: runs/DATASET-MODEL]
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-
-    /// Continue the run in --out from its last checkpoint
-    #[arg(long)]
-    pub resume: bool,
-
-    /// Also checkpoint every N optimiser steps (0: only at epoch ends)
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub save_every: u64,
-
-    /// Checkpoints kept
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub keep: usize,
-
-    /// Evaluate the validation split every N epochs (and after the last)
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub eval_every: u64,
-
-    /// Write a metrics line every N optimiser steps
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    pub log_every: u64,
-
-    /// Fail on the first sample that cannot be read instead of counting it
-    #[arg(long)]
-    pub strict: bool,
-
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub run: RunArgs,
 
     /// Set by `pretrain`: masked pre-training instead of classification.
     #[arg(skip)]
@@ -527,6 +538,13 @@ pub fn parse_betas(s: &str) -> Result<(f64, f64), String> {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("seed", |a| a.help("Seed of every random draw (shuffling, crops, masks, initialisation)")),
+    mut_arg("out", |a| a.help("Run directory [default: runs/DATASET-MODEL-pretrain]")),
+    mut_arg("eval_every", |a| {
+        a.help("Reconstruction loss on the validation split every N epochs (and after the last)")
+    })
+)]
 pub struct PretrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -624,44 +642,8 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
     pub flip: f64,
 
-    /// Samples the shuffle buffer mixes across shards
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub shuffle_buffer: usize,
-
-    /// Seed of every random draw (shuffling, crops, masks, initialisation)
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub seed: u64,
-
-    /// Run directory [default: runs/DATASET-MODEL-pretrain]
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-
-    /// Continue the run in --out from its last checkpoint
-    #[arg(long)]
-    pub resume: bool,
-
-    /// Also checkpoint every N optimiser steps (0: only at epoch ends)
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub save_every: u64,
-
-    /// Checkpoints kept
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub keep: usize,
-
-    /// Reconstruction loss on the validation split every N epochs (and after the last)
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub eval_every: u64,
-
-    /// Write a metrics line every N optimiser steps
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    pub log_every: u64,
-
-    /// Fail on the first sample that cannot be read instead of counting it
-    #[arg(long)]
-    pub strict: bool,
-
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub run: RunArgs,
 }
 
 impl PretrainArgs {
@@ -718,16 +700,7 @@ impl PretrainArgs {
             min_count: 2,
             fusion_dim: 256,
             modality_dropout: 0.1,
-            shuffle_buffer: self.shuffle_buffer,
-            seed: self.seed,
-            out: self.out.clone(),
-            resume: self.resume,
-            save_every: self.save_every,
-            keep: self.keep,
-            eval_every: self.eval_every,
-            log_every: self.log_every,
-            strict: self.strict,
-            runtime: self.runtime.clone(),
+            run: self.run.clone(),
             pretrain: Some(PretrainOptions {
                 mask_ratio: self.mask_ratio,
                 decoder_depth: self.decoder_depth,

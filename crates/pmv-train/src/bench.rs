@@ -14,14 +14,14 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::cli::{BenchArgs, BenchLoaderArgs, ModelName};
 use super::data;
+use super::data::loader::{Labels, Loader, LoaderSpec, Normalizer, Views};
+use super::device::default_workers;
 use super::device::device_name;
 use super::error::TrainError;
-use super::fit::default_workers;
-use super::loader::{Labels, Loader, LoaderSpec, Normalizer, Views};
-use super::model::{self, ModelSpec, Noise};
+use super::models::videomae::VideoMaeConfig;
+use super::models::{self, ModelSpec, Noise};
 use super::optim::{AdamW, AdamWConfig, ParamRule};
 use super::rng::{Purpose, Rng};
-use super::videomae::VideoMaeConfig;
 
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
@@ -46,7 +46,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
         },
         ModelName::X3dM | ModelName::X3dL => ModelSpec::X3d {
             name: args.model.as_str().into(),
-            config: super::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
+            config: super::models::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
                 .expect("a preset"),
         },
         m if args.pretrain.is_some() => {
@@ -55,8 +55,12 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
             encoder.use_mean_pooling = false;
             ModelSpec::Mae {
                 name: m.as_str().into(),
-                config: super::mae::MaeConfig {
-                    decoder: super::mae::DecoderConfig::for_encoder(encoder.hidden_size, 4, None),
+                config: super::models::mae::MaeConfig {
+                    decoder: super::models::mae::DecoderConfig::for_encoder(
+                        encoder.hidden_size,
+                        4,
+                        None,
+                    ),
                     encoder,
                     mask_ratio: args.pretrain.unwrap_or(0.9),
                     norm_pix_loss: true,
@@ -84,7 +88,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
     let mut opt = AdamW::new(vars, device, AdamWConfig::default(), |name, shape| {
         ParamRule {
             lr_scale: 1.0,
-            decay: model::decays(name, shape),
+            decay: models::decays(name, shape),
         }
     });
     let norm = Normalizer::new(device);
@@ -183,7 +187,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
             Some(mae) => {
                 let (slots, per_slot) = mae.grid(&x);
                 let mut r = Rng::stream(0, Purpose::Mask, step as u64, 0);
-                let mask = super::mae::TubeMask::draw(
+                let mask = super::models::mae::TubeMask::draw(
                     &mut r,
                     n as usize,
                     slots,

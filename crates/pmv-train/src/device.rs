@@ -1,11 +1,14 @@
 //! Where tensors live and in which precision the model computes.
 //!
 //! Owns the choice that `--device auto|cpu|cuda[:i]` and `--precision auto|fp32|bf16`
-//! (parsed in `cli`) resolve to on this machine. It never moves data itself.
+//! (parsed in `cli`) resolve to on this machine, how many loader threads feed it by
+//! default, and the one way small host tensors reach it without a stall
+//! ([`to_device_async`]). It never decides what data to move.
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
+use super::cli::RuntimeArgs;
 pub use super::cli::{DeviceChoice, PrecisionChoice};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,34 @@ pub fn flush_denormals() {
             std::arch::asm!("msr fpcr, {}", in(reg) fpcr, options(nomem, nostack, preserves_flags));
         }
     }
+}
+
+/// A small host tensor on `device` without stalling the host: on CUDA it is staged in
+/// pinned memory and copied asynchronously (a copy from pageable memory would first
+/// wait for every kernel already queued, so the host could no longer run ahead of the
+/// GPU). Elsewhere it is moved as it is.
+pub fn to_device_async(t: Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        let kind = t.kind();
+        t.internal_pin_memory(device)
+            .to_device_(device, kind, true, false)
+    } else {
+        t.to_device(device)
+    }
+}
+
+/// Loader threads when `--workers` is not given.
+pub fn default_workers(rt: &RuntimeArgs, device: Device) -> usize {
+    rt.workers
+        .unwrap_or_else(|| {
+            if device.is_cuda() {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                cores.saturating_sub(1).clamp(1, 12)
+            } else {
+                1
+            }
+        })
+        .max(1)
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
+use pmv_term::exit::Exit;
+
 use super::checkpoint::CheckpointError;
 use super::data::DataError;
+use super::data::loader::LoaderError;
 use super::device::DeviceError;
-use super::loader::LoaderError;
-use super::model::ModelError;
+use super::models::ModelError;
 use super::plot::PlotError;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +58,15 @@ impl TrainError {
         }
     }
 
-    /// 2 for a command line that cannot work, 75 for a run in use, 130 for a run
-    /// stopped by a signal, else 1.
-    pub fn exit_code(&self) -> u8 {
+    /// [`Exit::Usage`] (2) for a command line that cannot work, [`Exit::Locked`] (75)
+    /// for a run in use, [`Exit::Interrupted`] (130) for a run stopped by a signal, else
+    /// [`Exit::Error`] (1).
+    pub fn exit(&self) -> Exit {
         match self {
-            TrainError::Usage(_) => 2,
-            TrainError::Interrupted { .. } => 130,
-            TrainError::Checkpoint(CheckpointError::Busy { .. }) => 75,
-            _ => 1,
+            TrainError::Usage(_) => Exit::Usage,
+            TrainError::Interrupted { .. } => Exit::Interrupted,
+            TrainError::Checkpoint(CheckpointError::Busy { .. }) => Exit::Locked,
+            _ => Exit::Error,
         }
     }
 }

@@ -17,12 +17,12 @@ use tch::{Device, Kind, nn};
 
 use super::checkpoint::{self, RunDir, State};
 use super::cli::EvalArgs;
+use super::data::loader::{Labels, Loader, LoaderSpec, Normalizer, SampleError, Views};
 use super::data::{self, ShardProblem};
 use super::device::device_name;
 use super::error::TrainError;
-use super::loader::{Labels, Loader, LoaderSpec, Normalizer, SampleError, Views};
 use super::metrics::{self, Prediction, Summary, Tally};
-use super::model::{self, Net};
+use super::models::{self, Net};
 use super::plot;
 use super::run::{self, RunConfig};
 
@@ -173,7 +173,7 @@ pub fn run(
         )));
     }
     let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
-    if let (Some((h, w)), super::model::ModelSpec::Videomae { config, .. }) =
+    if let (Some((h, w)), super::models::ModelSpec::Videomae { config, .. }) =
         (args.input, &cfg.model)
         && (h % config.patch_size != 0 || w % config.patch_size != 0)
     {
@@ -189,11 +189,11 @@ pub fn run(
     let precision = crate::device::resolve_precision(args.runtime.precision, device);
     let vs = nn::VarStore::new(device);
     let net = cfg.model.build(&vs.root(), precision)?;
-    model::load_into(
+    models::load_into(
         &vs,
         &cfg.model,
         &weights,
-        model::read_weights(&weights)?,
+        models::read_weights(&weights)?,
         false,
     )?;
     let classes = cfg.classes.len();
@@ -212,7 +212,7 @@ pub fn run(
             Labels::Single(classes)
         },
         batch: args.batch_size.max(1),
-        workers: super::fit::default_workers(&args.runtime, device),
+        workers: super::device::default_workers(&args.runtime, device),
         prefetch: args.runtime.prefetch,
         shuffle: false,
         shuffle_buffer: 0,
@@ -220,7 +220,7 @@ pub fn run(
         seed: cfg.seed,
         pin: device.is_cuda().then_some(device),
         ids: true,
-        extras: super::fit::extras_of(&cfg.model, &run_dir)?,
+        extras: super::run::extras_of(&cfg.model, &run_dir)?,
     });
     let views_label = format!("{clips}x{crops}");
     let result = evaluate(

@@ -1,35 +1,49 @@
 //! The trainer: libtorch through tch.
 //!
 //! Owns every call into libtorch: the shard loader and augmentation, the models
-//! (`tiny3d`, VideoMAE ViTs), the optimiser and schedule, checkpoints and resume,
-//! evaluation, reports and plots, benchmarks. It also reports which libtorch this binary
-//! runs on and what it can reach, so `pmv-data doctor` can tell a broken install from a
-//! working one. It reads the catalog and shards through the `pmv_data` library and never
-//! writes to either.
+//! (`tiny3d`, VideoMAE ViTs, X3D, the multimodal classifier), the optimiser and
+//! schedule, checkpoints and resume, evaluation, reports and plots, benchmarks. It also
+//! reports which libtorch this binary runs on and what it can reach, so `pmv-data
+//! doctor` can tell a broken install from a working one. It reads the catalog and
+//! shards through `pmv_catalog` and `pmv_shard`; it never changes a shard, and writes
+//! to the catalog only a training run's row when the run ends.
+//!
+//! Layout, in the order the modules may import each other (no module imports one that
+//! imports it; a folder's `mod.rs` uses its own files):
+//! - leaves: [`device`] (device, precision, loader threads, host-to-device copies),
+//!   [`rng`] (not under `data`: the models draw their masks and noise from it too),
+//!   [`optim`], [`metrics`], [`plot`], [`checkpoint`], [`recipe`] (recipe files as
+//!   options);
+//! - [`models`]: one file a model family, the factory in `models/mod.rs`; models never
+//!   import [`data`]. The multimodal family wraps a video model from the factory, so
+//!   `models/multimodal.rs` uses `ModelSpec` and `Net` from its parent: the one place
+//!   where a model is built from other models;
+//! - [`data`]: the catalog view, the loader, augmentation and the tokenizer;
+//! - [`error`], then [`run`] (what `run.json` records, and the extra inputs a run's
+//!   model reads, which training and evaluation both need);
+//! - [`eval`], then [`fit`] (training, which validates through `eval`; `eval` never
+//!   imports `fit`), and [`bench`](mod@bench).
+//!
+//! `eval` stays one file: it is one job (score a run's split and write its reports)
+//! and no part of it is shared. `bench` stays one file for the same reason.
 
-pub mod augment;
 pub mod bench;
 pub mod checkpoint;
 pub use pmv_train_cli as cli;
+// `data.rs` (the catalog view) still sits beside the folder; see data/mod.rs.
+#[path = "data/mod.rs"]
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod fit;
-pub mod loader;
-pub mod mae;
 pub mod metrics;
-pub mod model;
-pub mod multimodal;
+pub mod models;
 pub mod optim;
 pub mod plot;
 pub mod recipe;
 pub mod rng;
 pub mod run;
-pub mod text;
-pub mod tiny3d;
-pub mod videomae;
-pub mod x3d;
 
 use serde::Serialize;
 

@@ -7,11 +7,11 @@
 //! ok, 1 error, 2 usage, 3 some samples could not be read (counted, reported, left out),
 //! 75 the run is in use by another process.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+use pmv_term::exit::Exit;
 use pmv_term::output::{self, errln, outln};
 use pmv_term::progress;
 use pmv_train as train;
@@ -91,9 +91,9 @@ fn main() -> ExitCode {
         Err(e) => {
             errln!("error: {e}");
             if json {
-                output::error_json(named().as_deref(), &e.to_string(), 2);
+                output::error_json(named().as_deref(), &e.to_string(), Exit::Usage.code());
             }
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let cli = match Cli::try_parse_from(argv) {
@@ -101,19 +101,24 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             if !e.use_stderr() {
-                return ExitCode::from(0);
+                return Exit::Ok.into();
             }
             if json {
-                output::error_json(named().as_deref(), &output::usage_error_line(&e), 2);
+                output::error_json(
+                    named().as_deref(),
+                    &output::usage_error_line(&e),
+                    Exit::Usage.code(),
+                );
             }
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    // This binary's levels stop at debug (-vv), as its --help says.
+    pmv_term::logging::init(cli.verbose.min(2), cli.quiet);
     let json = cli.json;
     let command = cli.command.name();
-    let code = match run(cli) {
-        Ok(code) => code,
+    let exit = match run(cli) {
+        Ok(exit) => exit,
         Err(err) => {
             errln!("error: {err}");
             let mut source = std::error::Error::source(&err);
@@ -123,21 +128,21 @@ fn main() -> ExitCode {
                 }
                 source = cause.source();
             }
-            let code = err.exit_code();
+            let exit = err.exit();
             if json {
-                output::error_json(Some(command), &err.to_string(), code);
+                output::error_json(Some(command), &err.to_string(), exit.code());
             }
-            code
+            exit
         }
     };
     output::flush_stdout();
     if let Some(e) = output::stdout_error() {
         errln!("error: cannot write to stdout: {e}");
-        if code == 0 {
-            return ExitCode::from(1);
+        if exit == Exit::Ok {
+            return Exit::Error.into();
         }
     }
-    ExitCode::from(code)
+    exit.into()
 }
 
 fn print(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) {
@@ -156,7 +161,7 @@ fn pct(v: &serde_json::Value) -> String {
         .map_or_else(|| "-".into(), |x| format!("{:.1}%", 100.0 * x))
 }
 
-fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
+fn run(cli: Cli) -> Result<Exit, train::error::TrainError> {
     let reporter = progress::for_stderr(cli.quiet);
     match cli.command {
         Command::Info => {
@@ -173,7 +178,11 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     info.cpu_threads
                 )
             });
-            Ok(if info.tensor_ok { 0 } else { 1 })
+            Ok(if info.tensor_ok {
+                Exit::Ok
+            } else {
+                Exit::Error
+            })
         }
         Command::Train(args) => {
             let (summary, bad) = train::fit::train(&args, reporter.as_ref(), cli.quiet)?;
@@ -193,7 +202,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     summary["run_dir"].as_str().unwrap_or("?")
                 )
             });
-            Ok(if bad > 0 { 3 } else { 0 })
+            Ok(if bad > 0 { Exit::Rejected } else { Exit::Ok })
         }
         Command::Pretrain(args) => {
             let (summary, bad) =
@@ -216,7 +225,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     summary["files"]["model"][0].as_str().unwrap_or("?")
                 )
             });
-            Ok(if bad > 0 { 3 } else { 0 })
+            Ok(if bad > 0 { Exit::Rejected } else { Exit::Ok })
         }
         Command::Eval(args) => {
             let (summary, bad) = train::eval::run(&args, reporter.as_ref())?;
@@ -238,7 +247,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     summary["eval_json"].as_str().unwrap_or("?")
                 )
             });
-            Ok(if bad > 0 { 3 } else { 0 })
+            Ok(if bad > 0 { Exit::Rejected } else { Exit::Ok })
         }
         Command::Bench(args) => {
             let v = train::bench::model_bench(&args)?;
@@ -256,7 +265,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     v["clips_per_s"].as_f64().unwrap_or(0.0)
                 )
             });
-            Ok(0)
+            Ok(Exit::Ok)
         }
         Command::BenchLoader(args) => {
             let v = train::bench::loader_bench(&args)?;
@@ -270,7 +279,7 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     v["shard_mb_per_s"].as_f64().unwrap_or(0.0)
                 )
             });
-            Ok(0)
+            Ok(Exit::Ok)
         }
         Command::Synth(args) => {
             let v = train::synth_cmd(&args)?;
@@ -281,27 +290,9 @@ fn run(cli: Cli) -> Result<u8, train::error::TrainError> {
                     args.out.display()
                 )
             });
-            Ok(0)
+            Ok(Exit::Ok)
         }
     }
-}
-
-/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-q` errors only.
-fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, _) => "debug",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| output::Stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 #[cfg(test)]

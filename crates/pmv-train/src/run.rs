@@ -1,15 +1,21 @@
 //! What a run is: the `run.json` record shared by training, resuming and evaluation.
 //!
 //! Owns [`RunConfig`] (data source and the exact shards trained on, classes, sample and
-//! input shapes, model, recipe, seed), the comparison a resume makes against it, and
-//! where run directories live. It computes nothing and trains nothing.
+//! input shapes, model, recipe, seed), the comparison a resume makes against it, where
+//! run directories live, and what a run's model reads besides frames ([`extras_of`]:
+//! used by both training and evaluation). It computes nothing and trains nothing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::RunDir;
+use super::data::loader::Extras;
+use super::data::text::Tokenizer;
 use super::data::{self, DataError, ShardRef, Source, SplitData};
-use super::model::ModelSpec;
+use super::error::TrainError;
+use super::models::ModelSpec;
 use super::optim::AdamWConfig;
 
 pub use super::cli::Optimizer;
@@ -205,6 +211,35 @@ pub fn current_split(cfg: &RunConfig, split: &str) -> Result<SplitData, DataErro
             }
         }
     }
+}
+
+/// What the loader must read besides frames for `model`: covers and texts of a
+/// multimodal run (its tokenizer from the run directory, checked against the hash the
+/// run recorded).
+pub fn extras_of(model: &ModelSpec, run_dir: &RunDir) -> Result<Option<Arc<Extras>>, TrainError> {
+    let ModelSpec::Multimodal(m) = model else {
+        return Ok(None);
+    };
+    let tokenizer = match &m.text {
+        Some(t) => {
+            let path = run_dir.file("tokenizer.json");
+            let tok = Tokenizer::load(&path).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let sha = pmv_core::util::sha256_hex(&tok.to_bytes());
+            if sha != t.tokenizer_sha256 {
+                return Err(TrainError::Invalid(format!(
+                    "{}: not the vocabulary this run was trained with (SHA-256 {sha}, the run recorded {})",
+                    path.display(),
+                    t.tokenizer_sha256
+                )));
+            }
+            Some(Arc::new(tok))
+        }
+        None => None,
+    };
+    Ok(Some(Arc::new(Extras {
+        cover: m.cover.as_ref().map(|c| (c.height, c.width)),
+        tokenizer,
+    })))
 }
 
 #[cfg(test)]

@@ -22,12 +22,11 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::augment::{self, Crop, Resampler, Scratch};
-use super::model::to_device_async;
-use super::rng::{Purpose, Rng};
-
-/// ImageNet statistics, as VideoMAE normalises.
-pub const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-pub const STD: [f64; 3] = [0.229, 0.224, 0.225];
+use super::text;
+use crate::device::to_device_async;
+use crate::models::multimodal::Extra;
+use crate::models::{MEAN, STD};
+use crate::rng::{Purpose, Rng};
 
 /// A sample that could not be used.
 #[derive(Debug, Clone, Serialize)]
@@ -126,7 +125,7 @@ pub struct Extras {
     /// Covers are decoded (JPEG) and resized to (H, W): the largest centred window of
     /// that aspect.
     pub cover: Option<(usize, usize)>,
-    pub tokenizer: Option<Arc<super::text::Tokenizer>>,
+    pub tokenizer: Option<Arc<text::Tokenizer>>,
 }
 
 impl LoaderSpec {
@@ -235,7 +234,7 @@ impl Batch {
     }
 
     /// The cover and text inputs on `device`, repeated for each of the sample's views.
-    pub fn extra(&self, device: Device, norm: &Normalizer) -> Option<super::multimodal::Extra> {
+    pub fn extra(&self, device: Device, norm: &Normalizer) -> Option<Extra> {
         if self.covers.is_none() && self.tokens.is_none() {
             return None;
         }
@@ -267,7 +266,7 @@ impl Batch {
             }
             None => (None, None),
         };
-        Some(super::multimodal::Extra {
+        Some(Extra {
             cover,
             cover_present,
             tokens,
@@ -622,7 +621,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
             if let (Some((ids, len, present)), Some(tok)) = (tokens.as_mut(), tokenizer.as_ref()) {
                 let mut row = sample.txt.map(|t| tok.encode(t)).unwrap_or_default();
                 present.push(sample.txt.is_some_and(|t| !t.trim().is_empty()));
-                row.resize(*len, super::text::PAD);
+                row.resize(*len, text::PAD);
                 ids.extend(row);
             }
             let out = &mut bytes[filled * views * view_len..(filled + 1) * views * view_len];

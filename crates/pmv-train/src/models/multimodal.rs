@@ -15,8 +15,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
-use super::device::Precision;
-use super::model::{ModelError, ModelSpec, Net, Noise};
+use super::{ModelError, ModelSpec, Net, Noise};
+use crate::device::Precision;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextSpec {

@@ -9,7 +9,7 @@
 //! embedded as one matrix product over unfolded 2×16×16 patches, which is the Conv3d
 //! with kernel = stride. In bf16 the products run in bf16 while weights, norms, softmax
 //! statistics and the residual stream stay fp32, as under `torch.autocast`. It never
-//! reads files: checkpoint loading is in [`super::model`].
+//! reads files: checkpoint loading is in [`super`] (`models`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor, nn};
 
-use super::device::Precision;
-use super::model::{ModelError, Noise};
+use super::{ModelError, Noise};
+use crate::device::Precision;
 
 /// The architecture, as `transformers`' `VideoMAEConfig` spells it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -635,7 +635,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::model::{ModelSpec, checkpoint_config, load_into, read_weights};
+    use crate::models::{ModelSpec, checkpoint_config, load_into, read_weights};
 
     /// Runs tests/python/videomae_reference.py into a fresh directory.
     fn reference(args: &[&str]) -> tempfile::TempDir {

@@ -14,11 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor, nn};
 
-use super::device::Precision;
-use super::loader::{MEAN, STD};
-use super::model::{ModelError, Noise, to_device_async};
-use super::rng::Rng;
 use super::videomae::{Block, Encoder, Linear, Norm, VideoMaeConfig};
+use super::{MEAN, ModelError, Noise, STD};
+use crate::device::{Precision, to_device_async};
+use crate::rng::Rng;
 
 /// The decoder, as `VideoMAEConfig` names its fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -449,7 +448,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::model::{ModelSpec, load_into, read_weights};
+    use crate::models::{ModelSpec, load_into, read_weights};
 
     fn python(args: &[&str]) -> String {
         let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));

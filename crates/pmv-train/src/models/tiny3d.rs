@@ -9,8 +9,8 @@
 
 use tch::{Kind, Tensor, nn};
 
-use super::device::Precision;
-use super::model::Noise;
+use super::Noise;
+use crate::device::Precision;
 
 struct Stage {
     w: Tensor,

@@ -7,7 +7,7 @@
 //! alias; 14-bit fixed-point weights). The same crop applies to every frame of a clip.
 //! It works on uint8 RGB bytes only: it never allocates tensors and never normalises.
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// A window of the source frame, in source pixels, and whether to mirror it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -14,8 +14,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
-use super::device::Precision;
-use super::model::Noise;
+use super::Noise;
+use crate::device::Precision;
 
 /// The X3D architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

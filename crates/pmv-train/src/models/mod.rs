@@ -8,6 +8,13 @@
 //! differently sized head is re-initialised and the pre-training decoder of a
 //! `VideoMAEForPreTraining` checkpoint is set aside, both said so. Anything else that is
 //! missing, unexpected or mis-shaped is an error listing all of it.
+//!
+//! One file a model family: [`tiny3d`], [`videomae`] (the classifying ViT),
+//! [`mae`] (its masked pre-training, built from the ViT's blocks), [`x3d`] and
+//! [`multimodal`] (a video model from this factory fused with cover and text branches:
+//! the one family that uses [`ModelSpec`] and [`Net`] from here). The families share
+//! [`ModelError`], [`Noise`] and the input normalisation ([`MEAN`], [`STD`]) from here.
+//! Models never read shards or batches: nothing here imports `data`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,12 +22,23 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
-use super::device::Precision;
-use super::mae::{MaeConfig, VideoMaePretrain};
-use super::multimodal::{Extra, Multimodal, MultimodalSpec};
-use super::tiny3d::Tiny3d;
-use super::videomae::{VideoMae, VideoMaeConfig};
-use super::x3d::{X3d, X3dConfig};
+pub mod mae;
+pub mod multimodal;
+pub mod tiny3d;
+pub mod videomae;
+pub mod x3d;
+
+use crate::device::{Precision, to_device_async};
+use mae::{MaeConfig, VideoMaePretrain};
+use multimodal::{Extra, Multimodal, MultimodalSpec};
+use tiny3d::Tiny3d;
+use videomae::{VideoMae, VideoMaeConfig};
+use x3d::{X3d, X3dConfig};
+
+/// ImageNet statistics, as VideoMAE normalises: the input every model here expects
+/// (the loader normalises with them; `model.json` records them).
+pub const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -153,20 +171,6 @@ impl ModelSpec {
 /// Uniform random numbers for one training forward pass, drawn on the host from the
 /// run's counter-based streams (so a resumed run draws the same).
 pub struct Noise(Tensor);
-
-/// A small host tensor on `device` without stalling the host: on CUDA it is staged in
-/// pinned memory and copied asynchronously (a copy from pageable memory would first
-/// wait for every kernel already queued, so the host could no longer run ahead of the
-/// GPU). Elsewhere it is moved as it is.
-pub fn to_device_async(t: Tensor, device: Device) -> Tensor {
-    if device.is_cuda() {
-        let kind = t.kind();
-        t.internal_pin_memory(device)
-            .to_device_(device, kind, true, false)
-    } else {
-        t.to_device(device)
-    }
-}
 
 impl Noise {
     pub fn new(values: &[f32], device: Device) -> Noise {

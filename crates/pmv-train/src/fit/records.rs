@@ -1,0 +1,182 @@
+//! A run's line files: `metrics.jsonl` (one [`Record`] a line) and `errors.jsonl`, and
+//! the loss and accuracy curves drawn from the metrics.
+//!
+//! Owns appending lines, cutting a resumed run's files back to its checkpoint, reading
+//! the records back and drawing them. It never decides what a line says.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::plot;
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Train {
+        step: u64,
+        /// Fractional epoch.
+        epoch: f64,
+        loss: f64,
+        /// Top-1 on the un-mixed training batches since the last line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accuracy: Option<f64>,
+        lr: f64,
+        clips_per_s: f64,
+        elapsed_s: f64,
+    },
+    Val {
+        step: u64,
+        epoch: u64,
+        loss: f64,
+        top1: f64,
+        top5: f64,
+        mean_class_accuracy: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        map: Option<f64>,
+        samples: u64,
+    },
+    /// Pre-training: the reconstruction loss on the validation split, with the same
+    /// masks at every validation.
+    #[serde(rename = "val_reconstruction")]
+    ValReconstruction {
+        step: u64,
+        epoch: u64,
+        loss: f64,
+        samples: u64,
+    },
+}
+
+/// Appends lines to a JSON-lines file.
+pub(super) struct Lines {
+    path: PathBuf,
+    file: fs_err::File,
+}
+
+impl Lines {
+    pub(super) fn open(path: PathBuf) -> Result<Lines, TrainError> {
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(TrainError::io(&path))?;
+        Ok(Lines { path, file })
+    }
+
+    pub(super) fn push(&mut self, value: &impl Serialize) -> Result<(), TrainError> {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(TrainError::io(&self.path))
+    }
+
+    pub(super) fn sync(&self) -> Result<(), TrainError> {
+        self.file.sync_data().map_err(TrainError::io(&self.path))
+    }
+}
+
+/// Keeps the lines of a JSON-lines file that `keep` accepts (a resumed run drops what
+/// was written after its checkpoint).
+pub(super) fn truncate_lines(
+    path: &Path,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Result<(), TrainError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = fs_err::read_to_string(path).map_err(TrainError::io(path))?;
+    let mut out = String::new();
+    for line in text.lines() {
+        // A torn last line (killed mid-write) is dropped too.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && keep(&v)
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    pmv_core::util::write_atomic(path, out.as_bytes()).map_err(TrainError::io(path))
+}
+
+pub fn read_records(path: &Path) -> Vec<Record> {
+    fs_err::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Draws `loss.png` and `accuracy.png` from `metrics.jsonl`.
+pub fn draw_curves(dir: &Path, records: &[Record]) -> Result<Vec<PathBuf>, TrainError> {
+    let mut train_loss = vec![];
+    let mut train_acc = vec![];
+    let mut val_loss = vec![];
+    let mut val_top1 = vec![];
+    let mut val_top5 = vec![];
+    for r in records {
+        match r {
+            Record::Train {
+                step,
+                loss,
+                accuracy,
+                ..
+            } => {
+                train_loss.push((*step as f64, *loss));
+                if let Some(a) = accuracy {
+                    train_acc.push((*step as f64, *a));
+                }
+            }
+            Record::Val {
+                step,
+                loss,
+                top1,
+                top5,
+                ..
+            } => {
+                val_loss.push((*step as f64, *loss));
+                val_top1.push((*step as f64, *top1));
+                val_top5.push((*step as f64, *top5));
+            }
+            Record::ValReconstruction { step, loss, .. } => {
+                val_loss.push((*step as f64, *loss));
+            }
+        }
+    }
+    let series = |name, points, markers| plot::Series {
+        name,
+        points,
+        markers,
+    };
+    let loss = plot::curves(
+        &dir.join("loss.png"),
+        "Loss",
+        "loss",
+        &[
+            series("train", train_loss, false),
+            series("validation", val_loss, true),
+        ],
+        None,
+    )?;
+    if train_acc.is_empty() && val_top1.is_empty() {
+        // Pre-training: no accuracy to draw.
+        return Ok(vec![loss]);
+    }
+    let acc = plot::curves(
+        &dir.join("accuracy.png"),
+        "Accuracy",
+        "accuracy",
+        &[
+            series("train top-1", train_acc, false),
+            series("validation top-1", val_top1, true),
+            series("validation top-5", val_top5, true),
+        ],
+        Some((0.0, 1.0)),
+    )?;
+    Ok(vec![loss, acc])
+}

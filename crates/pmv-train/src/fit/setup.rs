@@ -1,0 +1,578 @@
+//! The run's setup, before the first step: where the run lives, which shards it reads,
+//! `run.json`, the model and optimiser on the device (fresh, from `--init`, or from the
+//! checkpoint a resume continues), and the loaders.
+//!
+//! Owns the checks a command line must pass before anything is trained, in the order a
+//! user meets them, and the one line that announces the run. It never takes a step and
+//! never writes a checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pmv_shard::ShardReader;
+use pmv_term::output::errln;
+use tch::{Device, Tensor, nn};
+
+use super::plan::{self, DataPlan};
+use super::records::truncate_lines;
+use crate::checkpoint::{self, RunDir, State};
+use crate::cli::TrainArgs;
+use crate::data::loader::{Labels, LoaderSpec, Views};
+use crate::data::{self, ShardProblem, SplitData};
+use crate::device::{Precision, default_workers, device_name};
+use crate::error::TrainError;
+use crate::models::mae::VideoMaePretrain;
+use crate::models::{self, InitReport, ModelSpec, Net};
+use crate::optim::{AdamW, ParamRule, Schedule};
+use crate::run::{self, RUN_VERSION, Recipe, RunConfig};
+
+/// What the setup decided: where the run lives, what it reads and what it trains.
+pub(super) struct Setup {
+    pub(super) plan: DataPlan,
+    pub(super) out: PathBuf,
+    pub(super) run_dir: RunDir,
+    /// The checkpoint a resumed run continues from.
+    pub(super) state: Option<State>,
+    pub(super) val_split: Option<SplitData>,
+    /// Shards of both splits that could not be opened.
+    pub(super) shard_problems: Vec<ShardProblem>,
+    pub(super) val_shard_problems: Vec<ShardProblem>,
+    pub(super) sample_shape: [usize; 5],
+    pub(super) classes: Vec<String>,
+    pub(super) pretraining: bool,
+    pub(super) multi_label: bool,
+    pub(super) input: [usize; 3],
+    pub(super) model_spec: ModelSpec,
+    pub(super) recipe: Recipe,
+    pub(super) cfg: RunConfig,
+}
+
+/// The opened shards of both splits (they move into the loaders).
+pub(super) struct Readers {
+    train: Vec<Arc<ShardReader>>,
+    val: Vec<Arc<ShardReader>>,
+}
+
+/// The run directory and what it already holds.
+struct Opened {
+    out: PathBuf,
+    run_dir: RunDir,
+    existing: bool,
+    stored: Option<RunConfig>,
+    state: Option<State>,
+}
+
+/// The splits a run reads, opened.
+struct OpenedData {
+    val_split: Option<SplitData>,
+    train_split: SplitData,
+    readers: Readers,
+    shard_problems: Vec<ShardProblem>,
+    val_shard_problems: Vec<ShardProblem>,
+}
+
+/// Checks the command line, opens (or creates) the run directory and the shards, and
+/// settles the model, the recipe and `run.json`: written for a fresh run, compared for
+/// a resumed one.
+pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> {
+    if args.batch_size == 0 || args.epochs == 0 {
+        return Err(TrainError::Usage(
+            "--batch-size and --epochs must be positive".into(),
+        ));
+    }
+    let root = run::root_or_default(&args.data.root);
+
+    // Where the run lives; with --resume, what it recorded.
+    let plan = plan::plan_data(args, &root)?;
+    let opened = open_run(args, &root, &plan)?;
+    let data = open_data(args, &plan, opened.stored.as_ref())?;
+    let OpenedData {
+        val_split,
+        train_split,
+        readers,
+        shard_problems,
+        val_shard_problems,
+    } = data;
+    let sample_shape = readers
+        .train
+        .iter()
+        .find_map(|r| r.index().first().map(|s| s.shape))
+        .ok_or_else(|| TrainError::Invalid("the training shards hold no samples".into()))?;
+    let classes = match &plan.classes {
+        Some(c) if !c.is_empty() => c.clone(),
+        _ => {
+            let all: Vec<_> = readers.train.iter().chain(&readers.val).cloned().collect();
+            plan::classes_from_labels(&all)
+        }
+    };
+    let pretraining = args.pretrain.is_some();
+    if classes.len() < 2 && !pretraining {
+        return Err(TrainError::Invalid(format!(
+            "{} class(es) found; classification needs at least 2",
+            classes.len()
+        )));
+    }
+    let multi_label = if pretraining {
+        false
+    } else if args.multi_label {
+        true
+    } else if args.single_label {
+        false
+    } else {
+        plan.multi_label
+    };
+    let input = plan::input_size(args, sample_shape)?;
+    let mut model_spec = plan::model_spec(args, classes.len(), input)?;
+    if args.multimodal {
+        if pretraining {
+            return Err(TrainError::Usage("pretrain has no --multimodal".into()));
+        }
+        if args.mixup > 0.0 || args.cutmix > 0.0 {
+            return Err(TrainError::Usage(
+                "--multimodal: mixup and CutMix mix frames but not covers or texts; leave them off"
+                    .into(),
+            ));
+        }
+        model_spec = plan::multimodal_spec(
+            args,
+            model_spec,
+            classes.len(),
+            &readers.train,
+            &opened.run_dir,
+            opened.existing,
+        )?;
+    }
+    let recipe = plan::recipe(args);
+    let rel_root = plan.rel_root.as_deref();
+    let cfg = RunConfig {
+        version: RUN_VERSION,
+        source: plan.source.clone(),
+        train_split: args.data.train_split.clone(),
+        val_split: val_split.as_ref().map(|v| v.split.clone()),
+        train_shards: run::entries(&train_split, rel_root),
+        val_shards: val_split
+            .as_ref()
+            .map(|v| run::entries(v, rel_root))
+            .unwrap_or_default(),
+        classes: classes.clone(),
+        multi_label,
+        sample_shape,
+        input,
+        model: model_spec.clone(),
+        init: args.init.clone(),
+        recipe: recipe.clone(),
+        seed: args.run.seed,
+    };
+    if let Some(old) = &opened.stored {
+        let diffs = old.differences(&cfg);
+        if !diffs.is_empty() {
+            return Err(TrainError::Usage(format!(
+                "--resume: this command differs from the run in {}:\n  {}\n\
+                 (resume with the run's own options, or start a new run)",
+                opened.out.display(),
+                diffs.join("\n  ")
+            )));
+        }
+    } else {
+        checkpoint::write_json(&opened.run_dir.file("run.json"), &cfg)?;
+    }
+    let setup = Setup {
+        plan,
+        out: opened.out,
+        run_dir: opened.run_dir,
+        state: opened.state,
+        val_split,
+        shard_problems,
+        val_shard_problems,
+        sample_shape,
+        classes,
+        pretraining,
+        multi_label,
+        input,
+        model_spec,
+        recipe,
+        cfg,
+    };
+    Ok((setup, readers))
+}
+
+/// The run directory (`--out`, or one named after the data and model), locked; with
+/// `--resume`, the `run.json` and checkpoint it holds. A run already there without
+/// `--resume`, or one that has finished, is a usage error.
+fn open_run(args: &TrainArgs, root: &Path, plan: &DataPlan) -> Result<Opened, TrainError> {
+    let out = match &args.run.out {
+        Some(o) => run::run_path(root, o),
+        None => root.join("runs").join(format!(
+            "{}-{}{}",
+            plan.name,
+            args.model.as_str(),
+            if args.pretrain.is_some() {
+                "-pretrain"
+            } else {
+                ""
+            }
+        )),
+    };
+    let existing = out.join("run.json").is_file();
+    if existing && !args.run.resume {
+        return Err(TrainError::Usage(format!(
+            "{} already holds a run: add --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    let run_dir = RunDir::open(&out)?;
+    let stored: Option<RunConfig> = if existing {
+        Some(checkpoint::read_json(&run_dir.file("run.json"))?)
+    } else {
+        None
+    };
+    let state: Option<State> = if args.run.resume {
+        checkpoint::load_state(&run_dir)?
+    } else {
+        None
+    };
+    if state.as_ref().is_some_and(|s| s.finished) {
+        return Err(TrainError::Usage(format!(
+            "{} has finished training; evaluate it, or start a new run with --init {}",
+            out.display(),
+            run_dir.file("model.safetensors").display()
+        )));
+    }
+    Ok(Opened {
+        out,
+        run_dir,
+        existing,
+        stored,
+        state,
+    })
+}
+
+/// Opens the shards of both splits. With `--strict`, the first shard that cannot be
+/// opened is an error; without, it is left out (and reported by the caller).
+fn open_data(
+    args: &TrainArgs,
+    plan: &DataPlan,
+    stored: Option<&RunConfig>,
+) -> Result<OpenedData, TrainError> {
+    // Data: a fresh run takes the current shards; a resumed one the shards it recorded.
+    let (train_split, val_split) = match stored {
+        Some(cfg) => (
+            run::recorded_split(cfg, &cfg.train_split, &cfg.train_shards)?,
+            match &cfg.val_split {
+                Some(v) if !cfg.val_shards.is_empty() => {
+                    Some(run::recorded_split(cfg, v, &cfg.val_shards)?)
+                }
+                _ => None,
+            },
+        ),
+        None => (plan.train.clone(), plan.val.clone()),
+    };
+    let (train_readers, mut shard_problems) = data::open_split(&train_split, args.data.verify);
+    if train_readers.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "none of the {} training shards could be opened; first: {}",
+            train_split.shards.len(),
+            shard_problems.first().map_or("", |p| p.error.as_str())
+        )));
+    }
+    if args.run.strict
+        && let Some(p) = shard_problems.first()
+    {
+        return Err(TrainError::BadSample(p.error.clone()));
+    }
+    let (val_readers, val_problems) = match &val_split {
+        Some(v) => data::open_split(v, args.data.verify),
+        None => (vec![], vec![]),
+    };
+    if args.run.strict
+        && let Some(p) = val_problems.first()
+    {
+        return Err(TrainError::BadSample(p.error.clone()));
+    }
+    let val_shard_problems = val_problems.clone();
+    shard_problems.extend(val_problems);
+    Ok(OpenedData {
+        val_split,
+        train_split,
+        readers: Readers {
+            train: train_readers,
+            val: val_readers,
+        },
+        shard_problems,
+        val_shard_problems,
+    })
+}
+
+/// The model and its optimiser on the device.
+pub(super) struct Built {
+    pub(super) device: Device,
+    pub(super) precision: Precision,
+    pub(super) vs: nn::VarStore,
+    pub(super) net: Net,
+    pub(super) opt: AdamW,
+    /// Trainable parameters.
+    pub(super) params: i64,
+    pub(super) init_report: Option<InitReport>,
+}
+
+/// Builds the model on the device the command asks for, loads `--init` into a fresh
+/// run (and says what it loaded), and sets up AdamW with the parameter rules (weight
+/// decay, layer-wise lr decay).
+pub(super) fn build(args: &TrainArgs, s: &Setup, quiet: bool) -> Result<Built, TrainError> {
+    // Model and optimiser.
+    let device = crate::device::resolve_device(args.run.runtime.device)?;
+    if let Some(t) = args.run.runtime.threads {
+        tch::set_num_threads(t);
+    }
+    let precision = crate::device::resolve_precision(args.run.runtime.precision, device);
+    tch::manual_seed(args.run.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let net = s.model_spec.build(&vs.root(), precision)?;
+    if s.pretraining && args.init.is_none() && s.state.is_none() {
+        VideoMaePretrain::xavier_init(&vs);
+    }
+    let mut init_report: Option<InitReport> = None;
+    if let (Some(init), None) = (&args.init, &s.state) {
+        let r = models::load_into(&vs, &s.model_spec, init, models::read_weights(init)?, true)?;
+        for n in &r.reinitialised {
+            tracing::warn!("--init: {n} re-initialised");
+        }
+        if !r.set_aside.is_empty() {
+            tracing::info!(
+                "--init: {} pre-training tensors set aside (decoder, mask token, final norm)",
+                r.set_aside.len()
+            );
+        }
+        if !quiet {
+            errln!(
+                "init: {} tensors from {}; head re-initialised: {}; set aside: {}",
+                r.loaded,
+                init.display(),
+                if r.reinitialised.is_empty() {
+                    "none".to_owned()
+                } else {
+                    r.reinitialised.join(", ")
+                },
+                r.set_aside.len()
+            );
+        }
+        init_report = Some(r);
+    }
+    let mut trainable: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    trainable.sort_by(|a, b| a.0.cmp(&b.0));
+    let params: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let layer_decay = s.recipe.layer_decay;
+    let opt = AdamW::new(trainable, device, s.recipe.adamw, |name, shape| {
+        let (layer, depth) = net.layer_of(name);
+        ParamRule {
+            lr_scale: layer_decay.powi((depth - layer) as i32),
+            decay: models::decays(name, shape),
+        }
+    });
+    Ok(Built {
+        device,
+        precision,
+        vs,
+        net,
+        opt,
+        params,
+        init_report,
+    })
+}
+
+/// Where the step loop stands: a fresh run at zero, a resumed one at its checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Position {
+    pub(super) step: u64,
+    pub(super) epoch: u64,
+    pub(super) batch_in_epoch: usize,
+    pub(super) bad_samples: u64,
+    /// The step a resumed run continued from.
+    pub(super) resumed_from: Option<u64>,
+}
+
+/// With a checkpoint: loads its weights and optimiser state, and drops the lines of
+/// `metrics.jsonl` and `errors.jsonl` written after it (they are written again).
+pub(super) fn resume(s: &Setup, b: &mut Built, quiet: bool) -> Result<Position, TrainError> {
+    let mut pos = Position {
+        resumed_from: s.state.as_ref().map(|s| s.step),
+        ..Position::default()
+    };
+    let Some(st) = &s.state else {
+        return Ok(pos);
+    };
+    let run_dir = &s.run_dir;
+    let w = run_dir.file(&st.weights);
+    models::load_into(&b.vs, &s.model_spec, &w, models::read_weights(&w)?, false)?;
+    let o = run_dir.file(&st.optimizer);
+    b.opt
+        .load_state(models::read_weights(&o)?, st.step)
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", o.display())))?;
+    pos.step = st.step;
+    pos.epoch = st.epoch;
+    pos.batch_in_epoch = st.batch_in_epoch;
+    pos.bad_samples = st.bad_samples;
+    // Lines written after the checkpoint are written again.
+    // (A validation line belongs to an epoch the checkpoint has completed.)
+    let (cut_step, cut_epoch) = (st.step, st.epoch);
+    truncate_lines(&run_dir.file("metrics.jsonl"), |v| {
+        let st = v["step"].as_u64().unwrap_or(u64::MAX);
+        match v["kind"].as_str() {
+            Some("val") => st <= cut_step && v["epoch"].as_u64().is_some_and(|e| e < cut_epoch),
+            _ => st <= cut_step,
+        }
+    })?;
+    truncate_lines(&run_dir.file("errors.jsonl"), |v| {
+        v["step"].as_u64().is_some_and(|st| st <= cut_step)
+    })?;
+    if !quiet {
+        errln!(
+            "resuming {} at step {} (epoch {}, batch {})",
+            s.out.display(),
+            pos.step,
+            pos.epoch + 1,
+            pos.batch_in_epoch
+        );
+    }
+    Ok(pos)
+}
+
+/// The loaders of both splits and the schedule their sizes give.
+pub(super) struct Feed {
+    pub(super) workers: usize,
+    pub(super) train: Arc<LoaderSpec>,
+    pub(super) val: Option<Arc<LoaderSpec>>,
+    pub(super) steps_per_epoch: u64,
+    pub(super) total_steps: u64,
+    pub(super) schedule: Schedule,
+}
+
+/// The training loader (random views, shuffled, whole batches only) and the validation
+/// loader (the centre view of the middle clip, in order); a training split too small
+/// for one optimiser step is a usage error.
+pub(super) fn feed(
+    args: &TrainArgs,
+    s: &Setup,
+    readers: Readers,
+    device: Device,
+) -> Result<Feed, TrainError> {
+    let recipe = &s.recipe;
+    let input = s.input;
+    let workers = default_workers(&args.run.runtime, device);
+    let pin = device.is_cuda().then_some(device);
+    let labels = if s.pretraining {
+        Labels::None
+    } else if s.multi_label {
+        Labels::Multi(s.classes.len())
+    } else {
+        Labels::Single(s.classes.len())
+    };
+    let extras = run::extras_of(&s.model_spec, &s.run_dir)?;
+    let train_spec = Arc::new(LoaderSpec {
+        shards: readers.train,
+        shape: s.sample_shape,
+        out: (input[1], input[2]),
+        views: Views::Train {
+            scale: recipe.crop_scale,
+            ratio: recipe.crop_ratio,
+            flip: recipe.flip,
+            jitter: recipe.jitter,
+        },
+        labels,
+        batch: recipe.batch_size,
+        workers,
+        prefetch: args.run.runtime.prefetch,
+        shuffle: true,
+        shuffle_buffer: recipe.shuffle_buffer,
+        drop_last: true,
+        seed: args.run.seed,
+        pin,
+        ids: false,
+        extras: extras.clone(),
+    });
+    let val_readers = readers.val;
+    let val_spec = (!val_readers.is_empty()).then(|| {
+        Arc::new(LoaderSpec {
+            shards: val_readers,
+            shape: s.sample_shape,
+            out: (input[1], input[2]),
+            views: Views::Eval {
+                clips: 1,
+                crops: 1,
+                short_side: recipe.test_scale,
+            },
+            labels,
+            batch: recipe.batch_size,
+            workers,
+            prefetch: args.run.runtime.prefetch,
+            shuffle: false,
+            shuffle_buffer: 0,
+            drop_last: false,
+            seed: args.run.seed,
+            pin,
+            ids: true,
+            extras: extras.clone(),
+        })
+    });
+    let batches = train_spec.batches();
+    let accum = recipe.accum;
+    let steps_per_epoch = (batches / accum) as u64;
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Usage(format!(
+            "{} training samples make no optimiser step of {} x {} clips",
+            train_spec.samples(),
+            recipe.batch_size,
+            accum
+        )));
+    }
+    let total_steps = steps_per_epoch * recipe.epochs;
+    let schedule = Schedule {
+        lr: recipe.lr,
+        min_lr: recipe.min_lr,
+        warmup_lr: recipe.warmup_lr,
+        warmup_steps: (recipe.warmup_epochs * steps_per_epoch as f64).round() as u64,
+        total_steps,
+    };
+    Ok(Feed {
+        workers,
+        train: train_spec,
+        val: val_spec,
+        steps_per_epoch,
+        total_steps,
+        schedule,
+    })
+}
+
+/// The line that says what is about to be trained, on what, for how long.
+pub(super) fn announce(s: &Setup, b: &Built, f: &Feed) {
+    let input = s.input;
+    errln!(
+        "{} {} on {} ({} train samples in {} shards{}), {} classes, input {}x{}x{}, \
+         {:.1} M parameters, {} on {} ({}), {} epochs of {} steps",
+        if s.pretraining { "pretrain" } else { "train" },
+        s.model_spec.name(),
+        s.plan.name,
+        f.train.samples(),
+        f.train.shards.len(),
+        f.val
+            .as_ref()
+            .map_or(String::new(), |v| format!(", {} val", v.samples())),
+        s.classes.len(),
+        input[0],
+        input[1],
+        input[2],
+        b.params as f64 / 1e6,
+        match b.precision {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        },
+        device_name(b.device),
+        format_args!("{} loader threads", f.workers),
+        s.recipe.epochs,
+        f.steps_per_epoch
+    );
+}
