@@ -62,7 +62,7 @@ fn x3d_m_trains_from_the_pmv_portrait_recipe() {
     assert_eq!(v["steps"], 2);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
-    let recipe_v = &cfg["recipe"];
+    let recipe_v = &cfg["hyper"];
     assert_eq!(recipe_v["optimizer"], "sgd");
     assert_eq!(recipe_v["nesterov"], true);
     assert_eq!(recipe_v["momentum"], 0.9);

@@ -100,7 +100,9 @@ pub struct State {
     pub rng: String,
     pub classes: Vec<String>,
     /// The training recipe (a copy of run.json's, for readers of this file alone).
-    pub recipe: serde_json::Value,
+    /// The run's hyper-parameters (`hyper`; `recipe` in runs written before).
+    #[serde(rename = "hyper", alias = "recipe")]
+    pub hyper: serde_json::Value,
     /// Samples left out so far because they could not be read.
     pub bad_samples: u64,
     pub saved_at: i64,
@@ -342,7 +344,7 @@ mod tests {
             seed: 1,
             rng: "counter".into(),
             classes: vec![],
-            recipe: serde_json::Value::Null,
+            hyper: serde_json::Value::Null,
             bad_samples: 0,
             saved_at: 0,
         };
@@ -364,6 +366,16 @@ mod tests {
                 "step-00000003.safetensors"
             ]
         );
+        // A state.json written before the hyper-parameters were called `hyper` reads the
+        // same, and is written back under the new name.
+        let mut old = serde_json::to_value(&state).unwrap();
+        let o = old.as_object_mut().unwrap();
+        let hp = o.remove("hyper").unwrap();
+        o.insert("recipe".into(), serde_json::json!({"lr": 0.1}));
+        assert!(hp.is_null());
+        let read: State = serde_json::from_value(old).unwrap();
+        assert_eq!(read.hyper, serde_json::json!({"lr": 0.1}));
+        assert!(serde_json::to_value(&read).unwrap().get("hyper").is_some());
         let s = load_state(&run).unwrap().unwrap();
         assert_eq!(s.step, 3);
         assert_eq!(s.weights, "checkpoints/step-00000003.safetensors");

@@ -204,7 +204,7 @@ pub fn run(
         views: Views::Eval {
             clips,
             crops,
-            short_side: args.test_scale.or(cfg.recipe.test_scale),
+            short_side: args.test_scale.or(cfg.hyper.test_scale),
         },
         labels: if cfg.multi_label {
             Labels::Multi(classes)

@@ -30,8 +30,6 @@
 pub mod bench;
 pub mod checkpoint;
 pub use pmv_train_cli as cli;
-// `data.rs` (the catalog view) still sits beside the folder; see data/mod.rs.
-#[path = "data/mod.rs"]
 pub mod data;
 pub mod device;
 pub mod error;
@@ -41,7 +39,7 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod plot;
-pub mod recipe;
+pub mod recipe_file;
 pub mod rng;
 pub mod run;
 

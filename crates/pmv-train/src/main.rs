@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = output::json_requested(&args);
     let named = || output::named_command(&<Cli as clap::CommandFactory>::command(), &args);
-    let argv = match train::recipe::expand(args.clone(), &["train", "pretrain", "eval"]) {
+    let argv = match train::recipe_file::expand(args.clone(), &["train", "pretrain", "eval"]) {
         Ok(a) => a,
         Err(e) => {
             errln!("error: {e}");
@@ -339,7 +339,8 @@ mod tests {
                     f.to_str().unwrap(),
                 ]);
                 argv.extend(os(&base));
-                let argv = train::recipe::expand(argv, &["train", "pretrain", "eval"]).unwrap();
+                let argv =
+                    train::recipe_file::expand(argv, &["train", "pretrain", "eval"]).unwrap();
                 if let Err(e) = Cli::try_parse_from(&argv) {
                     panic!("{}: [{command}]: {e}", f.display());
                 }

@@ -1,7 +1,7 @@
 //! What a run is: the `run.json` record shared by training, resuming and evaluation.
 //!
 //! Owns [`RunConfig`] (data source and the exact shards trained on, classes, sample and
-//! input shapes, model, recipe, seed), the comparison a resume makes against it, where
+//! input shapes, model, hyper-parameters, seed), the comparison a resume makes against it, where
 //! run directories live, and what a run's model reads besides frames ([`extras_of`]:
 //! used by both training and evaluation). It computes nothing and trains nothing.
 
@@ -32,9 +32,10 @@ pub struct ShardEntry {
     pub samples: Option<usize>,
 }
 
-/// The training recipe, every value resolved.
+/// A training run's hyper-parameters, every value resolved (from the defaults, a
+/// recipe file and the command line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recipe {
+pub struct HyperParams {
     pub epochs: u64,
     pub batch_size: usize,
     pub accum: usize,
@@ -87,7 +88,9 @@ pub struct RunConfig {
     pub model: ModelSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<PathBuf>,
-    pub recipe: Recipe,
+    /// Stored as `hyper`; runs written before the name changed have `recipe`.
+    #[serde(rename = "hyper", alias = "recipe")]
+    pub hyper: HyperParams,
     pub seed: u64,
 }
 
@@ -248,11 +251,11 @@ mod tests {
 
     #[test]
     fn differences_name_the_fields() {
-        let a = serde_json::json!({"recipe": {"lr": 0.1, "epochs": 3}, "seed": 1});
-        let b = serde_json::json!({"recipe": {"lr": 0.2, "epochs": 3}, "seed": 1});
+        let a = serde_json::json!({"hyper": {"lr": 0.1, "epochs": 3}, "seed": 1});
+        let b = serde_json::json!({"hyper": {"lr": 0.2, "epochs": 3}, "seed": 1});
         let mut out = vec![];
         diff("", &a, &b, &mut out);
-        assert_eq!(out, vec!["recipe.lr: 0.1 then, 0.2 now"]);
+        assert_eq!(out, vec!["hyper.lr: 0.1 then, 0.2 now"]);
         assert_eq!(
             run_path(Path::new("/r"), Path::new("runs/x")),
             Path::new("/r/runs/x")

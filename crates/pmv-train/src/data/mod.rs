@@ -6,9 +6,6 @@
 //! ([`text`]). It never builds or runs a model: the models never import it, and it uses
 //! them only for the normalisation they expect and the shape of their extra inputs.
 
-// The catalog view is still the file `src/data.rs` (hence the `path`); it becomes
-// `data/catalog.rs` once no change to it is pending.
-#[path = "../data.rs"]
 mod catalog;
 
 pub mod augment;

@@ -46,7 +46,7 @@ impl Trainer<'_> {
     /// Runs the epochs left. A signal stops the loop after a checkpoint
     /// (`self.interrupted`).
     pub(super) fn run_epochs(&mut self) -> Result<(), TrainError> {
-        while self.pos.epoch < self.setup.recipe.epochs {
+        while self.pos.epoch < self.setup.hyper.epochs {
             if self.epoch()? {
                 self.interrupted = true;
                 break;
@@ -63,8 +63,8 @@ impl Trainer<'_> {
     /// The steps of the current epoch, from where the run stands in it. Returns whether
     /// a signal stopped it (after a checkpoint).
     fn epoch(&mut self) -> Result<bool, TrainError> {
-        let recipe = &self.setup.recipe;
-        let accum = recipe.accum;
+        let hp = &self.setup.hyper;
+        let accum = hp.accum;
         let steps_per_epoch = self.feed.steps_per_epoch;
         let mut loader = Loader::start(
             Arc::clone(&self.feed.train),
@@ -72,7 +72,7 @@ impl Trainer<'_> {
             self.pos.batch_in_epoch,
         );
         self.reporter.begin(
-            &format!("epoch {}/{}", self.pos.epoch + 1, recipe.epochs),
+            &format!("epoch {}/{}", self.pos.epoch + 1, hp.epochs),
             Some(steps_per_epoch),
             Unit::Items,
         );
@@ -84,7 +84,7 @@ impl Trainer<'_> {
             self.accumulate(&mut loader, &mut window)?;
             let opt = &mut self.built.opt;
             opt.bind_grads();
-            if let Some(c) = self.setup.recipe.clip_grad {
+            if let Some(c) = self.setup.hyper.clip_grad {
                 let _ = opt.clip(c);
             }
             opt.update(lr);
@@ -117,7 +117,7 @@ impl Trainer<'_> {
     /// each (gradients add up), with the samples that could not be read logged and
     /// counted (with `--strict`, the first is an error).
     fn accumulate(&mut self, loader: &mut Loader, w: &mut Window) -> Result<(), TrainError> {
-        let accum = self.setup.recipe.accum;
+        let accum = self.setup.hyper.accum;
         let step = self.pos.step;
         let epoch = self.pos.epoch;
         for k in 0..accum {
@@ -142,7 +142,7 @@ impl Trainer<'_> {
             let m = micro_step(&MicroInput {
                 net: &self.built.net,
                 batch: &b,
-                recipe: &self.setup.recipe,
+                hyper: &self.setup.hyper,
                 seed: self.args.run.seed,
                 micro_index,
                 device: self.built.device,
@@ -168,7 +168,7 @@ impl Trainer<'_> {
     fn log_window(&mut self, w: &mut Window, lr: f64) -> Result<(), TrainError> {
         let step = self.pos.step;
         let steps_per_epoch = self.feed.steps_per_epoch;
-        let accum = self.setup.recipe.accum;
+        let accum = self.setup.hyper.accum;
         // The one wait for the device: read the sums.
         let loss = if w.micro > 0 {
             w.loss_sum.double_value(&[]) / w.micro as f64

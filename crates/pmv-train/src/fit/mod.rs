@@ -134,7 +134,7 @@ impl<'a> Trainer<'a> {
             rng: "counter-based: xoshiro256++ keyed by (seed, purpose, epoch or step, position)"
                 .into(),
             classes: setup.classes.clone(),
-            recipe: serde_json::to_value(&setup.recipe).unwrap_or_default(),
+            hyper: serde_json::to_value(&setup.hyper).unwrap_or_default(),
             bad_samples: 0,
             saved_at: 0,
         });

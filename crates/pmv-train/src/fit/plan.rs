@@ -15,7 +15,7 @@ use crate::error::TrainError;
 use crate::models::mae::{DecoderConfig, MaeConfig};
 use crate::models::videomae::VideoMaeConfig;
 use crate::models::{self, ModelSpec};
-use crate::run::Recipe;
+use crate::run::HyperParams;
 
 /// Whether a safetensors file holds VideoMAE pre-training tensors (its header only).
 fn is_pretraining_checkpoint(path: &Path) -> Result<bool, TrainError> {
@@ -396,7 +396,7 @@ fn mae_spec(
     })
 }
 
-pub(super) fn recipe(args: &TrainArgs) -> Recipe {
+pub(super) fn hyper_params(args: &TrainArgs) -> HyperParams {
     let vit = args.model.is_vit();
     let eff_batch = (args.batch_size * args.accum.max(1)) as f64;
     let lr = match (args.lr, args.base_lr) {
@@ -405,7 +405,7 @@ pub(super) fn recipe(args: &TrainArgs) -> Recipe {
         (None, None) if vit => 1e-3 * eff_batch / 256.0,
         (None, None) => 2e-3,
     };
-    Recipe {
+    HyperParams {
         epochs: args.epochs,
         batch_size: args.batch_size,
         accum: args.accum.max(1),

@@ -24,7 +24,7 @@ use crate::error::TrainError;
 use crate::models::mae::VideoMaePretrain;
 use crate::models::{self, InitReport, ModelSpec, Net};
 use crate::optim::{AdamW, ParamRule, Schedule};
-use crate::run::{self, RUN_VERSION, Recipe, RunConfig};
+use crate::run::{self, HyperParams, RUN_VERSION, RunConfig};
 
 /// What the setup decided: where the run lives, what it reads and what it trains.
 pub(super) struct Setup {
@@ -43,7 +43,7 @@ pub(super) struct Setup {
     pub(super) multi_label: bool,
     pub(super) input: [usize; 3],
     pub(super) model_spec: ModelSpec,
-    pub(super) recipe: Recipe,
+    pub(super) hyper: HyperParams,
     pub(super) cfg: RunConfig,
 }
 
@@ -142,7 +142,7 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
             opened.existing,
         )?;
     }
-    let recipe = plan::recipe(args);
+    let hyper = plan::hyper_params(args);
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
         version: RUN_VERSION,
@@ -160,7 +160,7 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
         input,
         model: model_spec.clone(),
         init: args.init.clone(),
-        recipe: recipe.clone(),
+        hyper: hyper.clone(),
         seed: args.run.seed,
     };
     if let Some(old) = &opened.stored {
@@ -190,7 +190,7 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
         multi_label,
         input,
         model_spec,
-        recipe,
+        hyper,
         cfg,
     };
     Ok((setup, readers))
@@ -202,16 +202,18 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
 fn open_run(args: &TrainArgs, root: &Path, plan: &DataPlan) -> Result<Opened, TrainError> {
     let out = match &args.run.out {
         Some(o) => run::run_path(root, o),
-        None => root.join("runs").join(format!(
-            "{}-{}{}",
-            plan.name,
-            args.model.as_str(),
-            if args.pretrain.is_some() {
-                "-pretrain"
-            } else {
-                ""
-            }
-        )),
+        None => pmv_core::root::DataRoot::new(root)
+            .training_runs_dir()
+            .join(format!(
+                "{}-{}{}",
+                plan.name,
+                args.model.as_str(),
+                if args.pretrain.is_some() {
+                    "-pretrain"
+                } else {
+                    ""
+                }
+            )),
     };
     let existing = out.join("run.json").is_file();
     if existing && !args.run.resume {
@@ -365,8 +367,8 @@ pub(super) fn build(args: &TrainArgs, s: &Setup, quiet: bool) -> Result<Built, T
         .collect();
     trainable.sort_by(|a, b| a.0.cmp(&b.0));
     let params: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
-    let layer_decay = s.recipe.layer_decay;
-    let opt = AdamW::new(trainable, device, s.recipe.adamw, |name, shape| {
+    let layer_decay = s.hyper.layer_decay;
+    let opt = AdamW::new(trainable, device, s.hyper.adamw, |name, shape| {
         let (layer, depth) = net.layer_of(name);
         ParamRule {
             lr_scale: layer_decay.powi((depth - layer) as i32),
@@ -460,7 +462,7 @@ pub(super) fn feed(
     readers: Readers,
     device: Device,
 ) -> Result<Feed, TrainError> {
-    let recipe = &s.recipe;
+    let hp = &s.hyper;
     let input = s.input;
     let workers = default_workers(&args.run.runtime, device);
     let pin = device.is_cuda().then_some(device);
@@ -477,17 +479,17 @@ pub(super) fn feed(
         shape: s.sample_shape,
         out: (input[1], input[2]),
         views: Views::Train {
-            scale: recipe.crop_scale,
-            ratio: recipe.crop_ratio,
-            flip: recipe.flip,
-            jitter: recipe.jitter,
+            scale: hp.crop_scale,
+            ratio: hp.crop_ratio,
+            flip: hp.flip,
+            jitter: hp.jitter,
         },
         labels,
-        batch: recipe.batch_size,
+        batch: hp.batch_size,
         workers,
         prefetch: args.run.runtime.prefetch,
         shuffle: true,
-        shuffle_buffer: recipe.shuffle_buffer,
+        shuffle_buffer: hp.shuffle_buffer,
         drop_last: true,
         seed: args.run.seed,
         pin,
@@ -503,10 +505,10 @@ pub(super) fn feed(
             views: Views::Eval {
                 clips: 1,
                 crops: 1,
-                short_side: recipe.test_scale,
+                short_side: hp.test_scale,
             },
             labels,
-            batch: recipe.batch_size,
+            batch: hp.batch_size,
             workers,
             prefetch: args.run.runtime.prefetch,
             shuffle: false,
@@ -519,22 +521,22 @@ pub(super) fn feed(
         })
     });
     let batches = train_spec.batches();
-    let accum = recipe.accum;
+    let accum = hp.accum;
     let steps_per_epoch = (batches / accum) as u64;
     if steps_per_epoch == 0 {
         return Err(TrainError::Usage(format!(
             "{} training samples make no optimiser step of {} x {} clips",
             train_spec.samples(),
-            recipe.batch_size,
+            hp.batch_size,
             accum
         )));
     }
-    let total_steps = steps_per_epoch * recipe.epochs;
+    let total_steps = steps_per_epoch * hp.epochs;
     let schedule = Schedule {
-        lr: recipe.lr,
-        min_lr: recipe.min_lr,
-        warmup_lr: recipe.warmup_lr,
-        warmup_steps: (recipe.warmup_epochs * steps_per_epoch as f64).round() as u64,
+        lr: hp.lr,
+        min_lr: hp.min_lr,
+        warmup_lr: hp.warmup_lr,
+        warmup_steps: (hp.warmup_epochs * steps_per_epoch as f64).round() as u64,
         total_steps,
     };
     Ok(Feed {
@@ -572,7 +574,7 @@ pub(super) fn announce(s: &Setup, b: &Built, f: &Feed) {
         },
         device_name(b.device),
         format_args!("{} loader threads", f.workers),
-        s.recipe.epochs,
+        s.hyper.epochs,
         f.steps_per_epoch
     );
 }

@@ -12,7 +12,7 @@ use crate::data::loader::{Batch, Normalizer};
 use crate::models::mae::{TubeMask, VideoMaePretrain};
 use crate::models::{Net, Noise};
 use crate::rng::{Purpose, Rng};
-use crate::run::Recipe;
+use crate::run::HyperParams;
 
 /// Targets `[n, C]` for single-label batches: one-hot, label-smoothed.
 fn smoothed(labels: &Tensor, classes: i64, smoothing: f64) -> Tensor {
@@ -25,7 +25,7 @@ fn smoothed(labels: &Tensor, classes: i64, smoothing: f64) -> Tensor {
 
 /// Mixup or CutMix of a batch and its targets (timm's pairing: each clip with the
 /// batch reversed). Returns whether the batch was mixed.
-fn mix(x: &mut Tensor, y: &mut Tensor, r: &Recipe, rng: &mut Rng) -> bool {
+fn mix(x: &mut Tensor, y: &mut Tensor, r: &HyperParams, rng: &mut Rng) -> bool {
     let on = r.mixup > 0.0 || r.cutmix > 0.0;
     if !on || x.size()[0] < 2 || rng.f64() >= r.mix_prob {
         return false;
@@ -94,7 +94,7 @@ fn noise_for(net: &Net, batch: usize, seed: u64, index: u64, device: Device) -> 
 pub(super) struct MicroInput<'a> {
     pub(super) net: &'a Net,
     pub(super) batch: &'a Batch,
-    pub(super) recipe: &'a Recipe,
+    pub(super) hyper: &'a HyperParams,
     pub(super) seed: u64,
     /// Global index of the micro-batch (keys its mixing and noise draws).
     pub(super) micro_index: u64,
@@ -115,7 +115,7 @@ pub(super) struct MicroOutput {
 /// cross-entropy or binary cross-entropy. Nothing here waits for the device.
 pub(super) fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     let b = m.batch;
-    let r = m.recipe;
+    let r = m.hyper;
     if let Some(mae) = m.net.mae() {
         let x = b.input(m.device, m.norm);
         let mask = draw_mask(mae, &x, m.seed, m.micro_index, m.device);

@@ -69,7 +69,7 @@ impl Trainer<'_> {
     /// for it; else only says the epoch's train loss.
     pub(super) fn validate_epoch(&mut self) -> Result<(), TrainError> {
         let epoch = self.pos.epoch;
-        let epochs = self.setup.recipe.epochs;
+        let epochs = self.setup.hyper.epochs;
         let last_epoch = epoch + 1 == epochs;
         let validate_now =
             (epoch + 1).is_multiple_of(self.args.run.eval_every.max(1)) || last_epoch;
@@ -123,7 +123,7 @@ impl Trainer<'_> {
             errln!(
                 "epoch {}/{}: train loss {:.4}, val reconstruction loss {loss:.4}",
                 epoch + 1,
-                self.setup.recipe.epochs,
+                self.setup.hyper.epochs,
                 self.last_loss
             );
         }
@@ -171,7 +171,7 @@ impl Trainer<'_> {
             errln!(
                 "epoch {}/{}: train loss {:.4}, val loss {:.4}, val top-1 {:.1}%, top-5 {:.1}%",
                 epoch + 1,
-                self.setup.recipe.epochs,
+                self.setup.hyper.epochs,
                 self.last_loss,
                 s.loss,
                 100.0 * s.top1,

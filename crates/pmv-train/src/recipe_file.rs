@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum RecipeError {
+pub enum RecipeFileError {
     #[error("recipe {path}: {source}")]
     Io {
         path: PathBuf,
@@ -44,12 +44,12 @@ const NOT_IN_RECIPES: &[&str] = &[
 ];
 
 /// The options a recipe's table for `command` gives, as command-line arguments.
-pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeError> {
-    let invalid = |message: String| RecipeError::Invalid {
+pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeFileError> {
+    let invalid = |message: String| RecipeFileError::Invalid {
         path: path.to_owned(),
         message,
     };
-    let text = fs_err::read_to_string(path).map_err(|source| RecipeError::Io {
+    let text = fs_err::read_to_string(path).map_err(|source| RecipeFileError::Io {
         path: path.to_owned(),
         source,
     })?;
@@ -128,7 +128,7 @@ pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeError>
 /// subcommand name in `commands`) expanded: the recipe's options go right after the
 /// subcommand, before the options given on the command line (which therefore win).
 /// `--recipe-file` itself stays, so the run records it.
-pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, RecipeError> {
+pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, RecipeFileError> {
     let Some(at) = argv
         .iter()
         .skip(1)
@@ -146,7 +146,9 @@ pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, R
             break;
         }
         if a == "--recipe-file" {
-            recipe = Some(PathBuf::from(argv.get(i + 1).ok_or(RecipeError::Missing)?));
+            recipe = Some(PathBuf::from(
+                argv.get(i + 1).ok_or(RecipeFileError::Missing)?,
+            ));
             i += 1;
         } else if let Some(v) = a.strip_prefix("--recipe-file=") {
             recipe = Some(PathBuf::from(v));
