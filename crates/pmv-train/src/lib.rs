@@ -1,4 +1,4 @@
-//! The trainer: libtorch through tch.
+//! pmv-train: the trainer (`pmv-data-train`), libtorch through tch.
 //!
 //! Owns every call into libtorch: the shard loader and augmentation, the models
 //! (`tiny3d`, VideoMAE ViTs, X3D, the multimodal classifier), the optimiser and
@@ -12,8 +12,8 @@
 //! imports it; a folder's `mod.rs` uses its own files):
 //! - leaves: [`device`] (device, precision, loader threads, host-to-device copies),
 //!   [`rng`] (not under `data`: the models draw their masks and noise from it too),
-//!   [`optim`], [`metrics`], [`plot`], [`checkpoint`], [`recipe`] (recipe files as
-//!   options);
+//!   [`optim`], [`metrics`], [`plot`], [`checkpoint`], [`recipe_file`] (recipe files
+//!   as options);
 //! - [`models`]: one file a model family, the factory in `models/mod.rs`; models never
 //!   import [`data`]. The multimodal family wraps a video model from the factory, so
 //!   `models/multimodal.rs` uses `ModelSpec` and `Net` from its parent: the one place
