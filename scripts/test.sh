@@ -25,8 +25,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 step "build without default features (no FFmpeg), and the trainer alone (a GPU box)"
 cargo check --workspace --no-default-features --all-targets
 cargo check -p pmv-train --all-targets
-step "no import cycle between the modules of a crate (the compiler checks crates)"
-python3 scripts/module-cycles.py
+step "the crate graph, and no import cycle between the modules of a crate"
+python3 scripts/check-graph.py
 step "cargo test (every crate, all features)"
 # Cargo builds a package's binaries only for that package's integration tests; the
 # tests in tests/it run the trainer too, which is another package's binary.

@@ -209,10 +209,10 @@ fn videos_and_covers_are_downloaded_verified_and_recorded() {
         (real.len() + cover.len() + videos.iter().map(Vec::len).sum::<usize>()) as u64
     );
 
-    // A run record in the catalog and in runs/.
+    // A run record in the catalog and in reports/.
     let run_id = rep["run_id"].as_str().unwrap().to_owned();
     let doc: Value = serde_json::from_slice(
-        &std::fs::read(env.root.join(format!("runs/{run_id}.json"))).unwrap(),
+        &std::fs::read(env.root.join(format!("reports/{run_id}.json"))).unwrap(),
     )
     .unwrap();
     assert_eq!(doc["command"], "fetch");

@@ -36,45 +36,9 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
         tch::set_num_threads(t);
     }
     let precision = crate::device::resolve_precision(args.runtime.precision, device);
+    let spec = bench_spec(args)?;
     let (h, w) = args.size;
     let t = args.frames;
-    let spec = match args.model {
-        ModelName::Tiny3d => ModelSpec::Tiny3d {
-            width: 16,
-            classes: args.classes,
-            dropout: 0.3,
-        },
-        ModelName::X3dM | ModelName::X3dL => ModelSpec::X3d {
-            name: args.model.as_str().into(),
-            config: super::models::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
-                .expect("a preset"),
-        },
-        m if args.pretrain.is_some() => {
-            let mut encoder = VideoMaeConfig::preset(m.as_str(), 0, t, (h, w))
-                .ok_or_else(|| TrainError::Usage("bench --pretrain takes vit-s or vit-b".into()))?;
-            encoder.use_mean_pooling = false;
-            ModelSpec::Mae {
-                name: m.as_str().into(),
-                config: super::models::mae::MaeConfig {
-                    decoder: super::models::mae::DecoderConfig::for_encoder(
-                        encoder.hidden_size,
-                        4,
-                        None,
-                    ),
-                    encoder,
-                    mask_ratio: args.pretrain.unwrap_or(0.9),
-                    norm_pix_loss: true,
-                },
-                drop_path: 0.0,
-            }
-        }
-        m => ModelSpec::Videomae {
-            name: m.as_str().into(),
-            config: VideoMaeConfig::preset(m.as_str(), args.classes, t, (h, w))
-                .ok_or_else(|| TrainError::Usage("bench takes tiny3d, vit-s or vit-b".into()))?,
-            drop_path: 0.1,
-        },
-    };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let net = spec.build(&vs.root(), precision)?;
@@ -236,6 +200,50 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
         "clips_per_s": clips / secs.max(1e-9),
         "loader_wait_s": args.shards.as_ref().map(|_| loader_wait),
     }))
+}
+
+/// The model `bench-model` times: `--model` at `--size` and `--frames`, with `--classes`
+/// outputs, or its masked-autoencoder pre-training with `--pretrain`.
+fn bench_spec(args: &BenchArgs) -> Result<ModelSpec, TrainError> {
+    let (h, w) = args.size;
+    let t = args.frames;
+    Ok(match args.model {
+        ModelName::Tiny3d => ModelSpec::Tiny3d {
+            width: 16,
+            classes: args.classes,
+            dropout: 0.3,
+        },
+        ModelName::X3dM | ModelName::X3dL => ModelSpec::X3d {
+            name: args.model.as_str().into(),
+            config: super::models::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
+                .expect("a preset"),
+        },
+        m if args.pretrain.is_some() => {
+            let mut encoder = VideoMaeConfig::preset(m.as_str(), 0, t, (h, w))
+                .ok_or_else(|| TrainError::Usage("bench --pretrain takes vit-s or vit-b".into()))?;
+            encoder.use_mean_pooling = false;
+            ModelSpec::Mae {
+                name: m.as_str().into(),
+                config: super::models::mae::MaeConfig {
+                    decoder: super::models::mae::DecoderConfig::for_encoder(
+                        encoder.hidden_size,
+                        4,
+                        None,
+                    ),
+                    encoder,
+                    mask_ratio: args.pretrain.unwrap_or(0.9),
+                    norm_pix_loss: true,
+                },
+                drop_path: 0.0,
+            }
+        }
+        m => ModelSpec::Videomae {
+            name: m.as_str().into(),
+            config: VideoMaeConfig::preset(m.as_str(), args.classes, t, (h, w))
+                .ok_or_else(|| TrainError::Usage("bench takes tiny3d, vit-s or vit-b".into()))?,
+            drop_path: 0.1,
+        },
+    })
 }
 
 fn device_label(device: Device) -> String {

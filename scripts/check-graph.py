@@ -1,21 +1,40 @@
 #!/usr/bin/env python3
-"""Finds import cycles between the modules of each crate of the workspace.
+"""Checks the workspace's dependency graph: which crate may use which, and no import
+cycle between the modules of a crate.
 
-The compiler refuses a cycle between crates; inside a crate it accepts any, so this
-script looks for them. A module is a file (`fetch/commit.rs` is `fetch::commit`, a
+Crates: each crate's path dependencies (normal ones; tests may use more) must be among
+those ALLOWED_CRATES gives it, so a new edge against the data flow (the `pmv-data`
+binary on the trainer, the shard format on the catalog, ...) fails here and is added to
+the table, and to README's graph, only on purpose.
+
+Modules: the compiler refuses a cycle between crates; inside a crate it accepts any, so
+this script looks for them. A module is a file (`fetch/commit.rs` is `fetch::commit`, a
 folder's `mod.rs` is the folder). An edge A -> B is any path in A that names B:
 `crate::b::...`, `super::b::...`, `self::b::...` and their `{...}` groups, resolved to
 the longest module that exists. A folder module may use its own children (it declares
 them), so a bare `child::` path is not an edge; a child naming its parent is.
 
-Usage: python3 scripts/module-cycles.py [crate-src-dir ...]
-With no argument it checks `src/` and every `crates/*/src`. Prints each cycle (a set of
+Usage: python3 scripts/check-graph.py [crate-src-dir ...]
+With no argument it checks the crate graph, then `src/` and every `crates/*/src`. Prints each cycle (a set of
 modules that reach each other) and exits 1 when there is one. A cycle that is allowed
 stays allowed only by being listed in ALLOWED below, with its reason.
 """
 import os
 import re
 import sys
+import tomllib
+
+# What each crate may depend on (README, "Architecture").
+ALLOWED_CRATES = {
+    "pmv-core": set(),
+    "pmv-catalog": {"pmv-core"},
+    "pmv-shard": {"pmv-core"},
+    "pmv-term": {"pmv-core"},
+    "pmv-train-cli": set(),
+    "pmv-pipeline": {"pmv-core", "pmv-catalog", "pmv-shard"},
+    "pmv-train": {"pmv-core", "pmv-catalog", "pmv-shard", "pmv-term", "pmv-train-cli"},
+    "pmv-data": {"pmv-core", "pmv-catalog", "pmv-pipeline", "pmv-term", "pmv-train-cli"},
+}
 
 # Cycles that stay, each with why.
 ALLOWED = {
@@ -119,12 +138,38 @@ def cycles(graph):
     return out
 
 
+def crate_edges(root):
+    """Problems with the crates' dependencies on each other (empty when none)."""
+    manifests = [os.path.join(root, "Cargo.toml")] + sorted(
+        os.path.join(root, "crates", c, "Cargo.toml") for c in os.listdir(os.path.join(root, "crates"))
+    )
+    ours = {}
+    for m in manifests:
+        with open(m, "rb") as fh:
+            ours[m] = tomllib.load(fh)
+    names = {doc["package"]["name"] for doc in ours.values()}
+    problems = []
+    for m, doc in ours.items():
+        name = doc["package"]["name"]
+        if name not in ALLOWED_CRATES:
+            problems.append(f"{name}: not in ALLOWED_CRATES of scripts/check-graph.py")
+            continue
+        deps = {d for d in doc.get("dependencies", {}) if d in names}
+        for d in sorted(deps - ALLOWED_CRATES[name]):
+            problems.append(f"{name} depends on {d}, which the crate graph does not allow")
+    return problems
+
+
 def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    bad = 0
+    if not sys.argv[1:]:
+        for problem in crate_edges(root):
+            bad += 1
+            print(problem)
     dirs = sys.argv[1:] or [os.path.join(root, "src")] + sorted(
         os.path.join(root, "crates", c, "src") for c in os.listdir(os.path.join(root, "crates"))
     )
-    bad = 0
     for src in dirs:
         name = os.path.basename(os.path.dirname(os.path.abspath(src)))
         for cycle in cycles(edges(modules(src))):
@@ -135,7 +180,7 @@ def main():
             bad += 1
             print(f"{name}: import cycle between {' <-> '.join(cycle)}")
     if bad:
-        print(f"{bad} import cycle(s); see scripts/module-cycles.py for what counts", file=sys.stderr)
+        print(f"{bad} problem(s); see scripts/check-graph.py for what counts", file=sys.stderr)
     return 1 if bad else 0
 
 
