@@ -25,6 +25,17 @@ pub struct FileRecord {
     pub error_class: Option<String>,
 }
 
+impl FileRecord {
+    /// Whether a file under the final name may be a complete download whose record
+    /// was lost (the run was killed between renaming it and recording it).
+    pub fn may_adopt(&self) -> bool {
+        matches!(
+            self.state.as_deref(),
+            None | Some("pending") | Some("downloading") | Some("downloaded")
+        )
+    }
+}
+
 /// An active item as planning reads it.
 #[derive(Debug, Clone)]
 pub struct PlanItem {

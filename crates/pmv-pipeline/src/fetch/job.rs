@@ -24,46 +24,7 @@ use pmv_core::util::now_unix;
 const MAX_MESSAGE: usize = 2000;
 
 /// The file's row in the catalog when the run planned it.
-#[derive(Debug, Clone, Default)]
-pub struct Prior {
-    pub state: Option<String>,
-    pub source_rank: Option<i64>,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    /// While downloading: the size the server announced.
-    pub size: Option<i64>,
-    pub path: Option<String>,
-    pub next_retry_at: Option<i64>,
-    pub updated_at: Option<i64>,
-    pub error_class: Option<String>,
-}
-
-impl From<FileRecord> for Prior {
-    fn from(r: FileRecord) -> Prior {
-        Prior {
-            state: r.state,
-            source_rank: r.source_rank,
-            etag: r.etag,
-            last_modified: r.last_modified,
-            size: r.size,
-            path: r.path,
-            next_retry_at: r.next_retry_at,
-            updated_at: r.updated_at,
-            error_class: r.error_class,
-        }
-    }
-}
-
-impl Prior {
-    /// Whether a file under the final name may be a complete download whose record
-    /// was lost (the run was killed between renaming it and recording it).
-    pub fn may_adopt(&self) -> bool {
-        matches!(
-            self.state.as_deref(),
-            None | Some("pending") | Some("downloading") | Some("downloaded")
-        )
-    }
-}
+pub type Prior = FileRecord;
 
 /// Which source an attempt uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

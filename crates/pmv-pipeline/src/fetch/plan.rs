@@ -194,7 +194,7 @@ impl Planner {
                     cover: i.cover_sources,
                     size: i.expected_size,
                     sha256: i.expected_sha256,
-                    priors: [video.into(), cover.into()],
+                    priors: [video, cover],
                 }
             })
             .collect())
