@@ -1,11 +1,15 @@
-//! pmv-train-cli: the trainer's command line, one argument struct per subcommand (clap
-//! derive), and the values they parse into (`--device`, `--precision`, `--optimizer`,
-//! `--model`).
+//! pmv-train-cli: the trainer's command line: the whole parser ([`app`]), one argument
+//! struct per subcommand (clap derive), the values they parse into (`--device`,
+//! `--precision`, `--optimizer`, `--model`), and recipe files, which become options
+//! placed before the command line's ([`recipe_file`]).
 //!
 //! Only parsing and defaults live here; what each command does is in `pmv_train`. This
 //! crate never links libtorch: it is the contract between the two processes, so that
 //! `pmv-data` (which runs the trainer with the arguments it was given) knows the options
 //! of `train`, `pretrain` and `eval` for its shell completions.
+
+pub mod app;
+pub mod recipe_file;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -39,7 +39,7 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod plot;
-pub mod recipe_file;
+pub use pmv_train_cli::recipe_file;
 pub mod rng;
 pub mod run;
 

@@ -3,99 +3,39 @@
 //! `pmv-data` itself never loads libtorch, so fetching, sharding and status start fast
 //! and small; the commands that need libtorch run here (`pmv-data train` and `eval` run
 //! this binary with the same arguments). A GPU machine that has libtorch but no FFmpeg
-//! builds only this binary (`--no-default-features --features train`). Exit codes: 0
+//! builds only this crate (`cargo build --release -p pmv-train`). Exit codes: 0
 //! ok, 1 error, 2 usage, 3 some samples could not be read (counted, reported, left out),
 //! 75 the run is in use by another process.
 
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::Parser;
 
 use pmv_term::exit::Exit;
 use pmv_term::output::{self, errln, outln};
 use pmv_term::progress;
 use pmv_train as train;
+use pmv_train_cli::app::{Cli, Command};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "pmv-data-train",
-    version,
-    about = "pmv-data's libtorch half: train and evaluate video classifiers on frame shards",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 some samples could not be read \
-                  (left out and reported), 75 the run is in use."
-)]
-struct Cli {
-    /// Machine-readable JSON on stdout
-    #[arg(long, global = true)]
-    json: bool,
-
-    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
-    #[arg(short, long, global = true, action = ArgAction::Count)]
-    verbose: u8,
-
-    /// Only errors on stderr
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Which libtorch this binary runs on and what it reaches (CUDA, cuDNN, threads)
-    Info,
-    /// Train a model on a dataset's shards (or a shard directory)
-    #[command(args_override_self = true)]
-    Train(Box<train::cli::TrainArgs>),
-    /// VideoMAE masked pre-training of a ViT encoder on a dataset's shards (labels
-    /// unused); the result fine-tunes with `train --init`
-    #[command(args_override_self = true)]
-    Pretrain(Box<train::cli::PretrainArgs>),
-    /// Evaluate a run: views per video, top-1/top-5, per-class accuracy, reports
-    #[command(args_override_self = true)]
-    Eval(train::cli::EvalArgs),
-    /// Time training steps of a model (synthetic batch on the device, or --shards)
-    Bench(train::cli::BenchArgs),
-    /// Time the shard loader alone
-    BenchLoader(train::cli::BenchLoaderArgs),
-    /// Write a synthetic dataset of moving shapes as shards (no FFmpeg needed)
-    Synth(train::cli::SynthArgs),
-}
-
-impl Command {
-    /// The subcommand's name, as typed.
-    fn name(&self) -> &'static str {
-        match self {
-            Command::Info => "info",
-            Command::Train(_) => "train",
-            Command::Pretrain(_) => "pretrain",
-            Command::Eval(_) => "eval",
-            Command::Bench(_) => "bench",
-            Command::BenchLoader(_) => "bench-loader",
-            Command::Synth(_) => "synth",
-        }
-    }
-}
 
 fn main() -> ExitCode {
     train::device::flush_denormals();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = output::json_requested(&args);
     let named = || output::named_command(&<Cli as clap::CommandFactory>::command(), &args);
-    let argv = match train::recipe_file::expand(args.clone(), &["train", "pretrain", "eval"]) {
-        Ok(a) => a,
-        Err(e) => {
-            errln!("error: {e}");
-            if json {
-                output::error_json(named().as_deref(), &e.to_string(), Exit::Usage.code());
+    let argv =
+        match pmv_train_cli::recipe_file::expand(args.clone(), &["train", "pretrain", "eval"]) {
+            Ok(a) => a,
+            Err(e) => {
+                errln!("error: {e}");
+                if json {
+                    output::error_json(named().as_deref(), &e.to_string(), Exit::Usage.code());
+                }
+                return Exit::Usage.into();
             }
-            return Exit::Usage.into();
-        }
-    };
+        };
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
@@ -291,61 +231,6 @@ fn run(cli: Cli) -> Result<Exit, train::error::TrainError> {
                 )
             });
             Ok(Exit::Ok)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::ffi::OsString;
-    use std::path::PathBuf;
-
-    use super::*;
-
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
-    }
-
-    /// Every shipped recipe parses as the options of the commands it configures.
-    #[test]
-    fn shipped_recipes_are_valid_options() {
-        use clap::Parser;
-        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .join("manifests/recipes");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        files.sort();
-        assert!(files.len() >= 9, "{files:?}");
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap();
-            let doc: toml::Table = toml::from_str(&text).unwrap();
-            let mut configured = 0;
-            for (command, base) in [
-                ("train", vec!["--shards", "x"]),
-                ("pretrain", vec!["--shards", "x"]),
-                ("eval", vec!["--run", "x"]),
-            ] {
-                if !doc.contains_key(command) {
-                    continue;
-                }
-                configured += 1;
-                let mut argv = os(&[
-                    "pmv-data-train",
-                    command,
-                    "--recipe-file",
-                    f.to_str().unwrap(),
-                ]);
-                argv.extend(os(&base));
-                let argv =
-                    train::recipe_file::expand(argv, &["train", "pretrain", "eval"]).unwrap();
-                if let Err(e) = Cli::try_parse_from(&argv) {
-                    panic!("{}: [{command}]: {e}", f.display());
-                }
-            }
-            assert!(configured > 0, "{}", f.display());
         }
     }
 }
