@@ -20,14 +20,12 @@
 //! with fetch; this module writes what it is asked to and never checks files on disk.
 //! It never writes any other table.
 
-use std::path::PathBuf;
-
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use pmv_core::Role;
 use pmv_core::util::now_unix;
 
-use crate::{Catalog, CatalogError, Result};
+use crate::{Catalog, CatalogError, Result, Tx};
 
 /// Which failed state a file no source could provide is left in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,25 +88,15 @@ pub struct FileFailure<'a> {
 /// Fetch's group commit: file transitions written in one transaction, with one
 /// time stamp. Nothing is recorded until [`FileBatch::commit`].
 pub struct FileBatch<'c> {
-    tx: Transaction<'c>,
-    path: PathBuf,
+    tx: Tx<'c>,
     now: i64,
 }
 
 impl Catalog {
     /// Opens a batch of file transitions (one transaction).
     pub fn file_batch(&mut self) -> Result<FileBatch<'_>> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| CatalogError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
         Ok(FileBatch {
-            tx,
-            path,
+            tx: self.begin(TransactionBehavior::Deferred)?,
             now: now_unix(),
         })
     }
@@ -330,17 +318,11 @@ impl FileBatch<'_> {
 
     /// Records the whole batch.
     pub fn commit(self) -> Result<()> {
-        let path = self.path;
-        self.tx
-            .commit()
-            .map_err(|source| CatalogError::Sqlite { path, source })
+        self.tx.commit()
     }
 
     fn sql(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        self.tx.sql(source)
     }
 }
 

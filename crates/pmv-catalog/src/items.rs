@@ -10,20 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Statement, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Statement, TransactionBehavior, params};
 
-use crate::{Catalog, CatalogError, Result};
+use crate::{Catalog, CatalogError, Result, Tx, sql_at};
 use pmv_core::Format;
-
-/// Wraps a SQLite error with the catalog's path.
-fn sql_at(path: &Path) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
-    move |source| CatalogError::Sqlite {
-        path: path.to_owned(),
-        source,
-    }
-}
 
 /// A manifest as its last ingest recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,30 +160,24 @@ impl Catalog {
     /// Starts the one write transaction of an ingest: immediate (the writer lock is
     /// taken now), with a page cache large enough for the merge.
     pub fn begin_ingest(&mut self) -> Result<IngestTx<'_>> {
-        let path = self.path.as_path();
-        let sql = sql_at(path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&sql)?;
+        let tx = self.begin(TransactionBehavior::Immediate)?;
         // 64 MiB of page cache instead of SQLite's 2 MiB: the merge writes hundreds of
         // thousands of rows in one transaction.
         tx.execute_batch("PRAGMA main.cache_size = -65536;")
-            .map_err(&sql)?;
-        Ok(IngestTx { tx, path })
+            .map_err(|e| tx.sql(e))?;
+        Ok(IngestTx { tx })
     }
 }
 
 /// The write transaction of one ingest; dropped without [`IngestTx::commit`], it
 /// rolls back.
 pub struct IngestTx<'c> {
-    tx: Transaction<'c>,
-    path: &'c Path,
+    tx: Tx<'c>,
 }
 
 impl<'c> IngestTx<'c> {
     fn sql(&self, source: rusqlite::Error) -> CatalogError {
-        sql_at(self.path)(source)
+        self.tx.sql(source)
     }
 
     /// Marks an existing dataset as updated now.
@@ -332,24 +316,22 @@ impl<'c> IngestTx<'c> {
 
     /// The merge's reads, inside this transaction.
     pub fn lookups(&self) -> Result<ItemLookups<'_>> {
-        ItemLookups::new(&self.tx, self.path)
+        ItemLookups::new(&self.tx, self.tx.path)
     }
 
     /// The merge's writes of items and memberships of `dataset_id`, stamped `now`.
     pub fn item_writer(&self, dataset_id: i64, now: i64) -> Result<ItemWriter<'_>> {
-        ItemWriter::new(&self.tx, self.path, dataset_id, now).map_err(|e| self.sql(e))
+        ItemWriter::new(&self.tx, self.tx.path, dataset_id, now).map_err(|e| self.sql(e))
     }
 
     /// Commits everything the ingest wrote.
     pub fn commit(self) -> Result<()> {
-        let sql = sql_at(self.path);
-        self.tx.commit().map_err(sql)
+        self.tx.commit()
     }
 
     /// Undoes everything the ingest wrote.
     pub fn rollback(self) -> Result<()> {
-        let sql = sql_at(self.path);
-        self.tx.rollback().map_err(sql)
+        self.tx.rollback()
     }
 }
 

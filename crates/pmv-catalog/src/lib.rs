@@ -264,10 +264,19 @@ impl Catalog {
 
     /// Wraps a SQLite error with the catalog's path.
     pub fn sql(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sql_at(&self.path)(source)
+    }
+
+    /// Opens a write transaction (`Immediate` takes the writer lock now).
+    fn begin(&mut self, behavior: TransactionBehavior) -> Result<Tx<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(behavior)
+            .map_err(sql_at(&self.path))?;
+        Ok(Tx {
+            tx,
+            path: &self.path,
+        })
     }
 
     pub fn invalid(&self, message: impl Into<String>) -> CatalogError {
@@ -470,6 +479,43 @@ fn is_network_fs(dir: &Path) -> bool {
     match rustix::fs::statfs(dir) {
         Ok(st) => NETWORK.contains(&{ st.f_type }),
         Err(_) => false,
+    }
+}
+
+/// Wraps a SQLite error with the path of the catalog it came from.
+fn sql_at(path: &Path) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+    move |source| CatalogError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An open write transaction with the catalog's path for its errors: what each batch
+/// of writes (an ingest, a shard, fetch's file transitions) holds until it commits.
+/// Dropped without [`Tx::commit`], it rolls back.
+struct Tx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    path: &'c Path,
+}
+
+impl<'c> Tx<'c> {
+    fn sql(&self, source: rusqlite::Error) -> CatalogError {
+        sql_at(self.path)(source)
+    }
+
+    fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(sql_at(self.path))
+    }
+
+    fn rollback(self) -> Result<()> {
+        self.tx.rollback().map_err(sql_at(self.path))
+    }
+}
+
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = rusqlite::Transaction<'c>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
     }
 }
 

@@ -10,16 +10,15 @@
 //! holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use pmv_core::frame_recipe::FrameRecipe;
 use pmv_core::util::now_unix;
 
-use crate::{Catalog, CatalogError, Result};
+use crate::{Catalog, CatalogError, Result, Tx};
 
 /// A recipe as the catalog records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -531,31 +530,21 @@ impl Catalog {
     /// Starts the transaction that records a sealed shard; nothing is recorded unless
     /// [`ShardCommit::commit`] is called.
     pub fn begin_shard_commit(&mut self) -> Result<ShardCommit<'_>> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| CatalogError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(ShardCommit { tx, path })
+        Ok(ShardCommit {
+            tx: self.begin(TransactionBehavior::Deferred)?,
+        })
     }
 }
 
 /// The transaction recording one shard: its row, its samples, the probes of its videos
 /// and (for a rebuild) the shard it replaces.
 pub struct ShardCommit<'c> {
-    tx: Transaction<'c>,
-    path: PathBuf,
+    tx: Tx<'c>,
 }
 
 impl ShardCommit<'_> {
     fn sql(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        self.tx.sql(source)
     }
 
     /// Marks the verified video of `item_id` sharded, in this transaction (the files
@@ -601,7 +590,7 @@ impl ShardCommit<'_> {
             .map_err(|e| self.sql(e))?;
         for (ordinal, s) in samples.iter().enumerate() {
             let members = serde_json::to_string(s.members).map_err(|e| CatalogError::Invalid {
-                path: self.path.clone(),
+                path: self.tx.path.to_owned(),
                 message: format!("sample {ordinal} of shard {shard_id}: member index: {e}"),
             })?;
             insert
@@ -669,10 +658,7 @@ impl ShardCommit<'_> {
 
     /// Commits everything recorded.
     pub fn commit(self) -> Result<()> {
-        let path = self.path;
-        self.tx
-            .commit()
-            .map_err(|source| CatalogError::Sqlite { path, source })
+        self.tx.commit()
     }
 }
 
