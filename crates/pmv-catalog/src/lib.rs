@@ -8,15 +8,13 @@
 //! items, memberships, in one [`IngestTx`]), `fetch` (the fetch plan's reads), `files`
 //! (the only writer of `files.state`: each transition is one function, see its table),
 //! `shards` (frame recipes, shards, samples and probes; one [`Catalog::live_shards`] for
-//! the shard stage and the trainer), `refresh` (the nightly run's reads) and `status`;
-//! command runs and datasets are here. Stages hand it finished rows and decide nothing
-//! in SQL of their own. It never touches files other than the catalog itself.
+//! the shard stage and the trainer) and `status`; command runs and datasets are here.
+//! Stages hand it finished rows and decide nothing in SQL of their own. It never touches files other than the catalog itself.
 
 mod fetch;
 mod files;
 mod items;
 mod migrations;
-mod refresh;
 mod shards;
 mod status;
 
@@ -35,7 +33,6 @@ pub use items::{
     Membership, MembershipRow, StoredManifest,
 };
 pub use migrations::MIGRATIONS;
-pub use refresh::LiveShard;
 pub use shards::{
     FrameRecipeRow, IndexedShard, NewSample, NewShard, ProbeRecord, ShardCommit, ShardRow,
     ShardVideo, ShardVideos, UnshardedVideo, parse_labels,
@@ -433,6 +430,18 @@ impl Catalog {
                 params![run_id, now_unix(), status.as_str(), summary.to_string()],
             )
             .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The number of refreshes recorded that are no longer running.
+    pub fn finished_refreshes(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM runs WHERE command = 'refresh' AND status <> 'running'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
             .map_err(|e| self.sql(e))
     }
 

@@ -280,6 +280,39 @@ impl Catalog {
         }
     }
 
+    /// The id of the latest recipe stored under `name`, if any.
+    pub fn recipe_id_named(&self, name: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM recipes WHERE name = ?1 ORDER BY created_at DESC LIMIT 1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The live shards of a dataset, of every recipe, whose id is `index` modulo
+    /// `parts`, by id: the slice a refresh re-hashes.
+    pub fn live_shards_slice(
+        &self,
+        dataset_id: i64,
+        parts: i64,
+        index: i64,
+    ) -> Result<Vec<ShardRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {SHARD_COLUMNS} FROM shards s JOIN datasets d ON d.id = s.dataset_id \
+                 WHERE s.dataset_id = ?1 AND s.state = 'live' AND s.id % ?2 = ?3 ORDER BY s.id"
+            ))
+            .map_err(|e| self.sql(e))?;
+        stmt.query_map(params![dataset_id, parts, index], shard_from_row)
+            .map_err(|e| self.sql(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sql(e))
+    }
+
     /// The live shards of a dataset and recipe (one split, or all), in split and
     /// sequence order, each with its member index: what a reader of the dataset should
     /// read. A shard whose recorded samples are not as many as it holds is an error.
