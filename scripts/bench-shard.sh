@@ -30,56 +30,11 @@ videos="$work/videos"
 mkdir -p "$videos"
 out_json="$work/../shard.json"
 
-# --- the videos (generated once, then kept) -------------------------------------------
-src="$PWD/tests/data/xinpianchang/example/99945958.mp4"
-gen() {
-  local i=$1 f="$videos/v$(printf %02d "$1").mp4"
-  [ -s "$f" ] && return 0
-  # Each video: another portrait window of the sample, another tint, another start.
-  local x=$(( (i * 37) % 430 )) hue=$(( (i * 29) % 360 ))
-  ffmpeg -v error -y -ss "0.$(( i % 4 ))" -i "$src" -t 15 \
-    -vf "crop=202:360:$x:0,scale=720:1280:flags=bicubic,setsar=1,hue=h=$hue,noise=alls=6:allf=t,fps=30" \
-    -c:v libx264 -preset veryfast -threads 1 -b:v 2M -maxrate 3M -bufsize 4M \
-    -g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p -an "$f.tmp.mp4"
-  mv "$f.tmp.mp4" "$f"
-}
-export -f gen
-export videos src
-missing=0
-for ((i = 0; i < n; i++)); do [ -s "$videos/v$(printf %02d $i).mp4" ] || missing=1; done
-if ((missing)); then
-  echo "generating $n videos (once, a few minutes)..."
-  seq 0 $((n - 1)) | xargs -P "$jobs" -I{} bash -c 'gen {}'
-fi
-mapfile -t files < <(ls "$videos"/v*.mp4 | sort)
-
-# --- a data root holding them as verified downloads ------------------------------------
-make_root() {
-  local root=$1
-  rm -rf "$root"
-  mkdir -p "$root"
-  local manifest="$work/bench.jsonl"
-  : >"$manifest"
-  for ((i = 0; i < n; i++)); do
-    printf '{"id":"v%02d","label":%d,"split":"train"}\n' "$i" $((i % 4)) >>"$manifest"
-  done
-  "$bin" --root "$root" -q ingest --dataset bench --format jsonl "$manifest" >/dev/null
-  mkdir -p "$root/videos/bench"
-  local sql="$work/register.sql"
-  echo "BEGIN;" >"$sql"
-  for f in "${files[@]}"; do
-    local key
-    key=$(basename "$f" .mp4)
-    ln -f "$f" "$root/videos/bench/$key.mp4" 2>/dev/null || cp "$f" "$root/videos/bench/$key.mp4"
-    local size sha
-    size=$(stat -c %s "$f")
-    sha=$(sha256sum "$f" | cut -d' ' -f1)
-    echo "INSERT INTO files (item_id, role, state, path, size, sha256, source_rank, attempts, updated_at)
-      SELECT id, 'video', 'verified', 'videos/bench/$key.mp4', $size, '$sha', 0, 1, 0 FROM items WHERE key = '$key';" >>"$sql"
-  done
-  echo "COMMIT;" >>"$sql"
-  sqlite3 "$root/catalog.sqlite" <"$sql"
-}
+# --- the videos (generated once, then kept), and data roots holding them -----------------
+source scripts/bench-videos.sh
+bench_videos "$n" "$videos"
+mapfile -t files < <(ls "$videos"/v*.mp4 | sort | head -n "$n")
+make_root() { bench_root "$1" "${files[@]}"; }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 minimum() { sort -g | head -1; }

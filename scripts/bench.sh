@@ -13,6 +13,10 @@
 #   shard    40 generated portrait 720x1280 H.264 videos of 15 s (GOP 60) sharded with
 #            videomae-16x4-224 at K=1 and K=5, side by side with the ffmpeg command line,
 #            PyAV and the GOP decode floor (scripts/bench-shard.sh; its own shard.json).
+#   augment  the fine-tuning loader per core (jpeg frames, RandAugment, random erasing,
+#            random resized crops), raw against jpeg shards, beside a VideoMAE-style Python
+#            loader (decord + timm) on the same videos; bytes per sample and the PSNR of jpeg
+#            frames (scripts/bench-augment.sh; its own augment.json).
 #   loader   clips/s the shard loader delivers from synthetic shards (a PMV-like recipe,
 #            16x256x192 with 2 clips, cropped to 224x160; and the demo's 8x64x48) with 1
 #            and 2 threads, beside tiny3d's training rate on this CPU fed by the loader.
@@ -33,7 +37,7 @@
 #            fragment), an FLV keyframe index declaring 200 million entries, and one
 #            8192x4320 H.264 frame; each is refused (exit 3), target < 300 MB.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [loader] [models] [refresh] [gpu] [budget] [media] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [augment] [loader] [models] [refresh] [gpu] [budget] [media] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -518,6 +522,7 @@ for s in "${sections[@]}"; do
     budget) bench_budget ;;
     media) bench_media ;;
     shard) bash scripts/bench-shard.sh $( ((quick)) && echo --quick) ;;
+    augment) bash scripts/bench-augment.sh $( ((quick)) && echo --quick) ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
   esac
 done
