@@ -622,28 +622,27 @@ mod tests {
                 assert_ne!(a, b, "two views are the same crop");
             }
         }
-        // (start, end) along the long side, (start, extent) across it.
-        let (long, along, across): (f64, Vec<(f64, f64)>, Vec<(f64, f64)>) = if h > w {
-            (
-                h as f64,
-                crops.iter().map(|c| (c.y, c.y + c.h)).collect(),
-                crops.iter().map(|c| (c.x, c.w)).collect(),
-            )
-        } else {
-            (
-                w as f64,
-                crops.iter().map(|c| (c.x, c.x + c.w)).collect(),
-                crops.iter().map(|c| (c.y, c.h)).collect(),
-            )
-        };
-        let short = w.min(h) as f64;
-        for (start, extent) in across {
+        let portrait = h > w;
+        let (long, short) = (w.max(h) as f64, w.min(h) as f64);
+        for c in crops {
+            // Where the crop starts and how long it is across the short side.
+            let (start, extent) = if portrait { (c.x, c.w) } else { (c.y, c.h) };
             assert!(
                 (start + extent / 2.0 - short / 2.0).abs() < 1e-6,
                 "not centred across: {crops:?}"
             );
         }
-        let mut spans = along;
+        // Where each crop starts and ends along the long side.
+        let mut spans: Vec<(f64, f64)> = crops
+            .iter()
+            .map(|c| {
+                if portrait {
+                    (c.y, c.y + c.h)
+                } else {
+                    (c.x, c.x + c.w)
+                }
+            })
+            .collect();
         spans.sort_by(|a, b| a.0.total_cmp(&b.0));
         assert!(
             spans[0].0.abs() < eps,
