@@ -15,6 +15,8 @@ mod fetch_kill;
 mod fetch_private;
 mod fetch_resolve;
 mod fetch_sources;
+#[cfg(all(feature = "media", feature = "train"))]
+mod fidelity;
 mod format_compat;
 mod httpd;
 mod ingest_bad;

@@ -237,3 +237,32 @@ impl Env {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A small seeded generator for rendered test data (SplitMix64): one seed, one data set.
+#[cfg(all(feature = "media", feature = "train"))]
+pub struct TestRng(u64);
+
+#[cfg(all(feature = "media", feature = "train"))]
+impl TestRng {
+    pub fn new(seed: u64) -> TestRng {
+        TestRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * n as f64) as usize % n
+    }
+
+    /// Heads or tails.
+    pub fn coin(&mut self) -> bool {
+        self.next_u64() >> 63 == 1
+    }
+}

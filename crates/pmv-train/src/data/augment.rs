@@ -592,4 +592,155 @@ mod tests {
         assert_eq!(eval_clips(5, 2), vec![0, 4]);
         assert_eq!(eval_clips(2, 5), vec![0, 1]);
     }
+
+    /// Checks that two lists of crops are the same windows (to rounding).
+    fn assert_same_windows(a: &[Crop], b: &[Crop]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (p, q) in a.iter().zip(b) {
+            let d = [p.x - q.x, p.y - q.y, p.w - q.w, p.h - q.h];
+            assert!(
+                d.iter().all(|v| v.abs() < 1e-9) && p.flip == q.flip,
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
+
+    /// Checks that test `crops` of a `w`×`h` frame are distinct, lie inside it, keep the
+    /// centre of its short side, and together cover its long side without a gap.
+    fn assert_cover_long_side(crops: &[Crop], w: usize, h: usize) {
+        let eps = 1e-9;
+        for c in crops {
+            assert!(
+                c.x >= -eps && c.y >= -eps && c.x + c.w <= w as f64 + eps,
+                "{c:?} leaves {w}x{h}"
+            );
+            assert!(c.y + c.h <= h as f64 + eps, "{c:?} leaves {w}x{h}");
+            assert!(!c.flip);
+        }
+        for (i, a) in crops.iter().enumerate() {
+            for b in &crops[i + 1..] {
+                assert_ne!(a, b, "two views are the same crop");
+            }
+        }
+        let portrait = h > w;
+        let (long, short) = (w.max(h) as f64, w.min(h) as f64);
+        for c in crops {
+            // Where the crop starts and how long it is across the short side.
+            let (start, extent) = if portrait { (c.x, c.w) } else { (c.y, c.h) };
+            assert!(
+                (start + extent / 2.0 - short / 2.0).abs() < 1e-6,
+                "not centred across: {crops:?}"
+            );
+        }
+        // Where each crop starts and ends along the long side.
+        let mut spans: Vec<(f64, f64)> = crops
+            .iter()
+            .map(|c| {
+                if portrait {
+                    (c.y, c.y + c.h)
+                } else {
+                    (c.x, c.x + c.w)
+                }
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(
+            spans[0].0.abs() < eps,
+            "the first view misses the start: {spans:?}"
+        );
+        let mut reach = spans[0].1;
+        for &(start, end) in &spans[1..] {
+            assert!(start <= reach + eps, "a gap before {start}: {spans:?}");
+            reach = reach.max(end);
+        }
+        assert!(
+            (reach - long).abs() < eps,
+            "the views miss the end: {spans:?}"
+        );
+    }
+
+    #[test]
+    fn three_test_crops_cover_a_portrait_frame_along_its_long_side() {
+        // Stored 568x320 (H×W), tested at short side 224 with 224x224 crops: windows of
+        // 320x320 stored pixels at the top, the middle and the bottom.
+        let v = scaled_eval_crops(320, 568, 224, 224, 3, 224);
+        assert_eq!(v.len(), 3);
+        assert_cover_long_side(&v, 320, 568);
+        for c in &v {
+            assert!(
+                (c.w - 320.0).abs() < 1e-9 && (c.h - 320.0).abs() < 1e-9,
+                "{c:?}"
+            );
+        }
+        for (c, y) in v.iter().zip([0.0, 124.0, 248.0]) {
+            assert!((c.y - y).abs() < 1e-9 && c.x.abs() < 1e-9, "{v:?}");
+        }
+        // At a test scale larger than the crop the windows are smaller and still reach
+        // both ends; without a test scale they are the largest square windows.
+        let big = scaled_eval_crops(320, 568, 224, 224, 3, 256);
+        assert_cover_long_side(&big, 320, 568);
+        assert!(big.iter().all(|c| (c.w - 280.0).abs() < 1e-9), "{big:?}");
+        assert_same_windows(&eval_crops(320, 568, 224, 224, 3), &v);
+        // A portrait input (288x192, H×W) from the same frame: windows of the input's
+        // aspect, down the long side.
+        let rect = scaled_eval_crops(320, 568, 192, 288, 3, 256);
+        assert_cover_long_side(&rect, 320, 568);
+        // One crop is the centre one.
+        let one = scaled_eval_crops(320, 568, 224, 224, 1, 224);
+        assert_eq!(one.len(), 1);
+        assert!(
+            (one[0].y - 124.0).abs() < 1e-9 && one[0].x.abs() < 1e-9,
+            "{one:?}"
+        );
+    }
+
+    #[test]
+    fn three_test_crops_cover_a_landscape_frame_along_its_long_side() {
+        let v = scaled_eval_crops(568, 320, 224, 224, 3, 224);
+        assert_eq!(v.len(), 3);
+        assert_cover_long_side(&v, 568, 320);
+        for (c, x) in v.iter().zip([0.0, 124.0, 248.0]) {
+            assert!((c.x - x).abs() < 1e-9 && c.y.abs() < 1e-9, "{v:?}");
+            assert!(
+                (c.w - 320.0).abs() < 1e-9 && (c.h - 320.0).abs() < 1e-9,
+                "{v:?}"
+            );
+        }
+        assert_same_windows(&eval_crops(568, 320, 224, 224, 3), &v);
+        let big = scaled_eval_crops(568, 320, 224, 224, 3, 256);
+        assert_cover_long_side(&big, 568, 320);
+        // Five crops spread the same way.
+        assert_cover_long_side(&scaled_eval_crops(568, 320, 224, 224, 5, 224), 568, 320);
+    }
+
+    #[test]
+    fn clip_views_are_distinct_and_reach_both_ends() {
+        let crops = scaled_eval_crops(320, 568, 224, 224, 3, 224);
+        for (stored, clips, views) in [(10, 5, 15), (10, 10, 30), (5, 5, 15), (2, 10, 6)] {
+            let picked = eval_clips(stored, clips);
+            assert_eq!(picked.len() * crops.len(), views, "{clips}x3 of {stored}");
+            let mut uniq = picked.clone();
+            uniq.dedup();
+            assert_eq!(uniq, picked, "repeated or unordered clips: {picked:?}");
+            assert!(picked.iter().all(|&k| k < stored));
+            // The first and the last stored clip, which the shard stage places at the
+            // video's start and end, are both tested.
+            assert_eq!(picked[0], 0);
+            assert_eq!(*picked.last().unwrap_or(&0), stored - 1);
+        }
+        assert_eq!(eval_clips(10, 10), (0..10).collect::<Vec<_>>());
+        assert_eq!(eval_clips(10, 5), vec![0, 2, 5, 7, 9]);
+        // Any number of views out of 10 stored clips: distinct clips, evenly spread.
+        for n in 2..=10 {
+            let picked = eval_clips(10, n);
+            assert_eq!(picked.len(), n);
+            assert!(picked.windows(2).all(|p| p[0] < p[1]), "{n}: {picked:?}");
+            let gaps: Vec<usize> = picked.windows(2).map(|p| p[1] - p[0]).collect();
+            let (lo, hi) = (gaps.iter().min(), gaps.iter().max());
+            assert!(
+                hi.zip(lo).is_some_and(|(h, l)| h - l <= 1),
+                "{n}: {picked:?}"
+            );
+        }
+    }
 }
