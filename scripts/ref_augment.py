@@ -10,7 +10,7 @@ hyper-parameters are those VideoMAE's `create_random_augment` passes: fill
 Usage (every mode writes .npy files and a manifest.json into OUT):
     ref_augment.py ops OUT W H        each op at magnitudes 0, 3, 7, 10, both signs
     ref_augment.py draw OUT SPEC N    N draws of rand_augment_transform(SPEC)
-    ref_augment.py rrc OUT W H N      N RandomResizedCrop windows of a W x H frame
+    ref_augment.py rrc OUT N WxH...   N RandomResizedCrop windows of each WxH frame
 
 Nothing here reads the network; everything is seeded.
 """
@@ -148,30 +148,33 @@ def draw(out, spec, n):
     (out / "manifest.json").write_text(json.dumps({"names": names}))
 
 
-def rrc(out, w, h, n):
-    """torchvision's windows (top, left, height, width) on a w x h frame, and which fell back."""
+def rrc(out, n, sizes):
+    """torchvision's windows (top, left, height, width) on each WxH frame, and its fallback."""
     import torch
     from torchvision.transforms import RandomResizedCrop
 
     torch.manual_seed(0)
-    img = torch.zeros(3, h, w, dtype=torch.uint8)
     scale, ratio = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
-    boxes = np.array(
-        [RandomResizedCrop.get_params(img, scale, ratio) for _ in range(n)], dtype=np.int64
-    )
-    # The fallback window of get_params: the whole frame clamped to the ratio range, centred.
-    in_ratio = w / h
-    if in_ratio < min(ratio):
-        fw, fh = w, int(round(w / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = h, int(round(h * max(ratio)))
-    else:
-        fw, fh = w, h
-    fallback = (boxes == np.array([(h - fh) // 2, (w - fw) // 2, fh, fw])).all(axis=1)
-    np.save(out / "boxes.npy", boxes)
-    (out / "manifest.json").write_text(
-        json.dumps({"fallback": int(fallback.sum()), "fallback_box": [fw, fh]})
-    )
+    manifest = {}
+    for size in sizes:
+        w, h = (int(v) for v in size.split("x"))
+        img = torch.zeros(3, h, w, dtype=torch.uint8)
+        boxes = np.array(
+            [RandomResizedCrop.get_params(img, scale, ratio) for _ in range(n)], dtype=np.int64
+        )
+        # The fallback of get_params: the whole frame clamped to the ratio range, centred.
+        in_ratio = w / h
+        if in_ratio < min(ratio):
+            fw, fh = w, int(round(w / min(ratio)))
+        elif in_ratio > max(ratio):
+            fh, fw = h, int(round(h * max(ratio)))
+        else:
+            fw, fh = w, h
+        fallback = (boxes == np.array([(h - fh) // 2, (w - fw) // 2, fh, fw])).all(axis=1)
+        np.save(out / f"boxes_{size}.npy", boxes)
+        np.save(out / f"fallback_{size}.npy", fallback.astype(np.uint8))
+        manifest[size] = {"fallback_box": [fw, fh]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
 
 
 def main():
@@ -182,7 +185,7 @@ def main():
     elif mode == "draw":
         draw(out, sys.argv[3], int(sys.argv[4]))
     elif mode == "rrc":
-        rrc(out, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        rrc(out, int(sys.argv[3]), sys.argv[4:])
     else:
         sys.exit(f"ref_augment.py: unknown mode {mode!r}")
 
