@@ -790,6 +790,51 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// PIL copies pixels for 180 degrees and, on square frames, for 90 and 270 (0 and
+    /// 360 are the frame itself); its general affine path at those angles samples pixel
+    /// centres exactly, so both must give the same frame.
+    #[test]
+    fn right_angle_rotations_move_whole_pixels() {
+        let cases = [
+            (5, 5, 90.0),
+            (5, 5, -90.0),
+            (5, 5, 270.0),
+            (7, 4, 180.0),
+            (7, 4, -180.0),
+            (7, 4, 360.0),
+            (7, 4, -0.0),
+        ];
+        for (w, h, deg) in cases {
+            let src: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+            let mut fast = src.clone();
+            apply(
+                &[Op::Rotate { degrees: deg }],
+                &mut fast,
+                w,
+                h,
+                &mut Scratch::default(),
+            );
+            let a = -f64::rem_euclid(deg, 360.0).to_radians();
+            let (c, s) = (a.cos().round(), a.sin().round());
+            let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+            let m = [c, s, cx - c * cx - s * cy, -s, c, cy + s * cx - c * cy];
+            let mut general = src.clone();
+            affine(&mut general, w, h, m, &mut Scratch::default());
+            assert_eq!(fast, general, "{w}x{h} by {deg}");
+        }
+        // Counter-clockwise: the top-right pixel becomes the top-left one.
+        let src: Vec<u8> = (0..75).map(|i| i as u8).collect();
+        let mut out = src.clone();
+        apply(
+            &[Op::Rotate { degrees: 90.0 }],
+            &mut out,
+            5,
+            5,
+            &mut Scratch::default(),
+        );
+        assert_eq!(out[..3], src[12..15]);
+    }
+
     #[test]
     fn parses_timm_policies() {
         let ra = RandAugment::parse("rand-m7-n4-mstd0.5-inc1").unwrap();
