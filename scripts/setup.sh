@@ -7,7 +7,9 @@
 #   - libtorch: the torch==2.11.0 wheel from PyPI in .venv (git-ignored), which
 #     tch =0.24.0 builds against; .venv/libtorch links to it for the build;
 #   - transformers and safetensors in .venv: the tests check the trainer's VideoMAE
-#     against transformers, and scripts/convert_videomae.py writes safetensors.
+#     against transformers, and scripts/convert_videomae.py writes safetensors;
+#   - timm, torchvision and Pillow in .venv: the augmentation tests compare against
+#     timm's RandAugment on PIL and torchvision's RandomResizedCrop.
 # Nothing is installed when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +87,21 @@ fi
 if ! .venv/bin/python -c "import webdataset, av" 2>/dev/null; then
   echo "setup: installing webdataset==1.0.2 and av==18.1.0 (PyAV) into .venv"
   pip_install webdataset==1.0.2 av==18.1.0
+fi
+
+# timm and torchvision (with the Pillow whose arithmetic the RandAugment tests match):
+# scripts/ref_augment.py. torchvision 0.26.0 is the build for torch 2.11.0; naming torch
+# in the same install keeps pip from replacing it.
+TIMM_VERSION=1.0.31
+TORCHVISION_VERSION=0.26.0
+PILLOW_VERSION=13.0.0
+have_aug() {
+  .venv/bin/python -c "import sys, timm, torchvision, PIL; sys.exit(0 if (timm.__version__, torchvision.__version__.split('+')[0], PIL.__version__) == ('$TIMM_VERSION', '$TORCHVISION_VERSION', '$PILLOW_VERSION') else 1)" 2>/dev/null
+}
+if ! have_aug; then
+  echo "setup: installing timm==$TIMM_VERSION, torchvision==$TORCHVISION_VERSION and pillow==$PILLOW_VERSION into .venv"
+  pip_install "torch==$TORCH_VERSION" "timm==$TIMM_VERSION" "torchvision==$TORCHVISION_VERSION" "pillow==$PILLOW_VERSION"
+  have_aug || { echo "setup: timm $TIMM_VERSION / torchvision $TORCHVISION_VERSION did not install" >&2; exit 1; }
 fi
 
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds

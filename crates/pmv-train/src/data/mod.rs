@@ -10,6 +10,7 @@ mod catalog;
 
 pub mod augment;
 pub mod loader;
+pub mod randaug;
 pub mod text;
 
 pub use catalog::*;
