@@ -1,5 +1,5 @@
 """Times timm's RandAugment ops on PIL at 224x224 (ns per frame per op), and whole
-draws of VideoMAE's rand-m7-n4-mstd0.5-inc1, as scripts/bench_randaug.rs times ours.
+draws of VideoMAE's rand-m7-n4-mstd0.5-inc1, as crates/pmv-train/examples/bench_randaug.rs times ours.
 
 Usage: .venv/bin/python scripts/bench_randaug_pil.py
 """

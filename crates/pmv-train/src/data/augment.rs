@@ -21,7 +21,8 @@ pub struct Crop {
 
 /// Random resized crop: an area fraction drawn from `scale`, an aspect ratio (relative
 /// to the output's) drawn log-uniformly from `ratio`, placed uniformly; after ten misses
-/// the largest window of the output's aspect, centred.
+/// the whole frame, narrowed to the nearest aspect `ratio` allows, centred (as torchvision's
+/// `RandomResizedCrop` falls back).
 #[allow(clippy::too_many_arguments)]
 pub fn random_resized_crop(
     rng: &mut Rng,
@@ -49,9 +50,18 @@ pub fn random_resized_crop(
             break;
         }
     }
+    // After ten misses, torchvision's fallback: the whole frame, narrowed to the nearest
+    // aspect the ratio range allows, centred.
     let (x, y, w, h) = crop.unwrap_or_else(|| {
-        let c = cover_window(src_w, src_h, out_w, out_h, 0.5);
-        (c.x, c.y, c.w, c.h)
+        let r = sw / sh / out_aspect;
+        let (w, h) = if r < ratio.0 {
+            (sw, sw / (ratio.0 * out_aspect))
+        } else if r > ratio.1 {
+            (sh * ratio.1 * out_aspect, sh)
+        } else {
+            (sw, sh)
+        };
+        ((sw - w) / 2.0, (sh - h) / 2.0, w, h)
     });
     let flip = flip_p > 0.0 && rng.f64() < flip_p;
     Crop { x, y, w, h, flip }

@@ -1,21 +1,16 @@
 //! Release-speed timing of the trainer's RandAugment ops on a 224x224 frame, in ns per
 //! frame per op and for whole draws of VideoMAE's policy (the crate's own tests build
-//! unoptimised). It compiles the module on its own, outside the workspace:
+//! unoptimised):
 //!
-//!     rustc --edition 2024 -C opt-level=3 scripts/bench_randaug.rs -o /tmp/bench_randaug
-//!     /tmp/bench_randaug
+//!     cargo run --release -p pmv-train --example bench_randaug
 //!
 //! scripts/bench_randaug_pil.py times timm's ops on PIL the same way, for comparison.
-#![allow(dead_code)]
-
-#[path = "../crates/pmv-train/src/data/randaug.rs"]
-mod randaug;
-#[path = "../crates/pmv-train/src/rng.rs"]
-mod rng;
+#![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
-use randaug::{Op, RandAugment, Scratch, apply};
+use pmv_train::data::randaug::{Op, RandAugment, Scratch, apply};
+use pmv_train::rng;
 
 fn main() {
     let (w, h) = (224usize, 224usize);
