@@ -636,7 +636,6 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
         [(n * views) as i64, t as i64, oh as i64, ow as i64, 3],
         (Kind::Uint8, Device::Cpu),
     );
-    let classes = spec.labels.classes();
     let tokenizer = spec.extras.as_ref().and_then(|e| e.tokenizer.clone());
     let mut cover_t = spec.extras.as_ref().and_then(|e| e.cover).map(|(ch, cw)| {
         Tensor::zeros(
@@ -644,24 +643,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
             (Kind::Uint8, Device::Cpu),
         )
     });
-    let mut parts = Parts {
-        labels: Vec::with_capacity(n),
-        targets: matches!(spec.labels, Labels::Multi(_)).then(|| Vec::with_capacity(n * classes)),
-        keys: Vec::with_capacity(n),
-        ids: vec![],
-        all_labels: Vec::with_capacity(n),
-        errors: vec![],
-        cover_present: Vec::with_capacity(n),
-        tokens: tokenizer.as_ref().map(|t| {
-            (
-                Vec::with_capacity(n * t.max_len),
-                t.max_len,
-                Vec::with_capacity(n),
-            )
-        }),
-        rects: vec![],
-        filled: 0,
-    };
+    let mut parts = Parts::new(spec, n, tokenizer.as_deref());
     {
         let bytes = tensor_bytes_mut(&mut frames);
         let mut cover_bytes = cover_t.as_mut().map(tensor_bytes_mut);
@@ -674,38 +656,21 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                 }
             };
             let at = parts.filled;
-            if let Some(buf) = cover_bytes.as_mut() {
-                let len = buf.len() / n;
-                if let Some(px) = &read.cover {
-                    buf[at * len..(at + 1) * len].copy_from_slice(px);
-                }
-                parts.cover_present.push(read.cover.is_some());
-            }
-            if let (Some((ids, len, present)), Some(tok)) =
-                (parts.tokens.as_mut(), tokenizer.as_ref())
-            {
-                let txt = read.sample.txt;
-                let mut row = txt.map(|t| tok.encode(t)).unwrap_or_default();
-                present.push(txt.is_some_and(|t| !t.trim().is_empty()));
-                row.resize(*len, text::PAD);
-                ids.extend(row);
-            }
+            parts.extras(&read, cover_bytes.as_deref_mut(), n, tokenizer.as_deref());
             let out = &mut bytes[at * views * view_len..(at + 1) * views * view_len];
             match &spec.views {
                 Views::Train { .. } => {
-                    let first_row = at * views;
                     let key = ViewKey {
                         seed: spec.seed,
                         epoch,
                         position: (job.first + pos) as u64,
                     };
-                    for v in 0..views {
-                        let dst = &mut out[v * view_len..(v + 1) * view_len];
+                    for (v, dst) in out.chunks_exact_mut(view_len).enumerate() {
                         let rects = train_view(spec, &read.sample, key, v, dst, tmp);
-                        parts.rects.extend(rects.into_iter().map(|r| EraseRect {
-                            row: first_row + v,
-                            ..r
-                        }));
+                        let row = at * views + v;
+                        parts
+                            .rects
+                            .extend(rects.into_iter().map(|r| EraseRect { row, ..r }));
                     }
                 }
                 Views::Eval { .. } => eval_views(spec, &read.sample, out, tmp),
@@ -757,6 +722,55 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
 }
 
 impl Parts {
+    fn new(spec: &LoaderSpec, n: usize, tokenizer: Option<&text::Tokenizer>) -> Parts {
+        let classes = spec.labels.classes();
+        Parts {
+            labels: Vec::with_capacity(n),
+            targets: matches!(spec.labels, Labels::Multi(_))
+                .then(|| Vec::with_capacity(n * classes)),
+            keys: Vec::with_capacity(n),
+            ids: vec![],
+            all_labels: Vec::with_capacity(n),
+            errors: vec![],
+            cover_present: Vec::with_capacity(n),
+            tokens: tokenizer.map(|t| {
+                (
+                    Vec::with_capacity(n * t.max_len),
+                    t.max_len,
+                    Vec::with_capacity(n),
+                )
+            }),
+            rects: vec![],
+            filled: 0,
+        }
+    }
+
+    /// Writes the next sample's cover into `cover_bytes` (the batch's `n` covers) and
+    /// its tokens, when the batch carries them.
+    fn extras(
+        &mut self,
+        read: &Read<'_>,
+        cover_bytes: Option<&mut [u8]>,
+        n: usize,
+        tokenizer: Option<&text::Tokenizer>,
+    ) {
+        let at = self.filled;
+        if let Some(buf) = cover_bytes {
+            let len = buf.len() / n;
+            if let Some(px) = &read.cover {
+                buf[at * len..(at + 1) * len].copy_from_slice(px);
+            }
+            self.cover_present.push(read.cover.is_some());
+        }
+        if let (Some((ids, len, present)), Some(tok)) = (self.tokens.as_mut(), tokenizer) {
+            let txt = read.sample.txt;
+            let mut row = txt.map(|t| tok.encode(t)).unwrap_or_default();
+            present.push(txt.is_some_and(|t| !t.trim().is_empty()));
+            row.resize(*len, text::PAD);
+            ids.extend(row);
+        }
+    }
+
     /// Records a sample whose views are written.
     fn push(&mut self, spec: &LoaderSpec, read: Read<'_>) {
         let classes = spec.labels.classes();
