@@ -879,3 +879,156 @@ fn sigterm_checkpoints_and_resume_finishes() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["steps"], 240);
 }
+
+#[test]
+fn model_ema_with_repeated_views_and_erasing_resumes_exactly_and_evaluates() {
+    let env = Env::new();
+    let data = env.path("shards");
+    motion_shards(&data, 4, 1);
+    let opts = |out: &Path| {
+        let mut v = small(out, 3);
+        v.extend(
+            [
+                "--shards",
+                s(&data),
+                "--save-every",
+                "1",
+                "--log-every",
+                "1",
+                "--model-ema",
+                "--model-ema-decay",
+                "0.9",
+                "--repeated-aug",
+                "2",
+                "--random-erase",
+                "0.5",
+                "--erase-count",
+                "2",
+            ]
+            .iter()
+            .map(|x| x.to_string()),
+        );
+        v
+    };
+    let whole = env.path("whole");
+    let mut c = trainer();
+    c.args(opts(&whole));
+    let r = Out::of(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    // 16 samples in batches of 8, 2 steps an epoch, each of 16 clips.
+    assert_eq!(v["steps"], 6);
+    assert!(v["val_ema"]["top1"].is_number(), "{v}");
+    let model = tensors(&whole.join("model.safetensors"));
+    let ema = tensors(&whole.join("model-ema.safetensors"));
+    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&model),
+        names(&ema),
+        "the average has the model's names"
+    );
+    assert_ne!(model, ema, "the average is not the model");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["hyper"]["repeated_aug"], 2);
+    assert_eq!(run["hyper"]["model_ema"], 0.9);
+    assert_eq!(run["hyper"]["random_erase"]["mode"], "pixel");
+    let vals: Vec<serde_json::Value> = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "val")
+        .collect();
+    assert_eq!(vals.len(), 3);
+    assert!(
+        vals.iter().all(|v| v["ema"]["top1"].is_number()),
+        "{vals:?}"
+    );
+
+    // Killed after its first checkpoint and resumed: the same weights and average.
+    let cut = env.path("cut");
+    let mut c = trainer();
+    c.args(opts(&cut))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while !cut.join("state.json").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cut.join("state.json")).unwrap()).unwrap();
+    assert!(state["ema"].as_str().unwrap().ends_with(".ema.safetensors"));
+    let mut c = trainer();
+    c.args(opts(&cut)).arg("--resume");
+    let r = Out::of(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json()["resumed_from_step"].as_u64().unwrap() >= 1);
+    assert_eq!(model, tensors(&cut.join("model.safetensors")));
+    assert_eq!(
+        ema,
+        tensors(&cut.join("model-ema.safetensors")),
+        "the resumed average differs from the uninterrupted run's"
+    );
+
+    // eval --ema evaluates the average, beside the model's reports.
+    let eval = |extra: &[&str]| {
+        let mut c = trainer();
+        c.args([
+            "--json",
+            "--quiet",
+            "eval",
+            "--run",
+            s(&whole),
+            "--device",
+            "cpu",
+        ])
+        .args(extra);
+        Out::of(c)
+    };
+    let e = eval(&["--ema", "--views", "1x1"]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let ev = e.json();
+    assert!(
+        ev["weights"]
+            .as_str()
+            .unwrap()
+            .ends_with("model-ema.safetensors")
+    );
+    assert!(whole.join("eval-val-1x1-ema/eval.json").is_file());
+    let top1 = ev["top1"].as_f64().unwrap();
+    assert!(
+        (top1 - v["val_ema"]["top1"].as_f64().unwrap()).abs() < 1e-9,
+        "eval --ema {top1}, the run's last validation of the average {}",
+        v["val_ema"]
+    );
+
+    // A run without the average has none to evaluate.
+    let plain = env.path("plain");
+    let mut c = trainer();
+    c.args(small(&plain, 1)).args(["--shards", s(&data)]);
+    assert_eq!(Out::of(c).code, 0);
+    let mut c = trainer();
+    c.args([
+        "--json",
+        "--quiet",
+        "eval",
+        "--run",
+        s(&plain),
+        "--device",
+        "cpu",
+        "--ema",
+    ]);
+    let e = Out::of(c);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(e.stderr.contains("--model-ema"), "{}", e.stderr);
+}

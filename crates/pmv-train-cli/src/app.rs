@@ -120,4 +120,62 @@ mod tests {
             assert!(configured > 0, "{}", f.display());
         }
     }
+
+    /// The augmentation and moving-average options, from a recipe and the command line.
+    #[test]
+    fn augmentation_and_ema_options_parse_from_recipes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(
+            &p,
+            "[recipe]\nname = \"x\"\nfollows = \"y\"\n[train]\nmodel = \"vit-s\"\n\
+             repeated-aug = 2\nrandom-erase = 0.25\nerase-mode = \"rand\"\nerase-count = 3\n\
+             auto-augment = \"rand-m7-n4-mstd0.5-inc1\"\nmodel-ema = true\n\
+             model-ema-decay = 0.999\n",
+        )
+        .unwrap();
+        let argv = os(&[
+            "t",
+            "train",
+            "--recipe-file",
+            p.to_str().unwrap(),
+            "--shards",
+            "x",
+        ]);
+        let argv = crate::recipe_file::expand(argv, &["train"]).unwrap();
+        let Command::Train(a) = Cli::try_parse_from(&argv).unwrap().command else {
+            panic!("not train");
+        };
+        assert_eq!(
+            (a.repeated_aug, a.random_erase, a.erase_count),
+            (2, 0.25, 3)
+        );
+        assert_eq!(a.erase_mode, crate::EraseMode::Rand);
+        assert_eq!(a.auto_augment.as_deref(), Some("rand-m7-n4-mstd0.5-inc1"));
+        assert!(a.model_ema && a.model_ema_decay == 0.999);
+        // The defaults: one view, no erasing (pixel fill when on), no average.
+        let d =
+            Cli::try_parse_from(os(&["t", "train", "--model", "tiny3d", "--shards", "x"])).unwrap();
+        let Command::Train(d) = d.command else {
+            panic!("not train");
+        };
+        assert_eq!((d.repeated_aug, d.random_erase, d.erase_count), (1, 0.0, 1));
+        assert_eq!(d.erase_mode, crate::EraseMode::Pixel);
+        assert!(!d.model_ema && d.model_ema_decay == 0.9999 && d.auto_augment.is_none());
+        for bad in [
+            ["--repeated-aug", "0"],
+            ["--random-erase", "1.5"],
+            ["--erase-mode", "noise"],
+            ["--erase-count", "0"],
+        ] {
+            let mut v = os(&["t", "train", "--model", "tiny3d", "--shards", "x"]);
+            v.extend(os(&bad));
+            assert!(Cli::try_parse_from(v).is_err(), "{bad:?}");
+        }
+        let e = os(&["t", "eval", "--run", "x", "--ema"]);
+        let Command::Eval(e) = Cli::try_parse_from(e).unwrap().command else {
+            panic!("not eval");
+        };
+        assert!(e.ema);
+    }
 }

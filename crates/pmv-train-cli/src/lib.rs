@@ -117,6 +117,19 @@ pub enum Optimizer {
     Sgd,
 }
 
+/// What random erasing fills a rectangle with, in normalised units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EraseMode {
+    /// Zero (the dataset mean)
+    Const,
+    /// One standard-normal value per channel (and frame)
+    Rand,
+    /// One standard-normal value per pixel and channel
+    #[default]
+    Pixel,
+}
+
 /// `A,B` as two floats.
 pub fn parse_pair(s: &str) -> Result<(f64, f64), String> {
     let (a, b) = s
@@ -175,6 +188,14 @@ pub fn parse_views(s: &str) -> Result<(Option<usize>, usize), String> {
         .filter(|&n| n > 0)
         .ok_or_else(|| format!("{k:?} is not a crop count"))?;
     Ok((clips, crops))
+}
+
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is not a count of at least 1"))
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -325,7 +346,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub epochs: u64,
 
-    /// Clips per batch
+    /// Samples per batch: B x --repeated-aug clips go through the model
     #[arg(long, default_value_t = 8, value_name = "B")]
     pub batch_size: usize,
 
@@ -436,6 +457,40 @@ pub struct TrainArgs {
     /// Probability of a horizontal flip (0 when left and right are different classes)
     #[arg(long, default_value_t = 0.5, value_name = "P", value_parser = parse_fraction)]
     pub flip: f64,
+
+    /// Repeated augmentation: each sample read gives N independently augmented views
+    /// (own clip, crop, flip, erasing), so an optimiser step sees batch x N x accum
+    /// clips (VideoMAE's --num_sample)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_count)]
+    pub repeated_aug: usize,
+
+    /// Probability of random erasing per training view (0: off), after normalisation,
+    /// one rectangle through every frame of the clip (VideoMAE's --reprob)
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub random_erase: f64,
+
+    /// What random erasing fills with: const (0), rand (a normal value per channel and
+    /// frame) or pixel (a normal value per pixel)
+    #[arg(long, value_enum, default_value = "pixel", value_name = "M")]
+    pub erase_mode: EraseMode,
+
+    /// Random erasing: at most N rectangles per view (1 to N, area shared among them)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_count)]
+    pub erase_count: usize,
+
+    /// RandAugment policy applied to each training view after its crop, timm's syntax
+    /// (e.g. rand-m7-n4-mstd0.5-inc1, VideoMAE's fine-tuning policy)
+    #[arg(long, value_name = "SPEC")]
+    pub auto_augment: Option<String>,
+
+    /// Keep an exponential moving average of the weights and buffers (timm's
+    /// ModelEmaV2), validate it beside the model and save it as model-ema.safetensors
+    #[arg(long)]
+    pub model_ema: bool,
+
+    /// Decay of --model-ema per optimiser step
+    #[arg(long, default_value_t = 0.9999, value_name = "D", value_parser = parse_fraction)]
+    pub model_ema_decay: f64,
 
     /// Multimodal classifier: the --model video branch fused with a cover-image branch
     /// (the samples' .jpg) and a text branch (their .txt), as the xinpianchang baseline
@@ -691,6 +746,13 @@ impl PretrainArgs {
             momentum: None,
             nesterov: false,
             flip: self.flip,
+            repeated_aug: 1,
+            random_erase: 0.0,
+            erase_mode: EraseMode::Pixel,
+            erase_count: 1,
+            auto_augment: None,
+            model_ema: false,
+            model_ema_decay: 0.9999,
             multi_label: false,
             single_label: false,
             multimodal: false,
@@ -769,6 +831,11 @@ pub struct EvalArgs {
     /// Check each catalog shard's SHA-256 before reading it
     #[arg(long)]
     pub verify: bool,
+
+    /// Evaluate the run's moving average of the weights (model-ema.safetensors, or the
+    /// last checkpoint's; a run trained with --model-ema)
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub ema: bool,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,

@@ -106,6 +106,10 @@ pub struct State {
     /// Samples left out so far because they could not be read.
     pub bad_samples: u64,
     pub saved_at: i64,
+    /// The checkpoint's moving average of the weights (`--model-ema`), relative to the
+    /// run directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<String>,
 }
 
 pub const STATE_VERSION: u32 = 1;
@@ -235,12 +239,13 @@ pub fn load_state(run: &RunDir) -> Result<Option<State>, CheckpointError> {
     Ok(Some(s))
 }
 
-/// Saves a checkpoint at `state.step`: weights, moments, then `state.json`; removes
-/// checkpoints older than the newest `keep`.
+/// Saves a checkpoint at `state.step`: weights, moments, the weights' moving average
+/// (when given), then `state.json`; removes checkpoints older than the newest `keep`.
 pub fn save(
     run: &RunDir,
     weights: &[(String, Tensor)],
     moments: &[(String, Tensor)],
+    ema: Option<&[(String, Tensor)]>,
     mut state: State,
     metadata: &BTreeMap<String, String>,
     keep: usize,
@@ -252,6 +257,14 @@ pub fn save(
     let o = format!("checkpoints/{stem}.optim.safetensors");
     write_safetensors(&run.file(&w), weights, metadata)?;
     write_safetensors(&run.file(&o), moments, &BTreeMap::new())?;
+    state.ema = match ema {
+        Some(e) => {
+            let f = format!("checkpoints/{stem}.ema.safetensors");
+            write_safetensors(&run.file(&f), e, metadata)?;
+            Some(f)
+        }
+        None => None,
+    };
     state.weights = w;
     state.optimizer = o;
     state.saved_at = pmv_core::util::now_unix();
@@ -278,8 +291,11 @@ fn prune(dir: &Path, keep: usize) {
     steps.sort();
     let drop = steps.len().saturating_sub(keep);
     for stem in &steps[..drop] {
-        for suffix in [".safetensors", ".optim.safetensors"] {
+        for suffix in [".safetensors", ".optim.safetensors", ".ema.safetensors"] {
             let p = dir.join(format!("{stem}{suffix}"));
+            if suffix == ".ema.safetensors" && !p.exists() {
+                continue;
+            }
             if let Err(e) = fs_err::remove_file(&p) {
                 tracing::warn!("cannot remove an old checkpoint: {e}");
             }
@@ -347,10 +363,12 @@ mod tests {
             hyper: serde_json::Value::Null,
             bad_samples: 0,
             saved_at: 0,
+            ema: None,
         };
         for step in [1, 2, 3] {
             state.step = step;
-            state = save(&run, &w, &w, state, &BTreeMap::new(), 2).unwrap();
+            let ema = (step > 1).then_some(&w[..]);
+            state = save(&run, &w, &w, ema, state, &BTreeMap::new(), 2).unwrap();
         }
         let mut names: Vec<String> = std::fs::read_dir(run.checkpoints())
             .unwrap()
@@ -360,8 +378,10 @@ mod tests {
         assert_eq!(
             names,
             [
+                "step-00000002.ema.safetensors",
                 "step-00000002.optim.safetensors",
                 "step-00000002.safetensors",
+                "step-00000003.ema.safetensors",
                 "step-00000003.optim.safetensors",
                 "step-00000003.safetensors"
             ]
@@ -379,5 +399,9 @@ mod tests {
         let s = load_state(&run).unwrap().unwrap();
         assert_eq!(s.step, 3);
         assert_eq!(s.weights, "checkpoints/step-00000003.safetensors");
+        assert_eq!(
+            s.ema.as_deref(),
+            Some("checkpoints/step-00000003.ema.safetensors")
+        );
     }
 }

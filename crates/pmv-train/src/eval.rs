@@ -99,10 +99,24 @@ pub fn evaluate(
 }
 
 /// The weights an evaluation uses: `--checkpoint`, else the final model, else the last
-/// checkpoint of an unfinished run.
-fn weights_of(run: &RunDir, explicit: Option<&Path>) -> Result<PathBuf, TrainError> {
+/// checkpoint of an unfinished run; with `ema`, the moving average of the weights
+/// (`model-ema.safetensors`, else the last checkpoint's).
+fn weights_of(run: &RunDir, explicit: Option<&Path>, ema: bool) -> Result<PathBuf, TrainError> {
     if let Some(p) = explicit {
         return Ok(p.to_owned());
+    }
+    if ema {
+        let fin = run.file("model-ema.safetensors");
+        if fin.exists() {
+            return Ok(fin);
+        }
+        return match checkpoint::load_state(run)? {
+            Some(State { ema: Some(e), .. }) => Ok(run.file(&e)),
+            _ => Err(TrainError::Usage(format!(
+                "--ema: {} has no moving average of its weights (train with --model-ema)",
+                run.path().display()
+            ))),
+        };
     }
     let fin = run.file("model.safetensors");
     if fin.exists() {
@@ -158,7 +172,7 @@ pub fn run(
             dir.join("model.safetensors").display()
         )));
     }
-    let weights = weights_of(&run_dir, args.checkpoint.as_deref())?;
+    let weights = weights_of(&run_dir, args.checkpoint.as_deref(), args.ema)?;
     let split_data = match &args.shards {
         Some(spec) => data::shards_split(spec, &args.split, true)?,
         None => run::current_split(&cfg, &args.split)?,
@@ -222,7 +236,9 @@ pub fn run(
         ids: true,
         extras: super::run::extras_of(&cfg.model, &run_dir)?,
     });
+    // The moving average's reports sit beside the model's, never over them.
     let views_label = format!("{clips}x{crops}");
+    let dir_label = format!("{views_label}{}", if args.ema { "-ema" } else { "" });
     let result = evaluate(
         &net,
         spec,
@@ -234,12 +250,11 @@ pub fn run(
     )?;
     let out_dir = match (&args.out, &args.shards) {
         (Some(p), _) => p.clone(),
-        (None, None) => dir.join(format!("eval-{}-{views_label}", args.split)),
+        (None, None) => dir.join(format!("eval-{}-{dir_label}", args.split)),
         // Other shards than the run's own: a report beside, not over, the run's.
-        (None, Some(shards)) => dir.join(format!(
-            "eval-shards-{}-{views_label}",
-            shards_label(shards)
-        )),
+        (None, Some(shards)) => {
+            dir.join(format!("eval-shards-{}-{dir_label}", shards_label(shards)))
+        }
     };
     let written = write_reports(
         &out_dir,
@@ -251,6 +266,7 @@ pub fn run(
             "split": args.split,
             "views": { "clips": clips, "crops": crops },
             "weights": weights,
+            "ema": args.ema,
             "device": device_name(device),
             "precision": precision,
             "shards": split_data.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),

@@ -18,7 +18,7 @@ use super::error::TrainError;
 use super::models::ModelSpec;
 use super::optim::AdamWConfig;
 
-pub use super::cli::Optimizer;
+pub use super::cli::{EraseMode, Optimizer};
 
 pub const RUN_VERSION: u32 = 1;
 
@@ -66,6 +66,34 @@ pub struct HyperParams {
     pub nesterov: bool,
     pub flip: f64,
     pub shuffle_buffer: usize,
+    /// Independently augmented views per sample read (repeated augmentation).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeated_aug: usize,
+    /// Random erasing per training view: probability, fill and most rectangles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_erase: Option<RandomErase>,
+    /// RandAugment policy of the training views (timm's syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_augment: Option<String>,
+    /// Decay of the weights' moving average (`--model-ema`), when kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ema: Option<f64>,
+}
+
+/// Random erasing as a run records it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RandomErase {
+    pub probability: f64,
+    pub mode: EraseMode,
+    pub max_count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// `run.json`.
@@ -248,6 +276,42 @@ pub fn extras_of(model: &ModelSpec, run_dir: &RunDir) -> Result<Option<Arc<Extra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hyper_parameters_of_older_runs_read_as_without_the_newer_options() {
+        let old = serde_json::json!({
+            "epochs": 3, "batch_size": 8, "accum": 1, "lr": 0.1, "min_lr": 0.001,
+            "warmup_lr": 0.001, "warmup_epochs": 0.3,
+            "adamw": serde_json::to_value(AdamWConfig::default()).unwrap(),
+            "layer_decay": 1.0, "label_smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0,
+            "mix_prob": 1.0, "clip_grad": null, "crop_scale": [0.25, 1.0],
+            "crop_ratio": [0.75, 1.3333], "flip": 0.5, "shuffle_buffer": 16
+        });
+        let h: HyperParams = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(h.repeated_aug, 1);
+        assert_eq!(
+            (h.random_erase, &h.auto_augment, h.model_ema),
+            (None, &None, None)
+        );
+        // Written back, it is what it was: a resume finds no differences.
+        let back = serde_json::to_value(&h).unwrap();
+        for key in ["repeated_aug", "random_erase", "auto_augment", "model_ema"] {
+            assert!(back.get(key).is_none(), "{key}");
+        }
+        let set = HyperParams {
+            repeated_aug: 2,
+            random_erase: Some(RandomErase {
+                probability: 0.25,
+                mode: EraseMode::Pixel,
+                max_count: 1,
+            }),
+            model_ema: Some(0.9999),
+            ..h
+        };
+        let v = serde_json::to_value(&set).unwrap();
+        assert_eq!(v["random_erase"]["mode"], "pixel");
+        assert_eq!(serde_json::from_value::<HyperParams>(v).unwrap(), set);
+    }
 
     #[test]
     fn differences_name_the_fields() {

@@ -4,10 +4,12 @@
 //! An epoch reads whole shards in a shuffled order, sequentially within each, through a
 //! shuffle buffer that mixes samples across shards. For training each sample gives one
 //! random clip of the K stored, one random resized crop and maybe a flip; for
-//! evaluation it gives every view (clips × crops along the long side). The order and
-//! every random choice derive from (seed, epoch, position), so the batches are the same
-//! whatever the number of threads, and a resumed run can start mid-epoch. Workers fill
-//! the batch tensor in place (pinned for CUDA); normalisation happens on the device.
+//! evaluation it gives every view (clips × crops along the long side). With repeated
+//! augmentation a training sample gives several views, each with its own draws. The
+//! order and every random choice derive from (seed, epoch, position, view), so the
+//! batches are the same whatever the number of threads, and a resumed run can start
+//! mid-epoch. Workers fill the batch tensor in place (pinned for CUDA); normalisation,
+//! and the random erasing that follows it, happen on the device.
 //! A sample that cannot be used is left out of its batch and reported as an error; it
 //! is never replaced by another sample.
 
@@ -27,6 +29,7 @@ use crate::device::to_device_async;
 use crate::models::multimodal::Extra;
 use crate::models::{MEAN, STD};
 use crate::rng::{Purpose, Rng};
+use crate::run::{EraseMode, RandomErase};
 
 /// A sample that could not be used.
 #[derive(Debug, Clone, Serialize)]
@@ -57,13 +60,18 @@ pub enum LoaderError {
 /// How samples become views.
 #[derive(Debug, Clone, Serialize)]
 pub enum Views {
-    /// One random clip, a random resized crop (or, with `jitter`, short-side scale
-    /// jitter to that range and a random crop), flip with probability `flip`.
+    /// `repeats` views per sample, each drawing on its own: one random clip of the K
+    /// stored, a random resized crop (or, with `jitter`, short-side scale jitter to
+    /// that range and a random crop), flip with probability `flip`, RandAugment
+    /// (`auto_augment`), and the rectangles of random erasing (`erase`).
     Train {
         scale: (f64, f64),
         ratio: (f64, f64),
         flip: f64,
         jitter: Option<(usize, usize)>,
+        repeats: usize,
+        erase: Option<RandomErase>,
+        auto_augment: Option<String>,
     },
     /// `clips` evenly spread stored clips × `crops` spatial crops, in that order; the
     /// crops are the largest windows of the output's aspect, or, with `short_side`,
@@ -132,7 +140,7 @@ impl LoaderSpec {
     /// Views per sample.
     pub fn views_per_sample(&self) -> usize {
         match self.views {
-            Views::Train { .. } => 1,
+            Views::Train { repeats, .. } => repeats.max(1),
             Views::Eval { clips, crops, .. } => {
                 augment::eval_clips(self.shape[0], clips).len() * crops.max(1)
             }
@@ -195,10 +203,69 @@ pub fn epoch_order(sizes: &[usize], seed: u64, epoch: u64, buffer: usize) -> Vec
     out
 }
 
+/// A rectangle of one view to erase, through every frame of its clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EraseRect {
+    /// The view's row in the batch (`sample * views + view`).
+    pub row: usize,
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// The random erasing of a batch: its rectangles, the fill, and the seed of the fill's
+/// values (keyed by the batch's place in the run, so a resumed run fills the same).
+#[derive(Debug, Clone)]
+pub struct Erasing {
+    pub mode: EraseMode,
+    pub rects: Vec<EraseRect>,
+    pub seed: u64,
+}
+
+impl Erasing {
+    /// Fills the rectangles of normalised `x` (`[rows, 3, T, H, W]`, any strides) in
+    /// place: zeros (const), a standard-normal value per channel and frame (rand), or
+    /// per value (pixel), drawn on `x`'s device from libtorch's generator seeded with
+    /// the batch's seed.
+    pub fn apply(&self, x: &Tensor) {
+        if self.rects.is_empty() {
+            return;
+        }
+        if self.mode != EraseMode::Const {
+            tch::manual_seed(self.seed as i64);
+        }
+        let size = x.size();
+        let (c, t) = (size[1], size[2]);
+        let opts = (x.kind(), x.device());
+        for r in &self.rects {
+            let mut region = x
+                .select(0, r.row as i64)
+                .narrow(2, r.top as i64, r.height as i64)
+                .narrow(3, r.left as i64, r.width as i64);
+            match self.mode {
+                EraseMode::Const => {
+                    let _ = region.fill_(0.0);
+                }
+                EraseMode::Rand => {
+                    let fill = Tensor::randn([c, t, 1, 1], opts);
+                    region.copy_(&fill.expand_as(&region));
+                }
+                EraseMode::Pixel => {
+                    let fill = Tensor::randn([c, t, r.height as i64, r.width as i64], opts);
+                    region.copy_(&fill);
+                }
+            }
+        }
+    }
+}
+
 /// One batch, ready to go to the device.
 pub struct Batch {
     /// uint8 `[N * views, T, H, W, 3]` (pinned when the spec asks).
     pub frames: Tensor,
+    /// Views per sample: the evaluation views, or the training views of repeated
+    /// augmentation (each sample's views are consecutive rows).
     pub views: usize,
     /// Per sample: the class (single-label) or the first label (multi-label).
     pub labels: Vec<i64>,
@@ -215,6 +282,8 @@ pub struct Batch {
     pub covers: Option<(Tensor, Vec<bool>)>,
     /// `[N × max_len]` token ids (0-padded) and which samples have text.
     pub tokens: Option<(Vec<i64>, usize, Vec<bool>)>,
+    /// Training views to erase after normalisation.
+    pub erase: Option<Erasing>,
 }
 
 impl Batch {
@@ -227,10 +296,20 @@ impl Batch {
         self.labels.is_empty()
     }
 
+    /// Rows of the model input: samples × views.
+    pub fn rows(&self) -> usize {
+        self.labels.len() * self.views
+    }
+
     /// The model input on `device`: float `[N * views, 3, T, H, W]`, normalised with the
-    /// ImageNet mean and std. The copy from pinned memory does not block the host.
+    /// ImageNet mean and std, then randomly erased where the batch says. The copy from
+    /// pinned memory does not block the host.
     pub fn input(&self, device: Device, norm: &Normalizer) -> Tensor {
-        norm.apply(&self.frames.to_device_(device, Kind::Uint8, true, false))
+        let x = norm.apply(&self.frames.to_device_(device, Kind::Uint8, true, false));
+        if let Some(e) = &self.erase {
+            e.apply(&x);
+        }
+        x
     }
 
     /// The cover and text inputs on `device`, repeated for each of the sample's views.
@@ -274,19 +353,30 @@ impl Batch {
         })
     }
 
-    /// Labels as an int64 tensor on `device`.
+    /// Labels as an int64 tensor on `device`, one per row (each sample's repeated for
+    /// its views).
     pub fn label_tensor(&self, device: Device) -> Tensor {
-        to_device_async(Tensor::from_slice(&self.labels), device)
+        self.per_row(to_device_async(Tensor::from_slice(&self.labels), device))
     }
 
-    /// Multi-hot targets `[N, classes]` on `device` (multi-label batches).
+    /// Multi-hot targets `[N * views, classes]` on `device` (multi-label batches), each
+    /// sample's repeated for its views.
     pub fn target_tensor(&self, device: Device, classes: usize) -> Option<Tensor> {
         self.targets.as_ref().map(|t| {
-            to_device_async(
+            self.per_row(to_device_async(
                 Tensor::from_slice(t).view([self.len() as i64, classes as i64]),
                 device,
-            )
+            ))
         })
+    }
+
+    /// A per-sample tensor repeated for each of the sample's views.
+    fn per_row(&self, t: Tensor) -> Tensor {
+        if self.views > 1 {
+            t.repeat_interleave_self_int(self.views as i64, 0, None)
+        } else {
+            t
+        }
     }
 }
 
@@ -513,178 +603,88 @@ fn read_labels(
     Ok(labels)
 }
 
+/// What a batch accumulates, sample by sample.
+struct Parts {
+    labels: Vec<i64>,
+    targets: Option<Vec<f32>>,
+    keys: Vec<String>,
+    ids: Vec<String>,
+    all_labels: Vec<Vec<u32>>,
+    errors: Vec<SampleError>,
+    cover_present: Vec<bool>,
+    tokens: Option<(Vec<i64>, usize, Vec<bool>)>,
+    rects: Vec<EraseRect>,
+    /// Samples written so far.
+    filled: usize,
+}
+
+/// One sample read and checked: its frames, labels, metadata, cover and text.
+struct Read<'a> {
+    sample: pmv_shard::Sample<'a>,
+    labels: Vec<u32>,
+    meta: Option<pmv_shard::SampleMeta>,
+    cover: Option<Vec<u8>>,
+}
+
 fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
     let views = spec.views_per_sample();
-    let [clips, t, h, w, _] = spec.shape;
+    let [_, t, _, _, _] = spec.shape;
     let (oh, ow) = spec.out;
-    let frame_out = oh * ow * 3;
-    let view_len = t * frame_out;
+    let view_len = t * oh * ow * 3;
     let n = job.items.len();
     let mut frames = Tensor::zeros(
         [(n * views) as i64, t as i64, oh as i64, ow as i64, 3],
         (Kind::Uint8, Device::Cpu),
     );
-    let classes = spec.labels.classes();
-    let multi = matches!(spec.labels, Labels::Multi(_));
-    let mut labels = Vec::with_capacity(n);
-    let mut targets = multi.then(|| Vec::with_capacity(n * classes));
-    let mut keys = Vec::with_capacity(n);
-    let mut ids = vec![];
-    let mut all_labels = Vec::with_capacity(n);
-    let mut errors = vec![];
-    let mut filled = 0usize;
-    let cover_size = spec.extras.as_ref().and_then(|e| e.cover);
     let tokenizer = spec.extras.as_ref().and_then(|e| e.tokenizer.clone());
-    let mut cover_t = cover_size.map(|(ch, cw)| {
+    let mut cover_t = spec.extras.as_ref().and_then(|e| e.cover).map(|(ch, cw)| {
         Tensor::zeros(
             [n as i64, ch as i64, cw as i64, 3],
             (Kind::Uint8, Device::Cpu),
         )
     });
-    let mut cover_present: Vec<bool> = Vec::with_capacity(n);
-    let mut tokens = tokenizer.as_ref().map(|t| {
-        (
-            Vec::with_capacity(n * t.max_len),
-            t.max_len,
-            Vec::with_capacity(n),
-        )
-    });
+    let mut parts = Parts::new(spec, n, tokenizer.as_deref());
     {
         let bytes = tensor_bytes_mut(&mut frames);
         let mut cover_bytes = cover_t.as_mut().map(tensor_bytes_mut);
         for (pos, &(s, i)) in job.items.iter().enumerate() {
-            let reader = &spec.shards[s as usize];
-            let fail = |key: &str, error: String| SampleError {
-                shard: reader.path().to_owned(),
-                key: key.to_owned(),
-                error,
-            };
-            let sample = match reader.sample(i as usize) {
-                Ok(x) => x,
+            let read = match read_sample(spec, s, i, tmp) {
+                Ok(r) => r,
                 Err(e) => {
-                    let key = reader
-                        .index()
-                        .get(i as usize)
-                        .map_or_else(|| format!("#{i}"), |x| x.key.clone());
-                    errors.push(fail(&key, e.to_string()));
+                    parts.errors.push(e);
                     continue;
                 }
             };
-            if sample.shape[1..] != spec.shape[1..] || sample.shape[0] != clips {
-                errors.push(fail(
-                    sample.key,
-                    format!(
-                        "frames of shape {:?}, but this run's samples are {:?}",
-                        sample.shape, spec.shape
-                    ),
-                ));
-                continue;
-            }
-            let need_meta =
-                multi || spec.ids || (sample.label.is_none() && spec.labels != Labels::None);
-            let meta = if need_meta {
-                match sample.meta() {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        errors.push(fail(sample.key, e.to_string()));
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let sample_labels = match read_labels(spec, sample.label, meta.as_ref()) {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.push(fail(sample.key, e));
-                    continue;
-                }
-            };
-            // The cover first: a sample whose cover cannot be decoded is left out whole.
-            let cover = match (cover_size, sample.jpg) {
-                (Some((ch, cw)), Some(jpg)) => match decode_cover(jpg, cw, ch, tmp) {
-                    Ok(px) => Some(px),
-                    Err(e) => {
-                        errors.push(fail(sample.key, format!("cover (.jpg): {e}")));
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            if let Some(buf) = cover_bytes.as_mut() {
-                let len = buf.len() / n;
-                if let Some(px) = &cover {
-                    buf[filled * len..(filled + 1) * len].copy_from_slice(px);
-                }
-                cover_present.push(cover.is_some());
-            }
-            if let (Some((ids, len, present)), Some(tok)) = (tokens.as_mut(), tokenizer.as_ref()) {
-                let mut row = sample.txt.map(|t| tok.encode(t)).unwrap_or_default();
-                present.push(sample.txt.is_some_and(|t| !t.trim().is_empty()));
-                row.resize(*len, text::PAD);
-                ids.extend(row);
-            }
-            let out = &mut bytes[filled * views * view_len..(filled + 1) * views * view_len];
+            let at = parts.filled;
+            parts.extras(&read, cover_bytes.as_deref_mut(), n, tokenizer.as_deref());
+            let out = &mut bytes[at * views * view_len..(at + 1) * views * view_len];
             match &spec.views {
-                Views::Train {
-                    scale,
-                    ratio,
-                    flip,
-                    jitter,
-                } => {
-                    let mut rng =
-                        Rng::stream(spec.seed, Purpose::Augment, epoch, (job.first + pos) as u64);
-                    let k = rng.below(clips);
-                    let crop = match jitter {
-                        Some(j) => augment::jitter_crop(&mut rng, w, h, ow, oh, *j, *flip),
-                        None => augment::random_resized_crop(
-                            &mut rng, w, h, ow, oh, *scale, *ratio, *flip,
-                        ),
+                Views::Train { .. } => {
+                    let key = ViewKey {
+                        seed: spec.seed,
+                        epoch,
+                        position: (job.first + pos) as u64,
                     };
-                    cut(sample.clip(k), crop, (w, h), (ow, oh), t, out, tmp);
-                }
-                Views::Eval {
-                    clips: n_clips,
-                    crops,
-                    short_side,
-                } => {
-                    let mut v = 0;
-                    let windows = match short_side {
-                        Some(s) => augment::scaled_eval_crops(w, h, ow, oh, *crops, *s),
-                        None => augment::eval_crops(w, h, ow, oh, *crops),
-                    };
-                    for k in augment::eval_clips(clips, *n_clips) {
-                        for &crop in &windows {
-                            let dst = &mut out[v * view_len..(v + 1) * view_len];
-                            cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
-                            v += 1;
-                        }
+                    for (v, dst) in out.chunks_exact_mut(view_len).enumerate() {
+                        let rects = train_view(spec, &read.sample, key, v, dst, tmp);
+                        let row = at * views + v;
+                        parts
+                            .rects
+                            .extend(rects.into_iter().map(|r| EraseRect { row, ..r }));
                     }
                 }
+                Views::Eval { .. } => eval_views(spec, &read.sample, out, tmp),
             }
-            labels.push(sample_labels.first().map_or(-1, |&l| l as i64));
-            if let Some(tg) = targets.as_mut() {
-                let at = tg.len();
-                tg.resize(at + classes, 0.0);
-                for &l in &sample_labels {
-                    tg[at + l as usize] = 1.0;
-                }
-            }
-            keys.push(sample.key.to_owned());
-            if spec.ids {
-                ids.push(meta.as_ref().map(|m| m.id.clone()).unwrap_or_default());
-            }
-            all_labels.push(sample_labels);
-            filled += 1;
+            parts.push(spec, read);
         }
     }
+    let filled = parts.filled;
     if filled < n {
         frames = frames.narrow(0, 0, (filled * views) as i64);
         if let Some(c) = cover_t.as_mut() {
             *c = c.narrow(0, 0, filled as i64);
         }
     }
-    let covers = cover_t.map(|t| (t, cover_present));
     if let Some(device) = spec.pin
         && filled > 0
     {
@@ -692,18 +692,336 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
         // deprecated on every call.
         frames = frames.internal_pin_memory(device);
     }
+    let erase = match &spec.views {
+        Views::Train { erase: Some(e), .. } if !parts.rects.is_empty() => Some(Erasing {
+            mode: e.mode,
+            rects: std::mem::take(&mut parts.rects),
+            seed: Rng::stream(
+                spec.seed,
+                Purpose::Augment,
+                epoch | ERASE_FILL,
+                job.index as u64,
+            )
+            .next_u64(),
+        }),
+        _ => None,
+    };
     Batch {
-        covers,
-        tokens,
+        covers: cover_t.map(|t| (t, parts.cover_present)),
+        tokens: parts.tokens,
         frames,
         views,
-        labels,
-        targets,
-        keys,
-        ids,
-        all_labels,
-        errors,
+        labels: parts.labels,
+        targets: parts.targets,
+        keys: parts.keys,
+        ids: parts.ids,
+        all_labels: parts.all_labels,
+        errors: parts.errors,
+        erase,
     }
+}
+
+impl Parts {
+    fn new(spec: &LoaderSpec, n: usize, tokenizer: Option<&text::Tokenizer>) -> Parts {
+        let classes = spec.labels.classes();
+        Parts {
+            labels: Vec::with_capacity(n),
+            targets: matches!(spec.labels, Labels::Multi(_))
+                .then(|| Vec::with_capacity(n * classes)),
+            keys: Vec::with_capacity(n),
+            ids: vec![],
+            all_labels: Vec::with_capacity(n),
+            errors: vec![],
+            cover_present: Vec::with_capacity(n),
+            tokens: tokenizer.map(|t| {
+                (
+                    Vec::with_capacity(n * t.max_len),
+                    t.max_len,
+                    Vec::with_capacity(n),
+                )
+            }),
+            rects: vec![],
+            filled: 0,
+        }
+    }
+
+    /// Writes the next sample's cover into `cover_bytes` (the batch's `n` covers) and
+    /// its tokens, when the batch carries them.
+    fn extras(
+        &mut self,
+        read: &Read<'_>,
+        cover_bytes: Option<&mut [u8]>,
+        n: usize,
+        tokenizer: Option<&text::Tokenizer>,
+    ) {
+        let at = self.filled;
+        if let Some(buf) = cover_bytes {
+            let len = buf.len() / n;
+            if let Some(px) = &read.cover {
+                buf[at * len..(at + 1) * len].copy_from_slice(px);
+            }
+            self.cover_present.push(read.cover.is_some());
+        }
+        if let (Some((ids, len, present)), Some(tok)) = (self.tokens.as_mut(), tokenizer) {
+            let txt = read.sample.txt;
+            let mut row = txt.map(|t| tok.encode(t)).unwrap_or_default();
+            present.push(txt.is_some_and(|t| !t.trim().is_empty()));
+            row.resize(*len, text::PAD);
+            ids.extend(row);
+        }
+    }
+
+    /// Records a sample whose views are written.
+    fn push(&mut self, spec: &LoaderSpec, read: Read<'_>) {
+        let classes = spec.labels.classes();
+        self.labels
+            .push(read.labels.first().map_or(-1, |&l| l as i64));
+        if let Some(tg) = self.targets.as_mut() {
+            let at = tg.len();
+            tg.resize(at + classes, 0.0);
+            for &l in &read.labels {
+                tg[at + l as usize] = 1.0;
+            }
+        }
+        self.keys.push(read.sample.key.to_owned());
+        if spec.ids {
+            self.ids
+                .push(read.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default());
+        }
+        self.all_labels.push(read.labels);
+        self.filled += 1;
+    }
+}
+
+/// Reads sample `i` of shard `s` and checks what the run needs of it: its shape, its
+/// labels, its metadata and its cover. A sample that fails any check is an error
+/// naming it.
+fn read_sample<'a>(
+    spec: &'a LoaderSpec,
+    s: u32,
+    i: u32,
+    tmp: &mut Scratch,
+) -> Result<Read<'a>, SampleError> {
+    let reader = &spec.shards[s as usize];
+    let fail = |key: &str, error: String| SampleError {
+        shard: reader.path().to_owned(),
+        key: key.to_owned(),
+        error,
+    };
+    let sample = reader.sample(i as usize).map_err(|e| {
+        let key = reader
+            .index()
+            .get(i as usize)
+            .map_or_else(|| format!("#{i}"), |x| x.key.clone());
+        fail(&key, e.to_string())
+    })?;
+    if sample.shape != spec.shape {
+        return Err(fail(
+            sample.key,
+            format!(
+                "frames of shape {:?}, but this run's samples are {:?}",
+                sample.shape, spec.shape
+            ),
+        ));
+    }
+    let multi = matches!(spec.labels, Labels::Multi(_));
+    let need_meta = multi || spec.ids || (sample.label.is_none() && spec.labels != Labels::None);
+    let meta = if need_meta {
+        Some(sample.meta().map_err(|e| fail(sample.key, e.to_string()))?)
+    } else {
+        None
+    };
+    let labels = read_labels(spec, sample.label, meta.as_ref()).map_err(|e| fail(sample.key, e))?;
+    // The cover first: a sample whose cover cannot be decoded is left out whole.
+    let cover_size = spec.extras.as_ref().and_then(|e| e.cover);
+    let cover = match (cover_size, sample.jpg) {
+        (Some((ch, cw)), Some(jpg)) => Some(
+            decode_cover(jpg, cw, ch, tmp)
+                .map_err(|e| fail(sample.key, format!("cover (.jpg): {e}")))?,
+        ),
+        _ => None,
+    };
+    Ok(Read {
+        sample,
+        labels,
+        meta,
+        cover,
+    })
+}
+
+/// Where a training sample's draws are keyed: the run's seed, the epoch and the
+/// sample's position in it.
+#[derive(Debug, Clone, Copy)]
+struct ViewKey {
+    seed: u64,
+    epoch: u64,
+    position: u64,
+}
+
+/// Marks the epoch coordinate of the erasing streams (views keep theirs below bit 40).
+const ERASE_LANE: u64 = 1 << 63;
+/// Marks the epoch coordinate of a batch's erasing fill seed.
+const ERASE_FILL: u64 = 1 << 62;
+
+impl ViewKey {
+    /// The stream of view `v`'s clip, crop and flip. View 0 has the stream a sample
+    /// had before repeated augmentation, so runs with one view draw what they drew.
+    fn view(self, v: usize) -> Rng {
+        Rng::stream(
+            self.seed,
+            Purpose::Augment,
+            self.epoch | ((v as u64) << 40),
+            self.position,
+        )
+    }
+
+    /// The stream of view `v`'s erasing rectangles, apart from its crop's, so turning
+    /// other augmentations on or off does not move them.
+    fn erase(self, v: usize) -> Rng {
+        Rng::stream(
+            self.seed,
+            Purpose::Augment,
+            self.epoch | ((v as u64) << 40) | ERASE_LANE,
+            self.position,
+        )
+    }
+}
+
+/// Writes training view `v` of a sample into `dst`: a random one of the K stored clips
+/// (temporal jitter: each view and epoch draws its own), a random resized crop or a
+/// scale-jitter crop and maybe a flip, then [`augment_view`]. Returns the view's erasing
+/// rectangles (row 0; the caller sets the row).
+fn train_view(
+    spec: &LoaderSpec,
+    sample: &pmv_shard::Sample<'_>,
+    key: ViewKey,
+    v: usize,
+    dst: &mut [u8],
+    tmp: &mut Scratch,
+) -> Vec<EraseRect> {
+    let Views::Train {
+        scale,
+        ratio,
+        flip,
+        jitter,
+        ..
+    } = &spec.views
+    else {
+        return vec![];
+    };
+    let [clips, t, h, w, _] = spec.shape;
+    let (oh, ow) = spec.out;
+    let mut rng = key.view(v);
+    let k = rng.below(clips);
+    let crop = match jitter {
+        Some(j) => augment::jitter_crop(&mut rng, w, h, ow, oh, *j, *flip),
+        None => augment::random_resized_crop(&mut rng, w, h, ow, oh, *scale, *ratio, *flip),
+    };
+    cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
+    augment_view(spec, dst, (ow, oh), &mut key.erase(v))
+}
+
+/// The augmentations of one training view after its crop, on the view's `t` frames
+/// of `ow`×`oh` RGB bytes in `dst`: RandAugment (`--auto-augment`) belongs here, per
+/// frame with one draw of operations per view; the setup refuses the option until it
+/// is. Random erasing happens after normalisation, on the device, so here its
+/// rectangles are only drawn (VideoMAE's cube erasing: one draw for every frame).
+fn augment_view(
+    spec: &LoaderSpec,
+    _dst: &mut [u8],
+    (ow, oh): (usize, usize),
+    erase_rng: &mut Rng,
+) -> Vec<EraseRect> {
+    match &spec.views {
+        Views::Train { erase: Some(e), .. } => {
+            erase_rects(erase_rng, e.probability, e.max_count, oh, ow)
+        }
+        _ => vec![],
+    }
+}
+
+/// Writes every evaluation view of a sample into `out`: evenly spread stored clips ×
+/// crops along the long side, in that order.
+fn eval_views(
+    spec: &LoaderSpec,
+    sample: &pmv_shard::Sample<'_>,
+    out: &mut [u8],
+    tmp: &mut Scratch,
+) {
+    let Views::Eval {
+        clips: n_clips,
+        crops,
+        short_side,
+    } = &spec.views
+    else {
+        return;
+    };
+    let [clips, t, h, w, _] = spec.shape;
+    let (oh, ow) = spec.out;
+    let view_len = t * oh * ow * 3;
+    let windows = match short_side {
+        Some(s) => augment::scaled_eval_crops(w, h, ow, oh, *crops, *s),
+        None => augment::eval_crops(w, h, ow, oh, *crops),
+    };
+    let mut v = 0;
+    for k in augment::eval_clips(clips, *n_clips) {
+        for &crop in &windows {
+            let dst = &mut out[v * view_len..(v + 1) * view_len];
+            cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
+            v += 1;
+        }
+    }
+}
+
+/// Smallest and largest erased fraction of the frame (timm's and VideoMAE's defaults).
+pub const ERASE_AREA: (f64, f64) = (0.02, 1.0 / 3.0);
+/// Smallest erased aspect ratio (height / width); the largest is its inverse.
+pub const ERASE_MIN_ASPECT: f64 = 0.3;
+/// Tries per rectangle (VideoMAE's cube erasing; timm's per-image erasing tries 10).
+pub const ERASE_ATTEMPTS: usize = 100;
+
+/// The random-erasing rectangles of one `w`×`h` view, drawn as timm's and VideoMAE's
+/// `RandomErasing._erase_cube` draws them: with probability `p` the view is erased;
+/// then 1 to `max_count` rectangles (uniform), each of an area drawn uniformly from
+/// [`ERASE_AREA`] of the frame divided by the count and an aspect ratio drawn
+/// log-uniformly from [0.3, 1/0.3], sides rounded, placed uniformly; a rectangle that
+/// does not fit is drawn again, up to [`ERASE_ATTEMPTS`] times. Rows are 0.
+pub fn erase_rects(rng: &mut Rng, p: f64, max_count: usize, h: usize, w: usize) -> Vec<EraseRect> {
+    // timm: `if random.random() > self.probability: return`.
+    if p <= 0.0 || rng.f64() > p {
+        return vec![];
+    }
+    let count = if max_count <= 1 {
+        1
+    } else {
+        1 + rng.below(max_count)
+    };
+    let area = (h * w) as f64;
+    let log_aspect = (ERASE_MIN_ASPECT.ln(), (1.0 / ERASE_MIN_ASPECT).ln());
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        for _ in 0..ERASE_ATTEMPTS {
+            let target = rng.range(ERASE_AREA.0, ERASE_AREA.1) * area / count as f64;
+            let aspect = rng.range(log_aspect.0, log_aspect.1).exp();
+            let eh = (target * aspect).sqrt().round_ties_even() as usize;
+            let ew = (target / aspect).sqrt().round_ties_even() as usize;
+            if ew < w && eh < h {
+                let top = rng.below(h - eh + 1);
+                let left = rng.below(w - ew + 1);
+                if eh > 0 && ew > 0 {
+                    out.push(EraseRect {
+                        row: 0,
+                        top,
+                        left,
+                        height: eh,
+                        width: ew,
+                    });
+                }
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Decodes a JPEG cover and resizes its largest centred `w`×`h`-aspect window to w×h RGB.
@@ -746,7 +1064,301 @@ fn cut(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    /// The two-sample Kolmogorov–Smirnov statistic.
+    fn ks(a: &[f64], b: &[f64]) -> f64 {
+        let mut a = a.to_vec();
+        let mut b = b.to_vec();
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        let (mut i, mut j, mut d) = (0, 0, 0.0f64);
+        while i < a.len() && j < b.len() {
+            let x = a[i].min(b[j]);
+            while i < a.len() && a[i] <= x {
+                i += 1;
+            }
+            while j < b.len() && b[j] <= x {
+                j += 1;
+            }
+            d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+        }
+        d
+    }
+
+    /// KS critical value at a 0.1% level for samples of n and m.
+    fn ks_limit(n: usize, m: usize) -> f64 {
+        1.95 * ((n + m) as f64 / (n * m) as f64).sqrt()
+    }
+
+    /// Area fraction, log aspect (h / w) and relative position of rectangles
+    /// `[top, left, h, w]` in an `hh`×`ww` frame.
+    fn features(rects: &[[usize; 4]], hh: usize, ww: usize) -> [Vec<f64>; 4] {
+        let mut out: [Vec<f64>; 4] = Default::default();
+        for &[top, left, h, w] in rects {
+            assert!(top + h <= hh && left + w <= ww, "{top} {left} {h} {w}");
+            out[0].push((h * w) as f64 / (hh * ww) as f64);
+            out[1].push((h as f64 / w as f64).ln());
+            out[2].push(if hh > h {
+                top as f64 / (hh - h) as f64
+            } else {
+                0.5
+            });
+            out[3].push(if ww > w {
+                left as f64 / (ww - w) as f64
+            } else {
+                0.5
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn erasing_draws_follow_timm() {
+        // timm's RandomErasing itself, seeded, on a 48x64 frame (tests/python).
+        let (h, w, p, n) = (48usize, 64usize, 0.25, 20_000usize);
+        let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let out = std::process::Command::new(repo.join(".venv/bin/python"))
+            .arg(repo.join("tests/python/random_erasing_reference.py"))
+            .args([h, w].map(|v| v.to_string()))
+            .args([p.to_string(), n.to_string(), "3".into()])
+            .output()
+            .expect("run the venv's python (scripts/setup.sh installs torch and timm)");
+        assert!(
+            out.status.success(),
+            "reference script failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let refs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rects = |v: &serde_json::Value| -> Vec<[usize; 4]> {
+            serde_json::from_value(v.clone()).unwrap()
+        };
+        let theirs = rects(&refs["rects"]);
+        let mut rng = Rng::stream(7, Purpose::Augment, 0, 0);
+        let ours: Vec<Vec<EraseRect>> = (0..n).map(|_| erase_rects(&mut rng, p, 1, h, w)).collect();
+        // How often a view is erased: both binomial(n, p); allow 4.5 standard
+        // deviations of the difference.
+        let erased = ours.iter().filter(|r| !r.is_empty()).count() as f64;
+        let sd = (2.0 * n as f64 * p * (1.0 - p)).sqrt();
+        assert!(
+            (erased - theirs.len() as f64).abs() < 4.5 * sd,
+            "erased {erased} of {n}, timm {}",
+            theirs.len()
+        );
+        assert!(ours.iter().all(|r| r.len() <= 1));
+        let mine: Vec<[usize; 4]> = ours
+            .iter()
+            .flatten()
+            .map(|r| [r.top, r.left, r.height, r.width])
+            .collect();
+        let (a, b) = (features(&mine, h, w), features(&theirs, h, w));
+        let limit = ks_limit(a[0].len(), b[0].len());
+        for (k, name) in ["area", "log aspect", "top", "left"].iter().enumerate() {
+            let d = ks(&a[k], &b[k]);
+            assert!(d < limit, "{name}: KS {d:.4} >= {limit:.4}");
+        }
+        // Up to 3 rectangles, the area shared among them: sizes and erased rate.
+        let mut rng = Rng::stream(7, Purpose::Augment, 1, 0);
+        let ours: Vec<Vec<EraseRect>> = (0..n).map(|_| erase_rects(&mut rng, p, 3, h, w)).collect();
+        let erased = ours.iter().filter(|r| !r.is_empty()).count() as f64;
+        let theirs_erased = refs["multi_erased"].as_f64().unwrap();
+        assert!(
+            (erased - theirs_erased).abs() < 4.5 * sd,
+            "{erased} {theirs_erased}"
+        );
+        let sizes: Vec<[usize; 2]> = serde_json::from_value(refs["multi_sizes"].clone()).unwrap();
+        let theirs: Vec<[usize; 4]> = sizes.iter().map(|&[a, b]| [0, 0, a, b]).collect();
+        let mine: Vec<[usize; 4]> = ours
+            .iter()
+            .flatten()
+            .map(|r| [0, 0, r.height, r.width])
+            .collect();
+        let (a, b) = (features(&mine, h, w), features(&theirs, h, w));
+        // Rectangles per erased view: 1, 2 or 3 uniformly (mean 2).
+        let per_view = mine.len() as f64 / erased;
+        assert!((per_view - 2.0).abs() < 0.05, "{per_view}");
+        let limit = ks_limit(a[0].len(), b[0].len());
+        for (k, name) in ["area", "log aspect"].iter().enumerate() {
+            let d = ks(&a[k], &b[k]);
+            assert!(d < limit, "3 rectangles, {name}: KS {d:.4} >= {limit:.4}");
+        }
+        // Off means off.
+        assert!((0..100).all(|_| erase_rects(&mut rng, 0.0, 1, h, w).is_empty()));
+    }
+
+    #[test]
+    fn erasing_fills_only_its_rectangles() {
+        tch::manual_seed(1);
+        let frames = Tensor::randint(256, [2, 3, 8, 10, 3], (Kind::Uint8, Device::Cpu));
+        let norm = Normalizer::new(Device::Cpu);
+        let before = norm.apply(&frames);
+        let rect = EraseRect {
+            row: 1,
+            top: 2,
+            left: 3,
+            height: 4,
+            width: 5,
+        };
+        let inside = Tensor::zeros([2, 3, 3, 8, 10], (Kind::Bool, Device::Cpu));
+        let _ = inside.select(0, 1).narrow(2, 2, 4).narrow(3, 3, 5).fill_(1);
+        let outside = inside.logical_not();
+        let region = |x: &Tensor| x.select(0, 1).narrow(2, 2, 4).narrow(3, 3, 5);
+        for mode in [EraseMode::Const, EraseMode::Rand, EraseMode::Pixel] {
+            let e = Erasing {
+                mode,
+                rects: vec![rect],
+                seed: 9,
+            };
+            // The normaliser's output is a permuted view; the fill goes through it.
+            let x = norm.apply(&frames);
+            e.apply(&x);
+            assert!(
+                x.masked_select(&outside)
+                    .equal(&before.masked_select(&outside)),
+                "{mode:?}: values outside the rectangle changed"
+            );
+            let r = region(&x);
+            match mode {
+                EraseMode::Const => assert_eq!(r.abs().max().double_value(&[]), 0.0),
+                EraseMode::Rand => {
+                    // One value per channel and frame.
+                    let corner = r.narrow(2, 0, 1).narrow(3, 0, 1);
+                    assert_eq!((&r - &corner).abs().max().double_value(&[]), 0.0);
+                    let c = corner.flatten(0, -1);
+                    assert!(c.std(true).double_value(&[]) > 0.1, "{c}");
+                }
+                EraseMode::Pixel => {
+                    assert!(r.std(true).double_value(&[]) > 0.5);
+                    assert!(r.ne_tensor(&region(&before)).all().int64_value(&[]) == 1);
+                }
+            }
+            // The seed fixes the fill.
+            let y = norm.apply(&frames);
+            e.apply(&y);
+            assert!(x.equal(&y), "{mode:?}");
+        }
+    }
+
+    /// Synthetic shards (4 clips per sample) and a training spec over them.
+    fn train_spec(
+        dir: &std::path::Path,
+        repeats: usize,
+        erase: Option<RandomErase>,
+        workers: usize,
+    ) -> LoaderSpec {
+        let spec = pmv_shard::synth::SynthSpec {
+            classes: 3,
+            splits: vec![("train".into(), 4)],
+            frames: 2,
+            fps: 4.0,
+            clips: 4,
+            height: 24,
+            width: 32,
+            samples_per_shard: 5,
+            seed: 3,
+        };
+        let splits = pmv_shard::synth::write_shards(dir, &spec).unwrap();
+        let shards: Vec<Arc<ShardReader>> = splits[0]
+            .shards
+            .iter()
+            .map(|p| Arc::new(ShardReader::open(p).unwrap()))
+            .collect();
+        LoaderSpec {
+            shards,
+            shape: [4, 2, 24, 32, 3],
+            out: (16, 16),
+            views: Views::Train {
+                scale: (0.25, 1.0),
+                ratio: (0.75, 1.3333),
+                flip: 0.5,
+                jitter: None,
+                repeats,
+                erase,
+                auto_augment: None,
+            },
+            labels: Labels::Single(3),
+            batch: 4,
+            workers,
+            prefetch: 2,
+            shuffle: true,
+            shuffle_buffer: 8,
+            drop_last: true,
+            seed: 11,
+            pin: None,
+            ids: false,
+            extras: None,
+        }
+    }
+
+    #[test]
+    fn repeated_augmentation_gives_independent_keyed_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let erase = Some(RandomErase {
+            probability: 1.0,
+            mode: EraseMode::Pixel,
+            max_count: 1,
+        });
+        let three = Arc::new(train_spec(&dir.path().join("a"), 3, erase, 1));
+        assert_eq!(three.views_per_sample(), 3);
+        let batches: Vec<Batch> = Loader::start(Arc::clone(&three), 1, 0)
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(batches.len(), 3);
+        let b = &batches[0];
+        assert_eq!((b.len(), b.views, b.rows()), (4, 3, 12));
+        assert_eq!(b.frames.size()[0], 12);
+        // Labels repeat per view, sample by sample.
+        let labels = Vec::<i64>::try_from(b.label_tensor(Device::Cpu)).unwrap();
+        let want: Vec<i64> = b.labels.iter().flat_map(|&l| [l; 3]).collect();
+        assert_eq!(labels, want);
+        // Every view was erased (probability 1), each with its own rectangle.
+        let e = b.erase.as_ref().unwrap();
+        let mut rows: Vec<usize> = e.rects.iter().map(|r| r.row).collect();
+        rows.sort();
+        assert_eq!(rows, (0..12).collect::<Vec<_>>());
+        assert!(
+            e.rects
+                .windows(2)
+                .any(|w| (w[0].top, w[0].left, w[0].height) != (w[1].top, w[1].left, w[1].height))
+        );
+        // The views of one sample are different crops.
+        let v: Vec<Tensor> = (0..3).map(|i| b.frames.get(i)).collect();
+        assert!(!v[0].equal(&v[1]) && !v[1].equal(&v[2]));
+        // The same batches whatever the number of threads.
+        let four = Arc::new(train_spec(&dir.path().join("b"), 3, erase, 4));
+        for (x, y) in batches.iter().zip(Loader::start(four, 1, 0)) {
+            let y = y.unwrap();
+            assert!(x.frames.equal(&y.frames));
+            assert_eq!(
+                x.erase.as_ref().unwrap().rects,
+                y.erase.as_ref().unwrap().rects
+            );
+            assert_eq!(
+                x.erase.as_ref().unwrap().seed,
+                y.erase.as_ref().unwrap().seed
+            );
+        }
+        // View 0 is what a run without repeats draws for the sample.
+        let one = Arc::new(train_spec(&dir.path().join("c"), 1, None, 2));
+        let single = Loader::start(one, 1, 0).next().unwrap().unwrap();
+        assert!(single.erase.is_none());
+        assert_eq!(single.labels, b.labels);
+        for i in 0..4 {
+            assert!(single.frames.get(i).equal(&b.frames.get(3 * i)));
+        }
+        // Temporal jitter: the views and epochs of a sample pick their own stored clips.
+        let key = |epoch| ViewKey {
+            seed: 11,
+            epoch,
+            position: 0,
+        };
+        let clips: std::collections::BTreeSet<usize> = (0..4)
+            .flat_map(|e| (0..4).map(move |v| key(e).view(v).below(4)))
+            .collect();
+        assert!(clips.len() > 1, "{clips:?}");
+    }
 
     #[test]
     fn epoch_orders_cover_everything_once_and_depend_on_the_epoch() {

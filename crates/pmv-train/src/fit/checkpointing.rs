@@ -2,7 +2,8 @@
 //! when SIGINT or SIGTERM asks the run to stop (then the loop ends after the save).
 //!
 //! Owns the signal handlers and what a checkpoint holds (weights, optimiser moments,
-//! the state that resumes the loop, the line files synced first). Writing the files
+//! the weights' moving average when the run keeps one, the state that resumes the
+//! loop, the line files synced first). Writing the files
 //! and keeping the newest `--keep` is [`crate::checkpoint`]'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,7 @@ impl Trainer<'_> {
         self.metrics.sync()?;
         self.errors.sync()?;
         let weights: Vec<(String, Tensor)> = self.built.vs.variables().into_iter().collect();
+        let ema = self.built.ema.as_ref().map(|e| e.weights());
         let s = State {
             step: at.0,
             epoch: at.1,
@@ -56,6 +58,7 @@ impl Trainer<'_> {
             &self.setup.run_dir,
             &weights,
             &self.built.opt.state(),
+            ema.as_deref(),
             s,
             &self.metadata,
             self.args.run.keep,

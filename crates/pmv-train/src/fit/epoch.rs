@@ -89,6 +89,9 @@ impl Trainer<'_> {
             }
             opt.update(lr);
             opt.zero_grad();
+            if let Some(ema) = &self.built.ema {
+                ema.update();
+            }
             self.pos.step += 1;
             self.pos.batch_in_epoch += accum;
             self.reporter.advance(1);
@@ -138,7 +141,8 @@ impl Trainer<'_> {
                 continue;
             }
             let micro_index = step * accum as u64 + k as u64;
-            let n = b.len() as u64;
+            // Clips through the model: samples × their training views.
+            let n = b.rows() as u64;
             let m = micro_step(&MicroInput {
                 net: &self.built.net,
                 batch: &b,

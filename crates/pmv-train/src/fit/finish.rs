@@ -1,5 +1,5 @@
 //! The end of a run: the final model (`model.safetensors`, `model.json`, the
-//! `transformers` config of a ViT), the finished `state.json`, the curves, the last
+//! `transformers` config of a ViT, `model-ema.safetensors` with `--model-ema`), the finished `state.json`, the curves, the last
 //! validation as an evaluation report, `summary.json`, and the run's row in the
 //! catalog when it trained on a catalog's shards.
 //!
@@ -81,6 +81,12 @@ impl Trainer<'_> {
         )?;
         if !interrupted {
             files = write_model(run_dir, &self.built.vs, &self.setup.cfg, &self.metadata)?;
+            if let Some(ema) = &self.built.ema {
+                // Beside the model, with the same names: it loads wherever the model does.
+                let f = run_dir.file("model-ema.safetensors");
+                checkpoint::write_safetensors(&f, &ema.weights(), &self.metadata)?;
+                files.push(f);
+            }
             let state = &mut self.state;
             state.finished = true;
             state.step = self.pos.step;
@@ -145,6 +151,16 @@ impl Trainer<'_> {
                 "samples": r.summary.samples,
             })
         });
+        let val_ema = self.last_val_ema.as_ref().map(|r| {
+            json!({
+                "top1": r.summary.top1,
+                "top5": r.summary.top5,
+                "loss": r.summary.loss,
+                "mean_class_accuracy": r.summary.mean_class_accuracy,
+                "map": r.summary.map,
+                "samples": r.summary.samples,
+            })
+        });
         json!({
             "run_dir": run_dir.path(),
             "status": if self.interrupted { "interrupted" } else { "ok" },
@@ -158,6 +174,7 @@ impl Trainer<'_> {
             "final_loss": self.last_loss,
             "train_top1": self.last_train_acc,
             "val": val,
+            "val_ema": val_ema,
             "val_loss": val.as_ref().map(|v| v["loss"].clone()).or(self.last_val_loss.map(|l| json!(l))),
             "top1": val.as_ref().map(|v| v["top1"].clone()),
             "top5": val.as_ref().map(|v| v["top5"].clone()),

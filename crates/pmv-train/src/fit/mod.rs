@@ -10,13 +10,14 @@
 //!
 //! [`train`] runs the phases in order, each in its own file: `plan` resolves what the
 //! command asks for, `setup` opens the run and builds the model and loaders, `epoch`
-//! runs the steps (one micro-batch's loss is `step`), `validate` scores the validation
-//! split at epoch ends, `checkpointing` saves and stops on a signal, and `finish`
+//! runs the steps (one micro-batch's loss is `step`; `ema` keeps the weights' moving
+//! average), `validate` scores the validation split (and the average) at epoch ends, `checkpointing` saves and stops on a signal, and `finish`
 //! writes the model, the reports and the summary. A `Trainer` carries what the phases
 //! after the setup share. Validation of a classifier is [`crate::eval`]'s;
 //! evaluation never calls back into training.
 
 mod checkpointing;
+mod ema;
 mod epoch;
 mod finish;
 mod plan;
@@ -38,7 +39,7 @@ use crate::error::TrainError;
 use crate::eval;
 use crate::models::ModelSpec;
 use records::Lines;
-pub use records::{Record, draw_curves, read_records};
+pub use records::{EmaScores, Record, draw_curves, read_records};
 use setup::{Built, Feed, Position, Setup};
 
 /// `pmv-data-train train`: returns the summary and the number of samples left out.
@@ -82,6 +83,8 @@ struct Trainer<'a> {
     metadata: BTreeMap<String, String>,
     pos: Position,
     last_val: Option<eval::EvalResult>,
+    /// The last validation of the weights' moving average.
+    last_val_ema: Option<eval::EvalResult>,
     last_val_loss: Option<f64>,
     interrupted: bool,
     last_loss: f64,
@@ -137,6 +140,7 @@ impl<'a> Trainer<'a> {
             hyper: serde_json::to_value(&setup.hyper).unwrap_or_default(),
             bad_samples: 0,
             saved_at: 0,
+            ema: None,
         });
         let model_spec = &setup.model_spec;
         let mut metadata: BTreeMap<String, String> = BTreeMap::new();
@@ -171,6 +175,7 @@ impl<'a> Trainer<'a> {
             metadata,
             pos,
             last_val: None,
+            last_val_ema: None,
             last_val_loss: None,
             interrupted: false,
             last_loss: f64::NAN,

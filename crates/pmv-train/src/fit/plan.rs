@@ -445,5 +445,13 @@ pub(super) fn hyper_params(args: &TrainArgs) -> HyperParams {
         nesterov: args.nesterov,
         flip: args.flip,
         shuffle_buffer: args.run.shuffle_buffer,
+        repeated_aug: args.repeated_aug.max(1),
+        random_erase: (args.random_erase > 0.0).then_some(crate::run::RandomErase {
+            probability: args.random_erase,
+            mode: args.erase_mode,
+            max_count: args.erase_count.max(1),
+        }),
+        auto_augment: args.auto_augment.clone(),
+        model_ema: args.model_ema.then_some(args.model_ema_decay),
     }
 }

@@ -38,6 +38,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map: Option<f64>,
         samples: u64,
+        /// The same scores of the weights' moving average (`--model-ema`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ema: Option<EmaScores>,
     },
     /// Pre-training: the reconstruction loss on the validation split, with the same
     /// masks at every validation.
@@ -48,6 +51,17 @@ pub enum Record {
         loss: f64,
         samples: u64,
     },
+}
+
+/// Validation scores of the weights' moving average, in a `val` line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmaScores {
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub mean_class_accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<f64>,
 }
 
 /// Appends lines to a JSON-lines file.

@@ -13,6 +13,7 @@ use pmv_shard::ShardReader;
 use pmv_term::output::errln;
 use tch::{Device, Tensor, nn};
 
+use super::ema::ModelEma;
 use super::plan::{self, DataPlan};
 use super::records::truncate_lines;
 use crate::checkpoint::{self, RunDir, State};
@@ -143,6 +144,11 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
         )?;
     }
     let hyper = plan::hyper_params(args);
+    if let Some(spec) = &hyper.auto_augment {
+        return Err(TrainError::Usage(format!(
+            "--auto-augment {spec}: RandAugment is not part of this build's loader yet"
+        )));
+    }
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
         version: RUN_VERSION,
@@ -315,6 +321,8 @@ pub(super) struct Built {
     /// Trainable parameters.
     pub(super) params: i64,
     pub(super) init_report: Option<InitReport>,
+    /// The weights' moving average (`--model-ema`).
+    pub(super) ema: Option<ModelEma>,
 }
 
 /// Builds the model on the device the command asks for, loads `--init` into a fresh
@@ -375,6 +383,12 @@ pub(super) fn build(args: &TrainArgs, s: &Setup, quiet: bool) -> Result<Built, T
             decay: models::decays(name, shape),
         }
     });
+    // The average starts from the initial weights (after --init), as timm's does; a
+    // resumed run loads the checkpoint's over it.
+    let ema = match s.hyper.model_ema {
+        Some(decay) => Some(ModelEma::new(&vs, &s.model_spec, precision, decay)?),
+        None => None,
+    };
     Ok(Built {
         device,
         precision,
@@ -383,6 +397,7 @@ pub(super) fn build(args: &TrainArgs, s: &Setup, quiet: bool) -> Result<Built, T
         opt,
         params,
         init_report,
+        ema,
     })
 }
 
@@ -414,6 +429,16 @@ pub(super) fn resume(s: &Setup, b: &mut Built, quiet: bool) -> Result<Position, 
     b.opt
         .load_state(models::read_weights(&o)?, st.step)
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", o.display())))?;
+    if let Some(ema) = &b.ema {
+        let Some(file) = &st.ema else {
+            return Err(TrainError::Invalid(format!(
+                "{}: the checkpoint holds no moving average of the weights",
+                run_dir.file("state.json").display()
+            )));
+        };
+        let e = run_dir.file(file);
+        ema.load(models::read_weights(&e)?, &e.display().to_string())?;
+    }
     pos.step = st.step;
     pos.epoch = st.epoch;
     pos.batch_in_epoch = st.batch_in_epoch;
@@ -483,6 +508,9 @@ pub(super) fn feed(
             ratio: hp.crop_ratio,
             flip: hp.flip,
             jitter: hp.jitter,
+            repeats: hp.repeated_aug,
+            erase: hp.random_erase,
+            auto_augment: hp.auto_augment.clone(),
         },
         labels,
         batch: hp.batch_size,

@@ -119,7 +119,7 @@ pub(super) fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     if let Some(mae) = m.net.mae() {
         let x = b.input(m.device, m.norm);
         let mask = draw_mask(mae, &x, m.seed, m.micro_index, m.device);
-        let noise = noise_for(m.net, b.len(), m.seed, m.micro_index, m.device);
+        let noise = noise_for(m.net, b.rows(), m.seed, m.micro_index, m.device);
         return MicroOutput {
             loss: mae.loss(&x, &mask, noise.as_ref()),
             hits: None,
@@ -137,7 +137,7 @@ pub(super) fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     };
     let mut mix_rng = Rng::stream(m.seed, Purpose::Mix, m.micro_index, 0);
     let mixed = mix(&mut x, &mut y, r, &mut mix_rng);
-    let noise = noise_for(m.net, b.len(), m.seed, m.micro_index, m.device);
+    let noise = noise_for(m.net, b.rows(), m.seed, m.micro_index, m.device);
     let extra = b.extra(m.device, m.norm);
     let logits = m.net.forward_with(&x, extra.as_ref(), true, noise.as_ref());
     let loss = if m.multi_label {

@@ -1,6 +1,7 @@
 //! Validation at an epoch's end: the reconstruction loss of a pre-training model, or
 //! [`crate::eval::evaluate`] of a classifier (its last run keeps the predictions for the
-//! run's report), as `val` lines in `metrics.jsonl` and one line on stderr.
+//! run's report) and of the weights' moving average when the run keeps one, as `val`
+//! lines in `metrics.jsonl` and one line on stderr.
 //!
 //! Owns when a validation runs (`--eval-every`, and after the last epoch) and what it
 //! records. Samples that cannot be read go to `errors.jsonl` (with `--strict`, the
@@ -14,7 +15,7 @@ use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 use super::Trainer;
-use super::records::Record;
+use super::records::{EmaScores, Record};
 use super::step::draw_mask;
 use crate::data::loader::{Loader, LoaderSpec, Normalizer, SampleError};
 use crate::error::TrainError;
@@ -141,7 +142,7 @@ impl Trainer<'_> {
         // The last validation keeps its predictions for the run's report.
         let r = eval::evaluate(
             &self.built.net,
-            vspec,
+            Arc::clone(&vspec),
             self.built.device,
             &self.setup.classes,
             last_epoch,
@@ -156,6 +157,27 @@ impl Trainer<'_> {
         {
             return Err(TrainError::BadSample(e.to_string()));
         }
+        // The moving average sees the same views; its unreadable samples are the
+        // model's, listed once.
+        let ema = match &self.built.ema {
+            Some(ema) => Some(eval::evaluate(
+                &ema.net,
+                Arc::clone(&vspec),
+                self.built.device,
+                &self.setup.classes,
+                false,
+                self.reporter,
+                &format!("validate epoch {} (moving average)", epoch + 1),
+            )?),
+            None => None,
+        };
+        let ema_scores = ema.as_ref().map(|e| EmaScores {
+            loss: e.summary.loss,
+            top1: e.summary.top1,
+            top5: e.summary.top5,
+            mean_class_accuracy: e.summary.mean_class_accuracy,
+            map: e.summary.map,
+        });
         let s = &r.summary;
         self.metrics.push(&Record::Val {
             step,
@@ -166,6 +188,7 @@ impl Trainer<'_> {
             mean_class_accuracy: s.mean_class_accuracy,
             map: s.map,
             samples: s.samples,
+            ema: ema_scores.clone(),
         })?;
         if !self.quiet {
             errln!(
@@ -177,8 +200,19 @@ impl Trainer<'_> {
                 100.0 * s.top1,
                 100.0 * s.top5
             );
+            if let Some(e) = &ema_scores {
+                errln!(
+                    "epoch {}/{}: moving average: val loss {:.4}, val top-1 {:.1}%, top-5 {:.1}%",
+                    epoch + 1,
+                    self.setup.hyper.epochs,
+                    e.loss,
+                    100.0 * e.top1,
+                    100.0 * e.top5
+                );
+            }
         }
         self.last_val = Some(r);
+        self.last_val_ema = ema;
         Ok(())
     }
 }
