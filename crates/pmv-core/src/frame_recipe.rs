@@ -725,7 +725,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            resolve(Some("videomae-16x4-s256-k5-jpeg"), &o).unwrap().name,
+            resolve(Some("videomae-16x4-s256-k5-jpeg"), &o)
+                .unwrap()
+                .name,
             "videomae-16x4-224"
         );
         // Bad qualities and a quality without JPEG say why.
