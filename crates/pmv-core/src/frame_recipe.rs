@@ -671,6 +671,13 @@ mod tests {
         .unwrap();
         assert_eq!(old, builtin("videomae-16x4-224").unwrap().params);
 
+        for (name, id) in [
+            ("videomae-16x4-s256-k5-jpeg", "f7b4e58aa7c1"),
+            ("pmv-16x5-s320-k10-jpeg", "9b7159d89362"),
+            ("pmv-16x4-s320-k10-jpeg", "c5ee96e966d6"),
+        ] {
+            assert_eq!(builtin(name).unwrap().id(), id, "{name}");
+        }
         let v = builtin("videomae-16x4-s256-k5-jpeg").unwrap();
         assert_eq!(v.params.shape(), [5, 16, 256, 456, 3]);
         assert_eq!(v.params.short_side, Some(256));

@@ -183,7 +183,7 @@ impl ShardReader {
                     }
                 }
                 Codec::Jpeg { .. } => {
-                    if elements.is_none_or(|n| n == 0)
+                    if elements.is_none_or(|n| n == 0 || n > MAX_DECODED_BYTES)
                         || s.frame_members.len() != s.shape[0] * s.shape[1]
                     {
                         return Err(fail(format!(
@@ -405,6 +405,9 @@ struct Partial {
 
 /// Most frame JPEGs one sample may have (the recipe limits: 64 clips × 1024 frames).
 const MAX_FRAME_MEMBERS: usize = 64 * 1024;
+/// Most bytes a JPEG sample may decode to (the recipe limit, 1 GiB): a hostile shape
+/// or JPEG header cannot make a reader allocate more.
+const MAX_DECODED_BYTES: usize = 1 << 30;
 
 impl Partial {
     fn finish(self, path: &Path, map: &[u8]) -> Result<SampleIndex, ShardError> {
@@ -481,8 +484,10 @@ impl Partial {
         let (h, w) = crate::codec::jpeg_size(first)
             .map_err(|e| format!("{}: {e}", frame_member_ext(0, 0)))?;
         let shape = [clips, t, h, w, 3];
-        if shape_len(&shape).is_none_or(|n| n == 0) {
-            return Err(format!("frames of {h}×{w} pixels"));
+        if shape_len(&shape).is_none_or(|n| n == 0 || n > MAX_DECODED_BYTES) {
+            return Err(format!(
+                "{clips} clips × {t} frames of {h}×{w} pixels: not a sample shape (at most 1 GiB)"
+            ));
         }
         Ok((shape, members))
     }
@@ -504,7 +509,6 @@ impl Partial {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn add_member(
     path: &Path,
     map: &[u8],
@@ -1042,6 +1046,15 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("sample j1") && e.contains("outside"), "{e}");
+        // A recorded shape far larger than any sample: refused before anything is
+        // allocated for it.
+        let mut huge = idx.clone();
+        huge[1].shape = [2, 3, 40_000, 40_000, 3];
+        let e = ShardReader::open_indexed(&path, huge)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sample j1"), "{e}");
         // Fewer frame members than the shape needs.
         idx[1].frame_members.pop();
         let e = ShardReader::open_indexed(&path, idx)
