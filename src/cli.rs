@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use pmv_core::frame_recipe::{Filter, Fit};
+use pmv_core::frame_recipe::{CodecKind, Filter, Fit};
 use pmv_pipeline::manifest::Format;
 
 #[derive(Debug, Parser)]
@@ -343,6 +343,15 @@ pub struct ShardArgs {
     #[arg(long, value_enum, value_name = "FILTER")]
     pub filter: Option<Filter>,
 
+    /// How frames are stored: raw (.frames.npy) or jpeg (one .jpg per frame)
+    /// [default: the recipe's, raw without one]
+    #[arg(long, value_enum, value_name = "CODEC")]
+    pub codec: Option<CodecKind>,
+
+    /// JPEG quality 1-100, with a JPEG codec [default: the recipe's, else 90]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: Option<u8>,
+
     /// Samples per shard [default: as many as fit in 512 MiB]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub samples_per_shard: Option<u32>,
@@ -371,7 +380,7 @@ pub struct ShardArgs {
 
 /// The options of a shard run, which `--list-recipes` and `--rebuild` take none of
 /// (the global ones, such as `--json`, go with every command).
-const SHARD_RUN_ARGS: [&str; 15] = [
+const SHARD_RUN_ARGS: [&str; 17] = [
     "dataset",
     "split",
     "recipe",
@@ -384,6 +393,8 @@ const SHARD_RUN_ARGS: [&str; 15] = [
     "short_side",
     "fps",
     "filter",
+    "codec",
+    "jpeg_quality",
     "samples_per_shard",
     "limit",
     "max_time",

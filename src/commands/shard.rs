@@ -58,6 +58,8 @@ mod with_media {
                     fit: args.fit,
                     short_side: args.short_side,
                     filter: args.filter,
+                    codec: args.codec,
+                    jpeg_quality: args.jpeg_quality,
                 };
                 Some(
                     frame_recipe::resolve(args.recipe.as_deref(), &o)

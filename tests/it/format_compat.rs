@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pmv_pipeline::sharding::{SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key};
+use pmv_pipeline::sharding::{
+    FrameData, SampleInput, SampleMeta, ShardReader, ShardWriter, sample_key,
+};
 
 use crate::util::repo;
 
@@ -66,7 +68,7 @@ fn python_reads_what_rust_writes() {
         w.append(&SampleInput {
             key: &sample_key(id),
             shape,
-            frames: &frames,
+            frames: FrameData::Raw(&frames),
             label: (n != 1).then_some(n as u32),
             meta: &m,
             jpg: (n == 0).then_some(&b"\xff\xd8\xff\xe0cover"[..]),
@@ -108,7 +110,7 @@ for key in order:
     assert_eq!(lines.len(), 3, "{printed}");
     for (i, line) in lines.iter().enumerate() {
         let s = r.sample(i).unwrap();
-        let sum: u64 = s.frames.iter().map(|&b| b as u64).sum();
+        let sum: u64 = s.raw_frames().unwrap().iter().map(|&b| b as u64).sum();
         let cls = s.label.map_or("-".to_string(), |l| l.to_string());
         let expect = format!(
             "{} 2x3x5x7x3 {sum} {cls} {} True True {}",
@@ -151,7 +153,7 @@ with tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT) as tf:
         let expect: Vec<u8> = (0..360)
             .map(|i| ((i % 256) as u8).wrapping_add(n as u8))
             .collect();
-        assert_eq!(s.frames, &expect[..]);
+        assert_eq!(s.raw_frames().unwrap(), &expect[..]);
         assert_eq!(s.label, Some(7 + n as u32));
     }
     assert_eq!(r.sample(1).unwrap().key, format!("dir/{}", "k".repeat(120)));

@@ -38,6 +38,8 @@ mod readme;
 #[cfg(feature = "media")]
 mod refresh;
 #[cfg(feature = "media")]
+mod shard_codec;
+#[cfg(feature = "media")]
 mod shard_media;
 #[cfg(feature = "media")]
 mod shard_run;

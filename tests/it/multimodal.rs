@@ -51,6 +51,7 @@ fn each_branch_learns_the_samples_it_carries() {
             width: 32,
             samples_per_shard: 64,
             seed: 9,
+            ..Default::default()
         },
         Some(&MultimodalSynth {
             cover_height: 48,
@@ -163,7 +164,7 @@ fn each_branch_learns_the_samples_it_carries() {
         w.append(&pmv_pipeline::sharding::SampleInput {
             key: smp.key,
             shape: smp.shape,
-            frames: smp.frames,
+            frames: pmv_pipeline::sharding::FrameData::Raw(smp.raw_frames().unwrap()),
             label: smp.label,
             meta: &meta,
             jpg: Some(if i == 3 {

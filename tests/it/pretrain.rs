@@ -35,6 +35,7 @@ fn pretraining_loss_falls_and_the_checkpoint_fine_tunes() {
             width: 48,
             samples_per_shard: 16,
             seed: 2,
+            ..Default::default()
         },
     )
     .unwrap();

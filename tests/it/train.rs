@@ -26,6 +26,7 @@ fn motion_shards(dir: &Path, train: usize, val: usize) {
             width: 32,
             samples_per_shard: 16,
             seed: 5,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -295,19 +296,19 @@ fn shard_with_bad_samples(from: &Path, path: &Path) {
         let (shape, frames, label): ([usize; 5], Vec<u8>, u32) = match i {
             3 => (
                 odd,
-                smp.frames[..odd.iter().product::<usize>()].to_vec(),
+                smp.raw_frames().unwrap()[..odd.iter().product::<usize>()].to_vec(),
                 smp.label.unwrap(),
             ),
             5 => {
                 meta.labels = vec![99];
-                (good, smp.frames.to_vec(), 99)
+                (good, smp.raw_frames().unwrap().to_vec(), 99)
             }
-            _ => (good, smp.frames.to_vec(), smp.label.unwrap()),
+            _ => (good, smp.raw_frames().unwrap().to_vec(), smp.label.unwrap()),
         };
         w.append(&SampleInput {
             key: smp.key,
             shape,
-            frames: &frames,
+            frames: pmv_shard::FrameData::Raw(&frames),
             label: Some(label),
             meta: &meta,
             jpg: None,
@@ -400,6 +401,7 @@ fn catalog_with_shards(env: &Env) -> String {
             width: 32,
             samples_per_shard: 16,
             seed: 5,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -565,6 +567,7 @@ fn vit_fine_tunes_from_a_transformers_checkpoint_and_exports_one() {
             width: 32,
             samples_per_shard: 8,
             seed: 1,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -712,6 +715,7 @@ fn official_checkpoints_convert_and_fine_tune_with_their_head() {
             width: 32,
             samples_per_shard: 8,
             seed: 2,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -763,7 +767,7 @@ fn rewrite_shards(dir: &Path, edit: impl Fn(&mut SampleMeta, &mut Option<u32>)) 
                 w.append(&SampleInput {
                     key: smp.key,
                     shape: smp.shape,
-                    frames: smp.frames,
+                    frames: pmv_shard::FrameData::Raw(smp.raw_frames().unwrap()),
                     label,
                     meta: &meta,
                     jpg: None,

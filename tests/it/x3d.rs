@@ -22,6 +22,7 @@ fn x3d_m_trains_from_the_pmv_portrait_recipe() {
             width: 40,
             samples_per_shard: 8,
             seed: 4,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -1,6 +1,6 @@
 //! Frame recipes: how a video becomes a fixed-shape sample (frames, temporal sampling,
-//! clips, fps normalisation, output size, fit and scaling filter), their built-in names
-//! and their stable ids.
+//! clips, fps normalisation, output size, fit, scaling filter and the frame codec), their
+//! built-in names and their stable ids.
 //!
 //! "Recipe" alone means this in the shard stage, the catalog (`recipes` table), shard
 //! paths and `--recipe`; the trainer's TOML files of options are *recipe files*
@@ -58,6 +58,59 @@ pub enum Filter {
     Lanczos,
 }
 
+/// How a sample's frames are stored in a shard.
+///
+/// Serialised as `{"kind":"raw"}` or `{"kind":"jpeg","quality":90}`; [`FrameParams`]
+/// leaves a raw codec out of its JSON, so the ids of recipes made before codecs
+/// existed stay what they were.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Codec {
+    /// One uint8 `(clips, T, H, W, 3)` NumPy array (`<key>.frames.npy`), mapped
+    /// without a copy by readers.
+    #[default]
+    Raw,
+    /// One baseline JPEG per frame (`<key>.c{KK}f{TTT}.jpg`, 4:2:0), libjpeg-turbo
+    /// quality 1..=100.
+    Jpeg { quality: u8 },
+}
+
+/// The `--codec` values: the codec without its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodecKind {
+    Raw,
+    Jpeg,
+}
+
+/// The JPEG quality `--codec jpeg` uses when `--jpeg-quality` is not given.
+pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+
+impl Codec {
+    /// Whether this is [`Codec::Raw`] (what recipe JSON leaves out).
+    pub fn is_raw(&self) -> bool {
+        matches!(self, Codec::Raw)
+    }
+
+    /// `raw`, `jpeg90`.
+    pub fn label(&self) -> String {
+        match self {
+            Codec::Raw => "raw".into(),
+            Codec::Jpeg { quality } => format!("jpeg{quality}"),
+        }
+    }
+
+    /// Checks the codec's parameters.
+    pub fn validate(&self) -> Result<(), FrameRecipeError> {
+        match self {
+            Codec::Raw => Ok(()),
+            Codec::Jpeg { quality } if (1..=100).contains(quality) => Ok(()),
+            Codec::Jpeg { quality } => Err(FrameRecipeError(format!(
+                "JPEG quality must be 1..=100, not {quality}"
+            ))),
+        }
+    }
+}
+
 impl Fit {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,6 +154,9 @@ pub struct FrameParams {
     /// `short-side` only: the length the short side is scaled to.
     pub short_side: Option<u32>,
     pub filter: Filter,
+    /// How the frames are stored; left out of the JSON (and so of the id) when raw.
+    #[serde(default, skip_serializing_if = "Codec::is_raw")]
+    pub codec: Codec,
 }
 
 /// A recipe: parameters and the name its shards' directory carries.
@@ -167,6 +223,7 @@ impl FrameParams {
             (_, Some(_)) => return err("only the short-side fit takes a short side".into()),
             (_, None) => {}
         }
+        self.codec.validate()?;
         if self.sample_bytes() > MAX_SAMPLE_BYTES {
             return err(format!(
                 "one sample would hold {} bytes (clips × frames × H × W × 3), more than 1 GiB",
@@ -187,7 +244,8 @@ impl FrameParams {
         ]
     }
 
-    /// Bytes of one sample's frame array.
+    /// Bytes of one sample's decoded frame array (what a reader hands out; a JPEG
+    /// sample's shard bytes are fewer).
     pub fn sample_bytes(&self) -> u64 {
         self.clips as u64 * self.frames as u64 * self.height as u64 * self.width as u64 * 3
     }
@@ -203,7 +261,7 @@ impl FrameParams {
     }
 
     /// A name that says what the parameters are, for recipes given by flags:
-    /// `16x4-k5-224x224-ss224`, `8seg-288x192-cover-25fps`.
+    /// `16x4-k5-224x224-ss224`, `8seg-288x192-cover-25fps`, `16x5-k10-568x320-ss320-jpeg90`.
     pub fn describe(&self) -> String {
         let mut s = match (self.sampling, self.stride) {
             (SampleMode::Stride, Some(st)) => format!("{}x{st}", self.frames),
@@ -226,6 +284,10 @@ impl FrameParams {
         if self.filter != Filter::Bicubic {
             s.push('-');
             s.push_str(self.filter.as_str());
+        }
+        if !self.codec.is_raw() {
+            s.push('-');
+            s.push_str(&self.codec.label());
         }
         s
     }
@@ -259,6 +321,19 @@ fn stride(
         fit,
         short_side: short,
         filter: Filter::Bicubic,
+        codec: Codec::Raw,
+    }
+}
+
+/// A stride recipe with room for augmentation and multi-view testing: K clips,
+/// short-side fit, stored as JPEG at [`DEFAULT_JPEG_QUALITY`].
+fn with_room(frames: u32, stride_: u32, clips: u32, (h, w): (u32, u32), short: u32) -> FrameParams {
+    FrameParams {
+        clips,
+        codec: Codec::Jpeg {
+            quality: DEFAULT_JPEG_QUALITY,
+        },
+        ..stride(frames, stride_, h, w, Fit::ShortSide, Some(short))
     }
 }
 
@@ -304,7 +379,24 @@ pub fn builtins() -> Vec<FrameRecipe> {
                 fit: Fit::ShortSide,
                 short_side: Some(224),
                 filter: Filter::Bicubic,
+                codec: Codec::Raw,
             },
+        ),
+        // Room for train-time crops and jitter and for K-clip × 3-crop testing, as
+        // JPEG. VideoMAE on landscape Kinetics: short side 256, 16:9 kept (256×456).
+        r(
+            "videomae-16x4-s256-k5-jpeg",
+            with_room(16, 4, 5, (256, 456), 256),
+        ),
+        // Portrait PMV at 9:16 (568×320): X3D-M (short-side jitter up to 320, 10×3
+        // test views) at stride 5, MViTv2-S and UniFormer-S at stride 4.
+        r(
+            "pmv-16x5-s320-k10-jpeg",
+            with_room(16, 5, 10, (568, 320), 320),
+        ),
+        r(
+            "pmv-16x4-s320-k10-jpeg",
+            with_room(16, 4, 10, (568, 320), 320),
         ),
     ]
 }
@@ -328,6 +420,10 @@ pub struct Overrides {
     pub fit: Option<Fit>,
     pub short_side: Option<u32>,
     pub filter: Option<Filter>,
+    /// `--codec`: the storage codec's kind.
+    pub codec: Option<CodecKind>,
+    /// `--jpeg-quality`: with a JPEG codec (given or the base recipe's).
+    pub jpeg_quality: Option<u8>,
 }
 
 impl Overrides {
@@ -341,6 +437,8 @@ impl Overrides {
             && self.fit.is_none()
             && self.short_side.is_none()
             && self.filter.is_none()
+            && self.codec.is_none()
+            && self.jpeg_quality.is_none()
     }
 }
 
@@ -394,6 +492,7 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<FrameRecipe, FrameRe
                 fit: Fit::ShortSide,
                 short_side: None,
                 filter: Filter::Bicubic,
+                codec: Codec::Raw,
             }
         }
     };
@@ -421,6 +520,23 @@ pub fn resolve(base: Option<&str>, o: &Overrides) -> Result<FrameRecipe, FrameRe
     if let Some(f) = o.filter {
         p.filter = f;
     }
+    let kind = o.codec.unwrap_or(match p.codec {
+        Codec::Raw => CodecKind::Raw,
+        Codec::Jpeg { .. } => CodecKind::Jpeg,
+    });
+    p.codec = match (kind, o.jpeg_quality, p.codec) {
+        (CodecKind::Raw, None, _) => Codec::Raw,
+        (CodecKind::Raw, Some(_), _) => {
+            return Err(FrameRecipeError(
+                "--jpeg-quality applies to --codec jpeg, not raw".into(),
+            ));
+        }
+        (CodecKind::Jpeg, Some(quality), _) => Codec::Jpeg { quality },
+        (CodecKind::Jpeg, None, Codec::Jpeg { quality }) => Codec::Jpeg { quality },
+        (CodecKind::Jpeg, None, Codec::Raw) => Codec::Jpeg {
+            quality: DEFAULT_JPEG_QUALITY,
+        },
+    };
     let size_changed = o.size.is_some();
     match o.fit.unwrap_or(p.fit) {
         Fit::ShortSide => {
@@ -494,7 +610,11 @@ impl fmt::Display for FrameRecipe {
         if let Some(s) = p.short_side {
             write!(f, " {s}")?;
         }
-        write!(f, ", {}", p.filter.as_str())
+        write!(f, ", {}", p.filter.as_str())?;
+        if !p.codec.is_raw() {
+            write!(f, ", {}", p.codec.label())?;
+        }
+        Ok(())
     }
 }
 
@@ -527,6 +647,116 @@ mod tests {
         let p = builtin("pmv-portrait-16x4-288x192").unwrap();
         assert_eq!(p.params.shape(), [1, 16, 288, 192, 3]);
         assert_eq!(p.params.fit, Fit::Cover);
+    }
+
+    #[test]
+    fn codecs_keep_old_ids_and_name_new_ones() {
+        // The ids the built-ins had before recipes had a codec: a raw codec is left out
+        // of the canonical JSON, so they must never change.
+        for (name, id) in [
+            ("videomae-16x4-224", "fed50da160a8"),
+            ("pmv-portrait-16x4-288x192", "62521c8006bf"),
+            ("pmv-16x5-256x192", "19490db828f2"),
+            ("pmv-16x5-288x192", "503095c6cf45"),
+            ("tsn-8seg-224", "9eed7d4a5d5b"),
+        ] {
+            let r = builtin(name).unwrap();
+            assert_eq!(r.id(), id, "{name}");
+            assert!(!r.params.canonical_json().contains("codec"), "{name}");
+        }
+        // JSON without a codec (the catalog's older recipes) reads as raw.
+        let old: FrameParams = serde_json::from_str(
+            r#"{"rules":1,"frames":16,"sampling":"stride","stride":4,"clips":1,"fps":30.0,"height":224,"width":224,"fit":"short-side","short_side":224,"filter":"bicubic"}"#,
+        )
+        .unwrap();
+        assert_eq!(old, builtin("videomae-16x4-224").unwrap().params);
+
+        for (name, id) in [
+            ("videomae-16x4-s256-k5-jpeg", "f7b4e58aa7c1"),
+            ("pmv-16x5-s320-k10-jpeg", "9b7159d89362"),
+            ("pmv-16x4-s320-k10-jpeg", "c5ee96e966d6"),
+        ] {
+            assert_eq!(builtin(name).unwrap().id(), id, "{name}");
+        }
+        let v = builtin("videomae-16x4-s256-k5-jpeg").unwrap();
+        assert_eq!(v.params.shape(), [5, 16, 256, 456, 3]);
+        assert_eq!(v.params.short_side, Some(256));
+        assert!(
+            v.params
+                .canonical_json()
+                .ends_with(r#""filter":"bicubic","codec":{"kind":"jpeg","quality":90}}"#),
+            "{}",
+            v.params.canonical_json()
+        );
+        for (name, stride) in [("pmv-16x5-s320-k10-jpeg", 5), ("pmv-16x4-s320-k10-jpeg", 4)] {
+            let p = builtin(name).unwrap().params;
+            assert_eq!(p.shape(), [10, 16, 568, 320, 3], "{name}");
+            assert_eq!((p.stride, p.short_side), (Some(stride), Some(320)));
+            assert_eq!(p.codec, Codec::Jpeg { quality: 90 });
+        }
+
+        // --codec jpeg on a raw recipe: quality 90 and a name that says so.
+        let o = Overrides {
+            codec: Some(CodecKind::Jpeg),
+            ..Default::default()
+        };
+        let r = resolve(Some("videomae-16x4-224"), &o).unwrap();
+        assert_eq!(r.params.codec, Codec::Jpeg { quality: 90 });
+        assert_eq!(r.name, "16x4-224x224-ss224-jpeg90");
+        assert_ne!(r.id(), "fed50da160a8");
+        assert!(r.to_string().ends_with(", bicubic, jpeg90"), "{r}");
+        // --jpeg-quality on a JPEG recipe keeps the codec; --codec raw drops it, and
+        // spelling out a built-in gets its name back.
+        let o = Overrides {
+            jpeg_quality: Some(75),
+            ..Default::default()
+        };
+        let r = resolve(Some("pmv-16x5-s320-k10-jpeg"), &o).unwrap();
+        assert_eq!(r.params.codec, Codec::Jpeg { quality: 75 });
+        assert_eq!(r.name, "16x5-k10-568x320-ss320-jpeg75");
+        let o = Overrides {
+            codec: Some(CodecKind::Jpeg),
+            jpeg_quality: Some(90),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(Some("pmv-16x5-s320-k10-jpeg"), &o).unwrap().name,
+            "pmv-16x5-s320-k10-jpeg"
+        );
+        let o = Overrides {
+            codec: Some(CodecKind::Raw),
+            clips: Some(1),
+            size: Some((224, 224)),
+            stride: Some(4),
+            short_side: Some(224),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(Some("videomae-16x4-s256-k5-jpeg"), &o)
+                .unwrap()
+                .name,
+            "videomae-16x4-224"
+        );
+        // Bad qualities and a quality without JPEG say why.
+        for q in [0, 101] {
+            let o = Overrides {
+                codec: Some(CodecKind::Jpeg),
+                jpeg_quality: Some(q),
+                ..Default::default()
+            };
+            let e = resolve(Some("videomae-16x4-224"), &o).unwrap_err();
+            assert!(e.0.contains("quality must be 1..=100"), "{e}");
+        }
+        let o = Overrides {
+            jpeg_quality: Some(80),
+            ..Default::default()
+        };
+        let e = resolve(Some("videomae-16x4-224"), &o).unwrap_err();
+        assert!(e.0.contains("--codec jpeg"), "{e}");
+        let bad: Result<FrameParams, _> = serde_json::from_str(
+            r#"{"rules":1,"frames":16,"sampling":"stride","stride":4,"clips":1,"fps":30.0,"height":224,"width":224,"fit":"short-side","short_side":224,"filter":"bicubic","codec":{"kind":"png"}}"#,
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

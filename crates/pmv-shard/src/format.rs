@@ -1,5 +1,6 @@
 //! The shard format: POSIX tar files in the WebDataset layout, with fixed-shape uint8 frame
-//! tensors stored as NumPy `.npy` members whose data is 64-byte aligned in the file.
+//! tensors stored as NumPy `.npy` members whose data is 64-byte aligned in the file (raw
+//! samples) or as one JPEG member per frame, `<key>.c{KK}f{TTT}.jpg` (JPEG samples).
 //!
 //! This module owns the bytes of a shard: sample keys, the tar and npy headers, the
 //! per-sample metadata document and the writer that streams samples into any `Write`
@@ -10,6 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use pmv_core::frame_recipe::Codec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -17,7 +19,8 @@ use sha2::{Digest, Sha256};
 pub const BLOCK: u64 = 512;
 /// Alignment of every frame array inside a shard file.
 pub const ALIGN: u64 = 64;
-/// Longest sample key: `<key>.frames.npy` then fits a plain ustar name (100 bytes).
+/// Longest sample key: `<key>.frames.npy` and `<key>.c{KK}f{TTTT}.jpg` then fit a plain
+/// ustar name (100 bytes).
 pub const MAX_KEY_BYTES: usize = 80;
 /// Member name suffixes, after `<key>.`.
 pub const FRAMES_EXT: &str = "frames.npy";
@@ -25,6 +28,35 @@ pub const CLS_EXT: &str = "cls";
 pub const JSON_EXT: &str = "json";
 pub const JPG_EXT: &str = "jpg";
 pub const TXT_EXT: &str = "txt";
+/// `<key>.json` keys the writer adds to a JPEG sample's metadata: its codec and its
+/// decoded `(clips, T, H, W, 3)`.
+pub const META_CODEC: &str = "frame_codec";
+pub const META_SHAPE: &str = "frame_shape";
+
+/// The member name of frame `t` of clip `k` of a JPEG sample: `<key>.c{KK}f{TTT}.jpg`
+/// (zero-padded; WebDataset decoders pick the frames up by the `.jpg` suffix).
+pub fn frame_member_name(key: &str, k: usize, t: usize) -> String {
+    format!("{key}.{}", frame_member_ext(k, t))
+}
+
+/// The extension part (after `<key>.`) of [`frame_member_name`].
+pub fn frame_member_ext(k: usize, t: usize) -> String {
+    format!("c{k:02}f{t:03}.{JPG_EXT}")
+}
+
+/// Parses the extension of a JPEG frame member (`c00f000.jpg`, also `.jpeg`) into
+/// `(clip, frame)`; `None` for any other member.
+pub fn parse_frame_member_ext(ext: &str) -> Option<(usize, usize)> {
+    let stem = ext
+        .strip_suffix(".jpg")
+        .or_else(|| ext.strip_suffix(".jpeg"))?;
+    let (k, t) = stem.strip_prefix('c')?.split_once('f')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(k) || !digits(t) {
+        return None;
+    }
+    Some((k.parse().ok()?, t.parse().ok()?))
+}
 
 /// Length of the hash suffix of a shortened key.
 const KEY_HASH_HEX: usize = 16;
@@ -130,14 +162,24 @@ pub struct SampleMeta {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A sample's frames as they go into a shard.
+#[derive(Debug, Clone, Copy)]
+pub enum FrameData<'a> {
+    /// uint8 RGB, C order; `shape`'s product bytes. Written as `<key>.frames.npy`.
+    Raw(&'a [u8]),
+    /// One JPEG per frame, clip-major (`clips × T` of them, each H×W), from
+    /// [`crate::codec::encode_frames`] at `quality`. Written as `<key>.c{KK}f{TTT}.jpg`.
+    Jpeg { quality: u8, frames: &'a [Vec<u8>] },
+}
+
 /// One sample to write.
 pub struct SampleInput<'a> {
     /// A key from [`sample_key`].
     pub key: &'a str,
-    /// `(clips, T, H, W, 3)`.
+    /// The decoded `(clips, T, H, W, 3)`.
     pub shape: [usize; 5],
-    /// uint8 RGB, C order; `shape`'s product bytes.
-    pub frames: &'a [u8],
+    /// The frames, raw or encoded.
+    pub frames: FrameData<'a>,
     /// Written as `<key>.cls` (ASCII decimal) when present.
     pub label: Option<u32>,
     /// Written as `<key>.json`.
@@ -166,10 +208,19 @@ impl Member {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SampleIndex {
     pub key: String,
-    /// `(clips, T, H, W, 3)`.
+    /// The decoded `(clips, T, H, W, 3)`, whatever the codec.
     pub shape: [usize; 5],
-    /// The frame array's data (after the npy header).
+    /// Raw samples: the frame array's data (after the npy header). JPEG samples: the
+    /// span from the first frame member's data to the last one's end (the members
+    /// themselves are in `frame_members`).
     pub frames: Member,
+    /// How the frames are stored; absent from the JSON for raw samples.
+    #[serde(default, skip_serializing_if = "Codec::is_raw")]
+    pub codec: Codec,
+    /// JPEG samples: each frame's JPEG, clip-major (`clips × T`); empty (and absent
+    /// from the JSON) for raw samples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_members: Vec<Member>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cls: Option<Member>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,7 +307,8 @@ fn padding(len: u64) -> u64 {
 /// Streams samples into a tar shard, hashing every byte written.
 ///
 /// The output is the same for the same samples in the same order. Members of a sample
-/// come in the order `frames.npy`, `cls`, `json`, `jpg`, `txt`. Give the writer a buffered
+/// come in the order `frames.npy` (or the frame JPEGs, clip-major), `cls`, `json`, `jpg`,
+/// `txt`. Give the writer a buffered
 /// or large-write-friendly `W` (a `File` is fine: frames go out in one write each).
 pub struct ShardWriter<W: Write> {
     out: W,
@@ -342,28 +394,88 @@ impl<W: Write> ShardWriter<W> {
                 format!("frames must be RGB (last dimension 3), not {:?}", s.shape),
             ));
         }
-        match shape_len(&s.shape) {
-            Some(n) if n == s.frames.len() && n > 0 => {}
-            _ => {
-                return Err(self.sample_error(
-                    s.key,
-                    format!(
-                        "{} frame bytes do not fill the shape {:?}",
-                        s.frames.len(),
-                        s.shape
-                    ),
-                ));
-            }
-        }
-        let json = serde_json::to_vec(s.meta)
-            .map_err(|e| self.sample_error(s.key, format!("metadata: {e}")))?;
-        let header = npy_header(&s.shape);
-        let npy = self.member(&format!("{}.{FRAMES_EXT}", s.key), &[&header, s.frames])?;
-        let frames = Member {
-            offset: npy.offset + header.len() as u64,
-            size: s.frames.len() as u64,
+        let Some(n) = shape_len(&s.shape).filter(|&n| n > 0) else {
+            return Err(self.sample_error(s.key, format!("empty shape {:?}", s.shape)));
         };
-        debug_assert_eq!(frames.offset % ALIGN, 0);
+        let [clips, t, h, w, _] = s.shape;
+        let (codec, json) = match s.frames {
+            FrameData::Raw(bytes) => {
+                if bytes.len() != n {
+                    return Err(self.sample_error(
+                        s.key,
+                        format!(
+                            "{} frame bytes do not fill the shape {:?}",
+                            bytes.len(),
+                            s.shape
+                        ),
+                    ));
+                }
+                let json = serde_json::to_vec(s.meta)
+                    .map_err(|e| self.sample_error(s.key, format!("metadata: {e}")))?;
+                (Codec::Raw, json)
+            }
+            FrameData::Jpeg { quality, frames } => {
+                let codec = Codec::Jpeg { quality };
+                if frames.len() != clips * t {
+                    return Err(self.sample_error(
+                        s.key,
+                        format!(
+                            "{} JPEG frames for the shape {:?} ({} expected)",
+                            frames.len(),
+                            s.shape,
+                            clips * t
+                        ),
+                    ));
+                }
+                for (i, f) in frames.iter().enumerate() {
+                    let size = crate::codec::jpeg_size(f)
+                        .map_err(|e| self.sample_error(s.key, format!("frame {i}: {e}")))?;
+                    if size != (h, w) {
+                        return Err(self.sample_error(
+                            s.key,
+                            format!(
+                                "frame {i} is a {}×{} JPEG, the shape says {h}×{w}",
+                                size.0, size.1
+                            ),
+                        ));
+                    }
+                }
+                let mut meta = serde_json::to_value(s.meta)
+                    .map_err(|e| self.sample_error(s.key, format!("metadata: {e}")))?;
+                if let Some(map) = meta.as_object_mut() {
+                    map.insert(META_CODEC.into(), serde_json::json!(codec));
+                    map.insert(META_SHAPE.into(), serde_json::json!(s.shape));
+                }
+                let json = serde_json::to_vec(&meta)
+                    .map_err(|e| self.sample_error(s.key, format!("metadata: {e}")))?;
+                (codec, json)
+            }
+        };
+        let (frames, frame_members) = match s.frames {
+            FrameData::Raw(bytes) => {
+                let header = npy_header(&s.shape);
+                let npy = self.member(&format!("{}.{FRAMES_EXT}", s.key), &[&header, bytes])?;
+                let frames = Member {
+                    offset: npy.offset + header.len() as u64,
+                    size: bytes.len() as u64,
+                };
+                debug_assert_eq!(frames.offset % ALIGN, 0);
+                (frames, vec![])
+            }
+            FrameData::Jpeg { frames, .. } => {
+                let mut members = Vec::with_capacity(frames.len());
+                for (i, f) in frames.iter().enumerate() {
+                    let name = frame_member_name(s.key, i / t, i % t);
+                    members.push(self.member(&name, &[f])?);
+                }
+                let (first, last) = (members[0], members[members.len() - 1]);
+                let span = Member {
+                    offset: first.offset,
+                    size: last.end() - first.offset,
+                };
+                (span, members)
+            }
+        };
         let cls = match s.label {
             Some(l) => {
                 Some(self.member(&format!("{}.{CLS_EXT}", s.key), &[l.to_string().as_bytes()])?)
@@ -384,6 +496,8 @@ impl<W: Write> ShardWriter<W> {
             key: s.key.to_owned(),
             shape: s.shape,
             frames,
+            codec,
+            frame_members,
             cls,
             json,
             jpg,
@@ -434,6 +548,26 @@ mod tests {
         assert!(is_valid_key(&k));
         assert!(!is_valid_key("a.b"));
         assert!(!is_valid_key(""));
+    }
+
+    #[test]
+    fn frame_member_names_parse_back() {
+        assert_eq!(frame_member_name("abc", 3, 15), "abc.c03f015.jpg");
+        assert_eq!(parse_frame_member_ext("c03f015.jpg"), Some((3, 15)));
+        assert_eq!(parse_frame_member_ext("c3f1015.jpeg"), Some((3, 1015)));
+        for bad in [
+            "jpg",
+            "c03f015.png",
+            "cf1.jpg",
+            "c1f.jpg",
+            "x03f015.jpg",
+            "c-1f0.jpg",
+        ] {
+            assert_eq!(parse_frame_member_ext(bad), None, "{bad}");
+        }
+        // The longest key with a four-digit frame number still fits a ustar name.
+        let longest = frame_member_name(&"k".repeat(MAX_KEY_BYTES), 63, 1023);
+        assert!(longest.len() <= 100, "{longest}");
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! The shard reader: maps a shard read-only and hands out each sample's members as
-//! slices of the map, without copying.
+//! slices of the map, without copying; a JPEG sample's frames are decoded into the
+//! caller's buffer ([`Sample::clip_pixels`]).
 //!
 //! A shard is opened either by scanning its tar headers (any tar in the WebDataset
 //! layout, also one written by another tool: PAX and GNU long names, npy v1–v3 headers,
-//! unaligned arrays) or from the member offsets the catalog recorded, which are
-//! bounds-checked against the file. The reader never writes, never repairs, and never
-//! substitutes one sample for another: a damaged sample is an error naming it.
+//! unaligned arrays, frame JPEGs) or from the member offsets the catalog recorded, which
+//! are bounds-checked against the file. The reader never writes, never repairs, and
+//! never substitutes one sample for another: a damaged sample (a frame that does not
+//! decode, decodes to another size, or is missing) is an error naming it.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    BLOCK, CLS_EXT, FRAMES_EXT, JPG_EXT, JSON_EXT, Member, SampleIndex, SampleMeta, ShardError,
-    TXT_EXT, shape_len,
+    BLOCK, CLS_EXT, FRAMES_EXT, JPG_EXT, JSON_EXT, META_CODEC, Member, SampleIndex, SampleMeta,
+    ShardError, TXT_EXT, frame_member_ext, parse_frame_member_ext, shape_len,
 };
+use pmv_core::frame_recipe::Codec;
 use pmv_core::pydict::{self, PyValue};
 
 /// A shard mapped into memory.
@@ -28,10 +31,16 @@ pub struct ShardReader {
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
     pub key: &'a str,
-    /// `(clips, T, H, W, 3)`.
+    /// The decoded `(clips, T, H, W, 3)`, whatever the codec.
     pub shape: [usize; 5],
-    /// uint8 RGB, C order.
-    pub frames: &'a [u8],
+    /// How the frames are stored (a scanned JPEG shard whose `.json` does not say its
+    /// quality reads as quality 0).
+    pub codec: Codec,
+    /// Raw samples: uint8 RGB, C order. Empty for JPEG samples.
+    frames: &'a [u8],
+    /// JPEG samples: each frame's JPEG, clip-major; checked to lie inside `map`.
+    frame_members: &'a [Member],
+    map: &'a [u8],
     /// The `.cls` label.
     pub label: Option<u32>,
     pub json: Option<&'a [u8]>,
@@ -47,10 +56,74 @@ impl<'a> Sample<'a> {
         serde_json::from_slice(json).map_err(|e| self.error(format!("bad .json: {e}")))
     }
 
-    /// The frames of clip `k`: `(T, H, W, 3)`.
+    /// A raw sample's whole frame array, `(clips, T, H, W, 3)`, straight from the map;
+    /// `None` for a JPEG sample (use [`Self::clip_pixels`]).
+    pub fn raw_frames(&self) -> Option<&'a [u8]> {
+        self.codec.is_raw().then_some(self.frames)
+    }
+
+    /// The frames of clip `k` of a raw sample, `(T, H, W, 3)`, straight from the map.
+    ///
+    /// # Panics
+    ///
+    /// On a JPEG sample or a `k` past the clips: use [`Self::clip_pixels`], which
+    /// serves both codecs.
     pub fn clip(&self, k: usize) -> &'a [u8] {
+        assert!(
+            self.codec.is_raw(),
+            "Sample::clip serves raw samples only; {} is {}",
+            self.key,
+            self.codec.label()
+        );
         let len = self.frames.len() / self.shape[0].max(1);
         &self.frames[k * len..(k + 1) * len]
+    }
+
+    /// Clip k as (T, H, W, 3) RGB uint8: the mapped bytes for raw samples (no copy),
+    /// decoded into `buf` (libjpeg-turbo) for jpeg samples.
+    ///
+    /// `buf` is resized to one clip; keep it between calls to decode without
+    /// allocating. A frame that does not decode, decodes to another size than the
+    /// sample's, or lies outside the shard is an error naming the shard, the key and
+    /// the frame member.
+    pub fn clip_pixels<'s>(
+        &'s self,
+        k: usize,
+        buf: &'s mut Vec<u8>,
+    ) -> Result<&'s [u8], ShardError> {
+        let [clips, t, h, w, _] = self.shape;
+        if k >= clips {
+            return Err(self.error(format!("no clip {k} (the sample has {clips})")));
+        }
+        if self.codec.is_raw() {
+            return Ok(self.clip(k));
+        }
+        let frame = h * w * 3;
+        buf.resize(t * frame, 0);
+        for (i, out) in buf.chunks_exact_mut(frame).enumerate() {
+            let name = || format!("{}.{}", self.key, frame_member_ext(k, i));
+            let jpeg = self
+                .frame_members
+                .get(k * t + i)
+                .and_then(|m| self.map.get(m.offset as usize..m.end() as usize))
+                .ok_or_else(|| self.error(format!("{}: no such frame member", name())))?;
+            crate::codec::decode_frame(jpeg, h, w, out)
+                .map_err(|e| self.error(format!("{}: {e}", name())))?;
+        }
+        Ok(&buf[..])
+    }
+
+    /// Decodes every frame (raw samples: nothing to do); the first one that does not
+    /// decode to the sample's shape is the error. What verifying a JPEG shard does.
+    pub fn check_frames(&self) -> Result<(), ShardError> {
+        if self.codec.is_raw() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for k in 0..self.shape[0] {
+            self.clip_pixels(k, &mut buf)?;
+        }
+        Ok(())
     }
 
     fn error(&self, message: impl Into<String>) -> ShardError {
@@ -81,7 +154,7 @@ impl ShardReader {
         let len = map.len() as u64;
         for s in &index {
             let members = [Some(s.frames), s.cls, s.json, s.jpg, s.txt];
-            for m in members.iter().flatten() {
+            for m in members.iter().flatten().chain(&s.frame_members) {
                 if m.end() > len || m.end() < m.offset {
                     return Err(ShardError::Sample {
                         path: path.to_owned(),
@@ -94,15 +167,32 @@ impl ShardReader {
                     });
                 }
             }
-            if shape_len(&s.shape) != Some(s.frames.size as usize) {
-                return Err(ShardError::Sample {
-                    path: path.to_owned(),
-                    key: s.key.clone(),
-                    message: format!(
-                        "{} frame bytes do not fill the shape {:?}",
-                        s.frames.size, s.shape
-                    ),
-                });
+            let fail = |message: String| ShardError::Sample {
+                path: path.to_owned(),
+                key: s.key.clone(),
+                message,
+            };
+            let elements = shape_len(&s.shape).filter(|_| s.shape[4] == 3);
+            match s.codec {
+                Codec::Raw => {
+                    if elements != Some(s.frames.size as usize) || !s.frame_members.is_empty() {
+                        return Err(fail(format!(
+                            "{} frame bytes do not fill the shape {:?}",
+                            s.frames.size, s.shape
+                        )));
+                    }
+                }
+                Codec::Jpeg { .. } => {
+                    if elements.is_none_or(|n| n == 0 || n > MAX_DECODED_BYTES)
+                        || s.frame_members.len() != s.shape[0] * s.shape[1]
+                    {
+                        return Err(fail(format!(
+                            "{} frame members for the shape {:?}",
+                            s.frame_members.len(),
+                            s.shape
+                        )));
+                    }
+                }
             }
         }
         Ok(ShardReader {
@@ -167,13 +257,29 @@ impl ShardReader {
         Ok(Sample {
             key: &s.key,
             shape: s.shape,
-            frames: bytes(&s.frames),
+            codec: s.codec,
+            frames: if s.codec.is_raw() {
+                bytes(&s.frames)
+            } else {
+                &[]
+            },
+            frame_members: &s.frame_members,
+            map: &self.map,
             label,
             json: s.json.as_ref().map(bytes),
             jpg: s.jpg.as_ref().map(bytes),
             txt,
             path: &self.path,
         })
+    }
+
+    /// Decodes every frame of every JPEG sample (raw samples need nothing): the first
+    /// one that does not decode to its sample's shape is the error, naming the sample.
+    pub fn check_frames(&self) -> Result<(), ShardError> {
+        for i in 0..self.len() {
+            self.sample(i)?.check_frames()?;
+        }
+        Ok(())
     }
 
     /// Checks the file's SHA-256 against `expected_hex`.
@@ -258,7 +364,7 @@ fn scan(path: &Path, map: &[u8]) -> Result<Vec<SampleIndex>, ShardError> {
         match typeflag {
             b'0' | 0 | b'7' => {
                 let member = Member { offset: data, size };
-                add_member(path, &mut out, &mut current, &name, member, bytes)
+                add_member(path, map, &mut out, &mut current, &name, member, bytes)
                     .map_err(|m| fail(pos, m))?;
             }
             b'L' => {
@@ -279,7 +385,7 @@ fn scan(path: &Path, map: &[u8]) -> Result<Vec<SampleIndex>, ShardError> {
         pos = end + (BLOCK - size % BLOCK) % BLOCK;
     }
     if let Some(p) = current.take() {
-        out.push(p.finish(path)?);
+        out.push(p.finish(path, map)?);
     }
     Ok(out)
 }
@@ -293,31 +399,119 @@ struct Partial {
     json: Option<Member>,
     jpg: Option<Member>,
     txt: Option<Member>,
+    /// Frame JPEGs as `(clip, frame, member)`, in file order.
+    jpegs: Vec<(usize, usize, Member)>,
 }
 
+/// Most frame JPEGs one sample may have (the recipe limits: 64 clips × 1024 frames).
+const MAX_FRAME_MEMBERS: usize = 64 * 1024;
+/// Most bytes a JPEG sample may decode to (the recipe limit, 1 GiB): a hostile shape
+/// or JPEG header cannot make a reader allocate more.
+const MAX_DECODED_BYTES: usize = 1 << 30;
+
 impl Partial {
-    fn finish(self, path: &Path) -> Result<SampleIndex, ShardError> {
-        match (self.frames, self.shape) {
-            (Some(frames), Some(shape)) => Ok(SampleIndex {
-                key: self.key,
-                shape,
-                frames,
-                cls: self.cls,
-                json: self.json,
-                jpg: self.jpg,
-                txt: self.txt,
-            }),
-            _ => Err(ShardError::Sample {
-                path: path.to_owned(),
-                key: self.key,
-                message: format!("has no .{FRAMES_EXT} member"),
-            }),
+    fn finish(self, path: &Path, map: &[u8]) -> Result<SampleIndex, ShardError> {
+        let fail = |message: String| ShardError::Sample {
+            path: path.to_owned(),
+            key: self.key.clone(),
+            message,
+        };
+        let (shape, frames, codec, frame_members) =
+            match (self.frames, self.shape, self.jpegs.is_empty()) {
+                (Some(frames), Some(shape), true) => (shape, frames, Codec::Raw, vec![]),
+                (None, _, false) => {
+                    let (shape, members) = self.jpeg_frames(map).map_err(fail)?;
+                    let quality = self.json_quality(map);
+                    let (first, last) = (members[0], members[members.len() - 1]);
+                    let span = Member {
+                        offset: first.offset.min(last.offset),
+                        size: first.end().max(last.end()) - first.offset.min(last.offset),
+                    };
+                    (shape, span, Codec::Jpeg { quality }, members)
+                }
+                (Some(_), _, false) => {
+                    return Err(fail(format!(
+                        "has both a .{FRAMES_EXT} member and JPEG frame members"
+                    )));
+                }
+                _ => {
+                    return Err(fail(format!(
+                        "has no .{FRAMES_EXT} member and no JPEG frame members (.c00f000.jpg)"
+                    )));
+                }
+            };
+        Ok(SampleIndex {
+            key: self.key,
+            shape,
+            frames,
+            codec,
+            frame_members,
+            cls: self.cls,
+            json: self.json,
+            jpg: self.jpg,
+            txt: self.txt,
+        })
+    }
+
+    /// The decoded shape and the clip-major members of a JPEG sample: every clip has
+    /// the same frames, none is missing, and the first frame's JPEG header gives H×W.
+    fn jpeg_frames(&self, map: &[u8]) -> Result<([usize; 5], Vec<Member>), String> {
+        let clips = self.jpegs.iter().map(|j| j.0).max().unwrap_or(0) + 1;
+        let t = self.jpegs.iter().map(|j| j.1).max().unwrap_or(0) + 1;
+        let count = clips
+            .checked_mul(t)
+            .filter(|&n| n <= MAX_FRAME_MEMBERS)
+            .ok_or_else(|| format!("{clips} clips × {t} frames is too many"))?;
+        let mut grid: Vec<Option<Member>> = vec![None; count];
+        for &(k, f, m) in &self.jpegs {
+            if grid[k * t + f].replace(m).is_some() {
+                return Err(format!("{}: the same frame twice", frame_member_ext(k, f)));
+            }
         }
+        let members = grid
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.ok_or_else(|| {
+                    format!(
+                        "frame member {} is missing ({clips} clips × {t} frames)",
+                        frame_member_ext(i / t, i % t)
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = &map[members[0].offset as usize..members[0].end() as usize];
+        let (h, w) = crate::codec::jpeg_size(first)
+            .map_err(|e| format!("{}: {e}", frame_member_ext(0, 0)))?;
+        let shape = [clips, t, h, w, 3];
+        if shape_len(&shape).is_none_or(|n| n == 0 || n > MAX_DECODED_BYTES) {
+            return Err(format!(
+                "{clips} clips × {t} frames of {h}×{w} pixels: not a sample shape (at most 1 GiB)"
+            ));
+        }
+        Ok((shape, members))
+    }
+
+    /// The JPEG quality the sample's `.json` records (`frame_codec`); 0 when it
+    /// records none.
+    fn json_quality(&self, map: &[u8]) -> u8 {
+        self.json
+            .and_then(|m| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&map[m.offset as usize..m.end() as usize]).ok()?;
+                serde_json::from_value(v.get(META_CODEC)?.clone()).ok()
+            })
+            .and_then(|c| match c {
+                Codec::Jpeg { quality } => Some(quality),
+                Codec::Raw => None,
+            })
+            .unwrap_or(0)
     }
 }
 
 fn add_member(
     path: &Path,
+    map: &[u8],
     out: &mut Vec<SampleIndex>,
     current: &mut Option<Partial>,
     name: &str,
@@ -332,7 +526,7 @@ fn add_member(
     let (key, ext) = (&name[..slash + dot], &name[slash + dot + 1..]);
     if current.as_ref().is_some_and(|p| p.key != key) {
         let done = current.take().expect("checked");
-        out.push(done.finish(path).map_err(|e| e.to_string())?);
+        out.push(done.finish(path, map).map_err(|e| e.to_string())?);
     }
     let p = current.get_or_insert_with(|| Partial {
         key: key.to_owned(),
@@ -342,7 +536,17 @@ fn add_member(
         json: None,
         jpg: None,
         txt: None,
+        jpegs: vec![],
     });
+    if let Some((k, t)) = parse_frame_member_ext(ext) {
+        if p.jpegs.len() >= MAX_FRAME_MEMBERS {
+            return Err(format!(
+                "{name}: more than {MAX_FRAME_MEMBERS} frame members"
+            ));
+        }
+        p.jpegs.push((k, t, member));
+        return Ok(());
+    }
     let slot = match ext {
         FRAMES_EXT => {
             let (header_len, shape) = parse_npy(bytes).map_err(|m| format!("{name}: {m}"))?;
@@ -540,7 +744,7 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(usize, [usize; 5]), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::format::{SampleInput, ShardWriter, npy_header, sample_key};
+    use super::super::format::{FrameData, SampleInput, ShardWriter, npy_header, sample_key};
     use super::*;
 
     fn meta(id: &str) -> SampleMeta {
@@ -576,7 +780,7 @@ mod tests {
                 .append(&SampleInput {
                     key: &key,
                     shape,
-                    frames: &frames,
+                    frames: FrameData::Raw(&frames),
                     label: Some(i as u32),
                     meta: &m,
                     jpg: (i == 1).then_some(&b"\xff\xd8jpeg"[..]),
@@ -602,17 +806,31 @@ mod tests {
         for (i, f) in frames.iter().enumerate() {
             let s = r.sample(i).unwrap();
             assert_eq!(s.key, format!("item%2E{i}"));
-            assert_eq!(s.frames, &f[..]);
-            assert_eq!(s.frames.as_ptr() as usize % 64, 0, "aligned in the map");
+            let raw = s.raw_frames().unwrap();
+            assert_eq!(raw, &f[..]);
+            assert_eq!(raw.as_ptr() as usize % 64, 0, "aligned in the map");
             assert_eq!(s.label, Some(i as u32));
             assert_eq!(s.txt, Some("文本"));
             assert_eq!(s.jpg.is_some(), i == 1);
             assert_eq!(s.meta().unwrap().id, format!("item.{i}"));
             assert_eq!(s.clip(1), &f[48..]);
+            let mut buf = vec![];
+            let clip = s.clip_pixels(1, &mut buf).unwrap();
+            assert_eq!(clip, &f[48..]);
+            assert_eq!(
+                clip.as_ptr(),
+                s.clip(1).as_ptr(),
+                "raw clips are not copied"
+            );
+            assert!(buf.is_empty());
+            assert!(s.clip_pixels(2, &mut buf).is_err());
         }
         // The catalog's record of the offsets opens the same samples without a scan.
         let again = ShardReader::open_indexed(&path, r.index().to_vec()).unwrap();
-        assert_eq!(again.sample(2).unwrap().frames, &frames[2][..]);
+        assert_eq!(
+            again.sample(2).unwrap().raw_frames().unwrap(),
+            &frames[2][..]
+        );
         // Same input, same bytes.
         let dir2 = tempfile::tempdir().unwrap();
         let (_, _, sha2) = write(dir2.path(), 3);
@@ -648,6 +866,262 @@ mod tests {
         let mut idx = ShardReader::open(&path).unwrap().index().to_vec();
         idx[0].frames.offset = 1 << 40;
         assert!(ShardReader::open_indexed(&path, idx).is_err());
+    }
+
+    /// A smooth `(clips, T, H, W, 3)` picture that changes from frame to frame.
+    fn picture(shape: [usize; 5]) -> Vec<u8> {
+        let [k, t, h, w, _] = shape;
+        let mut out = Vec::with_capacity(k * t * h * w * 3);
+        for i in 0..k * t {
+            for y in 0..h {
+                for x in 0..w {
+                    out.extend([(x * 255 / w) as u8, (y * 255 / h) as u8, (i * 20) as u8]);
+                }
+            }
+        }
+        out
+    }
+
+    const JSHAPE: [usize; 5] = [2, 3, 16, 24, 3];
+
+    /// A shard of two JPEG samples; returns its path and their pixels.
+    fn write_jpeg(
+        dir: &Path,
+        frames_of: impl Fn(usize, Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+    ) -> (PathBuf, Vec<u8>) {
+        let path = dir.join("j.tar");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = ShardWriter::new(std::io::BufWriter::new(file)).with_path(&path);
+        let pixels = picture(JSHAPE);
+        let jpegs = crate::codec::encode_frames(&pixels, JSHAPE, 90).unwrap();
+        for i in 0..2 {
+            let m = meta(&format!("j{i}"));
+            w.append(&SampleInput {
+                key: &format!("j{i}"),
+                shape: JSHAPE,
+                frames: FrameData::Jpeg {
+                    quality: 90,
+                    frames: &frames_of(i, jpegs.clone()),
+                },
+                label: Some(1),
+                meta: &m,
+                jpg: None,
+                txt: None,
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+        (path, pixels)
+    }
+
+    #[test]
+    fn jpeg_samples_decode_per_clip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, pixels) = write_jpeg(dir.path(), |_, j| j);
+        let r = ShardReader::open(&path).unwrap();
+        assert_eq!(r.len(), 2);
+        let idx = &r.index()[1];
+        assert_eq!(idx.codec, Codec::Jpeg { quality: 90 });
+        assert_eq!(idx.shape, JSHAPE);
+        assert_eq!(idx.frame_members.len(), 6);
+        // The catalog's JSON of the index round-trips; a raw one has no codec fields.
+        let json = serde_json::to_string(idx).unwrap();
+        assert!(
+            json.contains(r#""codec":{"kind":"jpeg","quality":90}"#),
+            "{json}"
+        );
+        let back: SampleIndex = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, idx);
+        let indexed = ShardReader::open_indexed(&path, r.index().to_vec()).unwrap();
+        let clip = JSHAPE[1] * JSHAPE[2] * JSHAPE[3] * 3;
+        for reader in [&r, &indexed] {
+            let s = reader.sample(1).unwrap();
+            assert_eq!(s.shape, JSHAPE);
+            assert!(s.raw_frames().is_none());
+            let meta = s.meta().unwrap();
+            assert_eq!(meta.extra["frame_shape"], serde_json::json!(JSHAPE));
+            assert_eq!(meta.extra["frame_codec"]["quality"], 90);
+            s.check_frames().unwrap();
+            let mut buf = vec![];
+            for k in 0..2 {
+                let got = s.clip_pixels(k, &mut buf).unwrap();
+                let want = &pixels[k * clip..(k + 1) * clip];
+                assert_eq!(got.len(), clip);
+                let worst = got.iter().zip(want).map(|(&a, &b)| a.abs_diff(b)).max();
+                assert!(worst.unwrap() <= 24, "clip {k}: worst {worst:?}");
+                assert!(crate::codec::tests::psnr(got, want) >= 35.0);
+            }
+            assert!(s.clip_pixels(2, &mut buf).is_err());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "raw samples only")]
+    fn raw_clip_refuses_jpeg_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_jpeg(dir.path(), |_, j| j);
+        let r = ShardReader::open(&path).unwrap();
+        r.sample(0).unwrap().clip(0);
+    }
+
+    fn clip_error(r: &ShardReader, i: usize) -> String {
+        let s = r.sample(i).unwrap();
+        let mut buf = vec![];
+        let e = (0..2)
+            .map(|k| s.clip_pixels(k, &mut buf).map(|_| ()))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert!(matches!(e, ShardError::Sample { .. }));
+        assert!(s.check_frames().is_err());
+        e.to_string()
+    }
+
+    #[test]
+    fn hostile_jpeg_samples_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // A truncated JPEG (sample j1, clip 1, frame 2).
+        let (path, _) = write_jpeg(dir.path(), |i, mut j| {
+            if i == 1 {
+                let n = j[5].len() - 20;
+                j[5].truncate(n);
+            }
+            j
+        });
+        let r = ShardReader::open(&path).unwrap();
+        assert!(r.sample(0).unwrap().check_frames().is_ok());
+        let e = clip_error(&r, 1);
+        assert!(
+            e.contains("j.tar") && e.contains("sample j1") && e.contains("j1.c01f002.jpg"),
+            "{e}"
+        );
+        assert!(e.contains("does not decode"), "{e}");
+
+        // A JPEG of another size than the sample's: the writer refuses it, a shard
+        // whose member was swapped after writing fails on reading.
+        let other = crate::codec::encode_frames(&picture([1, 1, 16, 16, 3]), [1, 1, 16, 16, 3], 90)
+            .unwrap()
+            .remove(0);
+        let path = dir.path().join("w.tar");
+        let mut w = ShardWriter::new(std::fs::File::create(&path).unwrap()).with_path(&path);
+        let mut frames = crate::codec::encode_frames(&picture(JSHAPE), JSHAPE, 90).unwrap();
+        frames[4] = other.clone();
+        let e = w
+            .append(&SampleInput {
+                key: "w0",
+                shape: JSHAPE,
+                frames: FrameData::Jpeg {
+                    quality: 90,
+                    frames: &frames,
+                },
+                label: None,
+                meta: &meta("w0"),
+                jpg: None,
+                txt: None,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("w0") && e.contains("16×16"), "{e}");
+        let (path, _) = write_jpeg(dir.path(), |_, j| j);
+        let mut idx = ShardReader::open(&path).unwrap().index().to_vec();
+        let target = idx[0].frame_members[4];
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Put the 16×16 JPEG where frame c01f001 was (it is smaller) and shorten the
+        // member in the catalog's record.
+        bytes[target.offset as usize..target.offset as usize + other.len()].copy_from_slice(&other);
+        std::fs::write(&path, &bytes).unwrap();
+        idx[0].frame_members[4].size = other.len() as u64;
+        let r = ShardReader::open_indexed(&path, idx.clone()).unwrap();
+        let e = clip_error(&r, 0);
+        assert!(
+            e.contains("sample j0") && e.contains("j0.c01f001.jpg"),
+            "{e}"
+        );
+        assert!(e.contains("16×16") && e.contains("16×24"), "{e}");
+
+        // A member range past the end of the file.
+        let mut past = idx.clone();
+        past[1].frame_members[3].offset = bytes.len() as u64 - 10;
+        let e = ShardReader::open_indexed(&path, past)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sample j1") && e.contains("outside"), "{e}");
+        // A recorded shape far larger than any sample: refused before anything is
+        // allocated for it.
+        let mut huge = idx.clone();
+        huge[1].shape = [2, 3, 40_000, 40_000, 3];
+        let e = ShardReader::open_indexed(&path, huge)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sample j1"), "{e}");
+        // Fewer frame members than the shape needs.
+        idx[1].frame_members.pop();
+        let e = ShardReader::open_indexed(&path, idx)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("sample j1") && e.contains("5 frame members"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn scanned_jpeg_samples_need_every_frame() {
+        use super::super::format::tar_header;
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [1, 2, 8, 8, 3];
+        let jpegs = crate::codec::encode_frames(&picture(shape), shape, 90).unwrap();
+        let tar = |names: &[(&str, &[u8])]| {
+            let mut out = vec![];
+            for (name, data) in names {
+                out.extend_from_slice(&tar_header(name, data.len() as u64));
+                out.extend_from_slice(data);
+                out.resize(out.len().div_ceil(512) * 512, 0);
+            }
+            out.resize(out.len() + 1024, 0);
+            let path = dir.path().join("t.tar");
+            std::fs::write(&path, out).unwrap();
+            path
+        };
+        // Another tool's shard (no .json): the shape comes from the members and the
+        // first JPEG; the quality is unknown.
+        let path = tar(&[
+            ("a.c00f000.jpg", &jpegs[0]),
+            ("a.c00f001.jpeg", &jpegs[1]),
+            ("a.cls", b"2"),
+        ]);
+        let r = ShardReader::open(&path).unwrap();
+        let s = r.sample(0).unwrap();
+        assert_eq!(
+            (s.shape, s.codec, s.label),
+            (shape, Codec::Jpeg { quality: 0 }, Some(2))
+        );
+        s.check_frames().unwrap();
+        // Frame 1 of clip 1 is missing.
+        let path = tar(&[
+            ("a.c00f000.jpg", &jpegs[0]),
+            ("a.c00f001.jpg", &jpegs[1]),
+            ("a.c01f000.jpg", &jpegs[0]),
+        ]);
+        let e = ShardReader::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("sample a") && e.contains("c01f001.jpg is missing"),
+            "{e}"
+        );
+        // Frames and a frame array in one sample; a frame twice.
+        let npy = [npy_header(&shape), vec![0; 384]].concat();
+        let path = tar(&[("b.frames.npy", &npy), ("b.c00f000.jpg", &jpegs[0])]);
+        let e = ShardReader::open(&path).err().unwrap().to_string();
+        assert!(e.contains("sample b") && e.contains("both"), "{e}");
+        let path = tar(&[("b.c00f000.jpg", &jpegs[0]), ("b.c00f000.jpeg", &jpegs[0])]);
+        let e = ShardReader::open(&path).err().unwrap().to_string();
+        assert!(e.contains("twice"), "{e}");
+        // A first frame that is no JPEG.
+        let path = tar(&[("c.c00f000.jpg", b"nope")]);
+        let e = ShardReader::open(&path).err().unwrap().to_string();
+        assert!(e.contains("sample c") && e.contains("not a JPEG"), "{e}");
     }
 
     #[test]

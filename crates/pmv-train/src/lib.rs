@@ -93,6 +93,7 @@ pub fn synth_cmd(args: &cli::SynthArgs) -> Result<serde_json::Value, error::Trai
         width: args.size.1,
         samples_per_shard: args.shard_size,
         seed: args.seed,
+        ..Default::default()
     };
     let modal = args
         .multimodal

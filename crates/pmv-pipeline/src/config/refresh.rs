@@ -279,6 +279,7 @@ impl RefreshPlan {
                             fit: spec.fit,
                             short_side: spec.short_side,
                             filter: spec.filter,
+                            ..Default::default()
                         };
                         RecipeChoice::Given(
                             frame_recipe::resolve(spec.base.as_deref(), &o)

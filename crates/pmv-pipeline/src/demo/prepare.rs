@@ -116,6 +116,7 @@ pub fn recipe() -> FrameRecipe {
             fit: Fit::Cover,
             short_side: None,
             filter: Filter::Area,
+            codec: pmv_core::frame_recipe::Codec::Raw,
         },
     }
 }

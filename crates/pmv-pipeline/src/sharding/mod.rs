@@ -18,8 +18,8 @@ pub mod work;
 
 pub use pmv_core::frame_recipe::{self, FrameParams, FrameRecipe};
 pub use pmv_shard::{
-    Member, Sample, SampleIndex, SampleInput, SampleMeta, ShardError, ShardReader, ShardSummary,
-    ShardWriter, format, reader, sample_key,
+    FrameData, Member, Sample, SampleIndex, SampleInput, SampleMeta, ShardError, ShardReader,
+    ShardSummary, ShardWriter, format, reader, sample_key,
 };
 
 #[cfg(feature = "media")]

@@ -1,5 +1,6 @@
-//! The decode engine: worker threads turn videos into sample frames, the calling
-//! thread receives them strictly in work order.
+//! The decode engine: worker threads turn videos into sample frames (and, for a JPEG
+//! recipe, encode them, so the single writer thread never does), the calling thread
+//! receives them strictly in work order.
 //!
 //! Each worker owns a [`Decoder`] (its frame, packet, scaler and scratch space live as
 //! long as the worker) and takes the next video only after it holds a buffer from a
@@ -22,12 +23,15 @@ use crate::media::{
     sample_indices,
 };
 use crate::sharding::work::Work;
-use pmv_core::frame_recipe::FrameParams;
+use pmv_core::frame_recipe::{Codec, FrameParams};
 
 /// One decoded video.
 pub struct Decoded {
     /// uint8 RGB `(clips, T, H, W, 3)`.
     pub frames: Vec<u8>,
+    /// A JPEG recipe's frames, one JPEG each, clip-major (encoded by the worker);
+    /// empty for a raw recipe.
+    pub jpegs: Vec<Vec<u8>>,
     pub indices: Vec<Vec<i64>>,
     pub probe: Probe,
     pub stats: DecodeStats,
@@ -153,7 +157,8 @@ pub fn run<E>(
                     }
                     buf.resize(sample_bytes, 0);
                     let result =
-                        decode_one(&mut decoder, root, &work[i], recipe, threads, &mut buf);
+                        decode_one(&mut decoder, root, &work[i], recipe, threads, &mut buf)
+                            .and_then(|d| encode(d, root, &work[i], recipe, &buf));
                     if tx.send((i, result, buf)).is_err() {
                         break;
                     }
@@ -204,6 +209,25 @@ pub fn run<E>(
         jobs,
         threads_per_video: threads,
     })
+}
+
+/// Encodes a decoded sample's frames with the recipe's codec (raw: nothing to do).
+fn encode(
+    mut d: Decoded,
+    root: &Path,
+    w: &Work,
+    recipe: &FrameParams,
+    frames: &[u8],
+) -> Result<Decoded, MediaError> {
+    if let Codec::Jpeg { quality } = recipe.codec {
+        d.jpegs = pmv_shard::codec::encode_frames(frames, recipe.shape(), quality).map_err(
+            |message| MediaError::Invalid {
+                path: root.join(&w.video),
+                message,
+            },
+        )?;
+    }
+    Ok(d)
 }
 
 fn decode_one(
@@ -265,6 +289,7 @@ fn decode_one(
     };
     Ok(Decoded {
         frames: Vec::new(),
+        jpegs: Vec::new(),
         indices,
         probe: video.probe().clone(),
         stats,

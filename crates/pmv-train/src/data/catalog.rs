@@ -432,7 +432,8 @@ pub struct ShardProblem {
     pub error: String,
 }
 
-/// Opens (and with `verify` hashes) every shard of a split. Shards that fail are left
+/// Opens (and with `verify` hashes, and decodes every JPEG frame of) every shard of a
+/// split. Shards that fail are left
 /// out and returned as problems, never replaced by others.
 pub fn open_split(data: &SplitData, verify: bool) -> (Vec<Arc<ShardReader>>, Vec<ShardProblem>) {
     let mut open = vec![];
@@ -445,6 +446,9 @@ pub fn open_split(data: &SplitData, verify: bool) -> (Vec<Arc<ShardReader>>, Vec
         let checked = reader.and_then(|r| {
             if let (true, Some(sha)) = (verify, &s.sha256) {
                 r.verify_sha256(sha)?;
+            }
+            if verify {
+                r.check_frames()?;
             }
             if let Some(n) = s.samples
                 && n != r.len()
