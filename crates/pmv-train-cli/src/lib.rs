@@ -249,7 +249,8 @@ pub struct DataArgs {
     #[arg(long, default_value = "val", value_name = "S")]
     pub val_split: String,
 
-    /// Check each catalog shard's SHA-256 before reading it
+    /// Check each catalog shard's SHA-256 (and decode every frame of JPEG shards)
+    /// before reading it
     #[arg(long)]
     pub verify: bool,
 }
@@ -828,7 +829,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Check each catalog shard's SHA-256 before reading it
+    /// Check each catalog shard's SHA-256 (and decode every frame of JPEG shards)
+    /// before reading it
     #[arg(long)]
     pub verify: bool,
 
