@@ -35,6 +35,7 @@ mod pretrain;
 mod probe;
 #[cfg(all(feature = "media", feature = "train"))]
 mod readme;
+mod recipes;
 #[cfg(feature = "media")]
 mod refresh;
 #[cfg(feature = "media")]

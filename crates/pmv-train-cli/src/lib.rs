@@ -902,6 +902,24 @@ pub struct BenchLoaderArgs {
     /// Epochs over the shards
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub epochs: u64,
+
+    /// Random resized crop: range of the area fraction
+    #[arg(long, value_parser = parse_pair, default_value = "0.25,1", value_name = "A,B")]
+    pub crop_scale: (f64, f64),
+
+    /// RandAugment policy applied to each view after its crop, as train takes it
+    #[arg(long, value_name = "SPEC")]
+    pub auto_augment: Option<String>,
+
+    /// Random erasing probability per view: its rectangles are drawn in the loader
+    /// threads (the fill happens on the device, after normalisation, outside this
+    /// benchmark)
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub random_erase: f64,
+
+    /// Views per sample read (repeated augmentation)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_count)]
+    pub repeated_aug: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::cli::{BenchArgs, BenchLoaderArgs, ModelName};
 use super::data;
-use super::data::loader::{Labels, Loader, LoaderSpec, Normalizer, Views};
+use super::data::loader::{AutoAugment, Labels, Loader, LoaderSpec, Normalizer, Views};
 use super::device::default_workers;
 use super::device::device_name;
 use super::error::TrainError;
@@ -22,6 +22,7 @@ use super::models::videomae::VideoMaeConfig;
 use super::models::{self, ModelSpec, Noise};
 use super::optim::{AdamW, AdamWConfig, ParamRule};
 use super::rng::{Purpose, Rng};
+use super::run::{EraseMode, RandomErase};
 
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
@@ -274,13 +275,22 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
         shape,
         out,
         views: Views::Train {
-            scale: (0.25, 1.0),
+            scale: args.crop_scale,
             ratio: (0.75, 1.3333),
             flip: 0.5,
             jitter: None,
-            repeats: 1,
-            erase: None,
-            auto_augment: None,
+            repeats: args.repeated_aug.max(1),
+            erase: (args.random_erase > 0.0).then_some(RandomErase {
+                probability: args.random_erase,
+                mode: EraseMode::Pixel,
+                max_count: 1,
+            }),
+            auto_augment: args
+                .auto_augment
+                .as_deref()
+                .map(AutoAugment::parse)
+                .transpose()
+                .map_err(|e| TrainError::Usage(format!("--auto-augment: {e}")))?,
         },
         labels: Labels::Single(usize::MAX),
         batch: args.batch,
@@ -299,7 +309,7 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
     for epoch in 0..args.epochs {
         for b in Loader::start(Arc::clone(&spec), epoch, 0) {
             let b = b?;
-            clips += b.len() as u64;
+            clips += b.rows() as u64;
             bad += b.errors.len() as u64;
         }
     }
@@ -313,6 +323,10 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
         "batch": args.batch,
         "workers": args.workers,
         "epochs": args.epochs,
+        "crop_scale": [args.crop_scale.0, args.crop_scale.1],
+        "auto_augment": args.auto_augment,
+        "random_erase": args.random_erase,
+        "repeated_aug": args.repeated_aug,
         "clips": clips,
         "bad_samples": bad,
         "seconds": secs,

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::augment::{self, Crop, Resampler, Scratch};
+use super::randaug::{self, RandAugment};
 use super::text;
 use crate::device::to_device_async;
 use crate::models::multimodal::Extra;
@@ -71,7 +72,7 @@ pub enum Views {
         jitter: Option<(usize, usize)>,
         repeats: usize,
         erase: Option<RandomErase>,
-        auto_augment: Option<String>,
+        auto_augment: Option<AutoAugment>,
     },
     /// `clips` evenly spread stored clips × `crops` spatial crops, in that order; the
     /// crops are the largest windows of the output's aspect, or, with `short_side`,
@@ -81,6 +82,40 @@ pub enum Views {
         crops: usize,
         short_side: Option<usize>,
     },
+}
+
+/// A RandAugment policy and the text it was read from (what run records show).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoAugment {
+    pub spec: String,
+    pub policy: RandAugment,
+}
+
+impl AutoAugment {
+    /// Parses timm's policy grammar (`rand-m7-n4-mstd0.5-inc1`); the error says what is
+    /// wrong with it.
+    pub fn parse(spec: &str) -> Result<AutoAugment, String> {
+        Ok(AutoAugment {
+            spec: spec.to_owned(),
+            policy: RandAugment::parse(spec)?,
+        })
+    }
+}
+
+impl Serialize for AutoAugment {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.spec)
+    }
+}
+
+/// What a loader thread keeps between samples: the resampler's rows, RandAugment's
+/// buffers, and one decoded clip (JPEG samples decode into it; raw ones are read in
+/// place).
+#[derive(Default)]
+pub struct WorkerScratch {
+    resample: Scratch,
+    randaug: randaug::Scratch,
+    clip: Vec<u8>,
 }
 
 /// How labels are read.
@@ -548,7 +583,7 @@ impl Drop for Loader {
 }
 
 fn worker(spec: &LoaderSpec, epoch: u64, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>) {
-    let mut tmp = Scratch::default();
+    let mut tmp = WorkerScratch::default();
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -626,7 +661,7 @@ struct Read<'a> {
     cover: Option<Vec<u8>>,
 }
 
-fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
+fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut WorkerScratch) -> Batch {
     let views = spec.views_per_sample();
     let [_, t, _, _, _] = spec.shape;
     let (oh, ow) = spec.out;
@@ -648,7 +683,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
         let bytes = tensor_bytes_mut(&mut frames);
         let mut cover_bytes = cover_t.as_mut().map(tensor_bytes_mut);
         for (pos, &(s, i)) in job.items.iter().enumerate() {
-            let read = match read_sample(spec, s, i, tmp) {
+            let read = match read_sample(spec, s, i, &mut tmp.resample) {
                 Ok(r) => r,
                 Err(e) => {
                     parts.errors.push(e);
@@ -656,25 +691,38 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut Scratch) -> Batch {
                 }
             };
             let at = parts.filled;
-            parts.extras(&read, cover_bytes.as_deref_mut(), n, tokenizer.as_deref());
             let out = &mut bytes[at * views * view_len..(at + 1) * views * view_len];
-            match &spec.views {
+            // The views first: a sample whose frames do not decode is left out whole,
+            // before anything of it reaches the batch.
+            let mut rects = vec![];
+            let written = match &spec.views {
                 Views::Train { .. } => {
                     let key = ViewKey {
                         seed: spec.seed,
                         epoch,
                         position: (job.first + pos) as u64,
                     };
-                    for (v, dst) in out.chunks_exact_mut(view_len).enumerate() {
-                        let rects = train_view(spec, &read.sample, key, v, dst, tmp);
-                        let row = at * views + v;
-                        parts
-                            .rects
-                            .extend(rects.into_iter().map(|r| EraseRect { row, ..r }));
-                    }
+                    out.chunks_exact_mut(view_len)
+                        .enumerate()
+                        .try_for_each(|(v, dst)| {
+                            let row = at * views + v;
+                            let r = train_view(spec, &read.sample, key, v, dst, tmp)?;
+                            rects.extend(r.into_iter().map(|r| EraseRect { row, ..r }));
+                            Ok(())
+                        })
                 }
                 Views::Eval { .. } => eval_views(spec, &read.sample, out, tmp),
+            };
+            if let Err(e) = written {
+                parts.errors.push(SampleError {
+                    shard: spec.shards[s as usize].path().to_owned(),
+                    key: read.sample.key.to_owned(),
+                    error: e.to_string(),
+                });
+                continue;
             }
+            parts.rects.extend(rects);
+            parts.extras(&read, cover_bytes.as_deref_mut(), n, tokenizer.as_deref());
             parts.push(spec, read);
         }
     }
@@ -897,8 +945,8 @@ fn train_view(
     key: ViewKey,
     v: usize,
     dst: &mut [u8],
-    tmp: &mut Scratch,
-) -> Vec<EraseRect> {
+    tmp: &mut WorkerScratch,
+) -> Result<Vec<EraseRect>, pmv_shard::ShardError> {
     let Views::Train {
         scale,
         ratio,
@@ -907,7 +955,7 @@ fn train_view(
         ..
     } = &spec.views
     else {
-        return vec![];
+        return Ok(vec![]);
     };
     let [clips, t, h, w, _] = spec.shape;
     let (oh, ow) = spec.out;
@@ -917,21 +965,44 @@ fn train_view(
         Some(j) => augment::jitter_crop(&mut rng, w, h, ow, oh, *j, *flip),
         None => augment::random_resized_crop(&mut rng, w, h, ow, oh, *scale, *ratio, *flip),
     };
-    cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
-    augment_view(spec, dst, (ow, oh), &mut key.erase(v))
+    let clip = sample.clip_pixels(k, &mut tmp.clip)?;
+    cut(clip, crop, (w, h), (ow, oh), t, dst, &mut tmp.resample);
+    Ok(augment_view(
+        spec,
+        dst,
+        (ow, oh),
+        &mut rng,
+        &mut key.erase(v),
+        &mut tmp.randaug,
+    ))
 }
 
 /// The augmentations of one training view after its crop, on the view's `t` frames
-/// of `ow`×`oh` RGB bytes in `dst`: RandAugment (`--auto-augment`) belongs here, per
-/// frame with one draw of operations per view; the setup refuses the option until it
-/// is. Random erasing happens after normalisation, on the device, so here its
-/// rectangles are only drawn (VideoMAE's cube erasing: one draw for every frame).
+/// of `ow`×`oh` RGB bytes in `dst`: RandAugment (`--auto-augment`), one draw of
+/// operations from the view's own stream applied to every frame (as VideoMAE applies
+/// one draw to a clip). Random erasing happens after normalisation, on the device, so
+/// here its rectangles are only drawn (VideoMAE's cube erasing: one draw for every
+/// frame).
 fn augment_view(
     spec: &LoaderSpec,
-    _dst: &mut [u8],
+    dst: &mut [u8],
     (ow, oh): (usize, usize),
+    rng: &mut Rng,
     erase_rng: &mut Rng,
+    scratch: &mut randaug::Scratch,
 ) -> Vec<EraseRect> {
+    if let Views::Train {
+        auto_augment: Some(aa),
+        ..
+    } = &spec.views
+    {
+        let ops = aa.policy.draw(rng);
+        if !ops.is_empty() {
+            for frame in dst.chunks_exact_mut(ow * oh * 3) {
+                randaug::apply(&ops, frame, ow, oh, scratch);
+            }
+        }
+    }
     match &spec.views {
         Views::Train { erase: Some(e), .. } => {
             erase_rects(erase_rng, e.probability, e.max_count, oh, ow)
@@ -946,15 +1017,15 @@ fn eval_views(
     spec: &LoaderSpec,
     sample: &pmv_shard::Sample<'_>,
     out: &mut [u8],
-    tmp: &mut Scratch,
-) {
+    tmp: &mut WorkerScratch,
+) -> Result<(), pmv_shard::ShardError> {
     let Views::Eval {
         clips: n_clips,
         crops,
         short_side,
     } = &spec.views
     else {
-        return;
+        return Ok(());
     };
     let [clips, t, h, w, _] = spec.shape;
     let (oh, ow) = spec.out;
@@ -965,12 +1036,15 @@ fn eval_views(
     };
     let mut v = 0;
     for k in augment::eval_clips(clips, *n_clips) {
+        // Each clip is decoded once for all of its crops.
+        let clip = sample.clip_pixels(k, &mut tmp.clip)?;
         for &crop in &windows {
             let dst = &mut out[v * view_len..(v + 1) * view_len];
-            cut(sample.clip(k), crop, (w, h), (ow, oh), t, dst, tmp);
+            cut(clip, crop, (w, h), (ow, oh), t, dst, &mut tmp.resample);
             v += 1;
         }
     }
+    Ok(())
 }
 
 /// Smallest and largest erased fraction of the frame (timm's and VideoMAE's defaults).
@@ -1065,6 +1139,8 @@ fn cut(
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+
+    use pmv_core::frame_recipe::Codec;
 
     use super::*;
 
@@ -1248,6 +1324,17 @@ mod tests {
         erase: Option<RandomErase>,
         workers: usize,
     ) -> LoaderSpec {
+        synth_spec(dir, repeats, erase, workers, Codec::Raw)
+    }
+
+    /// [`train_spec`] over shards of `codec`.
+    fn synth_spec(
+        dir: &std::path::Path,
+        repeats: usize,
+        erase: Option<RandomErase>,
+        workers: usize,
+        codec: Codec,
+    ) -> LoaderSpec {
         let spec = pmv_shard::synth::SynthSpec {
             classes: 3,
             splits: vec![("train".into(), 4)],
@@ -1258,6 +1345,7 @@ mod tests {
             width: 32,
             samples_per_shard: 5,
             seed: 3,
+            codec,
         };
         let splits = pmv_shard::synth::write_shards(dir, &spec).unwrap();
         let shards: Vec<Arc<ShardReader>> = splits[0]
@@ -1290,6 +1378,72 @@ mod tests {
             ids: false,
             extras: None,
         }
+    }
+
+    fn frames_of(spec: LoaderSpec) -> Vec<Tensor> {
+        Loader::start(Arc::new(spec), 0, 0)
+            .map(|b| b.unwrap().frames)
+            .collect()
+    }
+
+    /// JPEG samples decode in the loader threads into the batches raw samples give (the
+    /// same draws, pixels within JPEG's error), and RandAugment's draws depend on the
+    /// seed and position, never on the thread count.
+    #[test]
+    fn jpeg_samples_and_randaugment_in_the_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = frames_of(synth_spec(&dir.path().join("raw"), 1, None, 1, Codec::Raw));
+        let jpeg_spec = || {
+            synth_spec(&dir.path().join("jpeg"), 1, None, 2, Codec::Jpeg { quality: 95 })
+        };
+        let jpeg = frames_of(jpeg_spec());
+        assert_eq!(raw.len(), jpeg.len());
+        for (r, j) in raw.iter().zip(&jpeg) {
+            let d = (r.to_kind(Kind::Float) - j.to_kind(Kind::Float)).abs();
+            let mean = d.mean(Kind::Float).double_value(&[]);
+            assert!(mean < 4.0, "mean |raw - jpeg| {mean}");
+        }
+        let aa = |workers| {
+            let mut spec = jpeg_spec();
+            spec.workers = workers;
+            if let Views::Train { auto_augment, .. } = &mut spec.views {
+                *auto_augment = Some(AutoAugment::parse("rand-m9-n3-mstd0").unwrap());
+            }
+            frames_of(spec)
+        };
+        let (one, two) = (aa(1), aa(2));
+        assert!(one.iter().zip(&two).all(|(a, b)| a.equal(b)));
+        assert!(one.iter().zip(&jpeg).any(|(a, b)| !a.equal(b)));
+    }
+
+    /// A JPEG frame that does not decode leaves its sample out of the batch, named.
+    #[test]
+    fn a_bad_jpeg_frame_leaves_its_sample_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = synth_spec(&dir.path().join("j"), 1, None, 1, Codec::Jpeg { quality: 90 });
+        let victim = spec.shards[0].index()[2].clone();
+        // No start-of-image marker at frame 1 of any clip: whichever clip the view
+        // draws does not decode. Written in place, under the map.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(spec.shards[0].path())
+            .unwrap();
+        for (i, m) in victim.frame_members.iter().enumerate() {
+            if i % 2 == 1 {
+                std::os::unix::fs::FileExt::write_at(&file, &[0, 0], m.offset).unwrap();
+            }
+        }
+        let (mut seen, total) = (0, spec.samples());
+        let mut errors = vec![];
+        for b in Loader::start(Arc::new(spec), 0, 0) {
+            let b = b.unwrap();
+            seen += b.len();
+            errors.extend(b.errors);
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, victim.key);
+        assert!(errors[0].error.contains("f001.jpg"), "{}", errors[0].error);
+        assert_eq!(seen, total - 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::plan::{self, DataPlan};
 use super::records::truncate_lines;
 use crate::checkpoint::{self, RunDir, State};
 use crate::cli::TrainArgs;
-use crate::data::loader::{Labels, LoaderSpec, Views};
+use crate::data::loader::{AutoAugment, Labels, LoaderSpec, Views};
 use crate::data::{self, ShardProblem, SplitData};
 use crate::device::{Precision, default_workers, device_name};
 use crate::error::TrainError;
@@ -145,9 +145,8 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
     }
     let hyper = plan::hyper_params(args);
     if let Some(spec) = &hyper.auto_augment {
-        return Err(TrainError::Usage(format!(
-            "--auto-augment {spec}: RandAugment is not part of this build's loader yet"
-        )));
+        AutoAugment::parse(spec)
+            .map_err(|e| TrainError::Usage(format!("--auto-augment {spec}: {e}")))?;
     }
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
@@ -510,7 +509,12 @@ pub(super) fn feed(
             jitter: hp.jitter,
             repeats: hp.repeated_aug,
             erase: hp.random_erase,
-            auto_augment: hp.auto_augment.clone(),
+            auto_augment: hp
+                .auto_augment
+                .as_deref()
+                .map(AutoAugment::parse)
+                .transpose()
+                .map_err(|e| TrainError::Usage(format!("--auto-augment: {e}")))?,
         },
         labels,
         batch: hp.batch_size,
