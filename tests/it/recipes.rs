@@ -17,8 +17,12 @@ fn pair(v: &toml::Value) -> (f64, f64) {
             (a.parse().unwrap(), b.parse().unwrap())
         }
         toml::Value::Array(a) => (
-            a[0].as_float().or(a[0].as_integer().map(|i| i as f64)).unwrap(),
-            a[1].as_float().or(a[1].as_integer().map(|i| i as f64)).unwrap(),
+            a[0].as_float()
+                .or(a[0].as_integer().map(|i| i as f64))
+                .unwrap(),
+            a[1].as_float()
+                .or(a[1].as_integer().map(|i| i as f64))
+                .unwrap(),
         ),
         other => panic!("not a pair: {other}"),
     }
@@ -82,7 +86,11 @@ fn recipe_files_fit_the_shards_they_name() {
                 let (clips, crops) = v.split_once('x').unwrap();
                 if clips != "all" {
                     let k: u32 = clips.parse().unwrap();
-                    assert!(k <= p.clips, "{at}: {k} test clips, the shards store {}", p.clips);
+                    assert!(
+                        k <= p.clips,
+                        "{at}: {k} test clips, the shards store {}",
+                        p.clips
+                    );
                 }
                 let crops: u32 = crops.parse().unwrap();
                 if crops > 1 {

@@ -35,7 +35,10 @@ pub fn encode_frames(
         ));
     }
     let frame = h * w * 3;
-    if super::format::shape_len(&shape) != Some(pixels.len()) || frame == 0 {
+    let len = [clips, t, h, w, c]
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d));
+    if len != Some(pixels.len()) || frame == 0 {
         return Err(format!(
             "{} frame bytes do not fill the shape {shape:?}",
             pixels.len()

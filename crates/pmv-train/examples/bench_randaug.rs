@@ -26,7 +26,10 @@ fn main() {
         Op::Rotate { degrees: 21.0 },
         Op::Posterize { bits: 2 },
         Op::Solarize { threshold: 80 },
-        Op::SolarizeAdd { add: 77, threshold: 128 },
+        Op::SolarizeAdd {
+            add: 77,
+            threshold: 128,
+        },
         Op::Color { factor: 1.63 },
         Op::Contrast { factor: 0.37 },
         Op::Brightness { factor: 1.63 },
@@ -59,7 +62,11 @@ fn main() {
             frame.copy_from_slice(&base);
             apply(std::slice::from_ref(op), &mut frame, w, h, &mut scratch);
         });
-        println!("{:<42} {:>9.0} ns/frame", format!("{op:?}"), (t - copy) * 1e9);
+        println!(
+            "{:<42} {:>9.0} ns/frame",
+            format!("{op:?}"),
+            (t - copy) * 1e9
+        );
     }
     let ra = RandAugment::parse("rand-m7-n4-mstd0.5-inc1").unwrap();
     let n = 4000;
@@ -70,5 +77,8 @@ fn main() {
         apply(&ops, &mut frame, w, h, &mut scratch);
     }
     let per = t.elapsed().as_secs_f64() / n as f64 - copy;
-    println!("rand-m7-n4-mstd0.5-inc1, one draw per frame: {:.0} ns/frame", per * 1e9);
+    println!(
+        "rand-m7-n4-mstd0.5-inc1, one draw per frame: {:.0} ns/frame",
+        per * 1e9
+    );
 }

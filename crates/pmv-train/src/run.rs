@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::RunDir;
 use super::data::loader::Extras;
+pub use super::data::loader::RandomErase;
 use super::data::text::Tokenizer;
 use super::data::{self, DataError, ShardRef, Source, SplitData};
 use super::error::TrainError;
@@ -78,14 +79,6 @@ pub struct HyperParams {
     /// Decay of the weights' moving average (`--model-ema`), when kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_ema: Option<f64>,
-}
-
-/// Random erasing as a run records it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RandomErase {
-    pub probability: f64,
-    pub mode: EraseMode,
-    pub max_count: usize,
 }
 
 fn one() -> usize {

@@ -26,11 +26,11 @@ use tch::{Device, Kind, Tensor};
 use super::augment::{self, Crop, Resampler, Scratch};
 use super::randaug::{self, RandAugment};
 use super::text;
+pub use crate::cli::EraseMode;
 use crate::device::to_device_async;
 use crate::models::multimodal::Extra;
 use crate::models::{MEAN, STD};
 use crate::rng::{Purpose, Rng};
-use crate::run::{EraseMode, RandomErase};
 
 /// A sample that could not be used.
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +82,15 @@ pub enum Views {
         crops: usize,
         short_side: Option<usize>,
     },
+}
+
+/// Random erasing of training views, as a run records it: probability, fill and most
+/// rectangles.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct RandomErase {
+    pub probability: f64,
+    pub mode: EraseMode,
+    pub max_count: usize,
 }
 
 /// A RandAugment policy and the text it was read from (what run records show).
@@ -1394,7 +1403,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let raw = frames_of(synth_spec(&dir.path().join("raw"), 1, None, 1, Codec::Raw));
         let jpeg_spec = || {
-            synth_spec(&dir.path().join("jpeg"), 1, None, 2, Codec::Jpeg { quality: 95 })
+            synth_spec(
+                &dir.path().join("jpeg"),
+                1,
+                None,
+                2,
+                Codec::Jpeg { quality: 95 },
+            )
         };
         let jpeg = frames_of(jpeg_spec());
         assert_eq!(raw.len(), jpeg.len());
@@ -1420,7 +1435,13 @@ mod tests {
     #[test]
     fn a_bad_jpeg_frame_leaves_its_sample_out() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = synth_spec(&dir.path().join("j"), 1, None, 1, Codec::Jpeg { quality: 90 });
+        let spec = synth_spec(
+            &dir.path().join("j"),
+            1,
+            None,
+            1,
+            Codec::Jpeg { quality: 90 },
+        );
         let victim = spec.shards[0].index()[2].clone();
         // No start-of-image marker at frame 1 of any clip: whichever clip the view
         // draws does not decode. Written in place, under the map.

@@ -1056,8 +1056,16 @@ mod tests {
             if let Some(b) = boxes.chunks_exact(4).zip(&t_fell).find(|(_, f)| **f != 0) {
                 let (b, _) = b;
                 let t = (b[1] as f64, b[0] as f64, b[3] as f64, b[2] as f64);
-                for (a, e) in [(fallback.0, t.0), (fallback.1, t.1), (fallback.2, t.2), (fallback.3, t.3)] {
-                    assert!((a - e).abs() <= 1.0, "{name}: fallback {fallback:?} vs torchvision {t:?}");
+                for (a, e) in [
+                    (fallback.0, t.0),
+                    (fallback.1, t.1),
+                    (fallback.2, t.2),
+                    (fallback.3, t.3),
+                ] {
+                    assert!(
+                        (a - e).abs() <= 1.0,
+                        "{name}: fallback {fallback:?} vs torchvision {t:?}"
+                    );
                 }
             }
             let (mut frac, mut aspect, mut fell) = (Vec::new(), Vec::new(), 0usize);
