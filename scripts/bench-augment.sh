@@ -12,7 +12,8 @@
 #   - scripts/bench_loader_py.py on the same videos: decord (short side 320) + timm
 #     RandAugment + the same crop, flip and erasing, 1 and 2 processes.
 # Reports clips/s per core and how many cores feed ViT-B fine-tuning on one H100
-# (206-256 clips/s measured, README "GPU" section).
+# (206-256 clips/s measured, README "GPU" section); then each RandAugment operation per
+# 224x224 frame, ours against timm's on PIL.
 # Results: stdout and target/bench/augment.json.
 #
 # usage: scripts/bench-augment.sh [--quick]
@@ -93,4 +94,7 @@ printf '%-44s %10s %10s\n' "Python: decord + timm (VideoMAE-style)" "${r[py1]}" 
 printf 'per core, jpeg + full augmentation: %sx the Python loader; cores to feed ViT-B fine-tuning on one H100 (256 clips/s): %s\n' \
   "$(awk "BEGIN {printf \"%.1f\", ${r[jpeg1]} / ${r[py1]}}")" \
   "$(awk "BEGIN {printf \"%.0f\", 256 / ${r[jpeg1]} + 0.999}")"
+echo "== RandAugment per 224x224 frame: ours (release), then timm on PIL"
+cargo run --release --quiet -p pmv-train --example bench_randaug
+"$py" scripts/bench_randaug_pil.py
 echo "results: $out_json"
