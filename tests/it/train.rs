@@ -198,6 +198,29 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Starts the trainer with `args` and kills it (SIGKILL) as soon as the run in `dir`
+/// has its first checkpoint on disk.
+fn kill_at_first_checkpoint(args: &[String], dir: &Path) {
+    let mut c = trainer();
+    c.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while !dir.join("state.json").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn resume_after_sigkill_ends_where_an_uninterrupted_run_ends() {
     let env = Env::new();
@@ -232,24 +255,7 @@ fn resume_after_sigkill_ends_where_an_uninterrupted_run_ends() {
 
     // Kill the second run as soon as its first checkpoint is on disk.
     let cut = env.path("cut");
-    let mut c = trainer();
-    c.args(opts(&cut))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let start = Instant::now();
-    while !cut.join("state.json").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before it could be killed");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_first_checkpoint(&opts(&cut), &cut);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cut.join("state.json")).unwrap()).unwrap();
     assert!(!state["finished"].as_bool().unwrap());
@@ -951,24 +957,7 @@ fn model_ema_with_repeated_views_and_erasing_resumes_exactly_and_evaluates() {
 
     // Killed after its first checkpoint and resumed: the same weights and average.
     let cut = env.path("cut");
-    let mut c = trainer();
-    c.args(opts(&cut))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let start = Instant::now();
-    while !cut.join("state.json").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before it could be killed");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_first_checkpoint(&opts(&cut), &cut);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cut.join("state.json")).unwrap()).unwrap();
     assert!(state["ema"].as_str().unwrap().ends_with(".ema.safetensors"));

@@ -1152,31 +1152,7 @@ mod tests {
     use pmv_core::frame_recipe::Codec;
 
     use super::*;
-
-    /// The two-sample Kolmogorov–Smirnov statistic.
-    fn ks(a: &[f64], b: &[f64]) -> f64 {
-        let mut a = a.to_vec();
-        let mut b = b.to_vec();
-        a.sort_by(f64::total_cmp);
-        b.sort_by(f64::total_cmp);
-        let (mut i, mut j, mut d) = (0, 0, 0.0f64);
-        while i < a.len() && j < b.len() {
-            let x = a[i].min(b[j]);
-            while i < a.len() && a[i] <= x {
-                i += 1;
-            }
-            while j < b.len() && b[j] <= x {
-                j += 1;
-            }
-            d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
-        }
-        d
-    }
-
-    /// KS critical value at a 0.1% level for samples of n and m.
-    fn ks_limit(n: usize, m: usize) -> f64 {
-        1.95 * ((n + m) as f64 / (n * m) as f64).sqrt()
-    }
+    use crate::data::stats::{ks, ks_limit};
 
     /// Area fraction, log aspect (h / w) and relative position of rectangles
     /// `[top, left, h, w]` in an `hh`×`ww` frame.

@@ -11,6 +11,8 @@ mod catalog;
 pub mod augment;
 pub mod loader;
 pub mod randaug;
+#[cfg(test)]
+mod stats;
 pub mod text;
 
 pub use catalog::*;

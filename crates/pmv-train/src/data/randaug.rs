@@ -667,6 +667,7 @@ mod tests {
 
     use super::*;
     use crate::data::augment::random_resized_crop;
+    use crate::data::stats::ks;
     use crate::rng::Purpose;
 
     /// Runs scripts/ref_augment.py (timm and torchvision in the venv) into a fresh
@@ -984,26 +985,6 @@ mod tests {
             (p - 0.5).abs() < 5.0 * (0.25 / rot.len() as f64).sqrt(),
             "{spec}: {p}"
         );
-    }
-
-    /// The two-sample Kolmogorov–Smirnov statistic.
-    fn ks(a: &[f64], b: &[f64]) -> f64 {
-        let mut a = a.to_vec();
-        let mut b = b.to_vec();
-        a.sort_by(f64::total_cmp);
-        b.sort_by(f64::total_cmp);
-        let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
-        while i < a.len() && j < b.len() {
-            let x = a[i].min(b[j]);
-            while i < a.len() && a[i] <= x {
-                i += 1;
-            }
-            while j < b.len() && b[j] <= x {
-                j += 1;
-            }
-            d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
-        }
-        d
     }
 
     #[test]
