@@ -138,9 +138,10 @@ fn with_decoder<R>(f: impl FnOnce(&mut Decompressor) -> Result<R, String>) -> Re
 pub(crate) mod tests {
     use super::*;
 
-    /// A smooth test picture: gradients and a soft disc, the kind of content video
-    /// frames have (JPEG at q90 keeps it well above 35 dB).
-    fn picture(shape: [usize; 5]) -> Vec<u8> {
+    /// A smooth `(clips, T, H, W, 3)` test picture that changes from frame to frame:
+    /// gradients and a soft disc, the kind of content video frames have (JPEG at q90
+    /// keeps it well above 35 dB).
+    pub(crate) fn picture(shape: [usize; 5]) -> Vec<u8> {
         let [k, t, h, w, _] = shape;
         let mut out = Vec::with_capacity(k * t * h * w * 3);
         for i in 0..k * t {

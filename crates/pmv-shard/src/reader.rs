@@ -746,6 +746,7 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> Result<(usize, [usize; 5]), String> {
 mod tests {
     use super::super::format::{FrameData, SampleInput, ShardWriter, npy_header, sample_key};
     use super::*;
+    use crate::codec::tests::picture;
 
     fn meta(id: &str) -> SampleMeta {
         SampleMeta {
@@ -866,20 +867,6 @@ mod tests {
         let mut idx = ShardReader::open(&path).unwrap().index().to_vec();
         idx[0].frames.offset = 1 << 40;
         assert!(ShardReader::open_indexed(&path, idx).is_err());
-    }
-
-    /// A smooth `(clips, T, H, W, 3)` picture that changes from frame to frame.
-    fn picture(shape: [usize; 5]) -> Vec<u8> {
-        let [k, t, h, w, _] = shape;
-        let mut out = Vec::with_capacity(k * t * h * w * 3);
-        for i in 0..k * t {
-            for y in 0..h {
-                for x in 0..w {
-                    out.extend([(x * 255 / w) as u8, (y * 255 / h) as u8, (i * 20) as u8]);
-                }
-            }
-        }
-        out
     }
 
     const JSHAPE: [usize; 5] = [2, 3, 16, 24, 3];
