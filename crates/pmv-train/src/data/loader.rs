@@ -40,6 +40,17 @@ pub struct SampleError {
     pub error: String,
 }
 
+impl SampleError {
+    /// Sample `key` of `reader`'s shard could not be used, for `error`.
+    fn of(reader: &ShardReader, key: &str, error: String) -> SampleError {
+        SampleError {
+            shard: reader.path().to_owned(),
+            key: key.to_owned(),
+            error,
+        }
+    }
+}
+
 impl std::fmt::Display for SampleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -723,11 +734,10 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut WorkerScratch) -> Ba
                 Views::Eval { .. } => eval_views(spec, &read.sample, out, tmp),
             };
             if let Err(e) = written {
-                parts.errors.push(SampleError {
-                    shard: spec.shards[s as usize].path().to_owned(),
-                    key: read.sample.key.to_owned(),
-                    error: e.to_string(),
-                });
+                let reader = &spec.shards[s as usize];
+                parts
+                    .errors
+                    .push(SampleError::of(reader, read.sample.key, e.to_string()));
                 continue;
             }
             parts.rects.extend(rects);
@@ -860,11 +870,7 @@ fn read_sample<'a>(
     tmp: &mut Scratch,
 ) -> Result<Read<'a>, SampleError> {
     let reader = &spec.shards[s as usize];
-    let fail = |key: &str, error: String| SampleError {
-        shard: reader.path().to_owned(),
-        key: key.to_owned(),
-        error,
-    };
+    let fail = |key: &str, error: String| SampleError::of(reader, key, error);
     let sample = reader.sample(i as usize).map_err(|e| {
         let key = reader
             .index()

@@ -141,7 +141,8 @@ impl Trainer<'_> {
     fn summary(&self, o: &Outputs, train_secs: f64) -> serde_json::Value {
         let run_dir = &self.setup.run_dir;
         let val_report = &o.val_report;
-        let val = self.last_val.as_ref().map(|r| {
+        // The figures of a validation, for the model and for its average alike.
+        let scores = |r: &eval::EvalResult| {
             json!({
                 "top1": r.summary.top1,
                 "top5": r.summary.top5,
@@ -150,17 +151,9 @@ impl Trainer<'_> {
                 "map": r.summary.map,
                 "samples": r.summary.samples,
             })
-        });
-        let val_ema = self.last_val_ema.as_ref().map(|r| {
-            json!({
-                "top1": r.summary.top1,
-                "top5": r.summary.top5,
-                "loss": r.summary.loss,
-                "mean_class_accuracy": r.summary.mean_class_accuracy,
-                "map": r.summary.map,
-                "samples": r.summary.samples,
-            })
-        });
+        };
+        let val = self.last_val.as_ref().map(scores);
+        let val_ema = self.last_val_ema.as_ref().map(scores);
         json!({
             "run_dir": run_dir.path(),
             "status": if self.interrupted { "interrupted" } else { "ok" },
