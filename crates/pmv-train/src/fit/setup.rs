@@ -45,6 +45,8 @@ pub(super) struct Setup {
     pub(super) input: [usize; 3],
     pub(super) model_spec: ModelSpec,
     pub(super) hyper: HyperParams,
+    /// `hyper.auto_augment`, parsed.
+    pub(super) auto_augment: Option<AutoAugment>,
     pub(super) cfg: RunConfig,
 }
 
@@ -81,6 +83,15 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
             "--batch-size and --epochs must be positive".into(),
         ));
     }
+    // Checked before anything is opened or created.
+    let auto_augment = args
+        .auto_augment
+        .as_deref()
+        .map(|spec| {
+            AutoAugment::parse(spec)
+                .map_err(|e| TrainError::Usage(format!("--auto-augment {spec}: {e}")))
+        })
+        .transpose()?;
     let root = run::root_or_default(&args.data.root);
 
     // Where the run lives; with --resume, what it recorded.
@@ -144,10 +155,6 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
         )?;
     }
     let hyper = plan::hyper_params(args);
-    if let Some(spec) = &hyper.auto_augment {
-        AutoAugment::parse(spec)
-            .map_err(|e| TrainError::Usage(format!("--auto-augment {spec}: {e}")))?;
-    }
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
         version: RUN_VERSION,
@@ -196,6 +203,7 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
         input,
         model_spec,
         hyper,
+        auto_augment,
         cfg,
     };
     Ok((setup, readers))
@@ -509,12 +517,7 @@ pub(super) fn feed(
             jitter: hp.jitter,
             repeats: hp.repeated_aug,
             erase: hp.random_erase,
-            auto_augment: hp
-                .auto_augment
-                .as_deref()
-                .map(AutoAugment::parse)
-                .transpose()
-                .map_err(|e| TrainError::Usage(format!("--auto-augment: {e}")))?,
+            auto_augment: s.auto_augment.clone(),
         },
         labels,
         batch: hp.batch_size,
