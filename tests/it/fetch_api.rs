@@ -37,7 +37,8 @@ fn run(env: &Env, opts: &FetchOptions) -> fetch::FetchReport {
     fetch::run(&root, &mut cat, opts, &Silent).expect("fetch runs")
 }
 
-fn slow_files(srv: &Server, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
+/// `n` files of `size` bytes each, sent 32 KiB every `every`.
+fn slow_files(srv: &Server, n: usize, size: usize, every: Duration) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let id = format!("s{i}");
@@ -46,7 +47,7 @@ fn slow_files(srv: &Server, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
             srv.route(&format!("/{id}.mp4"), move |r| {
                 Reply::file(r, &d, Some("\"s\"")).delivery(Delivery::Drip {
                     chunk: 32 << 10,
-                    every: Duration::from_millis(20),
+                    every,
                 })
             });
             (id, data)
@@ -58,7 +59,10 @@ fn slow_files(srv: &Server, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
 fn a_deadline_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
     let env = Env::new();
     let srv = Server::start();
-    let files = slow_files(&srv, 6, 256 << 10);
+    // Each file takes 1.6 s and the deadline comes 0.6 s after the start, so it falls
+    // in the first download (opening the catalog takes far less), never in a gap
+    // between two as a deadline inside a 0.2 s download could.
+    let files = slow_files(&srv, 6, 256 << 10, Duration::from_millis(200));
     let items: Vec<_> = files
         .iter()
         .map(|(id, _)| json!({"id": id, "urls": [srv.url(&format!("/{id}.mp4"))]}))
@@ -66,7 +70,7 @@ fn a_deadline_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
     ingest_items(&env, "t", &items);
     let mut opts = options();
     opts.settings.concurrency = 1;
-    opts.deadline = Some(Instant::now() + Duration::from_millis(300));
+    opts.deadline = Some(Instant::now() + Duration::from_millis(600));
     let rep = run(&env, &opts);
     assert_eq!(rep.stopped.as_deref(), Some("deadline"));
     assert!(rep.verified < 6, "{rep:?}");
@@ -92,7 +96,7 @@ fn a_deadline_stops_the_downloads_in_flight_and_the_next_run_resumes_them() {
 fn cancellation_keeps_partial_files_and_the_next_run_resumes_them() {
     let env = Env::new();
     let srv = Server::start();
-    let files = slow_files(&srv, 2, 2 << 20);
+    let files = slow_files(&srv, 2, 2 << 20, Duration::from_millis(20));
     let items: Vec<_> = files
         .iter()
         .map(|(id, _)| json!({"id": id, "urls": [srv.url(&format!("/{id}.mp4"))]}))
