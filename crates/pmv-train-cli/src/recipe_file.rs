@@ -124,10 +124,32 @@ pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeFileEr
     Ok(out)
 }
 
+/// The frame recipe a recipe file's `[recipe] shards` names, if it names one.
+fn named_shards(path: &Path) -> Result<Option<String>, RecipeFileError> {
+    let text = fs_err::read_to_string(path).map_err(|source| RecipeFileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| RecipeFileError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    match doc.get("recipe").and_then(|r| r.get("shards")) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+        Some(other) => Err(RecipeFileError::Invalid {
+            path: path.to_owned(),
+            message: format!("[recipe] shards = {other}: give a frame recipe's name or id"),
+        }),
+    }
+}
+
 /// `argv` with every `--recipe-file FILE` of the command (`argv[1..]` up to the first
 /// subcommand name in `commands`) expanded: the recipe's options go right after the
 /// subcommand, before the options given on the command line (which therefore win).
-/// `--recipe-file` itself stays, so the run records it.
+/// `--recipe-file` itself stays, so the run records it. A `train` or `pretrain` on a
+/// catalog dataset (`--dataset`) given neither `--recipe` nor `--shards` reads the frame
+/// recipe the file names (`[recipe] shards`).
 pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, RecipeFileError> {
     let Some(at) = argv
         .iter()
@@ -158,7 +180,23 @@ pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, R
     let Some(path) = recipe else {
         return Ok(argv);
     };
-    let extra = options(&path, &command)?;
+    let mut extra = options(&path, &command)?;
+    // The frame recipe the file names is the default `--recipe` of a catalog run.
+    let given = |flag: &str| {
+        argv[at + 1..].iter().any(|a| {
+            let a = a.to_string_lossy();
+            a == flag || a.starts_with(&format!("{flag}="))
+        })
+    };
+    if ["train", "pretrain"].contains(&command.as_str())
+        && given("--dataset")
+        && !given("--recipe")
+        && !given("--shards")
+        && let Some(shards) = named_shards(&path)?
+    {
+        extra.push(OsString::from("--recipe"));
+        extra.push(OsString::from(shards));
+    }
     let mut out = argv[..=at].to_vec();
     out.extend(extra);
     out.extend(argv[at + 1..].iter().cloned());
@@ -171,6 +209,60 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_named_shards_are_the_default_recipe_of_a_catalog_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(
+            &p,
+            "[recipe]\nname = \"x\"\nfollows = \"y\"\nshards = \"pmv-16x5-s320-k10-jpeg\"\n\n[train]\nmodel = \"x3d-m\"\n\n[eval]\nviews = \"10x3\"\n",
+        )
+        .unwrap();
+        let file = p.to_str().unwrap();
+        let run = |args: &[&str]| -> Vec<String> {
+            let mut argv = vec!["t"];
+            argv.extend_from_slice(args);
+            expand(os(&argv), &["train", "eval", "pretrain"])
+                .unwrap()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let recipe_of = |argv: &[String]| -> Vec<String> {
+            argv.windows(2)
+                .filter(|w| w[0] == "--recipe")
+                .map(|w| w[1].clone())
+                .collect()
+        };
+        let got = run(&["train", "--dataset", "d", "--recipe-file", file]);
+        assert_eq!(recipe_of(&got), ["pmv-16x5-s320-k10-jpeg"], "{got:?}");
+        let got = run(&[
+            "train",
+            "--recipe-file",
+            file,
+            "--dataset=d",
+            "--recipe",
+            "other",
+        ]);
+        assert_eq!(recipe_of(&got), ["other"], "{got:?}");
+        let got = run(&["train", "--recipe-file", file, "--shards", "dir"]);
+        assert!(recipe_of(&got).is_empty(), "{got:?}");
+        let got = run(&["eval", "--run", "r", "--recipe-file", file]);
+        assert!(recipe_of(&got).is_empty(), "{got:?}");
+        std::fs::write(
+            &p,
+            "[recipe]\nname = \"x\"\nfollows = \"y\"\nshards = 3\n[train]\n",
+        )
+        .unwrap();
+        let e = expand(
+            os(&["t", "train", "--dataset", "d", "--recipe-file", file]),
+            &["train"],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[recipe] shards = 3"), "{e}");
     }
 
     #[test]
