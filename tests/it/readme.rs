@@ -210,6 +210,7 @@ impl Sandbox {
         };
         let mut ids = first("train_pmv400.csv", 8);
         ids.extend(first("val_pmv400.csv", 1));
+        ids.extend(first("test_pmv400.csv", 1));
         let links: String = ids
             .iter()
             .map(|id| format!("{},{id}\n", server.url(&format!("/play/?video_id={id}"))))
@@ -264,10 +265,10 @@ impl Sandbox {
         std::fs::create_dir_all(k400.join("videos")).unwrap();
         let mut train_csv = String::new();
         let mut val_csv = String::new();
-        for i in 0..4 {
+        for i in 0..5 {
             let name = format!("videos/clip{i}.mp4");
             std::fs::write(k400.join(&name), &videos[i % 2]).unwrap();
-            let list = if i < 2 { &mut train_csv } else { &mut val_csv };
+            let list = if i < 4 { &mut train_csv } else { &mut val_csv };
             list.push_str(&format!("{name} {}\n", i % 2));
         }
         std::fs::write(path.join("train.csv"), train_csv).unwrap();
@@ -478,11 +479,22 @@ fn every_readme_command_runs_as_written() {
             .sum();
         assert!(samples > 0, "{name} has no shard samples: {d}");
     }
-    assert!(
-        sb.path
-            .join("pmv-data-root/runs/pmv-vits/eval-test-1x3/eval.json")
-            .is_file()
-    );
+    // Each walkthrough ends in a test score of the views its recipe names, on every
+    // video of the split it tests.
+    for (run, split, views, videos) in [
+        ("pmv400-x3d-m", "test", "10x3", 1),
+        ("xpc-multimodal", "val", "5x1", 1),
+        ("k400-vit-s", "val", "5x3", 1),
+    ] {
+        let path = sb.path.join(format!(
+            "pmv-data-root/runs/{run}/eval-{split}-{views}/eval.json"
+        ));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["counts"]["samples"], videos, "{run}: {report}");
+        assert!(report["top1"].is_number(), "{run}: {report}");
+    }
     let completion = std::fs::read_to_string(
         sb.path
             .join(".local/share/bash-completion/completions/pmv-data"),
