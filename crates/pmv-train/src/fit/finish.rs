@@ -188,6 +188,7 @@ impl Trainer<'_> {
                 "plots": o.plots,
                 "eval_json": val_report.as_ref().map(|w| &w.eval_json),
                 "predictions_csv": val_report.as_ref().map(|w| &w.predictions_csv),
+                "probabilities_npy": val_report.as_ref().map(|w| &w.probabilities_npy),
                 "eval_plots": val_report.as_ref().map(|w| &w.plots),
             },
         })
