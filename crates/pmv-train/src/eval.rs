@@ -189,14 +189,8 @@ pub fn run(
         )));
     }
     let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
-    if let (Some((h, w)), super::models::ModelSpec::Videomae { config, .. }) =
-        (args.input, &cfg.model)
-        && (h % config.patch_size != 0 || w % config.patch_size != 0)
-    {
-        return Err(TrainError::Usage(format!(
-            "--input {h}x{w}: a ViT needs multiples of its {} pixel patches",
-            config.patch_size
-        )));
+    if let (Some(size), Some(vit)) = (args.input, cfg.model.vit()) {
+        crate::cli::check_vit_input(size, vit.patch_size).map_err(TrainError::Usage)?;
     }
     let device = crate::device::resolve_device(args.runtime.device)?;
     if let Some(t) = args.runtime.threads {
