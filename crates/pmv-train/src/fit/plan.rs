@@ -3,7 +3,7 @@
 //! multimodal or masked pre-training) and the recipe with every default filled in.
 //!
 //! Owns those decisions and their usage errors. It opens no run directory and builds
-//! no model; the multimodal vocabulary is the one file it writes (`tokenizer.json`).
+//! no model; the multimodal vocabulary is the one file it writes (`pmv-tokenizer.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -282,8 +282,8 @@ pub(super) fn model_spec(
 }
 
 /// The multimodal model around the video model `video`. A fresh run builds the text
-/// vocabulary from the training split's texts and saves it as `tokenizer.json` in the
-/// run; a resumed run reads that file.
+/// vocabulary from the training split's texts and saves it as `pmv-tokenizer.json` in
+/// the run; a resumed run reads that file (`tokenizer.json` in runs from before).
 pub(super) fn multimodal_spec(
     args: &TrainArgs,
     video: ModelSpec,
@@ -297,7 +297,7 @@ pub(super) fn multimodal_spec(
     let text = if args.no_text {
         None
     } else {
-        let path = run_dir.file("tokenizer.json");
+        let path = crate::run::tokenizer_file(run_dir);
         let tok = if existing && path.is_file() {
             Tokenizer::load(&path).map_err(|e| TrainError::Invalid(e.to_string()))?
         } else {
