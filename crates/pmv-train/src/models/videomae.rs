@@ -677,6 +677,28 @@ mod tests {
     use super::*;
     use crate::models::{ModelSpec, checkpoint_config, load_into, read_weights};
 
+    #[test]
+    fn the_image_processor_covers_the_input_as_eval_does() {
+        let edge = |input, stored, scale| {
+            image_processor_config(input, stored, scale)["size"]["shortest_edge"].clone()
+        };
+        // A square input: its side, whatever the frames.
+        assert_eq!(edge((224, 224), (256, 456), None), 224);
+        assert_eq!(edge((40, 40), (48, 40), None), 40);
+        // Other inputs from 256x456 frames: the height covers when it is the tighter
+        // side; for 96x200 the width is (200 of 456: a short side of 112.3).
+        assert_eq!(edge((224, 160), (256, 456), None), 224);
+        assert_eq!(edge((96, 160), (256, 456), None), 96);
+        assert_eq!(edge((96, 200), (256, 456), None), 112);
+        // --test-scale raises the short side, never below covering the input.
+        assert_eq!(edge((224, 224), (256, 456), Some(256)), 256);
+        assert_eq!(edge((224, 224), (256, 456), Some(200)), 224);
+        let c = image_processor_config((48, 32), (64, 64), None);
+        assert_eq!(c["crop_size"], json!({"height": 48, "width": 32}));
+        assert_eq!(c["rescale_factor"].as_f64(), Some(1.0 / 255.0));
+        assert_eq!(c["image_processor_type"], "VideoMAEImageProcessor");
+    }
+
     /// Runs tests/python/videomae_reference.py into a fresh directory.
     fn reference(args: &[&str]) -> tempfile::TempDir {
         let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
