@@ -18,6 +18,8 @@ mod fetch_sources;
 #[cfg(all(feature = "media", feature = "train"))]
 mod fidelity;
 mod format_compat;
+#[cfg(feature = "train")]
+mod hf_interop;
 mod httpd;
 mod ingest_bad;
 mod ingest_changes;

@@ -112,8 +112,10 @@ fn each_branch_learns_the_samples_it_carries() {
         );
     }
     // The vocabulary was built from the training texts, both languages, and saved.
+    // Under its own name: `tokenizer.json` is Hugging Face's.
+    assert!(!out.join("tokenizer.json").exists());
     let tok: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(out.join("pmv-tokenizer.json")).unwrap())
             .unwrap();
     let tokens: Vec<&str> = tok["tokens"]
         .as_array()
@@ -132,7 +134,7 @@ fn each_branch_learns_the_samples_it_carries() {
         .map(|f| f.as_str().unwrap())
         .collect();
     assert!(
-        files.iter().any(|f| f.ends_with("tokenizer.json")),
+        files.iter().any(|f| f.ends_with("/pmv-tokenizer.json")),
         "{files:?}"
     );
 
@@ -205,6 +207,22 @@ fn each_branch_learns_the_samples_it_carries() {
         report.contains("cover (.jpg): not a decodable JPEG"),
         "{report}"
     );
+
+    // A run from before the rename keeps its vocabulary as `tokenizer.json`: still read.
+    std::fs::rename(out.join("pmv-tokenizer.json"), out.join("tokenizer.json")).unwrap();
+    let e = train_run(&[
+        "--json",
+        "--quiet",
+        "eval",
+        "--run",
+        s(&out),
+        "--views",
+        "1x1",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert_eq!(e.json()["top1"], v["top1"]);
 
     // Another vocabulary is refused.
     std::fs::write(

@@ -13,7 +13,7 @@ transformers writes the query and value biases as `q_bias` / `v_bias` (the Hub's
 --new-names stores them as `query.bias` / `value.bias`, its in-memory names.
 
 usage: videomae_reference.py OUT {classify,pretrain} [--mean-pooling 0|1]
-       [--new-names] [--eps X] [--height H --width W --frames T]
+       [--new-names] [--eps X] [--height H --width W --frames T] [--patch P]
 """
 
 import argparse
@@ -36,13 +36,14 @@ def main():
     ap.add_argument("--height", type=int, default=48)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--patch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
     cfg = VideoMAEConfig(
         image_size=[a.height, a.width],
-        patch_size=16,
+        patch_size=a.patch,
         num_frames=a.frames,
         tubelet_size=2,
         hidden_size=48,

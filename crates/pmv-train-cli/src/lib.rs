@@ -51,13 +51,35 @@ impl ModelName {
         }
     }
 
-    /// A VideoMAE ViT (tubelets of 2×16×16).
+    /// A VideoMAE ViT (the presets: tubelets of 2×16×16; `videomae`: its checkpoint's).
     pub fn is_vit(self) -> bool {
         matches!(
             self,
             ModelName::VitS | ModelName::VitB | ModelName::Videomae
         )
     }
+}
+
+/// The one rule of a ViT's input, for `train`, `pretrain` and `eval` alike: height and
+/// width are multiples of the patch size, never rounded. Returns the usage error.
+pub fn check_vit_input((h, w): (usize, usize), patch: usize) -> Result<(), String> {
+    if patch == 0 || h == 0 || w == 0 || !h.is_multiple_of(patch) || !w.is_multiple_of(patch) {
+        return Err(format!(
+            "--input {h}x{w}: a ViT needs multiples of its {patch} pixel patches"
+        ));
+    }
+    Ok(())
+}
+
+/// The frame half of the rule: clips of a multiple of the tubelet's frames.
+pub fn check_vit_frames(frames: usize, tubelet: usize) -> Result<(), String> {
+    if tubelet == 0 || frames == 0 || !frames.is_multiple_of(tubelet) {
+        return Err(format!(
+            "the samples have {frames} frames per clip; a ViT needs a multiple of its \
+             {tubelet}-frame tubelets"
+        ));
+    }
+    Ok(())
 }
 
 /// What the user asked for.
@@ -432,7 +454,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub width: i64,
 
-    /// Model input HxW [default: the stored frame size, rounded down to 16s for ViTs]
+    /// Model input HxW; a ViT's must be multiples of its patch size [default: the
+    /// stored frame size, for ViTs rounded down to multiples of the patch size]
     #[arg(long, value_parser = parse_size, value_name = "HxW")]
     pub input: Option<(usize, usize)>,
 
@@ -685,7 +708,8 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
     pub drop_path: f64,
 
-    /// Model input HxW [default: the stored frame size, rounded down to 16s]
+    /// Model input HxW, multiples of the patch size [default: the stored frame size,
+    /// rounded down to multiples of the patch size]
     #[arg(long, value_parser = parse_size, value_name = "HxW")]
     pub input: Option<(usize, usize)>,
 
@@ -803,7 +827,7 @@ pub struct EvalArgs {
     pub views: Option<(Option<usize>, usize)>,
 
     /// Evaluation input HxW [default: the run's input] (X3D-M is tested at 256 after
-    /// training at 224; ViTs need multiples of 16)
+    /// training at 224; a ViT's must be multiples of its patch size)
     #[arg(long, value_parser = parse_size, value_name = "HxW")]
     pub input: Option<(usize, usize)>,
 
@@ -977,6 +1001,26 @@ pub struct SynthArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vit_inputs_are_multiples_of_the_patch_never_rounded() {
+        assert_eq!(check_vit_input((40, 40), 8), Ok(()));
+        assert_eq!(check_vit_input((224, 160), 16), Ok(()));
+        let e = check_vit_input((40, 40), 16).unwrap_err();
+        assert_eq!(
+            e,
+            "--input 40x40: a ViT needs multiples of its 16 pixel patches"
+        );
+        assert!(check_vit_input((36, 40), 8).is_err());
+        assert!(check_vit_input((0, 8), 8).is_err());
+        assert_eq!(check_vit_frames(4, 2), Ok(()));
+        assert!(
+            check_vit_frames(3, 2)
+                .unwrap_err()
+                .contains("2-frame tubelets")
+        );
+        assert!(check_vit_frames(4, 4).is_ok() && check_vit_frames(2, 4).is_err());
+    }
 
     #[test]
     fn values_parse() {

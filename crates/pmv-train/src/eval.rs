@@ -3,8 +3,9 @@
 //!
 //! Owns the evaluation pass (also the per-epoch validation of training) and the `eval`
 //! command's outputs in `<run>/eval-<split>-<clips>x<crops>/`: `eval.json` (top-1, top-5,
-//! per-class accuracy, confusion matrix, counts), `predictions.csv`, and a PNG of the
-//! confusion matrix (up to 50 classes) or of per-class accuracy. It reads runs and
+//! per-class accuracy, confusion matrix, counts), `predictions.csv` (probabilities at
+//! full `f32` precision), `probabilities.npy` (every class's probability, float32
+//! `(samples, classes)`, rows in the csv's order), and a PNG of the confusion matrix (up to 50 classes) or of per-class accuracy. It reads runs and
 //! shards and never changes a run's weights or state.
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,7 @@ pub fn evaluate(
                         id: b.ids.get(i).cloned().unwrap_or_default(),
                         labels: b.all_labels[i].clone(),
                         top,
+                        probs: flat[i * classes..(i + 1) * classes].to_vec(),
                     });
                 }
             }
@@ -187,14 +189,8 @@ pub fn run(
         )));
     }
     let (clips, crops) = views_of(args.views, cfg.sample_shape[0])?;
-    if let (Some((h, w)), super::models::ModelSpec::Videomae { config, .. }) =
-        (args.input, &cfg.model)
-        && (h % config.patch_size != 0 || w % config.patch_size != 0)
-    {
-        return Err(TrainError::Usage(format!(
-            "--input {h}x{w}: a ViT needs multiples of its {} pixel patches",
-            config.patch_size
-        )));
+    if let (Some(size), Some(vit)) = (args.input, cfg.model.vit()) {
+        crate::cli::check_vit_input(size, vit.patch_size).map_err(TrainError::Usage)?;
     }
     let device = crate::device::resolve_device(args.runtime.device)?;
     if let Some(t) = args.runtime.threads {
@@ -293,6 +289,7 @@ pub fn run(
         "bad_samples": bad,
         "eval_json": written.eval_json,
         "predictions_csv": written.predictions_csv,
+        "probabilities_npy": written.probabilities_npy,
         "plots": written.plots,
         "weights": weights,
         "duration_s": started.elapsed().as_secs_f64(),
@@ -300,13 +297,16 @@ pub fn run(
     Ok((summary, bad))
 }
 
+/// The files [`write_reports`] wrote.
 pub struct Written {
     pub eval_json: PathBuf,
     pub predictions_csv: PathBuf,
+    pub probabilities_npy: PathBuf,
     pub plots: Vec<PathBuf>,
 }
 
-/// Writes `eval.json`, `predictions.csv` and the class plot into `dir`.
+/// Writes `eval.json`, `predictions.csv`, `probabilities.npy` and the class plot into
+/// `dir`.
 pub fn write_reports(
     dir: &Path,
     cfg: &RunConfig,
@@ -355,6 +355,25 @@ pub fn write_reports(
     pmv_core::util::write_atomic(&predictions_csv, text.as_bytes())
         .map_err(TrainError::io(&predictions_csv))?;
 
+    let probabilities_npy = dir.join("probabilities.npy");
+    let classes = cfg.classes.len();
+    let mut npy = npy_f32_header(&[result.predictions.len(), classes]);
+    npy.reserve(result.predictions.len() * classes * 4);
+    for p in &result.predictions {
+        if p.probs.len() != classes {
+            return Err(TrainError::Invalid(format!(
+                "{}: {} probabilities for {classes} classes",
+                p.key,
+                p.probs.len()
+            )));
+        }
+        for q in &p.probs {
+            npy.extend_from_slice(&q.to_le_bytes());
+        }
+    }
+    pmv_core::util::write_atomic(&probabilities_npy, &npy)
+        .map_err(TrainError::io(&probabilities_npy))?;
+
     let mut plots = vec![];
     let title_top1 = format!("top-1 {:.1}%", 100.0 * s.top1);
     match &s.confusion {
@@ -378,8 +397,32 @@ pub fn write_reports(
     Ok(Written {
         eval_json,
         predictions_csv,
+        probabilities_npy,
         plots,
     })
+}
+
+/// An NPY 1.0 header for a C-order little-endian float32 array of `shape`: the magic,
+/// the version, the header length and the header dict, padded with spaces to a
+/// multiple of 64 bytes and ended by a newline (what `numpy.load` reads).
+fn npy_f32_header(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // magic (6) + version (2) + header length (2) + dict + padding + '\n'
+    let unpadded = 10 + dict.len() + 1;
+    let pad = (64 - unpadded % 64) % 64;
+    let header_len = u16::try_from(dict.len() + pad + 1).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(unpadded + pad);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(out.len() + pad, b' ');
+    out.push(b'\n');
+    out
 }
 
 /// A folder-name part for `--shards` (a directory or a glob): its last plain path
@@ -400,4 +443,25 @@ fn shards_label(shards: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_numpy_1_0() {
+        let h = npy_f32_header(&[3, 7]);
+        assert_eq!(h.len() % 64, 0);
+        assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!(u16::from_le_bytes([h[8], h[9]]) as usize, h.len() - 10);
+        let text = std::str::from_utf8(&h[10..]).unwrap();
+        assert!(text.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 7), }"));
+        assert!(text.ends_with(" \n"));
+        assert!(
+            std::str::from_utf8(&npy_f32_header(&[0])[10..])
+                .unwrap()
+                .contains("(0,)")
+        );
+    }
 }

@@ -30,6 +30,8 @@ pub struct Prediction {
     pub labels: Vec<u32>,
     /// The top 5 classes with their probabilities, best first.
     pub top: Vec<(usize, f32)>,
+    /// Every class's probability, in class order (`probabilities.npy`'s row).
+    pub probs: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,7 +219,8 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-/// The header and one row of `predictions.csv`.
+/// The header and one row of `predictions.csv`. Probabilities are written as Rust's
+/// shortest round-trip form of the `f32` (parsing the text gives back the same float).
 pub const CSV_HEADER: &str = "key,id,labels,predicted,confidence,correct,top5\n";
 
 pub fn csv_row(p: &Prediction, names: &[String]) -> String {
@@ -233,10 +236,10 @@ pub fn csv_row(p: &Prediction, names: &[String]) -> String {
     let top5: Vec<String> = p
         .top
         .iter()
-        .map(|(c, q)| format!("{}:{q:.4}", name(*c)))
+        .map(|(c, q)| format!("{}:{q}", name(*c)))
         .collect();
     format!(
-        "{},{},{},{},{:.6},{},{}\n",
+        "{},{},{},{},{},{},{}\n",
         csv_field(&p.key),
         csv_field(&p.id),
         csv_field(&labels.join("|")),
@@ -297,12 +300,41 @@ mod tests {
                 id: "id,1".into(),
                 labels: vec![0, 2],
                 top: vec![(0, 0.9), (2, 0.8)],
+                probs: vec![0.9, 0.1, 0.8],
             },
             &["a".into(), "b".into(), "say \"c\"".into()],
         );
         assert_eq!(
             row,
-            "k,\"id,1\",\"a|say \"\"c\"\"\",a,0.900000,true,\"a:0.9000|say \"\"c\"\":0.8000\"\n"
+            "k,\"id,1\",\"a|say \"\"c\"\"\",a,0.9,true,\"a:0.9|say \"\"c\"\":0.8\"\n"
+        );
+    }
+
+    #[test]
+    fn csv_probabilities_round_trip() {
+        let probs = [0.123_456_79_f32, 1.0e-7, 0.876_543_2 - 1.0e-7];
+        let top = vec![(2, probs[2]), (0, probs[0]), (1, probs[1])];
+        let row = csv_row(
+            &Prediction {
+                key: "k".into(),
+                id: "i".into(),
+                labels: vec![2],
+                top,
+                probs: probs.to_vec(),
+            },
+            &["a".into(), "b".into(), "c".into()],
+        );
+        let fields: Vec<&str> = row.trim_end().split(',').collect();
+        assert_eq!(fields[4].parse::<f32>().unwrap(), probs[2]);
+        let parsed: Vec<f32> = fields[6]
+            .split('|')
+            .map(|t| t.split_once(':').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(parsed, [probs[2], probs[0], probs[1]]);
+        // Four decimals would have lost these.
+        assert!(
+            fields[6].contains("b:0.0000001") || fields[6].contains("b:1e-7"),
+            "{row}"
         );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Owns [`RunConfig`] (data source and the exact shards trained on, classes, sample and
 //! input shapes, model, hyper-parameters, seed), the comparison a resume makes against it, where
-//! run directories live, and what a run's model reads besides frames ([`extras_of`]:
-//! used by both training and evaluation). It computes nothing and trains nothing.
+//! run directories live, what a run's model reads besides frames ([`extras_of`]:
+//! used by both training and evaluation) and the files `transformers` reads from a run
+//! folder ([`hf_files`]). It computes nothing and trains nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,24 @@ use super::optim::AdamWConfig;
 pub use super::cli::{EraseMode, Optimizer};
 
 pub const RUN_VERSION: u32 = 1;
+
+/// A multimodal run's text vocabulary, in the run directory. Not `tokenizer.json`: that
+/// name is Hugging Face's, and `transformers` would take this file for its own.
+pub const TOKENIZER_FILE: &str = "pmv-tokenizer.json";
+/// The vocabulary's name in runs written before [`TOKENIZER_FILE`]; still read.
+pub const OLD_TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The vocabulary file of `run_dir`: [`TOKENIZER_FILE`], or [`OLD_TOKENIZER_FILE`] where
+/// only that one exists (an older run). The new name when neither exists (to write).
+pub fn tokenizer_file(run_dir: &RunDir) -> PathBuf {
+    let new = run_dir.file(TOKENIZER_FILE);
+    let old = run_dir.file(OLD_TOKENIZER_FILE);
+    if !new.is_file() && old.is_file() {
+        old
+    } else {
+        new
+    }
+}
 
 /// One shard as a run records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +256,27 @@ pub fn current_split(cfg: &RunConfig, split: &str) -> Result<SplitData, DataErro
     }
 }
 
+/// The files a run folder holds for `transformers` (name, content): a ViT's
+/// `config.json` (`VideoMAEForVideoClassification`, or `VideoMAEForPreTraining` for a
+/// pre-training run) and its `preprocessor_config.json` (the evaluation's
+/// preprocessing as a `VideoMAEImageProcessor`). None for other models.
+pub fn hf_files(cfg: &RunConfig) -> Vec<(&'static str, serde_json::Value)> {
+    let config = match &cfg.model {
+        ModelSpec::Videomae { config, .. } => config.to_hf(&cfg.classes, cfg.multi_label),
+        ModelSpec::Mae { config, .. } => config.to_hf(),
+        _ => return vec![],
+    };
+    let processor = crate::models::videomae::image_processor_config(
+        (cfg.input[1], cfg.input[2]),
+        (cfg.sample_shape[2], cfg.sample_shape[3]),
+        cfg.hyper.test_scale,
+    );
+    vec![
+        ("config.json", config),
+        ("preprocessor_config.json", processor),
+    ]
+}
+
 /// What the loader must read besides frames for `model`: covers and texts of a
 /// multimodal run (its tokenizer from the run directory, checked against the hash the
 /// run recorded).
@@ -246,7 +286,7 @@ pub fn extras_of(model: &ModelSpec, run_dir: &RunDir) -> Result<Option<Arc<Extra
     };
     let tokenizer = match &m.text {
         Some(t) => {
-            let path = run_dir.file("tokenizer.json");
+            let path = tokenizer_file(run_dir);
             let tok = Tokenizer::load(&path).map_err(|e| TrainError::Invalid(e.to_string()))?;
             let sha = pmv_core::util::sha256_hex(&tok.to_bytes());
             if sha != t.tokenizer_sha256 {
@@ -269,6 +309,20 @@ pub fn extras_of(model: &ModelSpec, run_dir: &RunDir) -> Result<Option<Arc<Extra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vocabulary_is_read_under_its_new_name_then_its_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path()).unwrap();
+        // A fresh run writes the new name.
+        assert_eq!(tokenizer_file(&run), dir.path().join(TOKENIZER_FILE));
+        // A run from before has only the old name.
+        std::fs::write(dir.path().join(OLD_TOKENIZER_FILE), "{}").unwrap();
+        assert_eq!(tokenizer_file(&run), dir.path().join(OLD_TOKENIZER_FILE));
+        // Both: the new one.
+        std::fs::write(dir.path().join(TOKENIZER_FILE), "{}").unwrap();
+        assert_eq!(tokenizer_file(&run), dir.path().join(TOKENIZER_FILE));
+    }
 
     #[test]
     fn hyper_parameters_of_older_runs_read_as_without_the_newer_options() {

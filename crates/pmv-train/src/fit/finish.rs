@@ -19,7 +19,6 @@ use crate::data::Source;
 use crate::device::device_name;
 use crate::error::TrainError;
 use crate::eval;
-use crate::models::ModelSpec;
 use crate::run::RunConfig;
 
 /// What the end of a run wrote.
@@ -188,6 +187,7 @@ impl Trainer<'_> {
                 "plots": o.plots,
                 "eval_json": val_report.as_ref().map(|w| &w.eval_json),
                 "predictions_csv": val_report.as_ref().map(|w| &w.predictions_csv),
+                "probabilities_npy": val_report.as_ref().map(|w| &w.probabilities_npy),
                 "eval_plots": val_report.as_ref().map(|w| &w.plots),
             },
         })
@@ -195,7 +195,7 @@ impl Trainer<'_> {
 }
 
 /// Writes the final model: `model.safetensors`, `model.json` and, for ViTs, the
-/// `transformers` `config.json`. Returns their paths.
+/// `transformers` `config.json` and `preprocessor_config.json`. Returns their paths.
 fn write_model(
     run: &RunDir,
     vs: &nn::VarStore,
@@ -217,18 +217,14 @@ fn write_model(
         }),
     )?;
     let mut files = vec![model_file, model_json];
-    if run.file("tokenizer.json").is_file() {
-        files.push(run.file("tokenizer.json"));
+    let tokenizer = crate::run::tokenizer_file(run);
+    if tokenizer.is_file() {
+        files.push(tokenizer);
     }
-    let hf = match &cfg.model {
-        ModelSpec::Videomae { config, .. } => Some(config.to_hf(&cfg.classes, cfg.multi_label)),
-        ModelSpec::Mae { config, .. } => Some(config.to_hf()),
-        _ => None,
-    };
-    if let Some(v) = hf {
-        let c = run.file("config.json");
-        checkpoint::write_json(&c, &v)?;
-        files.push(c);
+    for (name, content) in crate::run::hf_files(cfg) {
+        let path = run.file(name);
+        checkpoint::write_json(&path, &content)?;
+        files.push(path);
     }
     Ok(files)
 }

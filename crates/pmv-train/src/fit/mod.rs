@@ -37,7 +37,6 @@ use crate::cli::TrainArgs;
 use crate::data::loader::Normalizer;
 use crate::error::TrainError;
 use crate::eval;
-use crate::models::ModelSpec;
 use records::Lines;
 pub use records::{EmaScores, Record, draw_curves, read_records};
 use setup::{Built, Feed, Position, Setup};
@@ -146,18 +145,14 @@ impl<'a> Trainer<'a> {
         let mut metadata: BTreeMap<String, String> = BTreeMap::new();
         metadata.insert("format".into(), "pt".into());
         metadata.insert("pmv_data_model".into(), model_spec.name().to_owned());
-        let hf_config = match model_spec {
-            ModelSpec::Videomae { config, .. } => {
-                Some(config.to_hf(&setup.classes, setup.multi_label))
-            }
-            ModelSpec::Mae { config, .. } => Some(config.to_hf()),
-            _ => None,
-        };
-        if let Some(c) = &hf_config {
+        let hf = crate::run::hf_files(&setup.cfg);
+        if !hf.is_empty() {
             // Beside the checkpoints, so any of them can be an --init.
             fs_err::create_dir_all(run_dir.checkpoints())
                 .map_err(TrainError::io(&run_dir.checkpoints()))?;
-            checkpoint::write_json(&run_dir.checkpoints().join("config.json"), c)?;
+        }
+        for (name, content) in &hf {
+            checkpoint::write_json(&run_dir.checkpoints().join(name), content)?;
         }
         let norm = Normalizer::new(built.device);
         Ok(Trainer {

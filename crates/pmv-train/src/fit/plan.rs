@@ -3,7 +3,7 @@
 //! multimodal or masked pre-training) and the recipe with every default filled in.
 //!
 //! Owns those decisions and their usage errors. It opens no run directory and builds
-//! no model; the multimodal vocabulary is the one file it writes (`tokenizer.json`).
+//! no model; the multimodal vocabulary is the one file it writes (`pmv-tokenizer.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,23 +160,33 @@ pub(super) fn classes_from_labels(readers: &[Arc<pmv_shard::ShardReader>]) -> Ve
         .collect()
 }
 
-/// The model input (T, H, W) for samples of `shape`.
+/// The model input (T, H, W) for samples of `shape`. A ViT's follows the rule `eval`
+/// checks too ([`crate::cli::check_vit_input`]): `--input` must be multiples of the
+/// patch size (refused otherwise, never rounded); without `--input`, the stored frame
+/// size is rounded down to such multiples, and the log says so.
 pub(super) fn input_size(args: &TrainArgs, shape: [usize; 5]) -> Result<[usize; 3], TrainError> {
     let t = shape[1];
     let (mut h, mut w) = args.input.unwrap_or((shape[2], shape[3]));
     if args.model.is_vit() {
-        if !t.is_multiple_of(2) {
-            return Err(TrainError::Usage(format!(
-                "the samples have {t} frames per clip; a ViT needs an even number (tubelets of 2 frames)"
-            )));
-        }
-        h -= h % 16;
-        w -= w % 16;
-        if h == 0 || w == 0 {
-            return Err(TrainError::Usage(format!(
-                "input {:?} is smaller than one 16x16 ViT patch",
-                args.input.unwrap_or((shape[2], shape[3]))
-            )));
+        let (patch, tubelet) = vit_geometry(args)?;
+        crate::cli::check_vit_frames(t, tubelet).map_err(TrainError::Usage)?;
+        if args.input.is_some() {
+            crate::cli::check_vit_input((h, w), patch).map_err(TrainError::Usage)?;
+        } else {
+            let (sh, sw) = (h, w);
+            h -= h % patch;
+            w -= w % patch;
+            if h == 0 || w == 0 {
+                return Err(TrainError::Usage(format!(
+                    "the stored frames ({sh}x{sw}) are smaller than one {patch}x{patch} ViT patch"
+                )));
+            }
+            if (h, w) != (sh, sw) {
+                tracing::warn!(
+                    "the stored frames are {sh}x{sw}; the ViT's input is {h}x{w}, the largest \
+                     multiples of its {patch} pixel patches (give --input to choose)"
+                );
+            }
         }
     } else if h < 8 || w < 8 || (!matches!(args.model, ModelName::Tiny3d) && (h < 32 || w < 32)) {
         return Err(TrainError::Usage(format!(
@@ -185,6 +195,18 @@ pub(super) fn input_size(args: &TrainArgs, shape: [usize; 5]) -> Result<[usize; 
         )));
     }
     Ok([t, h, w])
+}
+
+/// A ViT's patch size and tubelet length: `--init`'s `config.json`'s, else the
+/// presets' (16 and 2).
+fn vit_geometry(args: &TrainArgs) -> Result<(usize, usize), TrainError> {
+    match &args.init {
+        Some(init) => {
+            let c = models::checkpoint_config(init)?;
+            Ok((c.patch_size, c.tubelet_size))
+        }
+        None => Ok((16, 2)),
+    }
 }
 
 pub(super) fn model_spec(
@@ -260,8 +282,8 @@ pub(super) fn model_spec(
 }
 
 /// The multimodal model around the video model `video`. A fresh run builds the text
-/// vocabulary from the training split's texts and saves it as `tokenizer.json` in the
-/// run; a resumed run reads that file.
+/// vocabulary from the training split's texts and saves it as `pmv-tokenizer.json` in
+/// the run; a resumed run reads that file (`tokenizer.json` in runs from before).
 pub(super) fn multimodal_spec(
     args: &TrainArgs,
     video: ModelSpec,
@@ -275,7 +297,7 @@ pub(super) fn multimodal_spec(
     let text = if args.no_text {
         None
     } else {
-        let path = run_dir.file("tokenizer.json");
+        let path = crate::run::tokenizer_file(run_dir);
         let tok = if existing && path.is_file() {
             Tokenizer::load(&path).map_err(|e| TrainError::Invalid(e.to_string()))?
         } else {

@@ -119,6 +119,17 @@ impl ModelSpec {
         }
     }
 
+    /// The ViT inside this model (itself, a multimodal model's video branch, the
+    /// pre-training encoder), if any: its patch and tubelet sizes bound the input.
+    pub fn vit(&self) -> Option<&VideoMaeConfig> {
+        match self {
+            ModelSpec::Videomae { config, .. } => Some(config),
+            ModelSpec::Mae { config, .. } => Some(&config.encoder),
+            ModelSpec::Multimodal(m) => m.video.vit(),
+            ModelSpec::Tiny3d { .. } | ModelSpec::X3d { .. } => None,
+        }
+    }
+
     /// Whether this is a pre-training model (no classes, a reconstruction loss).
     pub fn is_pretraining(&self) -> bool {
         matches!(self, ModelSpec::Mae { .. })

@@ -6,7 +6,7 @@
 //! checkpoint loads into it); the cover goes through a 2D CNN (`cover.*`: four stride-2
 //! 3×3 convolution stages with BatchNorm and ReLU, global average pooling); the text
 //! through token embeddings with masked mean and max pooling (`text.*`; the vocabulary is
-//! the run's `tokenizer.json`). Each branch is projected to the fusion width and layer
+//! the run's `pmv-tokenizer.json`). Each branch is projected to the fusion width and layer
 //! normalised; a branch whose input an item lacks (no cover, no text) contributes a
 //! learned "absent" vector instead, and in training whole branches are dropped at random
 //! (modality dropout) so no branch can hide behind another. The fused vector goes through
@@ -24,7 +24,7 @@ pub struct TextSpec {
     pub vocab: usize,
     pub dim: usize,
     pub max_len: usize,
-    /// SHA-256 of the run's `tokenizer.json`.
+    /// SHA-256 of the run's `pmv-tokenizer.json` (`tokenizer.json` in older runs).
     pub tokenizer_sha256: String,
 }
 

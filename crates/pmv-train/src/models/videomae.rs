@@ -211,6 +211,46 @@ impl VideoMaeConfig {
     }
 }
 
+/// The `preprocessor_config.json` from which `transformers`' `AutoImageProcessor` builds a
+/// `VideoMAEImageProcessor` that prepares frames as the trainer's evaluation does: resize
+/// the short side to `shortest_edge`, centre-crop `input` (height, width), scale by
+/// 1/255, normalise by [`MEAN`](super::MEAN) and [`STD`](super::STD).
+///
+/// The evaluation scales the frames so they cover the input (and their short side
+/// reaches `test_scale`, when given) and crops the centre; `shortest_edge` is that
+/// scale's short side for frames of the stored size `stored` (height, width). For a
+/// square input it is the same for frames of any size; for another input, only for
+/// frames of the stored aspect. Both resample with an antialiased triangle filter
+/// (PIL's bilinear); the evaluation cuts its window at sub-pixel positions where the
+/// processor crops whole pixels after resizing.
+pub fn image_processor_config(
+    input: (usize, usize),
+    stored: (usize, usize),
+    test_scale: Option<usize>,
+) -> Value {
+    let (oh, ow) = input;
+    let (sh, sw) = (stored.0.max(1) as f64, stored.1.max(1) as f64);
+    let short = sh.min(sw);
+    let f = (oh as f64 / sh)
+        .max(ow as f64 / sw)
+        .max(test_scale.map_or(0.0, |s| s as f64 / short));
+    let shortest_edge = (short * f).round() as usize;
+    json!({
+        "image_processor_type": "VideoMAEImageProcessor",
+        "do_resize": true,
+        "size": { "shortest_edge": shortest_edge },
+        // PIL.Image.BILINEAR
+        "resample": 2,
+        "do_center_crop": true,
+        "crop_size": { "height": oh, "width": ow },
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": super::MEAN,
+        "image_std": super::STD,
+    })
+}
+
 pub(crate) struct Linear {
     pub(crate) w: Tensor,
     pub(crate) b: Option<Tensor>,
@@ -636,6 +676,28 @@ mod tests {
 
     use super::*;
     use crate::models::{ModelSpec, checkpoint_config, load_into, read_weights};
+
+    #[test]
+    fn the_image_processor_covers_the_input_as_eval_does() {
+        let edge = |input, stored, scale| {
+            image_processor_config(input, stored, scale)["size"]["shortest_edge"].clone()
+        };
+        // A square input: its side, whatever the frames.
+        assert_eq!(edge((224, 224), (256, 456), None), 224);
+        assert_eq!(edge((40, 40), (48, 40), None), 40);
+        // Other inputs from 256x456 frames: the height covers when it is the tighter
+        // side; for 96x200 the width is (200 of 456: a short side of 112.3).
+        assert_eq!(edge((224, 160), (256, 456), None), 224);
+        assert_eq!(edge((96, 160), (256, 456), None), 96);
+        assert_eq!(edge((96, 200), (256, 456), None), 112);
+        // --test-scale raises the short side, never below covering the input.
+        assert_eq!(edge((224, 224), (256, 456), Some(256)), 256);
+        assert_eq!(edge((224, 224), (256, 456), Some(200)), 224);
+        let c = image_processor_config((48, 32), (64, 64), None);
+        assert_eq!(c["crop_size"], json!({"height": 48, "width": 32}));
+        assert_eq!(c["rescale_factor"].as_f64(), Some(1.0 / 255.0));
+        assert_eq!(c["image_processor_type"], "VideoMAEImageProcessor");
+    }
 
     /// Runs tests/python/videomae_reference.py into a fresh directory.
     fn reference(args: &[&str]) -> tempfile::TempDir {
