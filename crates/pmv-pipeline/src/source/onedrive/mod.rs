@@ -1,26 +1,44 @@
 //! The `onedrive` resolver: a shared OneDrive folder or file, to a download address
 //! and the size and hashes OneDrive lists for it.
 //!
-//! Owns the share encoding (`u!` + unpadded base64url of the link), the API requests
-//! (`/shares/<id>/driveItem`, then for a folder `/shares/<id>/driveItem/children`,
-//! following `@odata.nextLink` pages, and sub-folders through
-//! `/drives/<drive>/items/<id>/children`), the listing cache (one listing per share
-//! link per run, renewed before OneDrive's download addresses expire) and the mapping
-//! of an item to a listed file: the link's `#<name>` fragment, else `<item id>.mp4`,
-//! compared without case as OneDrive does. Listed names are only ever compared, never
-//! used as paths; next-page links must stay on the API's host.
+//! Owns the share link (the `#<name>` fragment naming a file of a folder), the share
+//! encoding of the API of old (`u!` + unpadded base64url of the link), the listing
+//! cache (one listing per share link per run, renewed before OneDrive's download
+//! addresses expire, a failed one not asked again for a while) and the mapping of an
+//! item to a listed file: the link's `#<name>` fragment, else `<item id>.mp4`, compared
+//! without case as OneDrive does. Listed names are only ever compared, never used as
+//! paths. Which API is asked, and how, is the `listing` module's; the anonymous token is
+//! the `badger` module's ([`Badger`]).
+//!
+//! Public facts this follows: anonymous calls to `api.onedrive.com/v1.0/shares/...`
+//! (and to Graph) answer 401 `unauthenticated` since late 2024 (OneDrive API docs
+//! issues; felixrieseberg/onedrive-link issue 1, 2024-10 to 2025-05); OneDrive's web
+//! app, and public downloaders since, take an anonymous "Badger" token from
+//! `api-badgerp.svc.ms/v1.0/token` (answer `token`, `expiryTimeUtc`; about a week)
+//! and ask `my.microsoftpersonalcontent.com/_api/v2.0/shares/u!<redeem>/driveitem`
+//! with `Authorization: Badger <token>` and `Prefer: autoredeem`, where `<redeem>` is
+//! the `redeem` query value of the new-format link a `1drv.ms` short link redirects
+//! to (`/x/c/<cid>/<resid>?...&redeem=...`). The shares API's encoding rule and
+//! `driveItem` shape (`@content.downloadUrl`, `@odata.nextLink`, `size`,
+//! `file.hashes.sha1Hash` and `quickXorHash`) are those of OneDrive's API reference.
+
+mod badger;
+mod listing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde_json::Value;
 use url::Url;
 
-use super::{Expected, Offline, Resolved, Resolver, SourceKind, SourceSettings, Target};
+use super::{
+    Expected, Offline, OfflinePath, Resolved, Resolver, SourceKind, SourceSettings, Target,
+};
 use crate::net::client::{check_url, host_key};
 use crate::net::{ErrorClass, Failure};
+pub use badger::{Badger, Token};
+pub use listing::{Lookup, MAX_ENTRIES, MAX_PAGES};
 use pmv_core::redact::show_url;
 
 /// A listing is renewed after this long: OneDrive's download addresses last about an
@@ -28,20 +46,17 @@ use pmv_core::redact::show_url;
 const LISTING_TTL: Duration = Duration::from_secs(40 * 60);
 /// A failed listing is not asked again for this long (all items of the folder wait).
 const FAILURE_TTL: Duration = Duration::from_secs(20);
-/// Largest API answer read.
-const MAX_PAGE: usize = 64 << 20;
-/// Pages read for one folder before giving up (a loop guard).
-const MAX_PAGES: usize = 100_000;
-/// How deep sub-folders are listed.
-const MAX_DEPTH: usize = 4;
 
 /// A share link with the optional file name after `#`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareLink {
+    /// The link without its fragment.
     pub share: Url,
+    /// The file of a shared folder the fragment names.
     pub name: Option<String>,
 }
 
+/// Splits a link into the share and the file name after `#`.
 pub fn parse(url: &Url) -> ShareLink {
     let mut share = url.clone();
     let name = url.fragment().filter(|f| !f.is_empty()).map(percent_decode);
@@ -78,8 +93,15 @@ pub fn share_id(share: &Url) -> String {
     format!("u!{enc}")
 }
 
-fn api_url(s: &SourceSettings, tail: &[&str], query: Option<&str>) -> Url {
-    let mut u = s.onedrive_api.clone();
+/// The share id the personal API is asked with when it is known without any request:
+/// `u!` + the link's `redeem` value; `None` for links without one.
+pub fn redeem_share_id(share: &Url) -> Option<String> {
+    listing::redeem_id(share)
+}
+
+/// `base` with path segments added (each percent-encoded) and a query.
+fn api_url(base: &Url, tail: &[&str], query: Option<&str>) -> Url {
+    let mut u = base.clone();
     {
         let mut segs = u.path_segments_mut().expect("http URL");
         segs.pop_if_empty();
@@ -99,10 +121,15 @@ pub fn file_name(link: &ShareLink, key: &str) -> String {
 /// One listed file.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// OneDrive's item id.
     pub id: String,
+    /// The file's name as listed (only ever compared).
     pub name: String,
+    /// The listed size in bytes.
     pub size: Option<u64>,
+    /// `file.hashes.sha1Hash`.
     pub sha1: Option<String>,
+    /// `file.hashes.quickXorHash`.
     pub quickxor: Option<String>,
     /// `@content.downloadUrl`, else the API's `/content` address.
     pub download: Url,
@@ -111,21 +138,29 @@ pub struct Listed {
 /// A share's files by lower-cased name.
 #[derive(Debug)]
 pub struct Listing {
+    /// The share is a folder (else a file).
     pub folder: bool,
+    /// The files by lower-cased name.
     pub files: HashMap<String, Listed>,
+    /// Answers read (the item and every page).
     pub pages: usize,
     /// Names listed more than once (in different sub-folders): not used.
     pub ambiguous: usize,
     /// A public server answered a page: the download addresses it names are fetched
     /// with [`Request::public`](crate::net::client::Request::public).
     pub public: bool,
+    /// The lookup path that listed the share.
+    pub path: Lookup,
+    /// Why the anonymous-token path gave way, when the API of old listed the share.
+    pub gave_way: Option<String>,
     fetched: Instant,
 }
 
-/// Listings shared by every job of a run.
+/// Listings shared by every job of a run, and the run's anonymous token.
 #[derive(Default)]
 pub struct Listings {
     entries: Mutex<HashMap<String, Entry>>,
+    badger: Badger,
 }
 
 #[derive(Default, Clone)]
@@ -163,7 +198,8 @@ impl Listings {
             }
             Arc::clone(&e.cell)
         };
-        match cell.get_or_try_init(|| list(r, share)).await {
+        let list = || async { listing::list(r, share).await.map(Arc::new) };
+        match cell.get_or_try_init(list).await {
             Ok(l) => Ok(Arc::clone(l)),
             Err(f) => {
                 let mut map = self.entries.lock().unwrap();
@@ -174,6 +210,7 @@ impl Listings {
     }
 }
 
+/// Resolves a share link (with the item's key, for a folder) to the listed file.
 pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resolved, Failure> {
     let link = parse(url);
     check_url(&link.share)?;
@@ -233,228 +270,89 @@ pub async fn resolve(r: &Resolver, url: &Url, key: Option<&str>) -> Result<Resol
             sha1: file.sha1.clone(),
             quickxor: file.quickxor.clone(),
         },
-        trail: vec![format!(
-            "{} '{}' listed in {} page(s): {} bytes, sha1 {}, quickXorHash {}",
-            if listing.folder {
-                "folder lists"
-            } else {
-                "file"
+        trail: vec![
+            match &listing.gave_way {
+                None => "listed through the personal API with an anonymous token (badger)".into(),
+                Some(why) => format!(
+                    "listed through the API of old without credentials (api): the anonymous-token path gave way: {why}"
+                ),
             },
-            show_url(&name),
-            listing.pages,
-            file.size.map_or("?".into(), |s| s.to_string()),
-            file.sha1.as_deref().unwrap_or("-"),
-            file.quickxor.as_deref().unwrap_or("-"),
-        )],
+            format!(
+                "{} '{}' listed in {} page(s): {} bytes, sha1 {}, quickXorHash {}",
+                if listing.folder {
+                    "folder lists"
+                } else {
+                    "file"
+                },
+                show_url(&name),
+                listing.pages,
+                file.size.map_or("?".into(), |s| s.to_string()),
+                file.sha1.as_deref().unwrap_or("-"),
+                file.quickxor.as_deref().unwrap_or("-"),
+            ),
+        ],
     })
 }
 
-/// Lists a share: the item itself, then (for a folder) its children page by page and
-/// its sub-folders.
-async fn list(r: &Resolver, share: &Url) -> Result<Arc<Listing>, Failure> {
-    let s = r.settings();
-    let id = share_id(share);
-    let root_url = api_url(s, &["shares", &id, "driveItem"], None);
-    let (root, public) = get_json(r, &root_url).await?;
-    let mut listing = Listing {
-        folder: root.get("folder").is_some(),
-        files: HashMap::new(),
-        pages: 1,
-        ambiguous: 0,
-        public,
-        fetched: Instant::now(),
-    };
-    if !listing.folder {
-        let file = listed(&root, s).ok_or_else(|| {
-            Failure::new(
-                ErrorClass::BadResponse,
-                format!(
-                    "share {} is neither a file nor a folder",
-                    show_url(share.as_str())
-                ),
-            )
-        })?;
-        listing.files.insert(file.name.to_lowercase(), file);
-        return Ok(Arc::new(listing));
-    }
-    let mut folders: Vec<(Url, usize)> = vec![(
-        api_url(
-            s,
-            &["shares", &id, "driveItem", "children"],
-            Some("$top=1000"),
-        ),
-        0,
-    )];
-    let mut seen_pages: std::collections::HashSet<String> = Default::default();
-    while let Some((mut next, depth)) = folders.pop() {
-        loop {
-            if listing.pages > MAX_PAGES || !seen_pages.insert(next.to_string()) {
-                return Err(Failure::new(
-                    ErrorClass::BadResponse,
-                    format!(
-                        "listing of {} does not end (page {} repeats or too many pages)",
-                        show_url(share.as_str()),
-                        show_url(next.as_str())
-                    ),
-                ));
-            }
-            let (page, public) = get_json(r, &next).await?;
-            listing.public |= public;
-            listing.pages += 1;
-            let children = page.get("value").and_then(Value::as_array).ok_or_else(|| {
-                Failure::new(
-                    ErrorClass::BadResponse,
-                    format!(
-                        "listing page {} has no 'value' array",
-                        show_url(next.as_str())
-                    ),
-                )
-            })?;
-            for child in children {
-                if child.get("folder").is_some() {
-                    if depth < MAX_DEPTH
-                        && let (Some(drive), Some(item)) = (
-                            child
-                                .get("parentReference")
-                                .and_then(|p| p.get("driveId"))
-                                .and_then(Value::as_str),
-                            child.get("id").and_then(Value::as_str),
-                        )
-                    {
-                        folders.push((
-                            api_url(
-                                s,
-                                &["drives", drive, "items", item, "children"],
-                                Some("$top=1000"),
-                            ),
-                            depth + 1,
-                        ));
-                    }
-                    continue;
-                }
-                if let Some(file) = listed(child, s) {
-                    let key = file.name.to_lowercase();
-                    match listing.files.entry(key) {
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            listing.ambiguous += 1;
-                            tracing::warn!(name = %file.name, "a shared folder lists this name twice; the first is used");
-                        }
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(file);
-                        }
-                    }
-                }
-            }
-            match page.get("@odata.nextLink").and_then(Value::as_str) {
-                Some(link) => {
-                    let u = Url::parse(link).map_err(|e| {
-                        Failure::new(
-                            ErrorClass::BadResponse,
-                            format!("next page link '{}': {e}", show_url(link)),
-                        )
-                    })?;
-                    if host_key(&u) != host_key(&s.onedrive_api)
-                        || u.scheme() != s.onedrive_api.scheme()
-                    {
-                        return Err(Failure::new(
-                            ErrorClass::BadResponse,
-                            format!(
-                                "next page link {} leaves the API host {}",
-                                show_url(link),
-                                host_key(&s.onedrive_api)
-                            ),
-                        ));
-                    }
-                    next = u;
-                }
-                None => break,
-            }
-        }
-    }
-    tracing::info!(share = %show_url(share.as_str()), files = listing.files.len(), pages = listing.pages, "OneDrive share listed");
-    Ok(Arc::new(listing))
-}
-
-/// A JSON answer, and whether a public server gave it.
-async fn get_json(r: &Resolver, url: &Url) -> Result<(Value, bool), Failure> {
-    let headers = [("Accept".to_owned(), "application/json".to_owned())];
-    let doc = r.client().get_text(url, &headers, MAX_PAGE).await?;
-    let public = doc.public;
-    serde_json::from_str(&doc.text)
-        .map(|v| (v, public))
-        .map_err(|e| {
-            Failure::new(
-                ErrorClass::BadResponse,
-                format!(
-                    "OneDrive answer from {} is not JSON: {e}",
-                    show_url(url.as_str())
-                ),
-            )
-        })
-}
-
-/// A file entry of a listing; `None` for entries that are not usable files.
-fn listed(v: &Value, s: &SourceSettings) -> Option<Listed> {
-    let file = v.get("file")?;
-    let name = v.get("name")?.as_str()?.to_owned();
-    let id = v.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
-    let hashes = file.get("hashes");
-    let hash = |k: &str| {
-        hashes
-            .and_then(|h| h.get(k))
-            .and_then(Value::as_str)
-            .map(|x| x.trim().to_owned())
-            .filter(|x| !x.is_empty())
-    };
-    let download = match v.get("@content.downloadUrl").and_then(Value::as_str) {
-        Some(u) => Url::parse(u).ok()?,
-        None => {
-            let drive = v
-                .get("parentReference")
-                .and_then(|p| p.get("driveId"))
-                .and_then(Value::as_str)?;
-            if id.is_empty() {
-                return None;
-            }
-            api_url(s, &["drives", drive, "items", &id, "content"], None)
-        }
-    };
-    Some(Listed {
-        id,
-        name,
-        size: v.get("size").and_then(Value::as_u64),
-        sha1: hash("sha1Hash"),
-        quickxor: hash("quickXorHash"),
-        download,
-    })
-}
-
+/// Says what resolving a share link would do: the lookup paths in order and what is
+/// checked, without any network.
 pub fn offline(url: &Url, key: Option<&str>, s: &SourceSettings) -> Result<Offline, Failure> {
     let link = parse(url);
     check_url(&link.share)?;
-    let id = share_id(&link.share);
-    let lookup = api_url(s, &["shares", &id, "driveItem"], None);
+    let old_id = share_id(&link.share);
+    let redeem = redeem_share_id(&link.share);
+    let short = redeem.is_none() && link.share.host_str() == Some("1drv.ms");
+    let badger_id = redeem.clone().unwrap_or_else(|| old_id.clone());
+    let badger = api_url(
+        &s.onedrive_personal_api,
+        &["shares", &badger_id, "driveitem"],
+        None,
+    );
+    let old = api_url(&s.onedrive_api, &["shares", &old_id, "driveItem"], None);
     let name = match (&link.name, key) {
         (Some(n), _) => format!("'{n}' (from the link)"),
         (None, Some(k)) => format!("'{k}.mp4'"),
         (None, None) => "'<item id>.mp4'".into(),
     };
+    let id_from = if redeem.is_some() {
+        "the link's redeem value"
+    } else if short {
+        "the redeem value of where the short link redirects (else the link itself)"
+    } else {
+        "the link itself"
+    };
     Ok(Offline {
         kind: SourceKind::Onedrive,
         canonical_id: None,
         download_url: None,
-        lookup_url: Some(lookup.to_string()),
-        host: host_key(&lookup),
+        lookup_url: Some(badger.to_string()),
+        host: host_key(&badger),
         note: format!(
-            "share {id}: a folder is listed (all pages) and {name} looked up; a file link is the file itself; \
-             the listed size, sha1 and quickXorHash are checked"
+            "first the personal API with an anonymous token from {} (share id from {id_from}), \
+             then, if no token can be had or a renewed one is refused, {} without credentials \
+             (share {old_id}): a folder is listed (all pages) and {name} looked up; a file link \
+             is the file itself; the listed size, sha1 and quickXorHash are checked",
+            show_url(s.onedrive_badger_token.as_str()),
+            host_key(&s.onedrive_api),
         ),
+        paths: vec![
+            OfflinePath {
+                name: Lookup::Badger.name(),
+                lookup_url: badger.to_string(),
+            },
+            OfflinePath {
+                name: Lookup::Api.name(),
+                lookup_url: old.to_string(),
+            },
+        ],
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::listing::listed_from;
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn share_ids_follow_the_api_rule() {
@@ -481,12 +379,9 @@ mod tests {
 
     #[test]
     fn api_urls_keep_the_base_path() {
-        let s = SourceSettings {
-            onedrive_api: Url::parse("http://127.0.0.1:5/v1.0/").unwrap(),
-            ..SourceSettings::default()
-        };
+        let base = Url::parse("http://127.0.0.1:5/v1.0/").unwrap();
         let u = api_url(
-            &s,
+            &base,
             &["shares", "u!abc", "driveItem", "children"],
             Some("$top=1000"),
         );
@@ -494,30 +389,107 @@ mod tests {
             u.as_str(),
             "http://127.0.0.1:5/v1.0/shares/u!abc/driveItem/children?$top=1000"
         );
+        // A hostile id stays one path segment.
+        let u = api_url(&base, &["shares", "../x/y?z"], None);
+        assert_eq!(u.as_str(), "http://127.0.0.1:5/v1.0/shares/..%2Fx%2Fy%3Fz");
+    }
+
+    #[test]
+    fn new_format_links_name_their_share_by_the_redeem_value() {
+        let u = Url::parse(
+            "https://onedrive.live.com/x/c/ABCDEF0123456789/EQabc?e=Xy12&redeem=aHR0cHM6Ly8xZHJ2Lm1zL2YvYy9hYmM=",
+        )
+        .unwrap();
+        assert_eq!(
+            redeem_share_id(&u).as_deref(),
+            Some("u!aHR0cHM6Ly8xZHJ2Lm1zL2YvYy9hYmM")
+        );
+        for no in [
+            "https://1drv.ms/f/s!AbCd",
+            "https://onedrive.live.com/x/c/A/B?redeem=",
+            "https://onedrive.live.com/x/c/A/B?redeem=a%2F..%2Fb",
+            "https://onedrive.live.com/x/c/A/B?redeem=a+b",
+        ] {
+            assert_eq!(redeem_share_id(&Url::parse(no).unwrap()), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn offline_answers_name_both_paths_in_order() {
+        let s = SourceSettings::default();
+        let o = offline(
+            &Url::parse("https://1drv.ms/f/s!AbCd#a.mp4").unwrap(),
+            None,
+            &s,
+        )
+        .unwrap();
+        let names: Vec<_> = o.paths.iter().map(|p| p.name).collect();
+        assert_eq!(names, ["badger", "api"]);
+        assert!(
+            o.paths[0]
+                .lookup_url
+                .starts_with("https://my.microsoftpersonalcontent.com/_api/v2.0/shares/u!"),
+            "{o:?}"
+        );
+        assert!(o.paths[0].lookup_url.ends_with("/driveitem"));
+        assert!(
+            o.paths[1]
+                .lookup_url
+                .starts_with("https://api.onedrive.com/v1.0/shares/u!")
+        );
+        assert_eq!(
+            o.lookup_url.as_deref(),
+            Some(o.paths[0].lookup_url.as_str())
+        );
+        assert_eq!(o.host, "my.microsoftpersonalcontent.com:443");
+        assert!(o.note.contains("short link redirects"), "{}", o.note);
+        let o = offline(
+            &Url::parse("https://onedrive.live.com/x/c/A/B?redeem=UmVk").unwrap(),
+            None,
+            &s,
+        )
+        .unwrap();
+        assert!(o.paths[0].lookup_url.contains("/shares/u!UmVk/driveitem"));
     }
 
     #[test]
     fn listed_entries_need_a_file_facet_and_a_download() {
-        let s = SourceSettings::default();
+        let base = SourceSettings::default().onedrive_api;
         let v: Value = serde_json::from_str(
             r#"{"id":"A!1","name":"x.mp4","size":5,"file":{"hashes":{"sha1Hash":"AB","quickXorHash":"q="}},"@content.downloadUrl":"https://dl.example/x"}"#,
         )
         .unwrap();
-        let f = listed(&v, &s).unwrap();
+        let f = listed_from(&v, Lookup::Api, &base).unwrap();
         assert_eq!(
             (f.size, f.sha1.as_deref(), f.quickxor.as_deref()),
             (Some(5), Some("AB"), Some("q="))
         );
         let folder: Value =
             serde_json::from_str(r#"{"id":"A!2","name":"sub","folder":{}}"#).unwrap();
-        assert!(listed(&folder, &s).is_none());
+        assert!(listed_from(&folder, Lookup::Api, &base).is_none());
         let via_api: Value = serde_json::from_str(
             r#"{"id":"A!3","name":"y.mp4","file":{},"parentReference":{"driveId":"d1"}}"#,
         )
         .unwrap();
         assert_eq!(
-            listed(&via_api, &s).unwrap().download.as_str(),
+            listed_from(&via_api, Lookup::Api, &base)
+                .unwrap()
+                .download
+                .as_str(),
             "https://api.onedrive.com/v1.0/drives/d1/items/A!3/content"
+        );
+        // The personal API's /content needs the token, which downloads never carry.
+        assert!(listed_from(&via_api, Lookup::Badger, &base).is_none());
+        let graph: Value = serde_json::from_str(
+            r#"{"id":"A!4","name":"z.mp4","file":{},"@microsoft.graph.downloadUrl":"https://dl.example/z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            listed_from(&graph, Lookup::Badger, &base)
+                .unwrap()
+                .download
+                .as_str(),
+            "https://dl.example/z"
         );
     }
 }
