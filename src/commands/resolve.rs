@@ -73,6 +73,12 @@ fn links(
                     d["lookup_url"] = o.lookup_url.as_deref().map(redact_url).into();
                     d["host"] = o.host.into();
                     d["note"] = o.note.into();
+                    d["paths"] = o
+                        .paths
+                        .iter()
+                        .map(|p| json!({"name": p.name, "lookup_url": redact_url(&p.lookup_url)}))
+                        .collect::<Vec<_>>()
+                        .into();
                 }
                 Err(f) => {
                     failed += 1;
@@ -128,6 +134,7 @@ fn entry(input: &str, loc: Option<&Locator>) -> Value {
         "lookup_url": null,
         "host": null,
         "note": null,
+        "paths": [],
         "expected": null,
         "trail": [],
         "class": null,
@@ -180,6 +187,16 @@ fn print_doc(d: &Value) {
         "note",
     ] {
         row(k, &d[k]);
+    }
+    if let Some(paths) = d["paths"].as_array() {
+        for (i, p) in paths.iter().enumerate() {
+            let label = if i == 0 { "path" } else { "then path" };
+            outln!(
+                "  {label:<13} {}: {}",
+                p["name"].as_str().unwrap_or(""),
+                p["lookup_url"].as_str().unwrap_or("")
+            );
+        }
     }
     if let Some(e) = d["expected"].as_object() {
         for (k, v) in e {

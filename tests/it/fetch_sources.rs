@@ -2,11 +2,11 @@
 //! lookups and play links; a OneDrive shared folder with pages and hashes; local files
 //! and import folders; PMV-400 with the OneDrive mirror as second source.
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::fetch::{assert_stored, fetch, files_under, ingest_items, must};
 use crate::httpd::{Reply, Server, fake_mp4};
+use crate::onedrive::Drive;
 use crate::util::{Env, s};
 
 /// A server standing in for Douyin: share links, both lookups, play links, a CDN.
@@ -204,93 +204,21 @@ fn resolve_shows_where_douyin_links_lead() {
     assert!(!env.root.exists(), "resolve writes nothing");
 }
 
-/// A OneDrive stand-in: one shared folder listed over two pages.
-struct Drive {
-    srv: Server,
-    share: String,
-    files: Vec<(String, Vec<u8>)>,
-}
-
+/// The OneDrive stand-in with a token it accepts for a week.
 fn onedrive_server(
     share: &str,
     names: &[&str],
     wrong_sha1: &[&str],
     quickxor_only: &[&str],
 ) -> Drive {
-    let srv = Server::start();
-    let files: Vec<(String, Vec<u8>)> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.to_string(), fake_mp4(30_000 + i * 777, 900 + i as u64)))
-        .collect();
-    let id = format!(
-        "u!{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(share)
-    );
-    let entry = |name: &str, data: &[u8], i: usize| -> Value {
-        let sha1 = if wrong_sha1.contains(&name) {
-            "0000000000000000000000000000000000000000".to_owned()
-        } else {
-            use sha1::Digest;
-            hex::encode_upper(sha1::Sha1::digest(data))
-        };
-        let mut qx = pmv_pipeline::fetch::quickxor::QuickXor::new();
-        qx.update(data);
-        let mut hashes = json!({"quickXorHash": qx.base64()});
-        if !quickxor_only.contains(&name) {
-            hashes["sha1Hash"] = json!(sha1);
-        }
-        json!({
-            "id": format!("ITEM!{i}"),
-            "name": name,
-            "size": data.len(),
-            "file": {"mimeType": "video/mp4", "hashes": hashes},
-            "@content.downloadUrl": format!("http://{}/dl/{}", "ADDR", i),
-        })
-    };
-    let addr = srv.addr.to_string();
-    let mut entries: Vec<Value> = files
-        .iter()
-        .enumerate()
-        .map(|(i, (n, d))| {
-            let mut e = entry(n, d, i);
-            e["@content.downloadUrl"] = json!(format!("http://{addr}/dl/{i}"));
-            e
-        })
-        .collect();
-    // Hostile names: only ever compared, never used as paths.
-    for (j, hostile) in ["../../escape.mp4", "a/b.mp4", "..", "/etc/passwd"]
-        .iter()
-        .enumerate()
-    {
-        entries.push(json!({
-            "id": format!("EVIL!{j}"), "name": hostile, "size": 10,
-            "file": {"hashes": {}},
-            "@content.downloadUrl": format!("http://{addr}/evil/{j}"),
-        }));
-    }
-    entries.push(json!({"id": "SUB", "name": "sub", "folder": {"childCount": 0}}));
-    let half = entries.len() / 2;
-    let (page1, page2) = (entries[..half].to_vec(), entries[half..].to_vec());
-    srv.route(&format!("/v1.0/shares/{id}/driveItem"), |_| {
-        Reply::json(&json!({"id": "ROOT", "name": "PMV-400 mirror", "folder": {"childCount": 9}}))
-    });
-    let next = srv.url("/v1.0/page2");
-    srv.route(
-        &format!("/v1.0/shares/{id}/driveItem/children"),
-        move |_| Reply::json(&json!({"value": page1, "@odata.nextLink": next})),
-    );
-    srv.route("/v1.0/page2", move |_| {
-        Reply::json(&json!({"value": page2}))
-    });
-    for (i, (_, d)) in files.iter().enumerate() {
-        srv.file(&format!("/dl/{i}"), d.clone());
-    }
-    Drive {
-        srv,
-        share: share.to_owned(),
-        files,
-    }
+    crate::onedrive::onedrive_server(
+        share,
+        names,
+        wrong_sha1,
+        quickxor_only,
+        |_| crate::onedrive::token_reply("tok-week", 7 * 86_400),
+        crate::onedrive::only("tok-week"),
+    )
 }
 
 #[test]
@@ -314,8 +242,7 @@ fn a_onedrive_folder_is_listed_across_pages_and_files_are_checked_against_its_ha
             json!({"id": "missing", "urls": [share]}),
         ],
     );
-    let vars = [("PMV_SOURCES_ONEDRIVE_API", drive.srv.url("/v1.0"))];
-    let out = fetch(&env, &vars, &[]);
+    let out = fetch(&env, &drive.vars(), &[]);
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     let rep = out.json();
     assert_eq!(rep["verified"], 3, "{rep}");
@@ -337,19 +264,17 @@ fn a_onedrive_folder_is_listed_across_pages_and_files_are_checked_against_its_ha
     assert_eq!(m.error_class.as_deref(), Some("not_listed"));
     assert!(m.error_message.unwrap().contains("'missing.mp4'"));
 
-    // The folder was listed once for the whole run, both pages.
-    let listing: Vec<_> = drive
-        .srv
-        .log()
-        .into_iter()
-        .filter(|(r, _)| r.path().starts_with("/v1.0"))
-        .collect();
+    // The folder was listed once for the whole run, both pages, through the personal
+    // API with one anonymous token.
+    let listing = drive.personal();
     assert_eq!(
         listing.len(),
         3,
         "{:?}",
         listing.iter().map(|(r, _)| &r.target).collect::<Vec<_>>()
     );
+    assert_eq!(drive.tokens().len(), 1);
+    assert!(drive.old().is_empty());
     // Hostile names were never downloaded nor written anywhere.
     assert!(
         drive
@@ -411,10 +336,8 @@ fn pmv400_takes_the_onedrive_mirror_when_douyin_links_are_dead() {
         s(&list),
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let vars = [
-        ("PMV_SOURCES_ONEDRIVE_API", drive.srv.url("/v1.0")),
-        ("PMV_SOURCES_DOUYIN_PLAY", drive.srv.url("/play")),
-    ];
+    let mut vars = drive.vars();
+    vars.push(("PMV_SOURCES_DOUYIN_PLAY", drive.srv.url("/play")));
     let out = fetch(&env, &vars, &["--dataset", "pmv400"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let rep = out.json();

@@ -21,6 +21,8 @@ pub struct Req {
     /// Path and query, as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The request body (read by its Content-Length).
+    pub body: Vec<u8>,
     /// How many requests this route answered before this one.
     pub hit: usize,
     /// When the request arrived.
@@ -303,6 +305,15 @@ fn serve(conn: TcpStream, state: Arc<State>) {
                 headers.push((k.trim().to_owned(), v.trim().to_owned()));
             }
         }
+        let length = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length.min(1 << 20)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
         let path = target.split('?').next().unwrap_or("").to_owned();
         let route = {
             let routes = state.routes.lock().unwrap();
@@ -321,6 +332,7 @@ fn serve(conn: TcpStream, state: Arc<State>) {
             method,
             target,
             headers,
+            body,
             hit: 0,
             at: std::time::Instant::now(),
         };
@@ -358,6 +370,7 @@ fn write_reply(out: &mut TcpStream, req: &Req, r: &Reply) -> bool {
         301 => "Moved Permanently",
         302 => "Found",
         307 => "Temporary Redirect",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         410 => "Gone",

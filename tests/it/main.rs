@@ -31,6 +31,7 @@ mod local;
 mod media_hostile;
 #[cfg(feature = "train")]
 mod multimodal;
+mod onedrive;
 #[cfg(feature = "train")]
 mod pretrain;
 #[cfg(feature = "media")]

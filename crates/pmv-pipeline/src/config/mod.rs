@@ -191,6 +191,14 @@ impl Config {
             ("DOUYIN_PLAY", &mut s.douyin_play),
             ("DOUYIN_USER_AGENT", &mut s.douyin_user_agent),
             ("ONEDRIVE_API", &mut s.onedrive_api),
+            ("ONEDRIVE_SHORT", &mut s.onedrive_short),
+            ("ONEDRIVE_BADGER_TOKEN", &mut s.onedrive_badger_token),
+            ("ONEDRIVE_PERSONAL_API", &mut s.onedrive_personal_api),
+            ("ONEDRIVE_BADGER_APP_ID", &mut s.onedrive_badger_app_id),
+            (
+                "ONEDRIVE_BADGER_APP_HEADER",
+                &mut s.onedrive_badger_app_header,
+            ),
         ] {
             let name = format!("PMV_SOURCES_{key}");
             if let Some(v) = get(&name).filter(|v| !v.is_empty()) {
@@ -237,6 +245,9 @@ impl Config {
             ("douyin_web", &s.douyin_web),
             ("douyin_play", &s.douyin_play),
             ("onedrive_api", &s.onedrive_api),
+            ("onedrive_short", &s.onedrive_short),
+            ("onedrive_badger_token", &s.onedrive_badger_token),
+            ("onedrive_personal_api", &s.onedrive_personal_api),
         ] {
             if let Some(u) = v {
                 match url::Url::parse(u) {
@@ -245,6 +256,18 @@ impl Config {
                             && url.host_str().is_some() => {}
                     _ => return Err(format!("sources.{key} = '{u}' is not an http(s) URL")),
                 }
+            }
+        }
+        for (key, v) in [
+            ("onedrive_badger_app_id", &s.onedrive_badger_app_id),
+            ("onedrive_badger_app_header", &s.onedrive_badger_app_header),
+        ] {
+            if let Some(x) = v
+                && (x.is_empty() || !x.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(format!(
+                    "sources.{key} must be visible ASCII characters (it is sent in a request)"
+                ));
             }
         }
         Ok(())
@@ -331,6 +354,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn onedrive_token_settings_parse_and_env_overrides() {
+        let mut c = Config::parse(
+            "[sources]\nonedrive_badger_token = \"http://127.0.0.1:9/token\"\n\
+             onedrive_badger_app_id = \"abc\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        c.apply_env(|k| match k {
+            "PMV_SOURCES_ONEDRIVE_PERSONAL_API" => Some("http://127.0.0.1:9/_api/v2.0".into()),
+            "PMV_SOURCES_ONEDRIVE_SHORT" => Some("http://127.0.0.1:9/short".into()),
+            "PMV_SOURCES_ONEDRIVE_BADGER_APP_HEADER" => Some("77".into()),
+            _ => None,
+        })
+        .unwrap();
+        let s = crate::source::SourceSettings::from_config(&c.sources).unwrap();
+        assert_eq!(s.onedrive_badger_token.as_str(), "http://127.0.0.1:9/token");
+        assert_eq!(
+            s.onedrive_personal_api.as_str(),
+            "http://127.0.0.1:9/_api/v2.0"
+        );
+        assert_eq!(
+            s.onedrive_short.as_ref().map(|u| u.as_str()),
+            Some("http://127.0.0.1:9/short")
+        );
+        assert_eq!(
+            (
+                s.onedrive_badger_app_id.as_str(),
+                s.onedrive_badger_app_header.as_str()
+            ),
+            ("abc", "77")
+        );
+        // The defaults are OneDrive's web app's.
+        let d = crate::source::SourceSettings::default();
+        assert_eq!(
+            d.onedrive_badger_token.as_str(),
+            "https://api-badgerp.svc.ms/v1.0/token"
+        );
+        assert_eq!(d.onedrive_badger_app_header, "1141147648");
+        for bad in [
+            "[sources]\nonedrive_personal_api = \"file:///x\"\n",
+            "[sources]\nonedrive_badger_app_header = \"1 2\"\n",
+        ] {
+            let e = Config::parse(bad, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("sources.onedrive_"), "{e}");
+        }
     }
 
     #[test]

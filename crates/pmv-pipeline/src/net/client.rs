@@ -568,9 +568,88 @@ impl Client {
             public,
         })
     }
+
+    /// POSTs a JSON `body` to a URL the configuration names (a token endpoint) and
+    /// reads the answer, at most `max` bytes. A redirect is not followed and, like an
+    /// error status, is a failure.
+    pub async fn post_json(
+        &self,
+        url: &Url,
+        headers: &[(String, String)],
+        body: String,
+        max: usize,
+    ) -> Result<Document, Failure> {
+        check_url(url)?;
+        self.may_reach(url, false, &show_url(url.as_str()))?;
+        let host = host_key(url);
+        self.gate.pace(&host).await;
+        let mut rb = self
+            .http
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let mut ua_set = false;
+        for (k, v) in headers {
+            ua_set |= k.eq_ignore_ascii_case("user-agent");
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if !ua_set {
+            rb = rb.header(header::USER_AGENT, self.user_agent.as_str());
+        }
+        let resp = match tokio::time::timeout(self.idle, rb.send()).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "no answer within {} s from {}",
+                        self.idle.as_secs_f64(),
+                        show_url(url.as_str())
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(classify(&e, url)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        if status == 429 || status == 503 {
+            let after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            self.gate.throttled(&host, after);
+        }
+        let public = public_peer(url, resp.remote_addr(), self.proxied);
+        let resp = Response {
+            status,
+            url: url.clone(),
+            hops: 0,
+            public,
+            inner: resp,
+            idle: self.idle,
+            last_data: tokio::time::Instant::now(),
+            speed: None,
+        };
+        if (300..400).contains(&status) {
+            return Err(Failure::new(
+                ErrorClass::Redirect,
+                format!(
+                    "HTTP {status} from {}: a POST is not redirected",
+                    show_url(url.as_str())
+                ),
+            ));
+        }
+        if let Some(f) = resp.failure() {
+            return Err(f);
+        }
+        Ok(Document {
+            text: resp.text(max).await?,
+            public,
+        })
+    }
 }
 
-/// A document [`Client::get_text`] read.
+/// A document [`Client::get_text`] or [`Client::post_json`] read.
 #[derive(Debug)]
 pub struct Document {
     pub text: String,

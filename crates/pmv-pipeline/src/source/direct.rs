@@ -40,5 +40,6 @@ pub fn offline(url: &Url) -> Result<Offline, Failure> {
         lookup_url: None,
         host: host_key(url),
         note: "downloaded as it is (redirects followed, each hop checked)".into(),
+        paths: vec![],
     })
 }

@@ -521,6 +521,7 @@ pub fn offline(url: &Url, s: &SourceSettings) -> Result<Offline, Failure> {
                 lookup_url: None,
                 host: host_key(&play),
                 note: "play link: the download follows its redirect to the CDN".into(),
+                paths: vec![],
             }
         }
         Link::Short { code } => {
@@ -535,6 +536,7 @@ pub fn offline(url: &Url, s: &SourceSettings) -> Result<Offline, Failure> {
                     "share link {code}: its redirect names the item, then the item is looked up ({})",
                     LOOKUPS.map(Lookup::name).join(", then ")
                 ),
+                paths: vec![],
             }
         }
         Link::Aweme { id } => {
@@ -549,6 +551,7 @@ pub fn offline(url: &Url, s: &SourceSettings) -> Result<Offline, Failure> {
                     "item page: the item is looked up ({})",
                     LOOKUPS.map(Lookup::name).join(", then ")
                 ),
+                paths: vec![],
             }
         }
     })

@@ -367,6 +367,7 @@ pub fn offline(location: &str) -> Result<Offline, Failure> {
         lookup_url: None,
         host: "local".into(),
         note,
+        paths: vec![],
     })
 }
 

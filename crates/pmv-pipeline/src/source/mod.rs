@@ -41,8 +41,21 @@ pub struct SourcesConfig {
     pub douyin_play: Option<String>,
     /// User-Agent for Douyin share pages (a mobile browser).
     pub douyin_user_agent: Option<String>,
-    /// The OneDrive API root [default: `https://api.onedrive.com/v1.0`].
+    /// The OneDrive API root of the fallback path, asked without credentials
+    /// [default: `https://api.onedrive.com/v1.0`].
     pub onedrive_api: Option<String>,
+    /// Replaces `https://1drv.ms` when a short link is followed for its share token.
+    pub onedrive_short: Option<String>,
+    /// Where anonymous OneDrive tokens are taken
+    /// [default: `https://api-badgerp.svc.ms/v1.0/token`].
+    pub onedrive_badger_token: Option<String>,
+    /// The personal OneDrive API root asked with such a token
+    /// [default: `https://my.microsoftpersonalcontent.com/_api/v2.0`].
+    pub onedrive_personal_api: Option<String>,
+    /// The `appId` sent for a token [default: OneDrive's web app].
+    pub onedrive_badger_app_id: Option<String>,
+    /// The `AppId` header sent for a token [default: `1141147648`].
+    pub onedrive_badger_app_header: Option<String>,
 }
 
 /// The remote base URLs of the resolvers (`[sources]` in the configuration).
@@ -56,8 +69,18 @@ pub struct SourceSettings {
     pub douyin_play: Option<Url>,
     /// The User-Agent of Douyin share pages (a mobile browser: the cookie-free page).
     pub douyin_user_agent: String,
-    /// The OneDrive API root.
+    /// The OneDrive API root of the fallback path.
     pub onedrive_api: Url,
+    /// Replaces the scheme, host and port of `1drv.ms` short links, when set.
+    pub onedrive_short: Option<Url>,
+    /// Where anonymous OneDrive ("Badger") tokens are taken.
+    pub onedrive_badger_token: Url,
+    /// The personal OneDrive API root asked with an anonymous token.
+    pub onedrive_personal_api: Url,
+    /// The `appId` in a token request.
+    pub onedrive_badger_app_id: String,
+    /// The `AppId` header of a token request.
+    pub onedrive_badger_app_header: String,
 }
 
 impl Default for SourceSettings {
@@ -70,6 +93,13 @@ impl Default for SourceSettings {
                  AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
                 .into(),
             onedrive_api: Url::parse("https://api.onedrive.com/v1.0").expect("valid"),
+            onedrive_short: None,
+            onedrive_badger_token: Url::parse("https://api-badgerp.svc.ms/v1.0/token")
+                .expect("valid"),
+            onedrive_personal_api: Url::parse("https://my.microsoftpersonalcontent.com/_api/v2.0")
+                .expect("valid"),
+            onedrive_badger_app_id: "5cbed6ac-a083-4e14-b191-b4ba07653de2".into(),
+            onedrive_badger_app_header: "1141147648".into(),
         }
     }
 }
@@ -90,6 +120,19 @@ impl SourceSettings {
             douyin_play: url("douyin_play", &c.douyin_play)?,
             douyin_user_agent: c.douyin_user_agent.clone().unwrap_or(d.douyin_user_agent),
             onedrive_api: url("onedrive_api", &c.onedrive_api)?.unwrap_or(d.onedrive_api),
+            onedrive_short: url("onedrive_short", &c.onedrive_short)?,
+            onedrive_badger_token: url("onedrive_badger_token", &c.onedrive_badger_token)?
+                .unwrap_or(d.onedrive_badger_token),
+            onedrive_personal_api: url("onedrive_personal_api", &c.onedrive_personal_api)?
+                .unwrap_or(d.onedrive_personal_api),
+            onedrive_badger_app_id: c
+                .onedrive_badger_app_id
+                .clone()
+                .unwrap_or(d.onedrive_badger_app_id),
+            onedrive_badger_app_header: c
+                .onedrive_badger_app_header
+                .clone()
+                .unwrap_or(d.onedrive_badger_app_header),
         })
     }
 }
@@ -138,6 +181,18 @@ pub struct Offline {
     /// The host politeness counts the work under.
     pub host: String,
     pub note: String,
+    /// The lookup paths tried in order, for sources that have several (OneDrive:
+    /// `badger`, then `api`); empty for the others.
+    pub paths: Vec<OfflinePath>,
+}
+
+/// One lookup path of an [`Offline`] answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfflinePath {
+    /// `badger` (anonymous token, personal API) or `api` (no credentials).
+    pub name: &'static str,
+    /// The first request of the path about the item.
+    pub lookup_url: String,
 }
 
 /// The online resolvers with what they share: the client and the OneDrive listings.
