@@ -232,7 +232,8 @@ pub struct FetchArgs {
     pub max_size: Option<String>,
 
     /// Folder of files already downloaded (`<id>.mp4`, `<id>.jpg`, a few levels
-    /// deep), imported by hard link or copy before any remote source; repeatable
+    /// deep; `<id>` the item id, or the Douyin id of its Douyin link, as yt-dlp names
+    /// files), imported by hard link or copy before any remote source; repeatable
     #[arg(long, value_name = "DIR")]
     pub import_dir: Vec<PathBuf>,
 
@@ -267,6 +268,24 @@ pub struct FetchArgs {
     /// keep their partial files, and the run ends cleanly
     #[arg(long, value_name = "SIZE")]
     pub max_bytes: Option<String>,
+
+    #[command(flatten)]
+    pub douyin: DouyinArgs,
+}
+
+/// What Douyin requests carry (`fetch`, `resolve`, `refresh`).
+#[derive(Debug, Args)]
+pub struct DouyinArgs {
+    /// Netscape cookie file (as curl and yt-dlp read it) whose cookies for Douyin hosts
+    /// go with Douyin lookups; never sent to other hosts [config douyin.cookies, env
+    /// PMV_DOUYIN_COOKIES]
+    #[arg(long, value_name = "FILE")]
+    pub cookies: Option<PathBuf>,
+
+    /// User-Agent of every Douyin request [config sources.douyin_user_agent, default:
+    /// an iPhone Safari]
+    #[arg(long, value_name = "UA")]
+    pub douyin_user_agent: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +310,9 @@ pub struct ResolveArgs {
     /// With --dataset: at most this many items
     #[arg(long, value_name = "N", requires = "dataset")]
     pub limit: Option<u64>,
+
+    #[command(flatten)]
+    pub douyin: DouyinArgs,
 }
 
 #[derive(Debug, Args)]
@@ -457,6 +479,9 @@ pub struct RefreshArgs {
     /// Videos decoded at once by the shard stage [default: the number of cores]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
+
+    #[command(flatten)]
+    pub douyin: DouyinArgs,
 }
 
 #[derive(Debug, Args)]

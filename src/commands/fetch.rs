@@ -12,7 +12,6 @@ use pmv_core::report::new_run_id;
 use pmv_core::size::parse_size;
 use pmv_core::util::group_digits;
 use pmv_pipeline::fetch::{self, FetchOptions, FetchReport, FetchSettings};
-use pmv_pipeline::source::SourceSettings;
 
 use super::App;
 use crate::cli::FetchArgs;
@@ -156,8 +155,7 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
         settings.min_free = Some(parse_size(s).map_err(|e| usage(format!("--min-free: {e}")))?);
     }
     settings.allow_private_hosts |= args.allow_private_hosts;
-    let sources = SourceSettings::from_config(&app.config.sources)
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let sources = crate::commands::source_settings(app, &args.douyin)?;
     for d in &args.import_dir {
         if !d.is_dir() {
             return Err(usage(format!(

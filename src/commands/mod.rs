@@ -25,8 +25,10 @@ use pmv_catalog::{Catalog, RunStatus};
 use pmv_core::report::write_run_report;
 use pmv_core::root::{DEFAULT_ROOT, DataRoot};
 use pmv_pipeline::config::Config;
+use pmv_pipeline::source::SourceSettings;
+use pmv_pipeline::source::cookies::CookieJar;
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::cli::{Cli, Command, DouyinArgs, GlobalArgs};
 use pmv_term::exit::Exit;
 use pmv_term::output::outln;
 
@@ -47,6 +49,40 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Pretrain(args) => pretrain::run(&app, args),
         Command::Completions { shell } => completions::run(shell),
     }
+}
+
+/// The sources' settings: the configuration's `[sources]`, with the Douyin
+/// User-Agent and cookie file of the command line (else of the configuration).
+pub fn source_settings(app: &App, douyin: &DouyinArgs) -> Result<SourceSettings> {
+    let mut sources = SourceSettings::from_config(&app.config.sources)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if let Some(ua) = &douyin.douyin_user_agent {
+        sources.douyin_user_agent = ua.clone();
+    }
+    if let Some(path) = douyin
+        .cookies
+        .as_ref()
+        .or(app.config.douyin.cookies.as_ref())
+    {
+        let jar = CookieJar::load(path)?;
+        tracing::info!(
+            file = %path.display(),
+            cookies = jar.cookies().len(),
+            expired = jar.expired,
+            "Douyin cookie file read"
+        );
+        if jar.is_empty() {
+            // Other sources still work: the run goes on, Douyin lookups without cookies.
+            tracing::warn!(
+                file = %path.display(),
+                expired = jar.expired,
+                "the cookie file holds no unexpired cookie: export it again"
+            );
+        } else {
+            sources.douyin_cookies = Some(Arc::new(jar));
+        }
+    }
+    Ok(sources)
 }
 
 /// A flag that SIGINT or SIGTERM sets: the first asks the command for a clean stop (it

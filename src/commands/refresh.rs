@@ -25,7 +25,6 @@ mod with_media {
     use pmv_core::size::parse_size;
     use pmv_pipeline::fetch::{FetchOptions, FetchSettings};
     use pmv_pipeline::refresh::{self, RefreshOptions};
-    use pmv_pipeline::source::SourceSettings;
 
     use crate::cli::RefreshArgs;
     use crate::commands::App;
@@ -71,8 +70,7 @@ mod with_media {
             }
             plan.verify_fraction = f;
         }
-        let sources = SourceSettings::from_config(&app.config.sources)
-            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let sources = crate::commands::source_settings(app, &args.douyin)?;
         let mut settings = FetchSettings::from_config(&app.config.fetch);
         settings.allow_private_hosts |= args.allow_private_hosts;
         let cancel = crate::commands::stop_on_signals()?;

@@ -24,8 +24,7 @@ const LISTED_FAILURES: usize = 100;
 
 pub fn run(app: &App, args: ResolveArgs) -> Result<Exit> {
     let settings = FetchSettings::from_config(&app.config.fetch);
-    let sources = SourceSettings::from_config(&app.config.sources)
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let sources = crate::commands::source_settings(app, &args.douyin)?;
     match &args.dataset {
         Some(name) => dataset(app, &args, name, &settings, &sources),
         None => links(app, &args, &settings, &sources),

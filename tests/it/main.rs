@@ -6,6 +6,7 @@
 mod cli;
 #[cfg(all(feature = "media", feature = "train"))]
 mod demo;
+mod douyin_cookies;
 mod fetch;
 mod fetch_api;
 mod fetch_budget;

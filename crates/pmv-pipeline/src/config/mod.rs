@@ -3,7 +3,8 @@
 //! Owns the file's schema and its error messages (with line and column). Command-line
 //! flags override the file; the environment (`PMV_DATA_ROOT`) overrides the file's
 //! `root`, and `PMV_FETCH_*` / `PMV_SOURCES_*` variables override the `[fetch]` and
-//! `[sources]` settings (see [`Config::apply_env`]). Unknown keys are errors, so a
+//! `[sources]` settings and `PMV_DOUYIN_COOKIES` the `[douyin]` cookie file (see
+//! [`Config::apply_env`]). Unknown keys are errors, so a
 //! misspelt setting is never silently ignored.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub struct Config {
     pub fetch: FetchConfig,
     #[serde(default)]
     pub sources: SourcesConfig,
+    /// `[douyin]`: the cookie file Douyin lookups send.
+    #[serde(default)]
+    pub douyin: DouyinConfig,
     /// `[refresh]`: limits of a nightly run.
     #[serde(default)]
     pub refresh: RefreshSettings,
@@ -49,6 +53,15 @@ pub struct Config {
 pub struct IngestConfig {
     /// Hash-split ratios for rows without a split, e.g. `"train=0.9,val=0.1"`.
     pub split_ratios: Option<String>,
+}
+
+/// `[douyin]`: what Douyin lookups send besides the link.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DouyinConfig {
+    /// A Netscape cookie file (as curl and yt-dlp read it) whose Douyin cookies go with
+    /// the item lookups (relative to this file's directory; `--cookies` overrides it).
+    pub cookies: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +116,13 @@ impl Config {
         };
         let root = config.root.map(from_file);
         let local_roots = config.local_roots.into_iter().map(from_file).collect();
+        let douyin = DouyinConfig {
+            cookies: config.douyin.cookies.map(from_file),
+        };
         Ok(Config {
             root,
             local_roots,
+            douyin,
             plan: Some(plan),
             ..config
         })
@@ -113,7 +130,8 @@ impl Config {
 
     /// Overrides `[fetch]` and `[sources]` settings from the environment:
     /// `PMV_FETCH_<KEY>` and `PMV_SOURCES_<KEY>`, the key in upper case
-    /// (`PMV_FETCH_PER_HOST=4`, `PMV_SOURCES_DOUYIN_WEB=http://127.0.0.1:8080`).
+    /// (`PMV_FETCH_PER_HOST=4`, `PMV_SOURCES_DOUYIN_WEB=http://127.0.0.1:8080`), and
+    /// `douyin.cookies` from `PMV_DOUYIN_COOKIES` (a path as given).
     /// `get` reads one variable (`std::env::var` in the binary).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
@@ -204,6 +222,9 @@ impl Config {
             if let Some(v) = get(&name).filter(|v| !v.is_empty()) {
                 *slot = Some(v);
             }
+        }
+        if let Some(v) = get("PMV_DOUYIN_COOKIES").filter(|v| !v.is_empty()) {
+            self.douyin.cookies = Some(PathBuf::from(v));
         }
         self.check().map_err(|message| ConfigError::Env {
             name: "PMV_FETCH_* / PMV_SOURCES_*".into(),
@@ -477,5 +498,26 @@ mod tests {
         );
         let c = Config::parse("", Path::new("c.toml")).unwrap();
         assert!(c.root.is_none());
+        assert!(c.douyin.cookies.is_none());
+    }
+
+    #[test]
+    fn the_douyin_cookie_file_follows_the_config_file_and_the_environment() {
+        let mut c = Config::parse(
+            "[douyin]\ncookies = \"cookies.txt\"\n",
+            Path::new("/srv/pmv/pmv.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.douyin.cookies.as_deref(),
+            Some(Path::new("/srv/pmv/cookies.txt"))
+        );
+        c.apply_env(|k| (k == "PMV_DOUYIN_COOKIES").then(|| "/tmp/c.txt".to_string()))
+            .unwrap();
+        assert_eq!(c.douyin.cookies.as_deref(), Some(Path::new("/tmp/c.txt")));
+        let e = Config::parse("[douyin]\ncookie = \"c\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("cookie"), "{e}");
     }
 }

@@ -526,6 +526,7 @@ async fn request(
             headers,
             follow: true,
             public,
+            cookies: None,
         };
         let r = or_cancel!(ctx, ctx.client.send(&req))?;
         match r.status {

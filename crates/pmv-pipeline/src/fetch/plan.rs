@@ -95,7 +95,7 @@ impl Planner {
                 let Some(last) = rows.last() else { break };
                 after = last.id;
                 for row in &rows {
-                    if row.video.is_none() && self.import_for(row, Role::Video).is_none() {
+                    if row.video.is_none() && self.import_for(row, Role::Video, &[]).is_none() {
                         no_source += 1;
                     }
                     if self.limit.is_some_and(|l| items >= l) {
@@ -200,8 +200,22 @@ impl Planner {
             .collect())
     }
 
-    fn import_for(&self, row: &ItemRow, role: Role) -> Option<&std::path::Path> {
-        self.import.as_ref().and_then(|i| i.find(&row.key, role))
+    /// The file of an import folder for an item's role: named by the item id, else by
+    /// the Douyin id one of its Douyin links names (as yt-dlp names its downloads).
+    fn import_for(
+        &self,
+        row: &ItemRow,
+        role: Role,
+        sources: &[Locator],
+    ) -> Option<&std::path::Path> {
+        let index = self.import.as_ref()?;
+        index.find(&row.key, role).or_else(|| {
+            sources
+                .iter()
+                .filter(|l| l.kind == crate::source::SourceKind::Douyin)
+                .filter_map(|l| crate::source::douyin::link_id(&l.location))
+                .find_map(|id| index.find(&id, role))
+        })
     }
 
     /// Whether a file is due, and its list of sources.
@@ -220,7 +234,7 @@ impl Planner {
             },
             None => vec![],
         };
-        let import = self.import_for(row, role).is_some();
+        let import = self.import_for(row, role, &sources).is_some();
         if sources.is_empty() && !import {
             return None;
         }
@@ -291,7 +305,7 @@ impl Planner {
         // A corrupt file that came from an import folder is not imported again.
         let from_import = prior.state.as_deref() == Some("corrupt") && prior.source_rank.is_none();
         let import = self
-            .import_for(row, role)
+            .import_for(row, role, &sources)
             .filter(|_| !from_import)
             .map(|p| p.to_owned());
         let mut job = Job {

@@ -9,9 +9,10 @@
 //! server, whether a URL names the address or a name resolves to it), redirects
 //! (followed here, one hop at a time, so that every hop is checked, paced by its own
 //! host and bounded in number, with loops detected), connect and idle-read timeouts,
-//! the minimum throughput of a body, and the mapping of client errors onto the failure
-//! taxonomy. A 429 or 503 slows its host down through [`Politeness`]. It never writes
-//! a file and never touches the catalog.
+//! the minimum throughput of a body, cookies (a request's cookies go to its own host
+//! only, never across a redirect to another, as a header marked sensitive), and the
+//! mapping of client errors onto the failure taxonomy. A 429 or 503 slows its host
+//! down through [`Politeness`]. It never writes a file and never touches the catalog.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use super::failure::{ErrorClass, Failure, parse_retry_after};
 use super::politeness::Politeness;
 use super::settings::FetchSettings;
 use crate::net::reach::{self, Reach};
+use crate::source::cookies::CookieJar;
 use pmv_core::redact::show_url;
 
 /// Longest URL accepted, in bytes (as for manifests).
@@ -96,6 +98,9 @@ pub struct Request<'a> {
     /// The URL came from a public server's answer (an API answer, a listing): it may
     /// not name, nor resolve to, an internal address.
     pub public: bool,
+    /// Cookies for the request's own host: the matching ones go with it and with
+    /// redirects to that same host, never to another.
+    pub cookies: Option<&'a CookieJar>,
 }
 
 impl<'a> Request<'a> {
@@ -107,6 +112,7 @@ impl<'a> Request<'a> {
             headers: &[],
             follow: true,
             public: false,
+            cookies: None,
         }
     }
 }
@@ -431,6 +437,14 @@ impl Client {
             if !ua_set {
                 rb = rb.header(header::USER_AGENT, self.user_agent.as_str());
             }
+            if let Some(jar) = req.cookies
+                && host_key(&url) == host_key(&req.url)
+                && let Some(cookie) = jar.header_for(&url)
+                && let Ok(mut v) = header::HeaderValue::from_str(&cookie)
+            {
+                v.set_sensitive(true);
+                rb = rb.header(header::COOKIE, v);
+            }
             let resp = match tokio::time::timeout(self.idle, rb.send()).await {
                 Err(_) => {
                     return Err(Failure::new(
@@ -524,6 +538,16 @@ impl Client {
         url: &Url,
         headers: &[(String, String)],
     ) -> Result<Option<Url>, Failure> {
+        self.location_with(url, headers, None).await
+    }
+
+    /// [`Client::location`], with `cookies` for the URL's host.
+    pub async fn location_with(
+        &self,
+        url: &Url,
+        headers: &[(String, String)],
+        cookies: Option<&CookieJar>,
+    ) -> Result<Option<Url>, Failure> {
         let req = Request {
             url: url.clone(),
             range_from: Some(0),
@@ -531,6 +555,7 @@ impl Client {
             headers,
             follow: false,
             public: false,
+            cookies,
         };
         let resp = self.send(&req).await?;
         if matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
@@ -550,6 +575,17 @@ impl Client {
         headers: &[(String, String)],
         max: usize,
     ) -> Result<Document, Failure> {
+        self.get_text_with(url, headers, None, max).await
+    }
+
+    /// [`Client::get_text`], with `cookies` for the URL's host (and redirects to it).
+    pub async fn get_text_with(
+        &self,
+        url: &Url,
+        headers: &[(String, String)],
+        cookies: Option<&CookieJar>,
+        max: usize,
+    ) -> Result<Document, Failure> {
         let req = Request {
             url: url.clone(),
             range_from: None,
@@ -557,6 +593,7 @@ impl Client {
             headers,
             follow: true,
             public: false,
+            cookies,
         };
         let resp = self.send(&req).await?;
         if let Some(f) = resp.failure() {

@@ -12,10 +12,17 @@
 //! `play`. A removed, private or blocked item (`filter_list[].filter_reason`,
 //! `detail_msg`) is a permanent `removed` failure carrying the platform's reason. Play
 //! links need no lookup: the download follows their redirect to the CDN.
+//!
+//! Every Douyin request carries the configured User-Agent (`sources.douyin_user_agent`).
+//! A cookie file's cookies ([`super::cookies`]) go only with the share-link redirect
+//! and the item lookups, and only to a Douyin host ([`cookie_host`]: `douyin.com`,
+//! `iesdouyin.com` and their subdomains, or the configured `douyin_short` /
+//! `douyin_web` base); never to play links, the CDN, or any other source's host.
 
 use serde_json::Value;
 use url::Url;
 
+use super::cookies::{CookieJar, domain_matches};
 use super::{Offline, Resolved, Resolver, SourceKind, SourceSettings, Target, rebase};
 use crate::net::client::host_key;
 use crate::net::{ErrorClass, Failure};
@@ -93,6 +100,18 @@ pub fn parse(url: &Url) -> Result<Link, Failure> {
     Err(unsupported(
         "not a Douyin play link, share link or video page",
     ))
+}
+
+/// The platform's id a link names without any lookup: the item (aweme) id of a
+/// video or share page, the video id of a play link; `None` for a share link (its
+/// redirect names the item) and for anything else. Files downloaded by other tools are
+/// named by it (yt-dlp's `%(id)s` is the aweme id), so `--import-dir` finds them.
+pub fn link_id(location: &str) -> Option<String> {
+    match parse(&Url::parse(location).ok()?).ok()? {
+        Link::Aweme { id } => Some(id),
+        Link::Play { video_id } => Some(video_id),
+        Link::Short { .. } => None,
+    }
 }
 
 /// Words the app's share text carries around its link.
@@ -184,6 +203,31 @@ fn short_url(url: &Url, s: &SourceSettings) -> Url {
     }
 }
 
+/// Whether a request to `url` may carry Douyin cookies: the host is Douyin's own
+/// (`douyin.com`, `iesdouyin.com`, their subdomains) or the host and port of the
+/// configured `douyin_short` or `douyin_web` base (how a mirror or a test server
+/// stands in for Douyin). Play and CDN hosts are not cookie hosts.
+pub fn cookie_host(url: &Url, s: &SourceSettings) -> bool {
+    let host = url.host_str().unwrap_or("");
+    ["douyin.com", "iesdouyin.com"]
+        .iter()
+        .any(|d| domain_matches(host, d, true))
+        || [s.douyin_short.as_ref(), Some(&s.douyin_web)]
+            .into_iter()
+            .flatten()
+            .any(|base| base.scheme() == url.scheme() && host_key(base) == host_key(url))
+}
+
+/// The cookies a request to `url` carries (see [`cookie_host`]).
+fn cookies_for<'a>(url: &Url, s: &'a SourceSettings) -> Option<&'a CookieJar> {
+    s.douyin_cookies.as_deref().filter(|_| cookie_host(url, s))
+}
+
+/// The User-Agent header every Douyin request carries.
+fn user_agent(s: &SourceSettings) -> Vec<(String, String)> {
+    vec![("User-Agent".to_owned(), s.douyin_user_agent.clone())]
+}
+
 /// One cookie-free way to look an item up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -245,7 +289,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
     let id = match link {
         Link::Play { video_id } => {
             let play = play_url(url, s);
-            if probe && let Some(cdn) = r.client().location(&play, &[]).await? {
+            if probe && let Some(cdn) = r.client().location(&play, &user_agent(s)).await? {
                 trail.push(format!("play link redirects to {cdn}"));
             }
             return Ok(Resolved {
@@ -253,7 +297,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                 canonical_id: Some(video_id),
                 target: Target::Http {
                     url: play,
-                    headers: vec![],
+                    headers: user_agent(s),
                     from_public: false,
                 },
                 via: "play-link",
@@ -263,10 +307,9 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
         }
         Link::Short { .. } => {
             let short = short_url(url, s);
-            let headers = [("User-Agent".to_owned(), s.douyin_user_agent.clone())];
             let next = r
                 .client()
-                .location(&short, &headers)
+                .location_with(&short, &user_agent(s), cookies_for(&short, s))
                 .await?
                 .ok_or_else(|| {
                     Failure::new(
@@ -307,7 +350,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                     )
                 })?;
                 let mut target = play.clone();
-                if probe && let Some(cdn) = r.client().location(&play, &[]).await? {
+                if probe && let Some(cdn) = r.client().location(&play, &user_agent(s)).await? {
                     trail.push(format!("play address redirects to {cdn}"));
                     target = cdn;
                 }
@@ -316,7 +359,7 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
                     canonical_id: Some(id),
                     target: Target::Http {
                         url: target,
-                        headers: vec![],
+                        headers: user_agent(s),
                         from_public,
                     },
                     via: lookup.name(),
@@ -365,11 +408,15 @@ pub async fn resolve(r: &Resolver, url: &Url, probe: bool) -> Result<Resolved, F
 async fn ask(r: &Resolver, lookup: Lookup, id: &str) -> (Answer, bool) {
     let s = r.settings();
     let url = lookup.url(id, s);
-    let mut headers = vec![("User-Agent".to_owned(), s.douyin_user_agent.clone())];
+    let mut headers = user_agent(s);
     if lookup == Lookup::SlidesInfo {
         headers.push(("Accept".to_owned(), "application/json".to_owned()));
     }
-    let (text, public) = match r.client().get_text(&url, &headers, MAX_ANSWER).await {
+    let (text, public) = match r
+        .client()
+        .get_text_with(&url, &headers, cookies_for(&url, s), MAX_ANSWER)
+        .await
+    {
         Ok(d) => (d.text, d.public),
         Err(f) => return (Answer::Nothing(f), false),
     };
@@ -623,6 +670,25 @@ mod tests {
     }
 
     #[test]
+    fn link_ids_need_no_lookup() {
+        assert_eq!(
+            link_id("https://www.douyin.com/video/7123456789012345678").as_deref(),
+            Some("7123456789012345678")
+        );
+        assert_eq!(
+            link_id("https://www.douyin.com/discover?modal_id=7123").as_deref(),
+            Some("7123")
+        );
+        assert_eq!(
+            link_id("https://aweme.snssdk.com/aweme/v1/play/?video_id=v0abc").as_deref(),
+            Some("v0abc")
+        );
+        assert_eq!(link_id("https://v.douyin.com/iRNBho6u/"), None);
+        assert_eq!(link_id("https://www.douyin.com/user/MS4"), None);
+        assert_eq!(link_id("not a url"), None);
+    }
+
+    #[test]
     fn share_text_gives_its_one_link() {
         let text = "7.43 pda:/ 让你在几秒钟之内记住我 https://v.douyin.com/L5pbfdP/ \
                     复制此链接，打开Dou音搜索，直接观看视频！";
@@ -680,6 +746,41 @@ mod tests {
         );
         assert_eq!(o.host, "127.0.0.1:8");
         assert_eq!(o.canonical_id.as_deref(), Some("v0abc"));
+    }
+
+    #[test]
+    fn cookies_go_only_to_douyin_hosts_and_the_configured_lookup_bases() {
+        let s = SourceSettings {
+            douyin_web: Url::parse("http://127.0.0.1:9/dy").unwrap(),
+            douyin_short: Some(Url::parse("http://127.0.0.1:10").unwrap()),
+            douyin_play: Some(Url::parse("http://127.0.0.1:8").unwrap()),
+            ..SourceSettings::default()
+        };
+        let yes = |u: &str| cookie_host(&Url::parse(u).unwrap(), &s);
+        for u in [
+            "https://www.douyin.com/video/1",
+            "https://douyin.com/",
+            "https://v.douyin.com/AbC/",
+            "https://www.iesdouyin.com/share/video/1/",
+            "http://127.0.0.1:9/dy/share/video/1/",
+            "http://127.0.0.1:10/AbC/",
+        ] {
+            assert!(yes(u), "{u}");
+        }
+        for u in [
+            "http://127.0.0.1:8/aweme/v1/play/?video_id=v0",
+            "https://aweme.snssdk.com/aweme/v1/play/?video_id=v0",
+            "https://v26.douyinvod.com/a/video.mp4",
+            "https://notdouyin.com/",
+            "https://douyin.com.evil.net/",
+            "https://api.onedrive.com/v1.0/shares",
+            "http://127.0.0.1:11/",
+            "https://127.0.0.1:9/dy/",
+        ] {
+            assert!(!yes(u), "{u}");
+        }
+        // Without a cookie file nothing is sent anywhere.
+        assert!(cookies_for(&Url::parse("https://www.douyin.com/").unwrap(), &s).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! comes from [`SourceSettings`], so a mirror or a test server can stand in. Resolvers
 //! never download a file body and never touch the catalog; the fetch stage does both.
 
+pub mod cookies;
 pub mod direct;
 pub mod douyin;
 mod expected;
@@ -39,7 +40,7 @@ pub struct SourcesConfig {
     pub douyin_web: Option<String>,
     /// Replaces the scheme and host of Douyin play links (`/aweme/v1/play/`).
     pub douyin_play: Option<String>,
-    /// User-Agent for Douyin share pages (a mobile browser).
+    /// User-Agent of every Douyin request (a mobile browser).
     pub douyin_user_agent: Option<String>,
     /// The OneDrive API root of the fallback path, asked without credentials
     /// [default: `https://api.onedrive.com/v1.0`].
@@ -67,8 +68,10 @@ pub struct SourceSettings {
     pub douyin_web: Url,
     /// Replaces the scheme, host and port of Douyin play links, when set.
     pub douyin_play: Option<Url>,
-    /// The User-Agent of Douyin share pages (a mobile browser: the cookie-free page).
+    /// The User-Agent of every Douyin request (a mobile browser: the cookie-free page).
     pub douyin_user_agent: String,
+    /// Cookies sent with Douyin lookups (`--cookies`, `douyin.cookies`).
+    pub douyin_cookies: Option<Arc<cookies::CookieJar>>,
     /// The OneDrive API root of the fallback path.
     pub onedrive_api: Url,
     /// Replaces the scheme, host and port of `1drv.ms` short links, when set.
@@ -92,6 +95,7 @@ impl Default for SourceSettings {
             douyin_user_agent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) \
                  AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
                 .into(),
+            douyin_cookies: None,
             onedrive_api: Url::parse("https://api.onedrive.com/v1.0").expect("valid"),
             onedrive_short: None,
             onedrive_badger_token: Url::parse("https://api-badgerp.svc.ms/v1.0/token")
@@ -119,6 +123,7 @@ impl SourceSettings {
             douyin_web: url("douyin_web", &c.douyin_web)?.unwrap_or(d.douyin_web),
             douyin_play: url("douyin_play", &c.douyin_play)?,
             douyin_user_agent: c.douyin_user_agent.clone().unwrap_or(d.douyin_user_agent),
+            douyin_cookies: None,
             onedrive_api: url("onedrive_api", &c.onedrive_api)?.unwrap_or(d.onedrive_api),
             onedrive_short: url("onedrive_short", &c.onedrive_short)?,
             onedrive_badger_token: url("onedrive_badger_token", &c.onedrive_badger_token)?

@@ -112,6 +112,7 @@ impl Api<'_> {
                 // A token goes to the configured host only.
                 follow: token.is_none(),
                 public: false,
+                cookies: None,
             };
             let resp = self.r.client().send(&req).await?;
             if let Some(t) = token {
@@ -461,6 +462,7 @@ async fn follow_short(r: &Resolver, share: &Url) -> Result<Option<String>, Failu
             headers: &[],
             follow: false,
             public,
+            cookies: None,
         };
         let resp = r.client().send(&req).await?;
         if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
