@@ -2,7 +2,7 @@
 //! beside the split's shards (`<split>/index.json` and `<split>/classes.txt`) from what
 //! the catalog records, so that a reader knows what a split holds without SQLite.
 //!
-//! [`write`] lists exactly the live shards the catalog lists (a replaced shard never),
+//! [`write()`] lists exactly the live shards the catalog lists (a replaced shard never),
 //! with their sample counts, and replaces both files atomically (temporary file, fsync,
 //! rename, directory fsync). The shard stage calls it after every shard it commits and
 //! at the end of every run and rebuild. The shapes of the files are
@@ -48,7 +48,7 @@ pub enum IndexError {
     },
 }
 
-/// The dataset and recipe whose splits [`write`] describes.
+/// The dataset and recipe whose splits [`write()`] describes.
 #[derive(Debug, Clone)]
 pub struct IndexTarget<'a> {
     pub dataset_id: i64,
