@@ -45,6 +45,8 @@ mod refresh;
 #[cfg(feature = "media")]
 mod shard_codec;
 #[cfg(feature = "media")]
+mod shard_index;
+#[cfg(feature = "media")]
 mod shard_media;
 #[cfg(feature = "media")]
 mod shard_run;

@@ -80,6 +80,7 @@ fn shard(env: &Env, args: &[&str]) -> (i32, serde_json::Value, String) {
     (out.code, doc, out.stderr)
 }
 
+/// The shard files (`.tar`) under the root, by path, with their bytes.
 fn shard_files(env: &Env) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![];
     let base = env.root.join("shards");
@@ -92,7 +93,7 @@ fn shard_files(env: &Env) -> Vec<(String, Vec<u8>)> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if p.extension().is_some_and(|e| e == "tar") {
                 let rel = p
                     .strip_prefix(&env.root)
                     .unwrap()

@@ -338,6 +338,67 @@ impl Catalog {
         rows.into_iter().map(|row| self.with_index(row)).collect()
     }
 
+    /// The live shards of a dataset and recipe, in split and sequence order, without
+    /// their member index: what a split's shard index lists. A shard whose sample rows
+    /// are not as many as it says it holds is an error naming it.
+    pub fn live_shard_rows(&self, dataset_id: i64, recipe_id: &str) -> Result<Vec<ShardRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {SHARD_COLUMNS}, \
+                   (SELECT count(*) FROM samples x WHERE x.shard_id = s.id) \
+                 FROM shards s JOIN datasets d ON d.id = s.dataset_id \
+                 WHERE s.dataset_id = ?1 AND s.recipe_id = ?2 AND s.state = 'live' \
+                 ORDER BY s.split, s.seq"
+            ))
+            .map_err(|e| self.sql(e))?;
+        let rows: Vec<(ShardRow, i64)> = stmt
+            .query_map(params![dataset_id, recipe_id], |r| {
+                Ok((shard_from_row(r)?, r.get(11)?))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(row, recorded)| {
+                if recorded == row.samples {
+                    Ok(row)
+                } else {
+                    Err(self.invalid(format!(
+                        "shard {} ({}): {recorded} samples recorded, {} expected",
+                        row.id, row.path, row.samples
+                    )))
+                }
+            })
+            .collect()
+    }
+
+    /// How many samples of each label the live shards of a dataset and recipe hold,
+    /// per split: `(split, label, samples)` by split then label (`None`, samples of
+    /// items without a label, first). A sample's label is its item's first class id
+    /// (the one its `.cls` member holds).
+    pub fn live_label_counts(
+        &self,
+        dataset_id: i64,
+        recipe_id: &str,
+    ) -> Result<Vec<(String, Option<u32>, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.split, x.label, count(*) FROM samples x \
+                 JOIN shards s ON s.id = x.shard_id \
+                 WHERE s.dataset_id = ?1 AND s.recipe_id = ?2 AND s.state = 'live' \
+                 GROUP BY s.split, x.label ORDER BY s.split, x.label",
+            )
+            .map_err(|e| self.sql(e))?;
+        stmt.query_map(params![dataset_id, recipe_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(|e| self.sql(e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| self.sql(e))
+    }
+
     /// Reads the member index of `row`'s samples in sample order and checks that there
     /// are as many as the shard holds.
     fn with_index<M: DeserializeOwned>(&self, row: ShardRow) -> Result<IndexedShard<M>> {
@@ -789,12 +850,35 @@ mod tests {
             [("a".to_owned(), None), ("b".to_owned(), None)]
         );
 
+        let rows = c.live_shard_rows(dataset_id, &recipe_id).unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.split.as_str(), r.samples))
+                .collect::<Vec<_>>(),
+            [("train", 2), ("val", 2)]
+        );
+        assert_eq!(
+            c.live_label_counts(dataset_id, &recipe_id).unwrap(),
+            [
+                ("train".to_owned(), Some(0), 1),
+                ("train".to_owned(), Some(1), 1),
+                ("val".to_owned(), Some(0), 1),
+                ("val".to_owned(), Some(1), 1)
+            ]
+        );
+        assert!(c.live_shard_rows(dataset_id, "other").unwrap().is_empty());
+
         // A shard that says it holds more samples than are recorded is refused.
         c.conn
             .execute("UPDATE shards SET samples = 3 WHERE split = 'val'", [])
             .unwrap();
         let e = c
             .live_shards::<String>(dataset_id, &recipe_id, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 samples recorded, 3 expected"), "{e}");
+        let e = c
+            .live_shard_rows(dataset_id, &recipe_id)
             .unwrap_err()
             .to_string();
         assert!(e.contains("2 samples recorded, 3 expected"), "{e}");

@@ -2,12 +2,14 @@
 //!
 //! Owns the decoding pipeline that feeds the shard writer (`pipeline`, with the media
 //! layer), the stage that picks the work, writes and registers shards ([`run`],
-//! [`rebuild_shard`]), what the catalog says is left to shard ([`work`]) and the
-//! quarantine of corrupt videos. The shard bytes themselves are `pmv_shard`'s; what a
+//! [`rebuild_shard`]), what the catalog says is left to shard ([`work`]), the shard
+//! index and class list beside each split's shards ([`index`]) and the quarantine of
+//! corrupt videos. The shard bytes themselves are `pmv_shard`'s; what a
 //! sample holds is [`pmv_core::frame_recipe`]; the rows of recipes, shards and samples are
 //! read and written through `pmv_catalog` (its shards module), never here. Only [`work`]
-//! compiles without the `media` feature.
+//! and [`index`] compile without the `media` feature.
 
+pub mod index;
 #[cfg(feature = "media")]
 mod pipeline;
 #[cfg(feature = "media")]
@@ -22,6 +24,7 @@ pub use pmv_shard::{
     ShardSummary, ShardWriter, format, reader, sample_key,
 };
 
+pub use index::{IndexError, IndexTarget};
 #[cfg(feature = "media")]
 pub use pipeline::Stop;
 #[cfg(feature = "media")]

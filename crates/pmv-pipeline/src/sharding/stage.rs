@@ -10,8 +10,10 @@
 //! shard, which the next run removes before it starts. A video that does not decode, or
 //! that the media layer refuses before decoding (forged tables, over 8K), goes to
 //! quarantine ([`super::quarantine`]) and never reaches a shard. [`rebuild_shard`]
-//! writes a damaged shard again from its videos under a new name. This module never
-//! rewrites a recorded shard and never deletes a video.
+//! writes a damaged shard again from its videos under a new name. After every shard it
+//! records, and at the end of every run and rebuild, the split's `index.json` and
+//! `classes.txt` are written again from the catalog ([`super::index`]). This module
+//! never rewrites a recorded shard and never deletes a video.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufWriter;
@@ -22,6 +24,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::index::{self, IndexError, IndexTarget};
 use super::pipeline::{self, Decoded, EngineOptions, Stop};
 use super::quarantine::{QuarantineError, Quarantined, quarantine};
 use super::work::{self, Work};
@@ -51,6 +54,8 @@ pub enum ShardRunError {
     FrameRecipe(#[from] FrameRecipeError),
     #[error(transparent)]
     Quarantine(#[from] QuarantineError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -144,6 +149,10 @@ pub struct ShardReport {
     pub stopped: Option<Stop>,
     /// Files of killed runs removed before starting (temporary or unrecorded shards).
     pub removed_leftovers: Vec<String>,
+    /// The shard index of every split with live shards of the recipe
+    /// (`<split>/index.json`, beside `<split>/classes.txt`), relative to the data root,
+    /// as written at the end of the run.
+    pub indexes: Vec<String>,
     pub decode: DecodeStats,
     /// Frames decoded per frame kept.
     pub decode_ratio: f64,
@@ -508,6 +517,7 @@ pub fn run(
         not_started: 0,
         stopped: None,
         removed_leftovers,
+        indexes: vec![],
         decode: DecodeStats::default(),
         decode_ratio: 0.0,
         bytes_written: 0,
@@ -521,6 +531,12 @@ pub fn run(
         Some(work.len() as u64),
         Unit::Items,
     );
+    let target = IndexTarget {
+        dataset_id: dataset.id,
+        dataset: &dataset.name,
+        multi_label: dataset.multi_label,
+        recipe: &recipe,
+    };
     let mut open: BTreeMap<String, OpenShard> = BTreeMap::new();
     let mut seqs: HashMap<String, i64> = HashMap::new();
     let engine = EngineOptions {
@@ -600,7 +616,7 @@ pub fn run(
             report.samples += 1;
             if shard.len() >= per_shard {
                 let mut shard = open.remove(split).expect("present");
-                close(catalog, dataset.id, &recipe_id, &mut shard, &mut report)?;
+                close(root, catalog, &target, &mut shard, &mut report)?;
             }
         }
         report.videos_sharded += 1;
@@ -618,10 +634,12 @@ pub fn run(
     // Close what is open, short or not.
     for (_, mut shard) in std::mem::take(&mut open) {
         if shard.len() > 0 {
-            close(catalog, dataset.id, &recipe_id, &mut shard, &mut report)?;
+            close(root, catalog, &target, &mut shard, &mut report)?;
         }
     }
     reporter.end();
+    // Also when nothing was written: shards of older runs get their index.
+    report.indexes = index::write(root, catalog, &target)?;
     report.not_started = work.len() - summary.started;
     report.stopped = summary.stopped;
     report.jobs = summary.jobs;
@@ -636,15 +654,25 @@ pub fn run(
     Ok(report)
 }
 
+/// Seals, records and reports a shard, then writes its split's index again.
 fn close(
+    root: &DataRoot,
     catalog: &mut Catalog,
-    dataset_id: i64,
-    recipe_id: &str,
+    target: &IndexTarget<'_>,
     shard: &mut OpenShard,
     report: &mut ShardReport,
 ) -> Result<(), ShardRunError> {
     let (bytes, sha256) = shard.seal()?;
-    let id = match commit_shard(catalog, dataset_id, recipe_id, shard, bytes, &sha256, None) {
+    let recipe_id = target.recipe.id();
+    let id = match commit_shard(
+        catalog,
+        target.dataset_id,
+        &recipe_id,
+        shard,
+        bytes,
+        &sha256,
+        None,
+    ) {
         Ok(id) => id,
         Err(e) => {
             // Not recorded: the file must not stay under its final name.
@@ -663,6 +691,7 @@ fn close(
         bytes,
         sha256,
     });
+    index::write(root, catalog, target)?;
     Ok(())
 }
 
@@ -674,6 +703,10 @@ pub struct RebuildReport {
     /// The rebuilt bytes hash to what the catalog recorded for the old shard (same
     /// videos, same FFmpeg): the repair restored the original exactly.
     pub identical: bool,
+    /// The shard index of every split of the shard's dataset and recipe, written again
+    /// (the old shard no longer listed, the new one in its place), relative to the data
+    /// root.
+    pub indexes: Vec<String>,
     pub decode: DecodeStats,
     #[serde(rename = "duration_s")]
     pub seconds: f64,
@@ -783,8 +816,22 @@ pub fn rebuild_shard(
         }
     };
     tracing::info!(old = %old.path, new = %shard.rel, "shard rebuilt");
+    let dataset = catalog
+        .dataset(&old.dataset)?
+        .ok_or_else(|| ShardRunError::NoDataset(old.dataset.clone()))?;
+    let indexes = index::write(
+        root,
+        catalog,
+        &IndexTarget {
+            dataset_id: old.dataset_id,
+            dataset: &old.dataset,
+            multi_label: dataset.multi_label,
+            recipe: &recipe,
+        },
+    )?;
     Ok(RebuildReport {
         identical: sha256 == old.sha256,
+        indexes,
         old: ShardRecord {
             id: old.id,
             split: old.split.clone(),
