@@ -53,6 +53,8 @@ pub enum DataError {
     },
     #[error("class list {path}: {message}")]
     Classes { path: PathBuf, message: String },
+    #[error("shard index {path}: {message}")]
+    Index { path: PathBuf, message: String },
 }
 
 /// Where a run's data comes from; recorded in the run so eval finds the same data.
@@ -342,11 +344,17 @@ pub fn shards_split(spec: &str, split: &str, primary: bool) -> Result<SplitData,
             })
             .collect()
     } else if path.is_dir() && path.join(split).is_dir() {
+        if let Some(indexed) = indexed_split(&path.join(split), split)? {
+            return Ok(indexed);
+        }
         list_dir(&path.join(split))?
             .into_iter()
             .filter(|p| is_tar(p))
             .collect()
     } else if path.is_dir() && primary {
+        if let Some(indexed) = indexed_split(path, split)? {
+            return Ok(indexed);
+        }
         list_dir(path)?.into_iter().filter(|p| is_tar(p)).collect()
     } else if is_tar(path) && primary {
         vec![path.to_owned()]
@@ -372,6 +380,65 @@ pub fn shards_split(spec: &str, split: &str, primary: bool) -> Result<SplitData,
             })
             .collect(),
     })
+}
+
+/// The shards a split folder's `index.json` lists (the live ones, in order, with the
+/// checksums and sample counts the shard stage recorded), or `None` when the folder has
+/// no index. A folder may also hold shards a rebuild replaced; only the index knows.
+/// Every listed name must be a `.tar` file in the folder itself.
+fn indexed_split(dir: &Path, split: &str) -> Result<Option<SplitData>, DataError> {
+    let path = dir.join(pmv_shard::index::INDEX_FILE);
+    let text = match fs_err::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(DataError::Io { path, source }),
+    };
+    let bad = |message: String| DataError::Index {
+        path: path.clone(),
+        message,
+    };
+    // Only wids's keys are read, so an index another tool wrote works too.
+    #[derive(Deserialize)]
+    struct Index {
+        #[serde(rename = "__kind__")]
+        kind: String,
+        shardlist: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        url: String,
+        nsamples: u64,
+        sha256: Option<String>,
+    }
+    let index: Index = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if index.kind != pmv_shard::index::INDEX_KIND {
+        return Err(bad(format!("__kind__ {:?} is not a shard index", index.kind)));
+    }
+    let mut shards = Vec::with_capacity(index.shardlist.len());
+    for entry in &index.shardlist {
+        let name = Path::new(&entry.url);
+        let plain = name.components().count() == 1
+            && matches!(name.components().next(), Some(std::path::Component::Normal(_)));
+        if !plain || !is_tar(name) {
+            return Err(bad(format!(
+                "{:?} is not the name of a .tar file beside the index",
+                entry.url
+            )));
+        }
+        shards.push(ShardRef {
+            path: dir.join(name),
+            sha256: entry.sha256.clone(),
+            samples: usize::try_from(entry.nsamples).ok(),
+            index: None,
+        });
+    }
+    if shards.is_empty() {
+        return Err(bad("it lists no shards".into()));
+    }
+    Ok(Some(SplitData {
+        split: split.to_owned(),
+        shards,
+    }))
 }
 
 /// A class list file: one name per line, or `id,name` / `name,id` CSV lines.
@@ -410,18 +477,18 @@ pub fn read_class_file(path: &Path) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
-/// `classes.txt` beside shards named by `spec` (in the directory, or in the parent of
-/// a glob's directory or a split directory).
-pub fn find_class_file(spec: &str) -> Option<PathBuf> {
+/// `classes.txt` beside shards named by `spec`: in the directory (or a glob's), in its
+/// `split` folder (where the shard stage writes it), or in the directory's parent.
+pub fn find_class_file(spec: &str, split: &str) -> Option<PathBuf> {
     let path = Path::new(spec);
     let dir = if path.is_dir() {
         path.to_owned()
     } else {
         path.parent()?.to_owned()
     };
-    [dir.join("classes.txt"), dir.parent()?.join("classes.txt")]
-        .into_iter()
-        .find(|p| p.is_file())
+    let mut candidates = vec![dir.join("classes.txt"), dir.join(split).join("classes.txt")];
+    candidates.extend(dir.parent().map(|p| p.join("classes.txt")));
+    candidates.into_iter().find(|p| p.is_file())
 }
 
 /// A shard that could not be used, and how many samples that cost (when known).
@@ -504,5 +571,56 @@ mod tests {
         );
         std::fs::write(&p, "\n").unwrap();
         assert!(read_class_file(&p).is_err());
+    }
+
+    /// A split folder with an index is read through it: the shard a rebuild replaced
+    /// is left out, the recorded checksums come along, and a listed name that leaves
+    /// the folder is refused.
+    #[test]
+    fn split_folders_are_read_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let split = dir.path().join("train");
+        std::fs::create_dir(&split).unwrap();
+        for f in ["train-000001.tar", "train-000002.tar", "train-000003.tar"] {
+            std::fs::write(split.join(f), b"").unwrap();
+        }
+        std::fs::write(split.join("classes.txt"), "walk\nrun\n").unwrap();
+        let spec = dir.path().to_str().unwrap();
+        let names = |d: &SplitData| -> Vec<String> {
+            d.shards
+                .iter()
+                .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        // Without an index, every .tar file.
+        assert_eq!(names(&shards_split(spec, "train", true).unwrap()).len(), 3);
+        let index = |url: &str| {
+            serde_json::json!({
+                "__kind__": "wids-shard-index-v1", "wids_version": 1, "name": "d/r/train",
+                "shardlist": [
+                    {"url": "train-000001.tar", "nsamples": 7, "sha256": "ab"},
+                    {"url": url, "nsamples": 2},
+                ],
+            })
+            .to_string()
+        };
+        std::fs::write(split.join("index.json"), index("train-000003.tar")).unwrap();
+        for spec in [spec.to_owned(), split.to_str().unwrap().to_owned()] {
+            let d = shards_split(&spec, "train", true).unwrap();
+            assert_eq!(names(&d), ["train-000001.tar", "train-000003.tar"]);
+            assert_eq!(d.shards[0].sha256.as_deref(), Some("ab"));
+            assert_eq!(d.shards[0].samples, Some(7));
+            assert_eq!(d.shards[1].sha256, None);
+        }
+        for hostile in ["../x.tar", "/etc/x.tar", "sub/x.tar", "index.json"] {
+            std::fs::write(split.join("index.json"), index(hostile)).unwrap();
+            let e = shards_split(spec, "train", true).unwrap_err().to_string();
+            assert!(e.contains("index.json") && e.contains(hostile), "{e}");
+        }
+        // classes.txt in the split folder is found from the folder above it.
+        assert_eq!(
+            find_class_file(spec, "train").unwrap(),
+            split.join("classes.txt")
+        );
     }
 }

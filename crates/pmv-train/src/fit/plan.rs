@@ -112,7 +112,7 @@ pub(super) fn plan_data(args: &TrainArgs, root: &Path) -> Result<DataPlan, Train
         };
         let classes = match &d.classes {
             Some(f) => Some(data::read_class_file(f)?),
-            None => match data::find_class_file(&spec) {
+            None => match data::find_class_file(&spec, &d.train_split) {
                 Some(f) => Some(data::read_class_file(&f)?),
                 None => None,
             },
