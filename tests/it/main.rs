@@ -47,6 +47,8 @@ mod shard_run;
 #[cfg(feature = "media")]
 mod shard_util;
 #[cfg(feature = "train")]
+mod tensorboard;
+#[cfg(feature = "train")]
 mod train;
 mod util;
 #[cfg(feature = "train")]
