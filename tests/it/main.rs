@@ -10,6 +10,7 @@ mod fetch;
 mod fetch_api;
 mod fetch_budget;
 mod fetch_disk;
+mod fetch_dry_run;
 mod fetch_faults;
 mod fetch_kill;
 mod fetch_private;
