@@ -210,10 +210,9 @@ fn dry_run(app: &App, args: &FetchArgs) -> Result<Exit> {
     }
     let mut plan = fetch::dry_run(&app.root, &catalog, &opts)?;
     for f in &mut plan.files {
-        let redact = |u: &str| redact_url(u).into_owned();
-        f.location = redact(&f.location);
-        f.download_url = f.download_url.as_deref().map(redact);
-        f.lookup_url = f.lookup_url.as_deref().map(redact);
+        f.location = redacted(&f.location);
+        f.download_url = f.download_url.as_deref().map(redacted);
+        f.lookup_url = f.lookup_url.as_deref().map(redacted);
     }
     if app.json {
         app.print_json(&serde_json::json!({
@@ -267,6 +266,11 @@ fn dry_run(app: &App, args: &FetchArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// `url` with its secrets redacted (see [`redact_url`]).
+fn redacted(url: &str) -> String {
+    redact_url(url).into_owned()
 }
 
 fn print_human(r: &FetchReport) {

@@ -175,7 +175,10 @@ fn records(mut bytes: &[u8]) -> Vec<&[u8]> {
         }
         let len = u64::from_le_bytes(len_bytes.try_into().unwrap_or([0xff; 8]));
         let rest = &rest[4..];
-        let Some(len) = usize::try_from(len).ok().filter(|&l| l + 4 <= rest.len()) else {
+        let Some(len) = usize::try_from(len)
+            .ok()
+            .filter(|&l| l.checked_add(4).is_some_and(|n| n <= rest.len()))
+        else {
             break;
         };
         let (data, rest) = rest.split_at(len);
@@ -442,6 +445,24 @@ mod tests {
         let events = records(&kept);
         assert_eq!(events.len(), 2, "the version event and step 3");
         assert!(matches!(parse_event(events[0]), Some(Parsed::Other)));
+    }
+
+    #[test]
+    fn hostile_records_end_the_reading_without_a_panic() {
+        // A length with a valid checksum that runs past the end of the file.
+        let len = u64::MAX.to_le_bytes();
+        let mut bytes = len.to_vec();
+        bytes.extend_from_slice(&masked_crc(&len).to_le_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        assert!(records(&bytes).is_empty());
+        // A whole record whose data is not a protobuf message.
+        let framed = frame(&[0x0f, 0xff]);
+        assert_eq!(records(&framed), vec![&[0x0f, 0xff][..]]);
+        assert!(parse_event(&[0x0f, 0xff]).is_none());
+        // A varint that never ends.
+        let mut endless = vec![0x10];
+        endless.extend([0xff; 10]);
+        assert!(parse_event(&endless).is_none());
     }
 
     #[test]
