@@ -9,7 +9,8 @@
 #   - transformers and safetensors in .venv: the tests check the trainer's VideoMAE
 #     against transformers, and scripts/convert_videomae.py writes safetensors;
 #   - timm, torchvision and Pillow in .venv: the augmentation tests compare against
-#     timm's RandAugment on PIL and torchvision's RandomResizedCrop.
+#     timm's RandAugment on PIL and torchvision's RandomResizedCrop;
+#   - tensorboard in .venv: the tests read the trainer's event files with it.
 # Nothing is installed when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,13 @@ fi
 if ! .venv/bin/python -c "import webdataset, av" 2>/dev/null; then
   echo "setup: installing webdataset==1.0.2 and av==18.1.0 (PyAV) into .venv"
   pip_install webdataset==1.0.2 av==18.1.0
+fi
+
+# tensorboard: the trainer's event files are read back with its EventAccumulator.
+TENSORBOARD_VERSION=2.21.0
+if ! .venv/bin/python -c "import sys, tensorboard; sys.exit(0 if tensorboard.__version__ == '$TENSORBOARD_VERSION' else 1)" 2>/dev/null; then
+  echo "setup: installing tensorboard==$TENSORBOARD_VERSION into .venv"
+  pip_install "tensorboard==$TENSORBOARD_VERSION"
 fi
 
 # timm and torchvision (with the Pillow whose arithmetic the RandAugment tests match):

@@ -269,6 +269,11 @@ pub struct FetchArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_bytes: Option<String>,
 
+    /// List what would be fetched, in order, from which source, and what a partial
+    /// file would resume, without any network request and without writing anything
+    #[arg(long)]
+    pub dry_run: bool,
+
     #[command(flatten)]
     pub douyin: DouyinArgs,
 }

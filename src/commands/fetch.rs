@@ -1,4 +1,5 @@
-//! `pmv-data fetch`: lock the root, download what is due, record the run, report.
+//! `pmv-data fetch`: lock the root, download what is due, record the run, report;
+//! with `--dry-run`, only list what it would fetch (no lock, no network, no write).
 //!
 //! Ctrl-C (or SIGTERM) stops the run cleanly: downloads in flight end at their next
 //! chunk and keep their partial files, what was verified is recorded, and the exit
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use pmv_catalog::{Catalog, RunStatus};
+use pmv_core::redact::redact_url;
 use pmv_core::report::new_run_id;
 use pmv_core::size::parse_size;
 use pmv_core::util::group_digits;
@@ -20,6 +22,9 @@ use pmv_term::output::outln;
 use pmv_term::progress;
 
 pub fn run(app: &App, args: FetchArgs) -> Result<Exit> {
+    if args.dry_run {
+        return dry_run(app, &args);
+    }
     let mut opts = options(app, &args)?;
     opts.cancel = Some(super::stop_on_signals()?);
 
@@ -183,6 +188,87 @@ fn options(app: &App, args: &FetchArgs) -> Result<FetchOptions> {
             .map_err(|e| usage(format!("--max-bytes: {e}")))?,
         cancel: None,
     })
+}
+
+/// `fetch --dry-run`: what a fetch with these options would start, in its order.
+/// Every URL shown has its secrets redacted.
+fn dry_run(app: &App, args: &FetchArgs) -> Result<Exit> {
+    let opts = options(app, args)?;
+    let Some(catalog) = Catalog::open_existing_readonly(&app.root.catalog_path())? else {
+        anyhow::bail!(
+            "no catalog in {}: ingest a manifest first (`pmv-data ingest`)",
+            app.root.path().display()
+        );
+    };
+    if args.dataset.is_none() && catalog.datasets()?.is_empty() {
+        anyhow::bail!(
+            "no datasets in {}: ingest a manifest first (`pmv-data ingest`)",
+            app.root.path().display()
+        );
+    }
+    let mut plan = fetch::dry_run(&app.root, &catalog, &opts)?;
+    for f in &mut plan.files {
+        f.location = redacted(&f.location);
+        f.download_url = f.download_url.as_deref().map(redacted);
+        f.lookup_url = f.lookup_url.as_deref().map(redacted);
+    }
+    if app.json {
+        app.print_json(&serde_json::json!({
+            "command": "fetch",
+            "dry_run": true,
+            "planned": plan.files.len(),
+            "resume_bytes": plan.files.iter().map(|f| f.resume_bytes).sum::<u64>(),
+            "no_source": plan.no_source,
+            "files": plan.files,
+        }))?;
+        return Ok(Exit::Ok);
+    }
+    for f in &plan.files {
+        let mut line = format!(
+            "{}/{} {} {}",
+            f.dataset,
+            f.item,
+            f.role.as_str(),
+            f.kind.as_str()
+        );
+        if let Some(r) = f.rank {
+            line.push_str(&format!(" #{r}"));
+        }
+        line.push(' ');
+        line.push_str(f.download_url.as_deref().unwrap_or(&f.location));
+        if let Some(l) = &f.lookup_url {
+            line.push_str(&format!(" (via {l})"));
+        }
+        if f.resume_bytes > 0 {
+            line.push_str(&format!(" resume {} B", group_digits(f.resume_bytes)));
+        } else if let Some(n) = f.partial_bytes {
+            line.push_str(&format!(" restart ({} B partial)", group_digits(n)));
+        }
+        if f.adopt_check {
+            line.push_str(" [final name checked first]");
+        }
+        if let Some(e) = &f.error {
+            line.push_str(&format!(" [{e}]"));
+        }
+        outln!("{line}");
+    }
+    outln!(
+        "dry run: {} file(s) would be fetched, {} B resumed; nothing was requested or written",
+        group_digits(plan.files.len() as u64),
+        group_digits(plan.files.iter().map(|f| f.resume_bytes).sum())
+    );
+    if plan.no_source > 0 {
+        outln!(
+            "{} item(s) have no source yet (see `ingest --links/--url-template`)",
+            plan.no_source
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// `url` with its secrets redacted (see [`redact_url`]).
+fn redacted(url: &str) -> String {
+    redact_url(url).into_owned()
 }
 
 fn print_human(r: &FetchReport) {

@@ -11,6 +11,7 @@ mod fetch;
 mod fetch_api;
 mod fetch_budget;
 mod fetch_disk;
+mod fetch_dry_run;
 mod fetch_faults;
 mod fetch_kill;
 mod fetch_private;
@@ -52,6 +53,8 @@ mod shard_media;
 mod shard_run;
 #[cfg(feature = "media")]
 mod shard_util;
+#[cfg(feature = "train")]
+mod tensorboard;
 #[cfg(feature = "train")]
 mod train;
 mod util;

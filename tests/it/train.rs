@@ -13,7 +13,7 @@ use crate::util::{Env, Out, repo, s, trainer};
 
 /// Square moving right / left / turning clockwise / anticlockwise: the same look, four
 /// motions, so only motion tells the classes apart.
-fn motion_shards(dir: &Path, train: usize, val: usize) {
+pub(crate) fn motion_shards(dir: &Path, train: usize, val: usize) {
     write_shards(
         dir,
         &SynthSpec {
@@ -33,7 +33,7 @@ fn motion_shards(dir: &Path, train: usize, val: usize) {
 }
 
 /// Common training options for a fast CPU run.
-fn small(out: &Path, epochs: u32) -> Vec<String> {
+pub(crate) fn small(out: &Path, epochs: u32) -> Vec<String> {
     [
         "--json",
         "--quiet",
@@ -200,7 +200,7 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Starts the trainer with `args` and kills it (SIGKILL) as soon as the run in `dir`
 /// has its first checkpoint on disk.
-fn kill_at_first_checkpoint(args: &[String], dir: &Path) {
+pub(crate) fn kill_at_first_checkpoint(args: &[String], dir: &Path) {
     let mut c = trainer();
     c.args(args)
         .stdout(std::process::Stdio::null())

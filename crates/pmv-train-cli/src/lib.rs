@@ -343,6 +343,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub strict: bool,
 
+    /// Write no TensorBoard event files (`<run>/tb/`) beside metrics.jsonl
+    #[arg(long)]
+    pub no_tensorboard: bool,
+
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

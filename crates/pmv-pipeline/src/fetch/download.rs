@@ -453,6 +453,23 @@ pub(crate) async fn http(
     })
 }
 
+/// What of the partial file at `path` a download of `job` from source `rank` resumes:
+/// a partial file is resumed when its end can be checked, by the expected hash or by a
+/// validator the server compares, as long as the bytes kept are the ones written (see
+/// `written_before_boot`). `None`: it starts over.
+pub(super) fn resume_for(
+    job: &Job,
+    path: &Path,
+    rank: usize,
+    expected: &Expected,
+) -> Option<ResumeFrom> {
+    job.resume.clone().filter(|r| {
+        r.rank == rank
+            && (expected.sha256.is_some()
+                || (r.validator().is_some() && !stale_after_reboot(path, &job.key)))
+    })
+}
+
 /// Opens the partial file for source `rank`: resumed when its end can be checked,
 /// else empty. Returns it with the validator to send in `If-Range`, if any.
 async fn open_partial(
@@ -462,14 +479,7 @@ async fn open_partial(
     rank: usize,
     expected: &Expected,
 ) -> Result<(Partial, Option<String>), AttemptError> {
-    // A partial file is resumed when its end can be checked: by the expected hash,
-    // or by a validator the server compares, as long as the bytes kept are the ones
-    // written (see `written_before_boot`).
-    let resume = job.resume.clone().filter(|r| {
-        r.rank == rank
-            && (expected.sha256.is_some()
-                || (r.validator().is_some() && !stale_after_reboot(path, &job.key)))
-    });
+    let resume = resume_for(job, path, rank, expected);
     // Re-hashing a kept partial file may read gigabytes: off the runtime's threads.
     // Starting afresh is one open.
     let mut part = if resume.is_some() {

@@ -22,6 +22,7 @@
 
 mod commit;
 mod download;
+pub mod dry_run;
 mod event;
 mod job;
 mod plan;
@@ -46,6 +47,7 @@ use pmv_core::root::DataRoot;
 
 pub use crate::net::failure::{ErrorClass, Failure};
 pub use crate::net::settings::FetchSettings;
+pub use dry_run::{DryRun, PlannedFile, dry_run};
 pub use plan::{SourceRow, for_each_source};
 pub use rehash::{RehashOptions, RehashReport, RehashSelect, rehash};
 pub use report::{FailureExample, FetchReport};

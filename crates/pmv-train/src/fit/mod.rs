@@ -4,7 +4,8 @@
 //! Owns the run's setup (data, classes, input size, model, recipe → `run.json`), the
 //! step loop (loader batches → device → mixup/cutmix → forward → soft-target or BCE
 //! loss → backward with gradient accumulation → clipping → AdamW at the scheduled lr),
-//! periodic checkpoints and validation, `metrics.jsonl` and `errors.jsonl`, resume from
+//! periodic checkpoints and validation, `metrics.jsonl` (and its TensorBoard events) and
+//! `errors.jsonl`, resume from
 //! the last checkpoint, and a checkpoint on SIGINT/SIGTERM. On CUDA nothing in the step
 //! loop waits for the device except the metrics line every `--log-every` steps.
 //!
@@ -24,6 +25,7 @@ mod plan;
 mod records;
 mod setup;
 mod step;
+mod tensorboard;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -37,8 +39,9 @@ use crate::cli::TrainArgs;
 use crate::data::loader::Normalizer;
 use crate::error::TrainError;
 use crate::eval;
-use records::Lines;
+use crate::models::ModelSpec;
 pub use records::{EmaScores, Record, draw_curves, read_records};
+use records::{Lines, Metrics};
 use setup::{Built, Feed, Position, Setup};
 
 /// `pmv-data-train train`: returns the summary and the number of samples left out.
@@ -74,7 +77,7 @@ struct Trainer<'a> {
     built: Built,
     feed: Feed,
     norm: Normalizer,
-    metrics: Lines,
+    metrics: Metrics,
     errors: Lines,
     /// The state of the last checkpoint (or the one to write first).
     state: State,
@@ -108,7 +111,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Trainer<'a>, TrainError> {
         checkpointing::install_stop_handlers();
         let run_dir = &setup.run_dir;
-        let metrics = Lines::open(run_dir.file("metrics.jsonl"))?;
+        let metrics = Metrics::open(run_dir.path(), !args.run.no_tensorboard)?;
         let mut errors = Lines::open(run_dir.file("errors.jsonl"))?;
         for p in &setup.shard_problems {
             if setup.state.is_none() {

@@ -1,5 +1,6 @@
-//! A run's line files: `metrics.jsonl` (one [`Record`] a line) and `errors.jsonl`, and
-//! the loss and accuracy curves drawn from the metrics.
+//! A run's line files: `metrics.jsonl` (one [`Record`] a line, each also an event in
+//! the TensorBoard files) and `errors.jsonl`, and the loss and accuracy curves drawn
+//! from the metrics.
 //!
 //! Owns appending lines, cutting a resumed run's files back to its checkpoint, reading
 //! the records back and drawing them. It never decides what a line says.
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::tensorboard::{self, EventWriter};
 use crate::error::TrainError;
 use crate::plot;
 
@@ -62,6 +64,54 @@ pub struct EmaScores {
     pub mean_class_accuracy: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<f64>,
+}
+
+/// Appends each record to `metrics.jsonl` and, unless `--no-tensorboard`, as an event
+/// to a new TensorBoard file in `<run>/tb/`.
+pub(super) struct Metrics {
+    lines: Lines,
+    events: Option<EventWriter>,
+}
+
+impl Metrics {
+    pub(super) fn open(run_dir: &Path, tensorboard: bool) -> Result<Metrics, TrainError> {
+        let lines = Lines::open(run_dir.join("metrics.jsonl"))?;
+        let events = if tensorboard {
+            Some(EventWriter::create(&run_dir.join(tensorboard::DIR))?)
+        } else {
+            None
+        };
+        Ok(Metrics { lines, events })
+    }
+
+    pub(super) fn push(&mut self, record: &Record) -> Result<(), TrainError> {
+        self.lines.push(record)?;
+        if let Some(events) = &mut self.events {
+            let value = serde_json::to_value(record).unwrap_or_default();
+            events.push(record.step(), &value)?;
+        }
+        Ok(())
+    }
+
+    /// Makes both durable (at each checkpoint).
+    pub(super) fn sync(&self) -> Result<(), TrainError> {
+        self.lines.sync()?;
+        if let Some(events) = &self.events {
+            events.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl Record {
+    /// The global optimiser step of the record.
+    pub fn step(&self) -> u64 {
+        match self {
+            Record::Train { step, .. }
+            | Record::Val { step, .. }
+            | Record::ValReconstruction { step, .. } => *step,
+        }
+    }
 }
 
 /// Appends lines to a JSON-lines file.

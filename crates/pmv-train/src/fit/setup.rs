@@ -16,6 +16,7 @@ use tch::{Device, Tensor, nn};
 use super::ema::ModelEma;
 use super::plan::{self, DataPlan};
 use super::records::truncate_lines;
+use super::tensorboard;
 use crate::checkpoint::{self, RunDir, State};
 use crate::cli::TrainArgs;
 use crate::data::loader::{AutoAugment, Labels, LoaderSpec, Views};
@@ -420,7 +421,8 @@ pub(super) struct Position {
 }
 
 /// With a checkpoint: loads its weights and optimiser state, and drops the lines of
-/// `metrics.jsonl` and `errors.jsonl` written after it (they are written again).
+/// `metrics.jsonl`, its TensorBoard events and `errors.jsonl` written after it (they
+/// are written again).
 pub(super) fn resume(s: &Setup, b: &mut Built, quiet: bool) -> Result<Position, TrainError> {
     let mut pos = Position {
         resumed_from: s.state.as_ref().map(|s| s.step),
@@ -453,13 +455,16 @@ pub(super) fn resume(s: &Setup, b: &mut Built, quiet: bool) -> Result<Position, 
     // Lines written after the checkpoint are written again.
     // (A validation line belongs to an epoch the checkpoint has completed.)
     let (cut_step, cut_epoch) = (st.step, st.epoch);
-    truncate_lines(&run_dir.file("metrics.jsonl"), |v| {
+    let keep = |v: &serde_json::Value| {
         let st = v["step"].as_u64().unwrap_or(u64::MAX);
         match v["kind"].as_str() {
             Some("val") => st <= cut_step && v["epoch"].as_u64().is_some_and(|e| e < cut_epoch),
             _ => st <= cut_step,
         }
-    })?;
+    };
+    truncate_lines(&run_dir.file("metrics.jsonl"), keep)?;
+    // The same records leave the TensorBoard files; the run starts a new one.
+    tensorboard::truncate(&run_dir.file(tensorboard::DIR), keep)?;
     truncate_lines(&run_dir.file("errors.jsonl"), |v| {
         v["step"].as_u64().is_some_and(|st| st <= cut_step)
     })?;
