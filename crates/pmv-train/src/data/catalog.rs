@@ -412,14 +412,20 @@ fn indexed_split(dir: &Path, split: &str) -> Result<Option<SplitData>, DataError
     }
     let index: Index = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     if index.kind != pmv_shard::index::INDEX_KIND {
-        return Err(bad(format!("__kind__ {:?} is not a shard index", index.kind)));
+        return Err(bad(format!(
+            "__kind__ {:?} is not a shard index",
+            index.kind
+        )));
     }
     let mut shards = Vec::with_capacity(index.shardlist.len());
     for entry in &index.shardlist {
         let name = Path::new(&entry.url);
         let plain = name.components().count() == 1
-            && matches!(name.components().next(), Some(std::path::Component::Normal(_)));
-        if !plain || !is_tar(name) {
+            && matches!(
+                name.components().next(),
+                Some(std::path::Component::Normal(_))
+            );
+        if !plain || name.extension().is_none_or(|e| e != "tar") {
             return Err(bad(format!(
                 "{:?} is not the name of a .tar file beside the index",
                 entry.url

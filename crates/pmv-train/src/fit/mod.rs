@@ -39,7 +39,6 @@ use crate::cli::TrainArgs;
 use crate::data::loader::Normalizer;
 use crate::error::TrainError;
 use crate::eval;
-use crate::models::ModelSpec;
 pub use records::{EmaScores, Record, draw_curves, read_records};
 use records::{Lines, Metrics};
 use setup::{Built, Feed, Position, Setup};
