@@ -429,14 +429,7 @@ impl Client {
                     rb = rb.header(header::IF_RANGE, v);
                 }
             }
-            let mut ua_set = false;
-            for (k, v) in req.headers {
-                ua_set |= k.eq_ignore_ascii_case("user-agent");
-                rb = rb.header(k.as_str(), v.as_str());
-            }
-            if !ua_set {
-                rb = rb.header(header::USER_AGENT, self.user_agent.as_str());
-            }
+            rb = self.with_headers(rb, req.headers);
             if let Some(jar) = req.cookies
                 && host_key(&url) == host_key(&req.url)
                 && let Some(cookie) = jar.header_for(&url)
@@ -445,29 +438,8 @@ impl Client {
                 v.set_sensitive(true);
                 rb = rb.header(header::COOKIE, v);
             }
-            let resp = match tokio::time::timeout(self.idle, rb.send()).await {
-                Err(_) => {
-                    return Err(Failure::new(
-                        ErrorClass::Timeout,
-                        format!(
-                            "no answer within {} s from {}",
-                            self.idle.as_secs_f64(),
-                            show_url(url.as_str())
-                        ),
-                    ));
-                }
-                Ok(Err(e)) => return Err(classify(&e, &url)),
-                Ok(Ok(r)) => r,
-            };
+            let resp = self.answer(rb, &url, &host).await?;
             let status = resp.status().as_u16();
-            if status == 429 || status == 503 {
-                let after = resp
-                    .headers()
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                self.gate.throttled(&host, after);
-            }
             public |= public_peer(&url, resp.remote_addr(), self.proxied);
             let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
             if !(redirect && req.follow) {
@@ -606,25 +578,12 @@ impl Client {
         })
     }
 
-    /// POSTs a JSON `body` to a URL the configuration names (a token endpoint) and
-    /// reads the answer, at most `max` bytes. A redirect is not followed and, like an
-    /// error status, is a failure.
-    pub async fn post_json(
+    /// `rb` with `headers`, and this client's User-Agent unless they give one.
+    fn with_headers(
         &self,
-        url: &Url,
+        mut rb: reqwest::RequestBuilder,
         headers: &[(String, String)],
-        body: String,
-        max: usize,
-    ) -> Result<Document, Failure> {
-        check_url(url)?;
-        self.may_reach(url, false, &show_url(url.as_str()))?;
-        let host = host_key(url);
-        self.gate.pace(&host).await;
-        let mut rb = self
-            .http
-            .post(url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body);
+    ) -> reqwest::RequestBuilder {
         let mut ua_set = false;
         for (k, v) in headers {
             ua_set |= k.eq_ignore_ascii_case("user-agent");
@@ -633,6 +592,17 @@ impl Client {
         if !ua_set {
             rb = rb.header(header::USER_AGENT, self.user_agent.as_str());
         }
+        rb
+    }
+
+    /// Sends `rb` and waits at most the idle timeout for the answer's head; a 429 or
+    /// 503 slows `host` down for as long as its `Retry-After` asks.
+    async fn answer(
+        &self,
+        rb: reqwest::RequestBuilder,
+        url: &Url,
+        host: &str,
+    ) -> Result<reqwest::Response, Failure> {
         let resp = match tokio::time::timeout(self.idle, rb.send()).await {
             Err(_) => {
                 return Err(Failure::new(
@@ -654,8 +624,33 @@ impl Client {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            self.gate.throttled(&host, after);
+            self.gate.throttled(host, after);
         }
+        Ok(resp)
+    }
+
+    /// POSTs a JSON `body` to a URL the configuration names (a token endpoint) and
+    /// reads the answer, at most `max` bytes. A redirect is not followed and, like an
+    /// error status, is a failure.
+    pub async fn post_json(
+        &self,
+        url: &Url,
+        headers: &[(String, String)],
+        body: String,
+        max: usize,
+    ) -> Result<Document, Failure> {
+        check_url(url)?;
+        self.may_reach(url, false, &show_url(url.as_str()))?;
+        let host = host_key(url);
+        self.gate.pace(&host).await;
+        let rb = self
+            .http
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let rb = self.with_headers(rb, headers);
+        let resp = self.answer(rb, url, &host).await?;
+        let status = resp.status().as_u16();
         let public = public_peer(url, resp.remote_addr(), self.proxied);
         let resp = Response {
             status,

@@ -8,22 +8,82 @@
 //! no token can be had or the personal API refuses a renewed token, the API of old
 //! (`<onedrive_api>/shares/<id>/driveItem`) without credentials. Owns the paging rules
 //! (`@odata.nextLink` only on the API's own host and scheme, a page never twice, at most
-//! [`MAX_PAGES`] pages and [`MAX_ENTRIES`] entries) and what a listed file is. Requests
+//! [`MAX_PAGES`] pages and [`MAX_ENTRIES`] entries), the share encoding of the API of old
+//! (`u!` + unpadded base64url of the link) and what a listing holds ([`Listing`],
+//! [`Listed`]). Requests
 //! carrying a token never follow a redirect, so the token goes to the configured host
 //! only. It never downloads a file and never shows the token.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use base64::Engine as _;
 use serde_json::Value;
 use url::Url;
 
 use super::badger::Token;
-use super::{Listed, Listing, api_url, share_id};
 use crate::net::client::{Request, check_url, host_key};
 use crate::net::{ErrorClass, Failure};
 use crate::source::{Resolver, rebase};
 use pmv_core::redact::show_url;
+
+/// `u!` + base64url of the link without padding: how the API names a share.
+pub fn share_id(share: &Url) -> String {
+    let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(share.as_str());
+    format!("u!{enc}")
+}
+
+/// `base` with path segments added (each percent-encoded) and a query.
+pub(super) fn api_url(base: &Url, tail: &[&str], query: Option<&str>) -> Url {
+    let mut u = base.clone();
+    {
+        let mut segs = u.path_segments_mut().expect("http URL");
+        segs.pop_if_empty();
+        for t in tail {
+            segs.push(t);
+        }
+    }
+    u.set_query(query);
+    u
+}
+
+/// One listed file.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// OneDrive's item id.
+    pub id: String,
+    /// The file's name as listed (only ever compared).
+    pub name: String,
+    /// The listed size in bytes.
+    pub size: Option<u64>,
+    /// `file.hashes.sha1Hash`.
+    pub sha1: Option<String>,
+    /// `file.hashes.quickXorHash`.
+    pub quickxor: Option<String>,
+    /// `@content.downloadUrl`, else the API's `/content` address.
+    pub download: Url,
+}
+
+/// A share's files by lower-cased name.
+#[derive(Debug)]
+pub struct Listing {
+    /// The share is a folder (else a file).
+    pub folder: bool,
+    /// The files by lower-cased name.
+    pub files: HashMap<String, Listed>,
+    /// Answers read (the item and every page).
+    pub pages: usize,
+    /// Names listed more than once (in different sub-folders): not used.
+    pub ambiguous: usize,
+    /// A public server answered a page: the download addresses it names are fetched
+    /// with [`Request::public`](crate::net::client::Request::public).
+    pub public: bool,
+    /// The lookup path that listed the share.
+    pub path: Lookup,
+    /// Why the anonymous-token path gave way, when the API of old listed the share.
+    pub gave_way: Option<String>,
+    pub(super) fetched: Instant,
+}
 
 /// Largest API answer read.
 const MAX_PAGE: usize = 64 << 20;

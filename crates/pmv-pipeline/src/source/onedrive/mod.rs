@@ -1,8 +1,7 @@
 //! The `onedrive` resolver: a shared OneDrive folder or file, to a download address
 //! and the size and hashes OneDrive lists for it.
 //!
-//! Owns the share link (the `#<name>` fragment naming a file of a folder), the share
-//! encoding of the API of old (`u!` + unpadded base64url of the link), the listing
+//! Owns the share link (the `#<name>` fragment naming a file of a folder), the listing
 //! cache (one listing per share link per run, renewed before OneDrive's download
 //! addresses expire, a failed one not asked again for a while) and the mapping of an
 //! item to a listed file: the link's `#<name>` fragment, else `<item id>.mp4`, compared
@@ -29,7 +28,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use url::Url;
 
 use super::{
@@ -38,7 +36,8 @@ use super::{
 use crate::net::client::{check_url, host_key};
 use crate::net::{ErrorClass, Failure};
 pub use badger::{Badger, Token};
-pub use listing::{Lookup, MAX_ENTRIES, MAX_PAGES};
+use listing::api_url;
+pub use listing::{Listed, Listing, Lookup, MAX_ENTRIES, MAX_PAGES, share_id};
 use pmv_core::redact::show_url;
 
 /// A listing is renewed after this long: OneDrive's download addresses last about an
@@ -87,73 +86,15 @@ fn hex_val(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-/// `u!` + base64url of the link without padding: how the API names a share.
-pub fn share_id(share: &Url) -> String {
-    let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(share.as_str());
-    format!("u!{enc}")
-}
-
 /// The share id the personal API is asked with when it is known without any request:
 /// `u!` + the link's `redeem` value; `None` for links without one.
 pub fn redeem_share_id(share: &Url) -> Option<String> {
     listing::redeem_id(share)
 }
 
-/// `base` with path segments added (each percent-encoded) and a query.
-fn api_url(base: &Url, tail: &[&str], query: Option<&str>) -> Url {
-    let mut u = base.clone();
-    {
-        let mut segs = u.path_segments_mut().expect("http URL");
-        segs.pop_if_empty();
-        for t in tail {
-            segs.push(t);
-        }
-    }
-    u.set_query(query);
-    u
-}
-
 /// The name an item's file has in a shared folder.
 pub fn file_name(link: &ShareLink, key: &str) -> String {
     link.name.clone().unwrap_or_else(|| format!("{key}.mp4"))
-}
-
-/// One listed file.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    /// OneDrive's item id.
-    pub id: String,
-    /// The file's name as listed (only ever compared).
-    pub name: String,
-    /// The listed size in bytes.
-    pub size: Option<u64>,
-    /// `file.hashes.sha1Hash`.
-    pub sha1: Option<String>,
-    /// `file.hashes.quickXorHash`.
-    pub quickxor: Option<String>,
-    /// `@content.downloadUrl`, else the API's `/content` address.
-    pub download: Url,
-}
-
-/// A share's files by lower-cased name.
-#[derive(Debug)]
-pub struct Listing {
-    /// The share is a folder (else a file).
-    pub folder: bool,
-    /// The files by lower-cased name.
-    pub files: HashMap<String, Listed>,
-    /// Answers read (the item and every page).
-    pub pages: usize,
-    /// Names listed more than once (in different sub-folders): not used.
-    pub ambiguous: usize,
-    /// A public server answered a page: the download addresses it names are fetched
-    /// with [`Request::public`](crate::net::client::Request::public).
-    pub public: bool,
-    /// The lookup path that listed the share.
-    pub path: Lookup,
-    /// Why the anonymous-token path gave way, when the API of old listed the share.
-    pub gave_way: Option<String>,
-    fetched: Instant,
 }
 
 /// Listings shared by every job of a run, and the run's anonymous token.
