@@ -43,17 +43,33 @@ const NOT_IN_RECIPES: &[&str] = &[
     "help",
 ];
 
-/// The options a recipe's table for `command` gives, as command-line arguments.
-pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeFileError> {
-    let invalid = |message: String| RecipeFileError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
+/// A recipe file's TOML.
+fn read(path: &Path) -> Result<toml::Table, RecipeFileError> {
     let text = fs_err::read_to_string(path).map_err(|source| RecipeFileError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let doc: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| RecipeFileError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The options a recipe's table for `command` gives, as command-line arguments.
+pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeFileError> {
+    options_of(&read(path)?, path, command)
+}
+
+/// [`options`] of the recipe `doc` read from `path`.
+fn options_of(
+    doc: &toml::Table,
+    path: &Path,
+    command: &str,
+) -> Result<Vec<OsString>, RecipeFileError> {
+    let invalid = |message: String| RecipeFileError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
     let known = ["recipe", "train", "pretrain", "eval"];
     if let Some(k) = doc.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(invalid(format!(
@@ -124,16 +140,9 @@ pub fn options(path: &Path, command: &str) -> Result<Vec<OsString>, RecipeFileEr
     Ok(out)
 }
 
-/// The frame recipe a recipe file's `[recipe] shards` names, if it names one.
-fn named_shards(path: &Path) -> Result<Option<String>, RecipeFileError> {
-    let text = fs_err::read_to_string(path).map_err(|source| RecipeFileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let doc: toml::Table = toml::from_str(&text).map_err(|e| RecipeFileError::Invalid {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+/// The frame recipe the recipe `doc` (read from `path`) names in `[recipe] shards`, if
+/// it names one.
+fn named_shards(doc: &toml::Table, path: &Path) -> Result<Option<String>, RecipeFileError> {
     match doc.get("recipe").and_then(|r| r.get("shards")) {
         None => Ok(None),
         Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
@@ -180,7 +189,8 @@ pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, R
     let Some(path) = recipe else {
         return Ok(argv);
     };
-    let mut extra = options(&path, &command)?;
+    let doc = read(&path)?;
+    let mut extra = options_of(&doc, &path, &command)?;
     // The frame recipe the file names is the default `--recipe` of a catalog run.
     let given = |flag: &str| {
         argv[at + 1..].iter().any(|a| {
@@ -192,7 +202,7 @@ pub fn expand(argv: Vec<OsString>, commands: &[&str]) -> Result<Vec<OsString>, R
         && given("--dataset")
         && !given("--recipe")
         && !given("--shards")
-        && let Some(shards) = named_shards(&path)?
+        && let Some(shards) = named_shards(&doc, &path)?
     {
         extra.push(OsString::from("--recipe"));
         extra.push(OsString::from(shards));
