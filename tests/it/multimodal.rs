@@ -139,17 +139,20 @@ fn each_branch_learns_the_samples_it_carries() {
     );
 
     // Evaluation reads covers and texts through the saved vocabulary.
-    let e = train_run(&[
-        "--json",
-        "--quiet",
-        "eval",
-        "--run",
-        s(&out),
-        "--views",
-        "1x1",
-        "--device",
-        "cpu",
-    ]);
+    let eval = || {
+        train_run(&[
+            "--json",
+            "--quiet",
+            "eval",
+            "--run",
+            s(&out),
+            "--views",
+            "1x1",
+            "--device",
+            "cpu",
+        ])
+    };
+    let e = eval();
     assert_eq!(e.code, 0, "{}", e.stderr);
     assert_eq!(e.json()["top1"], v["top1"]);
     // A cover that is not a JPEG leaves its sample out, named.
@@ -210,17 +213,7 @@ fn each_branch_learns_the_samples_it_carries() {
 
     // A run from before the rename keeps its vocabulary as `tokenizer.json`: still read.
     std::fs::rename(out.join("pmv-tokenizer.json"), out.join("tokenizer.json")).unwrap();
-    let e = train_run(&[
-        "--json",
-        "--quiet",
-        "eval",
-        "--run",
-        s(&out),
-        "--views",
-        "1x1",
-        "--device",
-        "cpu",
-    ]);
+    let e = eval();
     assert_eq!(e.code, 0, "{}", e.stderr);
     assert_eq!(e.json()["top1"], v["top1"]);
 

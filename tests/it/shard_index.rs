@@ -4,13 +4,13 @@
 //! and DATA.md's PyTorch DataLoader example, run as it is written on raw and JPEG shards.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::shard_util::{Spec, ingest_items, make_video, register};
-use crate::util::{Env, repo, s};
+use crate::util::{Env, repo, s, venv_python};
 
 const NAMES: [&str; 3] = ["cat", "dog", "fox"];
 
@@ -259,7 +259,9 @@ print(" ".join(str(len(wids.ShardListDataset(p))) for p in sys.argv[1:]))
         .keys()
         .map(|f| root.join(f).join("index.json"))
         .collect();
-    let out = python(&["-c", script], &paths);
+    let mut args: Vec<&OsStr> = vec!["-c".as_ref(), script.as_ref()];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    let out = venv_python(args);
     if out.trim() == "absent" {
         eprintln!("wids is not installed (webdataset 1.0.x): index checked against its rules only");
         return;
@@ -274,21 +276,6 @@ print(" ".join(str(len(wids.ShardListDataset(p))) for p in sys.argv[1:]))
             .collect::<Vec<_>>(),
         lens
     );
-}
-
-/// Runs the venv's python with `args`, then `paths`; returns its stdout.
-fn python(args: &[&str], paths: &[PathBuf]) -> String {
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .args(args)
-        .args(paths)
-        .output()
-        .expect("run the venv python");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -451,19 +438,8 @@ fn catalog_labels(env: &Env, folder: &str) -> Vec<i64> {
 /// (`per_sample`: the shape of one sample) and labels and the count it reports.
 fn run_example(env: &Env, loader: &Path, folder: &str, mode: &str, per_sample: &[u64]) {
     let dir = env.root.join(folder);
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .arg(loader)
-        .arg(&dir)
-        .arg(mode)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let out = venv_python([loader.as_os_str(), dir.as_os_str(), mode.as_ref()]);
+    let lines: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -583,7 +559,9 @@ print(worst)
         .iter()
         .map(|f| env.root.join(f))
         .collect();
-    let out = python(&["-c", check, s(&loader)], &dirs);
+    let mut args: Vec<&OsStr> = vec!["-c".as_ref(), check.as_ref(), loader.as_os_str()];
+    args.extend(dirs.iter().map(|d| d.as_os_str()));
+    let out = venv_python(args);
     let worst: f64 = out.trim().parse().unwrap();
     // float32 normalisation undone in float64: well under a thousandth of a level.
     assert!(worst < 1e-3, "{worst}");

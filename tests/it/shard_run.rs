@@ -4,7 +4,6 @@
 //! half-recorded, new recipes re-use sharded videos, damaged shards are rebuilt.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pmv_core::frame_recipe::{self, Overrides};
 use pmv_pipeline::media::geometry::Target;
@@ -14,7 +13,7 @@ use serde_json::json;
 use sha2::Digest;
 
 use crate::shard_util::{Spec, ffmpeg, ingest_items, make_video, register};
-use crate::util::{Env, repo, s};
+use crate::util::{Env, repo, s, venv_python};
 
 /// The recipe the tests use: videomae-16x4-224 made small (64x64).
 const SIZE: &str = "64x64";
@@ -364,19 +363,9 @@ print(n)
 }
 
 fn python(script: &str, first: &str, args: &[String]) -> String {
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(script)
-        .arg(first)
-        .args(args)
-        .output()
-        .expect("run the venv python");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut argv = vec!["-c", script, first];
+    argv.extend(args.iter().map(String::as_str));
+    venv_python(argv)
 }
 
 #[test]

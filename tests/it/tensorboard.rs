@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use crate::train::{kill_at_first_checkpoint, motion_shards, small};
-use crate::util::{Out, repo, s, trainer};
+use crate::util::{Out, s, trainer, venv_python};
 
 /// `tag -> [(step, value)]` as TensorBoard reads the folder.
 type Curves = BTreeMap<String, Vec<(u64, f32)>>;
@@ -21,18 +20,8 @@ acc = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
 acc.Reload()
 print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
 "#;
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .expect("run the venv python (scripts/setup.sh installs tensorboard)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: BTreeMap<String, Vec<(u64, f64)>> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = venv_python(["-c".as_ref(), script.as_ref(), dir.as_os_str()]);
+    let v: BTreeMap<String, Vec<(u64, f64)>> = serde_json::from_str(&out).unwrap();
     v.into_iter()
         .map(|(t, pts)| (t, pts.into_iter().map(|(s, x)| (s, x as f32)).collect()))
         .collect()

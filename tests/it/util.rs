@@ -62,6 +62,21 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the venv's python (`scripts/setup.sh` installs it) with `args`; it must exit 0.
+/// Returns its stdout.
+pub fn venv_python<A: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = A>) -> String {
+    let out = Command::new(repo().join(".venv/bin/python"))
+        .args(args)
+        .output()
+        .expect("run the venv python (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python printed UTF-8")
+}
+
 /// Where `pmv-data-train` is: beside `pmv-data`, where cargo builds every binary of
 /// the workspace. Cargo builds a package's binaries for its own integration tests
 /// only, and the trainer is another package: `scripts/test.sh` builds it first (`cargo
