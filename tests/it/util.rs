@@ -64,6 +64,7 @@ pub fn repo() -> PathBuf {
 
 /// Runs the venv's python (`scripts/setup.sh` installs it) with `args`; it must exit 0.
 /// Returns its stdout.
+#[cfg(any(feature = "media", feature = "train"))]
 pub fn venv_python<A: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = A>) -> String {
     let out = Command::new(repo().join(".venv/bin/python"))
         .args(args)
