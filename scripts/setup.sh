@@ -112,6 +112,35 @@ if ! have_aug; then
   have_aug || { echo "setup: timm $TIMM_VERSION / torchvision $TORCHVISION_VERSION did not install" >&2; exit 1; }
 fi
 
+# The reference implementations the model parity tests compare against: pytorchvideo's
+# X3D and mmaction2's UniFormer (torchvision's MViTv2 comes with torchvision above).
+# pytorchvideo 0.1.5 and fvcore/iopath are pure-Python sdists; --no-deps keeps pip away
+# from torch and av, so their small dependencies are named here. mmaction2 is installed
+# for its files only: tests/python/uniformer_reference.py loads one of them on its own
+# (the package as a whole needs mmcv, which has no wheel for torch 2.11).
+PYTORCHVIDEO_VERSION=0.1.5
+FVCORE_VERSION=0.1.5.post20221221
+IOPATH_VERSION=0.1.10
+MMACTION2_VERSION=1.2.0
+have_refs() {
+  .venv/bin/python - <<PY 2>/dev/null
+import sys
+from importlib.metadata import version
+want = {"pytorchvideo": "$PYTORCHVIDEO_VERSION", "fvcore": "$FVCORE_VERSION",
+        "iopath": "$IOPATH_VERSION", "mmaction2": "$MMACTION2_VERSION"}
+sys.exit(0 if all(version(k) == v for k, v in want.items()) else 1)
+PY
+}
+if ! have_refs; then
+  echo "setup: installing pytorchvideo==$PYTORCHVIDEO_VERSION and mmaction2==$MMACTION2_VERSION (reference models) into .venv"
+  pip_install --no-deps "pytorchvideo==$PYTORCHVIDEO_VERSION" "fvcore==$FVCORE_VERSION" \
+    "iopath==$IOPATH_VERSION" "mmaction2==$MMACTION2_VERSION" \
+    parameterized==0.9.0 yacs==0.1.8 termcolor==3.2.0 tabulate==0.9.0 portalocker==3.2.0
+  have_refs || { echo "setup: the reference model packages did not install" >&2; exit 1; }
+  .venv/bin/python -c "import pytorchvideo.models.x3d, fvcore.nn" || {
+    echo "setup: pytorchvideo $PYTORCHVIDEO_VERSION does not import" >&2; exit 1; }
+fi
+
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds
 # libtorch wherever the venv's Python keeps site-packages (a relative link, so the
 # checkout may move).
