@@ -25,6 +25,7 @@ use tch::{Device, Kind, Tensor, nn};
 pub mod mae;
 pub mod multimodal;
 pub mod tiny3d;
+pub mod uniformer;
 pub mod videomae;
 pub mod x3d;
 
