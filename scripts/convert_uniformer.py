@@ -143,8 +143,8 @@ def main():
     a = ap.parse_args()
     try:
         if a.reverse:
-            ours = load_state(a.checkpoint)
-            convert(ours, a.checkpoint)  # checks the names and the head
+            # Checks the names and the head (and takes any layout, ours included).
+            ours, _ = convert(load_state(a.checkpoint), a.checkpoint)
             ref = reverse(ours, a.layout)
             if a.out.endswith(".safetensors"):
                 save_file(ref, a.out, metadata={"format": "pt"})
