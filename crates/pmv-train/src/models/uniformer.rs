@@ -38,6 +38,7 @@ pub struct UniformerConfig {
     /// eps of the attention blocks' LayerNorms: 1e-5 as mmaction2 builds them (the
     /// official code uses 1e-6); the patch-embedding LayerNorms always use 1e-5.
     pub norm_eps: f64,
+    /// Classifier outputs.
     pub classes: usize,
     /// Dropout rate on the pooled feature before the classifier.
     pub dropout: f64,
@@ -46,8 +47,9 @@ pub struct UniformerConfig {
 }
 
 impl UniformerConfig {
-    /// `uniformer-s` (21.4 M parameters with 400 classes) or `uniformer-b` (49.8 M); any
-    /// training input that [`check_input`](Self::check_input) accepts runs through both.
+    /// `uniformer-s` (21.4 M parameters with 400 classes) or `uniformer-b` (deeper:
+    /// 5, 8, 20, 7 blocks). No parameter depends on the input, so `frames` and `size` only
+    /// matter to [`check_input`](Self::check_input), which any run checks its input with.
     pub fn preset(
         name: &str,
         classes: usize,
@@ -417,6 +419,7 @@ enum Block {
 
 /// UniFormer with its classifier head.
 pub struct Uniformer {
+    /// The configuration the model was built from.
     pub cfg: UniformerConfig,
     patch_embed: [PatchEmbed; 4],
     /// Blocks of the four stages, in order, with their stochastic-depth rates.
