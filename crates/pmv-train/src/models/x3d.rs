@@ -10,6 +10,12 @@
 //! size; depth factor 5.0 for X3D-L), and so do the parameter names
 //! (`s1.pathway0_stem.*`, `s{2-5}.pathway0_res{i}.branch{1,2}.*`, `head.*`), so its
 //! checkpoints convert by name. It owns the model's arithmetic only.
+//!
+//! pytorchvideo's `create_x3d` computes the same logits in eval mode (the tests here
+//! compare them, train-mode batch statistics and the parameter count); its names differ
+//! and it has no BatchNorm on a projected shortcut that keeps the width
+//! (`s2.pathway0_res0` in X3D-M): `scripts/convert_x3d.py` maps the names and writes an
+//! identity norm there, which in training normalises that shortcut as PySlowFast does.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
@@ -20,15 +26,21 @@ use crate::device::Precision;
 /// The X3D architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct X3dConfig {
+    /// Channel multiplier of the stem and the stages (2.0).
     pub width_factor: f64,
+    /// Block count multiplier of the stages' 1, 2, 5, 3 (2.2 for X3D-M, 5.0 for X3D-L).
     pub depth_factor: f64,
+    /// Inner (depthwise) width over a stage's width (2.25).
     pub bottleneck_factor: f64,
     /// Width of the stem before the width factor (PySlowFast's `DIM_C1`).
     pub dim_c1: usize,
     /// Width of the layer before the classifier (`DIM_C5`).
     pub dim_c5: usize,
+    /// Squeeze-excitation width over the inner width (0.0625; 0 for none).
     pub se_ratio: f64,
+    /// Classifier outputs.
     pub classes: usize,
+    /// Dropout rate on the `dim_c5` feature before the classifier (training only).
     pub dropout: f64,
     /// BatchNorm γ of each block's last norm starts at 0 (`ZERO_INIT_FINAL_BN`).
     pub zero_init_final_bn: bool,
@@ -71,6 +83,7 @@ impl X3dConfig {
         out
     }
 
+    /// Channels of the stem's output.
     pub fn stem_width(&self) -> usize {
         round_width(self.dim_c1 as f64, self.width_factor)
     }
@@ -270,6 +283,7 @@ impl Block {
     }
 }
 
+/// An X3D network on a `VarStore` (PySlowFast's parameter names).
 pub struct X3d {
     pub cfg: X3dConfig,
     stem_xy: Conv,
@@ -285,6 +299,9 @@ pub struct X3d {
 }
 
 impl X3d {
+    /// Builds the network under `root`, freshly initialised as PySlowFast does (fan-out
+    /// Kaiming normal convolutions, N(0, 0.01) classifier, zero β, γ = 1 or 0 for each
+    /// block's last norm with `zero_init_final_bn`).
     pub fn new(root: &nn::Path, cfg: &X3dConfig, precision: Precision) -> X3d {
         let stem = root.sub("s1").sub("pathway0_stem");
         let w1 = cfg.stem_width();
@@ -356,6 +373,8 @@ impl X3d {
         }
     }
 
+    /// Uniform draws a training forward needs: one per feature per sample for dropout,
+    /// none without it.
     pub fn noise_len(&self, batch: usize) -> usize {
         if self.cfg.dropout > 0.0 {
             batch * self.cfg.dim_c5
@@ -529,7 +548,6 @@ mod tests {
         let lb = tch::no_grad(|| bf.forward(&x, false, None));
         let rel = max_diff(&lb, &logits) / logits.abs().max().double_value(&[]);
         assert!(rel < 5e-2, "bf16 relative difference {rel}");
-        eprintln!("fp32 max |difference| {d:.2e}, bf16 relative {rel:.2e}");
         drop(vs);
         d
     }
@@ -563,7 +581,6 @@ mod tests {
         let logits = tch::no_grad(|| model.forward(&x, true, None));
         let d = max_diff(&logits, &npy(&dir.path().join("expected_train.npy")));
         assert!(d < 1e-4, "train-mode max |difference| {d}");
-        eprintln!("train mode: max |difference| {d:.2e}");
         let stats = read_weights(&dir.path().join("train_stats.safetensors")).unwrap();
         let vars = vs.variables();
         assert_eq!(
