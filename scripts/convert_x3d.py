@@ -242,7 +242,8 @@ def convert_file(src, out, reverse=False):
         note = ", PySlowFast names kept"
     dest = output_path(out, "model.safetensors")
     save_file(ours, dest, metadata={"format": "pt"})
-    return f"{src}: {kind} X3D ({describe(ours)}) -> {dest} ({len(ours)} tensors{note})"
+    source = "pytorchvideo" if kind == "pytorchvideo" else "PySlowFast-named"
+    return f"{src}: {source} X3D ({describe(ours)}) -> {dest} ({len(ours)} tensors{note})"
 
 
 def main():

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 SCRIPTS = os.path.join(HERE, "..", "..", "scripts")
 sys.path.insert(0, SCRIPTS)
 
@@ -36,8 +37,8 @@ def convert(*args, ok=True):
 
 
 def case(work, name, **kw):
-    model = x3d.build(4, 64, 64, 5, **kw)
-    x = torch.randn(2, 3, 4, 64, 64)
+    model = x3d.build(4, 32, 32, 5, **kw)
+    x = torch.randn(2, 3, 4, 32, 32)
     x3d.randomise(model, 3, sample=x)
     model.eval()
     # A checkpoint carries the count of batches each norm has seen.
@@ -51,7 +52,7 @@ def case(work, name, **kw):
     convert(src, ours)
     back = os.path.join(work, f"{name}_back.pth")
     convert(ours, back, "--reverse")
-    restored = x3d.build(4, 64, 64, 5, **kw)
+    restored = x3d.build(4, 32, 32, 5, **kw)
     result = restored.load_state_dict(torch.load(back, weights_only=True)["model_state"], strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
     restored.eval()
