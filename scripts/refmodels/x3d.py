@@ -20,13 +20,11 @@ from torch import nn
 
 from pytorchvideo.models.x3d import create_x3d
 
-# Spatial stride of the whole network: the stem's 2 and 2 in each of the four stages.
-SPATIAL_STRIDE = 32
-
 
 def final_map(frames, height, width):
-    """(T, H, W) of the last stage's output: every stride-2 3x3 convolution (padding 1)
-    takes a side to ceil(side / 2); time is never strided."""
+    """(T, H, W) of the last stage's output: the stem and each of the four stages halve
+    the sides (a stride-2, padding-1 3x3 convolution takes a side to ceil(side / 2));
+    time is never strided."""
     def down(side):
         for _ in range(5):
             side = math.ceil(side / 2)
