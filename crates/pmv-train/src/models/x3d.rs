@@ -10,6 +10,12 @@
 //! size; depth factor 5.0 for X3D-L), and so do the parameter names
 //! (`s1.pathway0_stem.*`, `s{2-5}.pathway0_res{i}.branch{1,2}.*`, `head.*`), so its
 //! checkpoints convert by name. It owns the model's arithmetic only.
+//!
+//! pytorchvideo's `create_x3d` computes the same logits in eval mode (the tests here
+//! compare them, train-mode batch statistics and the parameter count); its names differ
+//! and it has no BatchNorm on a projected shortcut that keeps the width
+//! (`s2.pathway0_res0` in X3D-M): `scripts/convert_x3d.py` maps the names and writes an
+//! identity norm there, which in training normalises that shortcut as PySlowFast does.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
@@ -20,15 +26,21 @@ use crate::device::Precision;
 /// The X3D architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct X3dConfig {
+    /// Channel multiplier of the stem and the stages (2.0).
     pub width_factor: f64,
+    /// Block count multiplier of the stages' 1, 2, 5, 3 (2.2 for X3D-M, 5.0 for X3D-L).
     pub depth_factor: f64,
+    /// Inner (depthwise) width over a stage's width (2.25).
     pub bottleneck_factor: f64,
     /// Width of the stem before the width factor (PySlowFast's `DIM_C1`).
     pub dim_c1: usize,
     /// Width of the layer before the classifier (`DIM_C5`).
     pub dim_c5: usize,
+    /// Squeeze-excitation width over the inner width (0.0625; 0 for none).
     pub se_ratio: f64,
+    /// Classifier outputs.
     pub classes: usize,
+    /// Dropout rate on the `dim_c5` feature before the classifier (training only).
     pub dropout: f64,
     /// BatchNorm γ of each block's last norm starts at 0 (`ZERO_INIT_FINAL_BN`).
     pub zero_init_final_bn: bool,
@@ -71,6 +83,7 @@ impl X3dConfig {
         out
     }
 
+    /// Channels of the stem's output.
     pub fn stem_width(&self) -> usize {
         round_width(self.dim_c1 as f64, self.width_factor)
     }
@@ -270,6 +283,7 @@ impl Block {
     }
 }
 
+/// An X3D network on a `VarStore` (PySlowFast's parameter names).
 pub struct X3d {
     pub cfg: X3dConfig,
     stem_xy: Conv,
@@ -285,6 +299,9 @@ pub struct X3d {
 }
 
 impl X3d {
+    /// Builds the network under `root`, freshly initialised as PySlowFast does (fan-out
+    /// Kaiming normal convolutions, N(0, 0.01) classifier, zero β, γ = 1 or 0 for each
+    /// block's last norm with `zero_init_final_bn`).
     pub fn new(root: &nn::Path, cfg: &X3dConfig, precision: Precision) -> X3d {
         let stem = root.sub("s1").sub("pathway0_stem");
         let w1 = cfg.stem_width();
@@ -356,6 +373,8 @@ impl X3d {
         }
     }
 
+    /// Uniform draws a training forward needs: one per feature per sample for dropout,
+    /// none without it.
     pub fn noise_len(&self, batch: usize) -> usize {
         if self.cfg.dropout > 0.0 {
             batch * self.cfg.dim_c5
@@ -407,9 +426,16 @@ impl X3d {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::Value;
     use tch::Device;
 
     use super::*;
+    use crate::models::{ModelSpec, load_into, read_weights};
+
+    /// pytorchvideo's X3D-M with 400 classes (`sum(p.numel() for p in parameters())`).
+    const PYTORCHVIDEO_X3D_M: i64 = 3_794_274;
 
     #[test]
     fn x3d_m_has_the_published_shape() {
@@ -426,8 +452,9 @@ mod tests {
             .iter()
             .map(|t| t.numel() as i64)
             .sum();
-        // The X3D paper gives X3D-M 3.8 M parameters (PySlowFast: 3.76 M).
-        assert!((3_700_000..3_850_000).contains(&params), "{params}");
+        // pytorchvideo's count and the γ and β of the one shortcut BatchNorm it lacks
+        // (s2.pathway0_res0.branch1_bn, 24 wide).
+        assert_eq!(params, PYTORCHVIDEO_X3D_M + 48);
         let names = vs.variables();
         for n in [
             "s1.pathway0_stem.conv_xy.weight",
@@ -445,5 +472,199 @@ mod tests {
         let x = Tensor::randn([2, 3, 4, 64, 48], (Kind::Float, Device::Cpu));
         let y = tch::no_grad(|| model.forward(&x, false, None));
         assert_eq!(y.size(), [2, 400]);
+    }
+
+    fn repo() -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    }
+
+    /// Runs a script of tests/python with the venv's python; returns its last stdout
+    /// line as JSON.
+    fn python(script: &str, dir: &Path, args: &[&str]) -> Value {
+        let out = std::process::Command::new(repo().join(".venv/bin/python"))
+            .arg(repo().join("tests/python").join(script))
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("run the venv's python (scripts/setup.sh installs torch and pytorchvideo)");
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().expect("a JSON line");
+        serde_json::from_str(last).expect("JSON")
+    }
+
+    fn npy(path: &Path) -> Tensor {
+        Tensor::read_npy(path).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.size(), b.size());
+        (a - b).abs().max().double_value(&[])
+    }
+
+    fn trainable(vs: &nn::VarStore) -> i64 {
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
+    }
+
+    /// X3D-M for `classes`, loaded strictly from the reference's converted weights.
+    fn load(dir: &Path, classes: usize, precision: Precision) -> (nn::VarStore, X3d) {
+        let weights = dir.join("model.safetensors");
+        let config = X3dConfig::preset("x3d-m", classes, 0.0).unwrap();
+        let spec = ModelSpec::X3d {
+            name: "x3d-m".into(),
+            config: config.clone(),
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = X3d::new(&vs.root(), &config, precision);
+        let report =
+            load_into(&vs, &spec, &weights, read_weights(&weights).unwrap(), false).unwrap();
+        assert!(report.reinitialised.is_empty(), "{report:?}");
+        assert_eq!(report.loaded, vs.variables().len());
+        (vs, model)
+    }
+
+    /// Eval logits against the reference's, fp32 and bf16; returns max |Δ| in fp32.
+    fn check_eval(dir: &Path, classes: usize) -> f64 {
+        let (vs, model) = load(dir, classes, Precision::Fp32);
+        let x = npy(&dir.join("input.npy"));
+        let expected = npy(&dir.join("expected.npy"));
+        let logits = tch::no_grad(|| model.forward(&x, false, None));
+        let d = max_diff(&logits, &expected);
+        assert!(d < 1e-4, "max |difference| {d}");
+        // The logits depend on the input: a wrong layer could not hide behind biases.
+        let spread = max_diff(&expected.get(0), &expected.get(1));
+        assert!(
+            spread > 0.1,
+            "samples give nearly the same logits ({spread})"
+        );
+        let (_vs, bf) = load(dir, classes, Precision::Bf16);
+        let lb = tch::no_grad(|| bf.forward(&x, false, None));
+        let rel = max_diff(&lb, &logits) / logits.abs().max().double_value(&[]);
+        assert!(rel < 5e-2, "bf16 relative difference {rel}");
+        drop(vs);
+        d
+    }
+
+    #[test]
+    fn logits_match_pytorchvideo_square_with_its_own_head_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = python(
+            "x3d_reference.py",
+            dir.path(),
+            &[
+                "--frames", "4", "--height", "64", "--width", "64", "--train",
+            ],
+        );
+        // pytorchvideo's pool kernel (T, ceil(64/32), ceil(64/32)) is the final map, so
+        // its head is used as it is.
+        assert_eq!(info["stock_head"], true, "{info}");
+        assert_eq!(info["pool_kernel"], serde_json::json!([4, 2, 2]), "{info}");
+        assert_eq!(info["params"], PYTORCHVIDEO_X3D_M, "{info}");
+        assert_eq!(info["identity_norms_added"], 1, "{info}");
+        let (vs, _) = load(dir.path(), 400, Precision::Fp32);
+        assert_eq!(trainable(&vs), PYTORCHVIDEO_X3D_M + 48);
+        check_eval(dir.path(), 400);
+
+        // One train-mode forward: batch statistics give pytorchvideo's train-mode logits,
+        // and the running statistics move as its momentum 0.1 moves them. (The reference
+        // has an identity norm added on s2.pathway0_res0's shortcut, as here: in train
+        // mode that norm uses batch statistics.)
+        let (vs, model) = load(dir.path(), 400, Precision::Fp32);
+        let x = npy(&dir.path().join("input.npy"));
+        let logits = tch::no_grad(|| model.forward(&x, true, None));
+        let d = max_diff(&logits, &npy(&dir.path().join("expected_train.npy")));
+        assert!(d < 1e-4, "train-mode max |difference| {d}");
+        let stats = read_weights(&dir.path().join("train_stats.safetensors")).unwrap();
+        let vars = vs.variables();
+        assert_eq!(
+            stats.len(),
+            2 * 84,
+            "one mean and one variance per BatchNorm"
+        );
+        for (name, expected) in &stats {
+            let ours = vars.get(name).unwrap_or_else(|| panic!("{name}"));
+            let d = max_diff(ours, expected);
+            let scale = expected.abs().max().double_value(&[]).max(1.0);
+            assert!(d / scale < 1e-5, "{name}: max |difference| {d}");
+        }
+    }
+
+    #[test]
+    fn logits_match_pytorchvideo_portrait_with_global_pooling() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = python(
+            "x3d_reference.py",
+            dir.path(),
+            &[
+                "--frames",
+                "4",
+                "--height",
+                "96",
+                "--width",
+                "64",
+                "--classes",
+                "7",
+            ],
+        );
+        // create_x3d knows square crops only: its pool could not cover the 4x3x2 map.
+        assert_eq!(info["stock_head"], false, "{info}");
+        assert_eq!(info["final_map"], serde_json::json!([4, 3, 2]), "{info}");
+        check_eval(dir.path(), 7);
+    }
+
+    #[test]
+    fn training_forward_uses_the_noise_and_has_finite_gradients() {
+        let cfg = X3dConfig::preset("x3d-m", 5, 0.5).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = X3d::new(&vs.root(), &cfg, Precision::Fp32);
+        let x = Tensor::randn([2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
+        let n = model.noise_len(2);
+        assert_eq!(n, 2 * 2048);
+        let draws = |seed: u64| -> Vec<f32> {
+            let mut s = seed;
+            (0..n)
+                .map(|_| {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (s >> 40) as f32 / (1u64 << 24) as f32
+                })
+                .collect()
+        };
+        let a = Noise::new(&draws(1), Device::Cpu);
+        let b = Noise::new(&draws(2), Device::Cpu);
+        let ya = model.forward(&x, true, Some(&a));
+        let yb = model.forward(&x, true, Some(&b));
+        assert!(
+            max_diff(&ya, &yb) > 0.0,
+            "the dropout noise changes nothing"
+        );
+        let again = model.forward(&x, true, Some(&a));
+        assert_eq!(max_diff(&ya, &again), 0.0, "same noise, same output");
+        ya.pow_tensor_scalar(2).sum(Kind::Float).backward();
+        for (name, v) in vs.variables() {
+            if v.requires_grad() {
+                let g = v.grad();
+                assert!(g.defined(), "{name} has no gradient");
+                assert!(
+                    g.isfinite().all().int64_value(&[]) == 1,
+                    "{name}: gradient not finite"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn converter_round_trips_pytorchvideo_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = python("x3d_roundtrip.py", dir.path(), &[]);
+        assert_eq!(info["ok"], true, "{info}");
     }
 }
