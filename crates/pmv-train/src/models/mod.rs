@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 pub mod mae;
 pub mod multimodal;
+pub mod mvit;
 pub mod tiny3d;
 pub mod videomae;
 pub mod x3d;
