@@ -809,22 +809,22 @@ mod tests {
 
     /// torchvision's logits against ours for MViTv2-S (the real 16 blocks, widths,
     /// heads and strides) at a small input; returns max |Δ| in fp32.
-    fn parity(frames: usize, h: usize, w: usize) -> f64 {
-        let (t, hs, ws) = (frames.to_string(), h.to_string(), w.to_string());
-        let (dir, _) = python(
-            "mvit_reference.py",
-            &[
-                "--frames",
-                &t,
-                "--height",
-                &hs,
-                "--width",
-                &ws,
-                "--classes",
-                "10",
-            ],
-        );
-        let cfg = small(frames, h, w, 10);
+    fn parity(frames: usize, h: usize, w: usize, batch: usize, classes: usize) -> f64 {
+        let [t, hs, ws, b, c] = [frames, h, w, batch, classes].map(|v| v.to_string());
+        let args = [
+            "--frames",
+            &t,
+            "--height",
+            &hs,
+            "--width",
+            &ws,
+            "--batch",
+            &b,
+            "--classes",
+            &c,
+        ];
+        let (dir, _) = python("mvit_reference.py", &args);
+        let cfg = small(frames, h, w, classes);
         let weights = dir.path().join("model.safetensors");
         let x = npy(&dir.path().join("input.npy"));
         let expected = npy(&dir.path().join("expected.npy"));
@@ -848,7 +848,7 @@ mod tests {
     fn logits_match_torchvision_square() {
         // At the configured square input no table is resampled.
         assert!(small(4, 64, 64, 10).resized_tables([4, 64, 64]).is_empty());
-        parity(4, 64, 64);
+        parity(4, 64, 64, 2, 10);
     }
 
     #[test]
@@ -861,7 +861,14 @@ mod tests {
             "{resized:?}"
         );
         assert_eq!(resized[0], "blocks.0.attn.rel_pos_w (47 -> 31)");
-        parity(4, 96, 64);
+        parity(4, 96, 64, 2, 10);
+    }
+
+    #[test]
+    #[ignore = "full size, a few minutes on one core"]
+    fn logits_match_torchvision_full_size() {
+        parity(16, 224, 224, 1, 400);
+        parity(16, 288, 192, 1, 400);
     }
 
     #[test]
