@@ -371,6 +371,8 @@ fn resample(table: &Tensor, len: i64) -> Tensor {
     if table.size()[0] == len {
         return table.shallow_clone();
     }
+    #[cfg(test)]
+    tests::RESAMPLED.with(|c| c.set(c.get() + 1));
     table
         .transpose(0, 1)
         .unsqueeze(0)
@@ -743,6 +745,18 @@ mod tests {
     use super::*;
     use crate::models::read_weights;
 
+    thread_local! {
+        /// Tables this thread's forwards resampled.
+        pub(super) static RESAMPLED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Tables one eval forward of `model` on `x` resamples.
+    fn resampled_by(model: &Mvit, x: &Tensor) -> usize {
+        RESAMPLED.with(|c| c.set(0));
+        tch::no_grad(|| model.forward(x, false, None));
+        RESAMPLED.with(|c| c.get())
+    }
+
     fn repo() -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
     }
@@ -832,6 +846,9 @@ mod tests {
         let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
         assert_eq!(load_strict(&vs, &weights).unwrap(), 397);
         let logits = tch::no_grad(|| model.forward(&x, false, None));
+        // The forward resamples exactly the tables the configuration says it does.
+        let input = [frames, h, w];
+        assert_eq!(resampled_by(&model, &x), cfg.resized_tables(input).len());
         let d = max_diff(&logits, &expected);
         assert!(d < 1e-4, "max |difference| {d}");
         // bf16 products stay close to the fp32 result.
@@ -957,14 +974,15 @@ mod tests {
         let cfg = small(4, 64, 64, 5);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
-        for input in [[4i64, 64, 64], [2, 96, 64], [6, 64, 128]] {
-            let x = Tensor::randn(
-                [2, 3, input[0], input[1], input[2]],
-                (Kind::Float, Device::Cpu),
-            );
+        for input in [[4usize, 64, 64], [2, 96, 64], [6, 64, 128]] {
+            let shape = [2, 3, input[0] as i64, input[1] as i64, input[2] as i64];
+            let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
             let y = tch::no_grad(|| model.forward(&x, false, None));
             assert_eq!(y.size(), [2, 5]);
             assert!(bool::try_from(y.isfinite().all()).unwrap());
+            let n = resampled_by(&model, &x);
+            assert_eq!(n, cfg.resized_tables(input).len(), "{input:?}");
+            assert_eq!(n == 0, input == [4, 64, 64], "{input:?}");
         }
         assert!(cfg.resized_tables([4, 64, 64]).is_empty());
         let other = cfg.resized_tables([6, 64, 128]);
