@@ -753,7 +753,7 @@ mod tests {
     /// Tables one eval forward of `model` on `x` resamples.
     fn resampled_by(model: &Mvit, x: &Tensor) -> usize {
         RESAMPLED.with(|c| c.set(0));
-        tch::no_grad(|| model.forward(x, false, None));
+        let _ = tch::no_grad(|| model.forward(x, false, None));
         RESAMPLED.with(|c| c.get())
     }
 
