@@ -27,6 +27,7 @@ use crate::device::Precision;
 /// One multiscale block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MvitBlockConfig {
+    /// Attention heads (head width = `dim_out / heads`).
     pub heads: usize,
     /// Width of the tokens coming in.
     pub dim_in: usize,
