@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 pub mod mae;
 pub mod multimodal;
+pub mod mvit;
 pub mod tiny3d;
 pub mod uniformer;
 pub mod videomae;
