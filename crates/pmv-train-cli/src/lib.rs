@@ -37,6 +37,14 @@ pub enum ModelName {
     /// X3D-L (depth factor 5.0)
     #[value(name = "x3d-l")]
     X3dL,
+    /// MViTv2-S (34.5 M parameters: pooling attention, decomposed relative positions),
+    /// torchvision's names
+    #[value(name = "mvit-v2-s")]
+    MvitV2S,
+    /// UniFormer-S (21.4 M parameters: convolution blocks, then global attention), the
+    /// names of its official video code
+    #[value(name = "uniformer-s")]
+    UniformerS,
 }
 
 impl ModelName {
@@ -48,6 +56,8 @@ impl ModelName {
             ModelName::Videomae => "videomae",
             ModelName::X3dM => "x3d-m",
             ModelName::X3dL => "x3d-l",
+            ModelName::MvitV2S => "mvit-v2-s",
+            ModelName::UniformerS => "uniformer-s",
         }
     }
 

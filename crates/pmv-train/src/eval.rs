@@ -192,6 +192,11 @@ pub fn run(
     if let (Some(size), Some(vit)) = (args.input, cfg.model.vit()) {
         crate::cli::check_vit_input(size, vit.patch_size).map_err(TrainError::Usage)?;
     }
+    if let Some((h, w)) = args.input {
+        cfg.model
+            .check_input([cfg.input[0], h, w])
+            .map_err(|e| TrainError::Usage(format!("--input {h}x{w}: {e}")))?;
+    }
     let device = crate::device::resolve_device(args.runtime.device)?;
     if let Some(t) = args.runtime.threads {
         tch::set_num_threads(t);

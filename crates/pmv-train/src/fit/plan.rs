@@ -236,6 +236,40 @@ pub(super) fn model_spec(
                 .expect("a preset"),
             })
         }
+        ModelName::MvitV2S => {
+            let name = args.model.as_str();
+            let config = crate::models::mvit::MvitConfig::preset(
+                name,
+                classes,
+                t,
+                (h, w),
+                args.dropout.unwrap_or(0.5),
+                args.drop_path.unwrap_or(0.2),
+            )
+            .expect("a preset");
+            config.check_input(input).map_err(TrainError::Usage)?;
+            Ok(ModelSpec::Mvit {
+                name: name.into(),
+                config,
+            })
+        }
+        ModelName::UniformerS => {
+            let name = args.model.as_str();
+            let config = crate::models::uniformer::UniformerConfig::preset(
+                name,
+                classes,
+                t,
+                (h, w),
+                args.dropout.unwrap_or(0.0),
+                args.drop_path.unwrap_or(0.1),
+            )
+            .expect("a preset");
+            config.check_input(input).map_err(TrainError::Usage)?;
+            Ok(ModelSpec::Uniformer {
+                name: name.into(),
+                config,
+            })
+        }
         ModelName::VitS | ModelName::VitB | ModelName::Videomae => {
             let name = args.model.as_str();
             let preset = VideoMaeConfig::preset(name, classes, t, (h, w));

@@ -10,8 +10,8 @@
 //! missing, unexpected or mis-shaped is an error listing all of it.
 //!
 //! One file a model family: [`tiny3d`], [`videomae`] (the classifying ViT),
-//! [`mae`] (its masked pre-training, built from the ViT's blocks), [`x3d`] and
-//! [`multimodal`] (a video model from this factory fused with cover and text branches:
+//! [`mae`] (its masked pre-training, built from the ViT's blocks), [`x3d`], [`mvit`]
+//! (MViTv2), [`uniformer`] and [`multimodal`] (a video model from this factory fused with cover and text branches:
 //! the one family that uses [`ModelSpec`] and [`Net`] from here). The families share
 //! [`ModelError`], [`Noise`] and the input normalisation ([`MEAN`], [`STD`]) from here.
 //! Models never read shards or batches: nothing here imports `data`.
@@ -33,7 +33,9 @@ pub mod x3d;
 use crate::device::{Precision, to_device_async};
 use mae::{MaeConfig, VideoMaePretrain};
 use multimodal::{Extra, Multimodal, MultimodalSpec};
+use mvit::{Mvit, MvitConfig};
 use tiny3d::Tiny3d;
+use uniformer::{Uniformer, UniformerConfig};
 use videomae::{VideoMae, VideoMaeConfig};
 use x3d::{X3d, X3dConfig};
 
@@ -99,6 +101,13 @@ pub enum ModelSpec {
     },
     /// X3D (`x3d-m`, `x3d-l`), PySlowFast's names.
     X3d { name: String, config: X3dConfig },
+    /// MViTv2 (`mvit-v2-s`), torchvision's names.
+    Mvit { name: String, config: MvitConfig },
+    /// UniFormer (`uniformer-s`), the names of its official video code.
+    Uniformer {
+        name: String,
+        config: UniformerConfig,
+    },
     /// Video, cover and text branches fused (the xinpianchang classifier).
     Multimodal(Box<MultimodalSpec>),
     /// VideoMAE masked pre-training (`VideoMAEForPreTraining`).
@@ -116,7 +125,9 @@ impl ModelSpec {
             ModelSpec::Tiny3d { .. } => "tiny3d",
             ModelSpec::Videomae { name, .. }
             | ModelSpec::Mae { name, .. }
-            | ModelSpec::X3d { name, .. } => name,
+            | ModelSpec::X3d { name, .. }
+            | ModelSpec::Mvit { name, .. }
+            | ModelSpec::Uniformer { name, .. } => name,
             ModelSpec::Multimodal(_) => "multimodal",
         }
     }
@@ -128,7 +139,21 @@ impl ModelSpec {
             ModelSpec::Videomae { config, .. } => Some(config),
             ModelSpec::Mae { config, .. } => Some(&config.encoder),
             ModelSpec::Multimodal(m) => m.video.vit(),
-            ModelSpec::Tiny3d { .. } | ModelSpec::X3d { .. } => None,
+            ModelSpec::Tiny3d { .. }
+            | ModelSpec::X3d { .. }
+            | ModelSpec::Mvit { .. }
+            | ModelSpec::Uniformer { .. } => None,
+        }
+    }
+
+    /// Whether clips of `input` `[T, H, W]` can run through the model: the usage error
+    /// if not (the ViTs' own rule is [`crate::cli::check_vit_input`]).
+    pub fn check_input(&self, input: [usize; 3]) -> Result<(), String> {
+        match self {
+            ModelSpec::Mvit { config, .. } => config.check_input(input),
+            ModelSpec::Uniformer { config, .. } => config.check_input(input),
+            ModelSpec::Multimodal(m) => m.video.check_input(input),
+            _ => Ok(()),
         }
     }
 
@@ -150,6 +175,12 @@ impl ModelSpec {
                 root, config, *drop_path, precision,
             )?)),
             ModelSpec::X3d { config, .. } => Net::X3d(Box::new(X3d::new(root, config, precision))),
+            ModelSpec::Mvit { config, .. } => {
+                Net::Mvit(Box::new(Mvit::new(root, config, precision)?))
+            }
+            ModelSpec::Uniformer { config, .. } => {
+                Net::Uniformer(Box::new(Uniformer::new(root, config, precision)?))
+            }
             ModelSpec::Multimodal(spec) => {
                 Net::Multimodal(Box::new(Multimodal::new(root, spec, precision)?))
             }
@@ -170,6 +201,8 @@ impl ModelSpec {
             }
             ModelSpec::Mae { .. } => false,
             ModelSpec::X3d { .. } => name.starts_with("head.projection."),
+            ModelSpec::Mvit { .. } => Mvit::is_head(name),
+            ModelSpec::Uniformer { .. } => Uniformer::is_head(name),
             // With a video checkpoint, everything outside the video branch is new.
             ModelSpec::Multimodal(_) => {
                 !name.starts_with("video.")
@@ -206,6 +239,8 @@ pub enum Net {
     VideoMae(Box<VideoMae>),
     Mae(Box<VideoMaePretrain>),
     X3d(Box<X3d>),
+    Mvit(Box<Mvit>),
+    Uniformer(Box<Uniformer>),
     Multimodal(Box<Multimodal>),
 }
 
@@ -217,6 +252,8 @@ impl Net {
             Net::Tiny3d(m) => m.forward(x, train, noise),
             Net::VideoMae(m) => m.forward(x, if train { noise } else { None }),
             Net::X3d(m) => m.forward(x, train, noise),
+            Net::Mvit(m) => m.forward(x, train, noise),
+            Net::Uniformer(m) => m.forward(x, train, noise),
             Net::Multimodal(m) => m.forward(x, None, train, noise),
             Net::Mae(_) => panic!("a pre-training model has no classification logits"),
         }
@@ -242,6 +279,8 @@ impl Net {
             Net::Tiny3d(m) => m.features(x, train),
             Net::VideoMae(m) => m.features(x, if train { noise } else { None }),
             Net::X3d(m) => m.features(x, train),
+            Net::Mvit(m) => m.features(x, train, noise),
+            Net::Uniformer(m) => m.features(x, train, noise),
             Net::Mae(_) | Net::Multimodal(_) => panic!("not a video feature model"),
         }
     }
@@ -252,6 +291,8 @@ impl Net {
             Net::Tiny3d(m) => Some(m.feature_dim()),
             Net::VideoMae(m) => Some(m.enc.cfg.hidden_size),
             Net::X3d(m) => Some(m.cfg.dim_c5),
+            Net::Mvit(m) => Some(m.feature_dim()),
+            Net::Uniformer(m) => Some(m.feature_dim()),
             Net::Mae(_) | Net::Multimodal(_) => None,
         }
     }
@@ -270,6 +311,8 @@ impl Net {
             Net::VideoMae(m) => m.noise_len(batch),
             Net::Mae(m) => m.noise_len(batch),
             Net::X3d(m) => m.noise_len(batch),
+            Net::Mvit(m) => m.noise_len(batch),
+            Net::Uniformer(m) => m.noise_len(batch),
             Net::Multimodal(m) => m.noise_len(batch),
         }
     }
@@ -277,7 +320,11 @@ impl Net {
     /// (layer index, highest layer index) for layer-wise lr decay.
     pub fn layer_of(&self, name: &str) -> (usize, usize) {
         match self {
-            Net::Tiny3d(_) | Net::X3d(_) | Net::Multimodal(_) => (0, 0),
+            Net::Tiny3d(_)
+            | Net::X3d(_)
+            | Net::Mvit(_)
+            | Net::Uniformer(_)
+            | Net::Multimodal(_) => (0, 0),
             Net::VideoMae(m) => (m.layer_of(name), m.depth()),
             Net::Mae(m) => (m.layer_of(name), m.depth()),
         }
@@ -285,12 +332,13 @@ impl Net {
 }
 
 /// Weight decay applies to matrices and kernels only: not to biases, norms, position
-/// tables or tokens.
+/// tables or tokens. A position *convolution* (UniFormer's `pos_embed`, a 3-D kernel) is
+/// a kernel like any other, decayed as its reference code decays it.
 pub fn decays(name: &str, shape: &[i64]) -> bool {
     !(shape.len() <= 1
         || name.ends_with(".bias")
         || name.contains("position")
-        || name.contains("pos_embed")
+        || (name.contains("pos_embed") && shape.len() <= 3)
         || name.ends_with("mask_token")
         || name.ends_with("cls_token"))
 }
@@ -517,6 +565,8 @@ mod tests {
         assert!(!decays("fc_norm.weight", &[8]));
         assert!(!decays("mask_token", &[1, 1, 8]));
         assert!(decays("stages.0.conv.weight", &[8, 3, 3, 3, 3]));
+        assert!(!decays("pos_embed", &[1, 16, 8]));
+        assert!(decays("blocks1.0.pos_embed.weight", &[64, 1, 3, 3, 3]));
         assert_eq!(
             canonical_name("videomae.encoder.layer.3.attention.attention.query.bias"),
             "videomae.encoder.layer.3.attention.attention.q_bias"
