@@ -16,9 +16,14 @@ The relative-position tables are sized for the input a checkpoint was trained at
 (16x224x224 for the public MViTv2-S weights). `--input TxHxW` resizes every table whose
 length differs for another training input with the linear interpolation (no corner
 alignment) the model itself applies at run time, and prints which; that needs the
-MViTv2-S block settings, taken from torchvision.
+MViTv2-S block settings, taken from torchvision. The tables are sized as the trainer's
+`mvit-v2-s` preset sizes them: each spatial table from its own side (PMV-400's layout;
+at 16x288x192 the first block's h table has 143 rows and its w table 95).
+`--square-tables` sizes both from the longer side instead, as torchvision does (a
+torchvision MViT built for that input then loads the result strictly).
 
-usage: convert_mvit.py CHECKPOINT.{pth,pyth,safetensors} OUT[.safetensors] [--input TxHxW]
+usage: convert_mvit.py CHECKPOINT.{pth,pyth,safetensors} OUT[.safetensors] [--input TxHxW
+                       [--square-tables]]
        convert_mvit.py --reverse OURS.safetensors OUT.pth [--slowfast]
 OUT without a .safetensors suffix is a folder that receives model.safetensors.
 --reverse writes a torchvision state dict (torch.save), or with --slowfast a PySlowFast
@@ -192,16 +197,30 @@ def resample(table, length):
             .squeeze(0).t().to(table.dtype).contiguous())
 
 
-def resize_tables(state, frames, height, width, path="<state dict>"):
+def resize_tables(state, frames, height, width, path="<state dict>", square=False):
     """Resizes the relative-position tables for MViTv2-S trained at frames x height x
-    width; returns the names resized as 'name (old -> new)'."""
+    width, each spatial table from its own side (or, `square`, both from the longer side
+    as torchvision sizes them); returns the names resized as 'name (old -> new)'."""
     sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from refmodels import mvit
 
     classes = state["head.1.weight"].shape[0]
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in mvit.build(frames, height, width, classes).state_dict().items()}
+
+    def shapes_at(h, w):
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in mvit.build(frames, h, w, classes).state_dict().items()}
+
+    shapes = shapes_at(height, width)
+    if not square:
+        # torchvision sizes both tables from the longer side: a square model of each
+        # side gives that side's table.
+        by_h, by_w = shapes_at(height, height), shapes_at(width, width)
+        for k in shapes:
+            if k.endswith(".rel_pos_h"):
+                shapes[k] = by_h[k]
+            elif k.endswith(".rel_pos_w"):
+                shapes[k] = by_w[k]
     missing = sorted(set(shapes) - set(state))
     extra = sorted(set(state) - set(shapes))
     if missing or extra:
@@ -229,6 +248,8 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--input", help="TxHxW the converted model will train at (resizes tables)")
+    ap.add_argument("--square-tables", action="store_true",
+                    help="with --input: both spatial tables from the longer side, as torchvision")
     ap.add_argument("--reverse", action="store_true", help="ours -> torchvision state dict")
     ap.add_argument("--slowfast", action="store_true", help="with --reverse: PySlowFast names")
     a = ap.parse_args()
@@ -237,7 +258,7 @@ def main():
         if a.reverse:
             check_ours(state, a.checkpoint)
             if a.input:
-                done = resize_tables(state, *parse_input(a.input), path=a.checkpoint)
+                done = resize_tables(state, *parse_input(a.input), path=a.checkpoint, square=a.square_tables)
                 for d in done:
                     print(f"resized {d}")
             if a.slowfast:
@@ -251,7 +272,7 @@ def main():
         kind = layout(state, a.checkpoint)
         tensors = to_ours(state, a.checkpoint)
         if a.input:
-            done = resize_tables(tensors, *parse_input(a.input), path=a.checkpoint)
+            done = resize_tables(tensors, *parse_input(a.input), path=a.checkpoint, square=a.square_tables)
             for d in done:
                 print(f"resized {d}")
             if not done:

@@ -7,9 +7,11 @@
 2. The same weights under PySlowFast's names ({"model_state": ...}, .pyth) -> ours:
    identical to step 1's file; -> --reverse --slowfast: the PySlowFast names and values
    back exactly.
-3. --input: the weights of a T x H x W model converted for a taller input (OUT/resized.
-   safetensors) load strictly into torchvision's model built for that input; the tables
-   are the linear resampling the model applies itself.
+3. --input --square-tables: the weights of a T x H x W model converted for a taller input
+   (OUT/resized.safetensors) load strictly into torchvision's model built for that input;
+   the tables are the linear resampling the model applies itself. --input alone
+   (OUT/resized-per-axis.safetensors, for the trainer's preset) resizes only the tables of
+   the side that changed: the h tables, to the same values.
 Prints one JSON line per case; exits non-zero on any difference.
 
 usage: mvit_roundtrip.py OUT [--frames 4 --height 64 --width 64 --to-height 96]
@@ -89,7 +91,7 @@ def main():
     print(json.dumps({"case": "pyslowfast", "tensors": len(slowfast), "cls_token": list(slowfast["cls_token"].shape)}))
 
     shape = f"{a.frames}x{a.to_height}x{a.width}"
-    said = run(p("tv.pth"), p("resized.safetensors"), "--input", shape)
+    said = run(p("tv.pth"), p("resized.safetensors"), "--input", shape, "--square-tables")
     resized = load_file(p("resized.safetensors"))
     taller = mvit.build(a.frames, a.to_height, a.width, 7)
     taller.load_state_dict(resized, strict=True)
@@ -103,6 +105,12 @@ def main():
             sys.exit(f"{k} changed though its shape did not")
     if not lines:
         sys.exit("--input resized nothing")
+    run(p("tv.pth"), p("resized-per-axis.safetensors"), "--input", shape)
+    per_axis = load_file(p("resized-per-axis.safetensors"))
+    for k, v in per_axis.items():
+        want = resized[k] if not k.endswith(".rel_pos_w") else ref[k]
+        if not torch.equal(v, want):
+            sys.exit(f"{k}: per-axis sizing differs from the square sizing's h table or the original w table")
     print(json.dumps({"case": "input", "input": shape, "resized": len(lines), "first": lines[0]}))
 
 

@@ -8,9 +8,11 @@
 //! decomposed relative positions along t, h and w added to the scores; residual pooling
 //! of q; a max-pooled skip and a linear projection where the block changes width), the
 //! final norm on the class token, head dropout and the classifier, and stochastic depth.
-//! The relative-position tables are sized for the configured input, as torchvision
-//! sizes them; another input resamples them linearly at each forward, as torchvision
-//! does. Products run in the compute precision; norms, softmax and the residual stream
+//! The relative-position tables are sized for the configured input: both spatial
+//! tables from the longer side, as torchvision and PySlowFast size them, or each from its
+//! own side, as PMV-400's MViT code does for its portrait runs (`per_axis_tables`, the
+//! preset's choice); another input resamples them linearly at each forward, as both
+//! do. Products run in the compute precision; norms, softmax and the residual stream
 //! stay fp32. It never reads files and never draws random numbers in a forward: training
 //! noise comes from [`Noise`].
 
@@ -94,6 +96,12 @@ pub struct MvitConfig {
     /// MLP hidden width / block output width.
     pub mlp_ratio: usize,
     pub layer_norm_eps: f64,
+    /// Each spatial relative-position table sized from its own side of the grid
+    /// (PMV-400's MViT code: 143 h and 95 w rows in the first block at 288x192) rather
+    /// than both from the longer side (torchvision and PySlowFast: 143 and 143, the w
+    /// table resampled to 95 at every forward). The same for square inputs.
+    #[serde(default)]
+    pub per_axis_tables: bool,
     pub classes: usize,
     /// Dropout on the class token's feature before the classifier.
     pub dropout: f64,
@@ -103,7 +111,7 @@ pub struct MvitConfig {
 
 impl MvitConfig {
     /// `mvit-v2-s` (34.5 M parameters with 400 classes); `frames` and `size` (height,
-    /// width) size the relative-position tables.
+    /// width) size the relative-position tables, each spatial one from its own side.
     pub fn preset(
         name: &str,
         classes: usize,
@@ -125,6 +133,7 @@ impl MvitConfig {
             blocks,
             mlp_ratio: 4,
             layer_norm_eps: 1e-6,
+            per_axis_tables: true,
             classes,
             dropout,
             drop_path,
@@ -226,20 +235,22 @@ impl MvitConfig {
 
     /// Lengths of each block's (t, h, w) relative-position tables: sized from the
     /// configured input's grid as torchvision sizes them (`T'`-based temporal, `max(H',
-    /// W')`-based spatial, the grid shrinking by integer division with each q stride).
+    /// W')`-based spatial, the grid shrinking by integer division with each q stride),
+    /// or with `per_axis_tables` the h table from `H'` and the w table from `W'`.
     pub fn table_lengths(&self) -> Vec<[usize; 3]> {
         let mut g =
             [0, 1, 2].map(|d| [self.frames, self.size[0], self.size[1]][d] / self.patch_stride[d]);
         self.blocks
             .iter()
             .map(|b| {
-                let size = g[1].max(g[2]);
-                let q = size / b.stride_q[1];
-                let kv = size / b.stride_kv[1];
-                let spatial = 2 * q.max(kv) - 1;
-                let temporal = 2 * g[0] - 1;
+                let longer = g[1].max(g[2]);
+                let spatial = |d: usize| {
+                    let size = if self.per_axis_tables { g[d] } else { longer };
+                    2 * (size / b.stride_q[d]).max(size / b.stride_kv[d]) - 1
+                };
+                let lengths = [2 * g[0] - 1, spatial(1), spatial(2)];
                 g = [0, 1, 2].map(|d| g[d] / b.stride_q[d]);
-                [temporal, spatial, spatial]
+                lengths
             })
             .collect()
     }
@@ -818,13 +829,28 @@ mod tests {
         (a - b).abs().max().double_value(&[])
     }
 
+    /// MViTv2-S as torchvision builds it (spatial tables from the longer side).
     fn small(frames: usize, h: usize, w: usize, classes: usize) -> MvitConfig {
-        MvitConfig::preset("mvit-v2-s", classes, frames, (h, w), 0.0, 0.0).unwrap()
+        MvitConfig {
+            per_axis_tables: false,
+            ..MvitConfig::preset("mvit-v2-s", classes, frames, (h, w), 0.0, 0.0).unwrap()
+        }
     }
 
     /// torchvision's logits against ours for MViTv2-S (the real 16 blocks, widths,
     /// heads and strides) at a small input; returns max |Δ| in fp32.
     fn parity(frames: usize, h: usize, w: usize, batch: usize, classes: usize) -> f64 {
+        parity_in(frames, h, w, batch, classes).1
+    }
+
+    /// [`parity`], also returning the reference's folder.
+    fn parity_in(
+        frames: usize,
+        h: usize,
+        w: usize,
+        batch: usize,
+        classes: usize,
+    ) -> (tempfile::TempDir, f64) {
         let [t, hs, ws, b, c] = [frames, h, w, batch, classes].map(|v| v.to_string());
         let args = [
             "--frames",
@@ -859,7 +885,7 @@ mod tests {
         let lb = tch::no_grad(|| bf.forward(&x, false, None));
         let rel = max_diff(&lb, &logits) / logits.abs().max().double_value(&[]);
         assert!(rel < 5e-2, "bf16 relative difference {rel}");
-        d
+        (dir, d)
     }
 
     #[test]
@@ -879,7 +905,34 @@ mod tests {
             "{resized:?}"
         );
         assert_eq!(resized[0], "blocks.0.attn.rel_pos_w (47 -> 31)");
-        parity(4, 96, 64, 2, 10);
+        let (dir, _) = parity_in(4, 96, 64, 2, 10);
+
+        // Tables sized per axis (the preset, PMV-400's portrait layout): at the
+        // configured input nothing is resampled, and with each w table resampled once
+        // to its length the logits are torchvision's exactly, so the two layouts compute
+        // the same function of their tables.
+        let cfg = MvitConfig::preset("mvit-v2-s", 10, 4, (96, 64), 0.0, 0.0).unwrap();
+        assert!(cfg.per_axis_tables);
+        assert!(cfg.resized_tables([4, 96, 64]).is_empty());
+        assert_eq!(cfg.table_lengths()[0], [3, 47, 31]);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
+        let vars = vs.variables();
+        let mut tensors = read_weights(&dir.path().join("model.safetensors")).unwrap();
+        for (name, t) in tensors.iter_mut() {
+            let want = vars[name.as_str()].size()[0];
+            if name.ends_with(".rel_pos_w") && t.size()[0] != want {
+                *t = resample(t, want).contiguous();
+            }
+        }
+        let per_axis = dir.path().join("per-axis.safetensors");
+        Tensor::write_safetensors(&tensors, &per_axis).unwrap();
+        assert_eq!(load_strict(&vs, &per_axis).unwrap(), 397);
+        let x = npy(&dir.path().join("input.npy"));
+        assert_eq!(resampled_by(&model, &x), 0);
+        let logits = tch::no_grad(|| model.forward(&x, false, None));
+        let d = max_diff(&logits, &npy(&dir.path().join("expected.npy")));
+        assert!(d < 1e-4, "per-axis tables: max |difference| {d}");
     }
 
     #[test]
@@ -892,6 +945,13 @@ mod tests {
     #[test]
     fn mvit_v2_s_has_torchvision_shape() {
         let cfg = MvitConfig::preset("mvit-v2-s", 400, 16, (224, 224), 0.5, 0.2).unwrap();
+        // At PMV's portrait input each spatial table follows its own side.
+        let portrait = MvitConfig::preset("mvit-v2-s", 400, 16, (288, 192), 0.5, 0.2).unwrap();
+        let t = portrait.table_lengths();
+        assert_eq!(
+            [t[0], t[1], t[3], t[15]],
+            [[15, 143, 95], [15, 71, 47], [15, 35, 23], [15, 17, 11]]
+        );
         let heads: Vec<usize> = cfg.blocks.iter().map(|b| b.heads).collect();
         assert_eq!(heads, [1, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 8, 8]);
         let q: Vec<usize> = cfg.blocks.iter().map(|b| b.stride_q[1]).collect();
@@ -1072,5 +1132,11 @@ mod tests {
             tch::no_grad(|| model.forward(&x, false, None)).size(),
             [1, 7]
         );
+        // Without --square-tables, into the preset (tables per axis).
+        let cfg = MvitConfig::preset("mvit-v2-s", 7, 4, (96, 64), 0.0, 0.0).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
+        load_strict(&vs, &dir.path().join("resized-per-axis.safetensors")).unwrap();
+        assert_eq!(resampled_by(&model, &x), 0);
     }
 }
