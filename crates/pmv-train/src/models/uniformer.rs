@@ -35,8 +35,9 @@ pub struct UniformerConfig {
     pub mlp_ratio: usize,
     /// Whether the attention's qkv projection has a bias (true).
     pub qkv_bias: bool,
-    /// eps of the attention blocks' LayerNorms: 1e-5 as mmaction2 builds them (the
-    /// official code uses 1e-6); the patch-embedding LayerNorms always use 1e-5.
+    /// eps of the attention blocks' LayerNorms: 1e-6 as the official code (and PMV-400's
+    /// copy of it) builds them, 1e-5 in mmaction2's; the patch-embedding LayerNorms
+    /// always use 1e-5.
     pub norm_eps: f64,
     /// Classifier outputs.
     pub classes: usize,
@@ -70,7 +71,7 @@ impl UniformerConfig {
             head_dim: 64,
             mlp_ratio: 4,
             qkv_bias: true,
-            norm_eps: 1e-5,
+            norm_eps: 1e-6,
             classes,
             dropout,
             drop_path,
@@ -624,8 +625,13 @@ mod tests {
         );
     }
 
+    /// UniFormer-S as mmaction2 builds it (the reference): its LayerNorm eps.
     fn s_config(classes: usize, dropout: f64, drop_path: f64) -> UniformerConfig {
-        UniformerConfig::preset("uniformer-s", classes, 16, (224, 224), dropout, drop_path).unwrap()
+        UniformerConfig {
+            norm_eps: 1e-5,
+            ..UniformerConfig::preset("uniformer-s", classes, 16, (224, 224), dropout, drop_path)
+                .unwrap()
+        }
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
