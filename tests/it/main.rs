@@ -3,6 +3,8 @@
 // Tests may say on stderr why they skipped a case; only the shipped code must not print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(feature = "train")]
+mod baselines;
 mod cli;
 #[cfg(all(feature = "media", feature = "train"))]
 mod demo;
