@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# GPU benchmark: VideoMAE ViT training steps (16x224, bf16) in pmv-data-train beside a
-# PyTorch eager script of the same model and batch (scripts/bench_vit_torch.py), on the
-# same GPU in the same run, alternating the two; then the same model fed by the shard
-# loader from synthetic shards, to show whether the loader keeps up.
+# GPU benchmark: training steps (16x224, bf16) in pmv-data-train beside a PyTorch eager
+# script of the same model and batch, on the same GPU in the same run, alternating the
+# two; then the same model fed by the shard loader from synthetic shards, to show whether
+# the loader keeps up. The PyTorch side is scripts/bench_vit_torch.py for the ViTs and
+# the reference implementations for x3d-m, mvit-v2-s and uniformer-s
+# (scripts/bench_models_torch.py: it needs torchvision, pytorchvideo and mmaction2's
+# files beside torch, as scripts/setup.sh installs them).
 #
 # Needs only python3 with a CUDA torch and a pmv-data-train binary: built here with
 #   cargo build --release -p pmv-train
@@ -10,6 +13,7 @@
 #
 # usage: scripts/bench_gpu.sh [--bin PATH] [--model vit-s] [--batch 8] [--steps 100]
 #                             [--rounds 2] [--no-loader] [--smoke]
+#   --model  vit-s, vit-b, x3d-m, mvit-v2-s or uniformer-s
 #   --smoke  also train tiny3d and vit-s briefly on CUDA from synthetic shards and evaluate
 #            them (a check that the CUDA paths work end to end, with their top-1)
 # Results: stdout (a table last) and $BENCH_OUT/gpu.json (default target/bench). Run it
@@ -57,6 +61,12 @@ rate() {
 }
 
 common=(--model "$model" --batch "$batch" --frames 16 --size 224 --steps "$steps" --warmup 10)
+case "$model" in
+  vit-s | vit-b) torch_bench=("$py" "$here/bench_vit_torch.py") ;;
+  x3d-m | mvit-v2-s | uniformer-s)
+    torch_bench=("$py" "$here/bench_models_torch.py" --device cuda --precision bf16) ;;
+  *) echo "bench_gpu: no PyTorch baseline for --model $model" >&2; exit 2 ;;
+esac
 rust=()
 torch_runs=()
 echo "== $model, batch $batch, 16x224x224, bf16, $steps timed steps after 10, $rounds rounds"
@@ -64,12 +74,15 @@ for ((r = 1; r <= rounds; r++)); do
   line=$("$bin" --json --quiet bench "${common[@]}" --device cuda --precision bf16 | tr -d '\n')
   rust+=("$line")
   echo "round $r pmv-data-train: $(echo "$line" | rate)"
-  line=$("$py" "$here/bench_vit_torch.py" "${common[@]}" --json)
+  line=$("${torch_bench[@]}" "${common[@]}" --json)
   torch_runs+=("$line")
   echo "round $r PyTorch eager:  $(echo "$line" | rate)"
 done
-fused=$("$py" "$here/bench_vit_torch.py" "${common[@]}" --fused --json)
-echo "PyTorch eager, fused AdamW: $(echo "$fused" | rate)"
+fused="null"
+if [[ $model == vit-* ]]; then
+  fused=$("$py" "$here/bench_vit_torch.py" "${common[@]}" --fused --json)
+  echo "PyTorch eager, fused AdamW: $(echo "$fused" | rate)"
+fi
 
 fed="null"
 if ((loader)); then
@@ -134,7 +147,8 @@ print()
 print(f"{'':34} {'step ms':>9} {'clips/s':>9}")
 print(f"{'pmv-data-train (tch, bf16)':34} {rs:9.2f} {1000 * b / rs:9.1f}")
 print(f"{'PyTorch eager (autocast bf16)':34} {ts:9.2f} {1000 * b / ts:9.1f}")
-print(f"{'PyTorch eager, fused AdamW':34} {fused['step_ms']:9.2f} {fused['clips_per_s']:9.1f}")
+if fused:
+    print(f"{'PyTorch eager, fused AdamW':34} {fused['step_ms']:9.2f} {fused['clips_per_s']:9.1f}")
 if fed:
     print(f"{'pmv-data-train fed from shards':34} {fed['step_ms']:9.2f} {fed['clips_per_s']:9.1f}")
 print(f"speed ratio (PyTorch step time / pmv-data-train step time): {ts / rs:.3f}")
