@@ -21,11 +21,13 @@
 #            16x256x192 with 2 clips, cropped to 224x160; and the demo's 8x64x48) with 1
 #            and 2 threads, beside tiny3d's training rate on this CPU fed by the loader.
 #   models   masked pre-training against fine-tuning steps of the same encoder on this CPU
-#            (ViT-S, 16x112x112, mask ratio 0.9), X3D-M steps, X3D-M, MViTv2-S and
-#            UniFormer-S steps beside their PyTorch eager reference implementations
-#            (scripts/bench_models_torch.py, 8x128x96, batch 2), and pre-train + fine-tune
+#            (ViT-S, 16x112x112, mask ratio 0.9), X3D-M steps, and pre-train + fine-tune
 #            against training from scratch with the same fine-tune budget on synthetic
 #            shards shaped like the demo's (12 classes, 8x64x48).
+#   baselines  X3D-M, MViTv2-S and UniFormer-S training steps on this CPU beside the same
+#            step of their PyTorch eager reference implementations (the models the parity
+#            tests compare with; scripts/bench_models_torch.py), 8x128x96, batch 2, two
+#            rounds alternating.
 #   refresh  a nightly refresh of the PMV-400 catalog (76,447 items whose links are all
 #            dead) that has nothing to do: the first run tries every link once; the
 #            second and third, timed, find nothing due.
@@ -39,7 +41,7 @@
 #            fragment), an FLV keyframe index declaring 200 million entries, and one
 #            8192x4320 H.264 frame; each is refused (exit 3), target < 300 MB.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [augment] [loader] [models] [refresh] [gpu] [budget] [media] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [augment] [loader] [models] [baselines] [refresh] [gpu] [budget] [media] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -166,30 +168,6 @@ PY
   printf '%-50s %8.2f clips/s\n' "X3D-M 16x224x224 training step, batch 2" \
     "$(echo "$x" | python3 -c 'import json, sys; print(json.load(sys.stdin)["clips_per_s"])')"
 
-  # The PMV-400 baselines against their reference implementations (PyTorch eager, the
-  # models the parity tests compare with), the same training step on this CPU at a small
-  # portrait input, alternating the two, two rounds each.
-  local m size=128x96 frames=8 reps=2
-  ((quick)) && reps=1
-  for m in x3d-m mvit-v2-s uniformer-s; do
-    local r ours ref
-    for ((r = 1; r <= reps; r++)); do
-      ours=$("$tbin" --json --quiet bench --model "$m" --frames "$frames" --size "$size" --batch 2 \
-        --device cpu --steps 3 --warmup 1 | tr -d '\n')
-      ref=$(.venv/bin/python scripts/bench_models_torch.py --model "$m" --frames "$frames" --size "$size" \
-        --batch 2 --steps 3 --warmup 1 --threads "$(nproc)" --json)
-      json_case "$m-cpu-${frames}x$size-round$r" "$ours"
-      json_case "$m-cpu-${frames}x$size-round$r-pytorch" "$ref"
-      python3 - "$ours" "$ref" <<'PY'
-import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-name = f"{a['model']} {a['frames']}x{a['size'][0]}x{a['size'][1]} step, batch {a['batch']}"
-print(f"{name:50} {a['clips_per_s']:8.2f} clips/s {a['step_ms']:9.1f} ms/step "
-      f"(PyTorch eager reference {b['step_ms']:.1f} ms/step: {b['step_ms'] / a['step_ms']:.2f}x)")
-PY
-    done
-  done
-
   # Pre-train + fine-tune against scratch, the same fine-tune budget.
   local d="$work/synth-demo-12"
   [ -d "$d/train" ] || "$tbin" --quiet synth --out "$d" --classes 12 --train 40 --val 10 \
@@ -214,6 +192,35 @@ print(f"ViT-S on 12 synthetic motion classes, {sys.argv[4]} fine-tune epochs eac
 print(f"  after {sys.argv[3]} epochs of masked pre-training: val top-1 {100 * a['top1']:.1f}%")
 print(f"  from scratch:                                val top-1 {100 * b['top1']:.1f}%")
 PY
+}
+
+bench_baselines() {
+  echo "== baselines ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  local tbin
+  tbin=$(train_bin)
+  # The PMV-400 baselines against their reference implementations (PyTorch eager, the
+  # models the parity tests compare with), the same training step on this CPU at a small
+  # portrait input, alternating the two, two rounds each.
+  local m size=128x96 frames=8 reps=2
+  ((quick)) && reps=1
+  for m in x3d-m mvit-v2-s uniformer-s; do
+    local r ours ref
+    for ((r = 1; r <= reps; r++)); do
+      ours=$("$tbin" --json --quiet bench --model "$m" --frames "$frames" --size "$size" --batch 2 \
+        --device cpu --steps 3 --warmup 1 | tr -d '\n')
+      ref=$(.venv/bin/python scripts/bench_models_torch.py --model "$m" --frames "$frames" --size "$size" \
+        --batch 2 --steps 3 --warmup 1 --threads "$(nproc)" --json)
+      json_case "$m-cpu-${frames}x$size-round$r" "$ours"
+      json_case "$m-cpu-${frames}x$size-round$r-pytorch" "$ref"
+      python3 - "$ours" "$ref" <<'PY'
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+name = f"{a['model']} {a['frames']}x{a['size'][0]}x{a['size'][1]} step, batch {a['batch']}"
+print(f"{name:50} {a['clips_per_s']:8.2f} clips/s {a['step_ms']:9.1f} ms/step "
+      f"(PyTorch eager reference {b['step_ms']:.1f} ms/step: {b['step_ms'] / a['step_ms']:.2f}x)")
+PY
+    done
+  done
 }
 
 bench_refresh() {
@@ -543,6 +550,7 @@ for s in "${sections[@]}"; do
     fetch) bench_fetch ;;
     loader) bench_loader ;;
     models) bench_models ;;
+    baselines) bench_baselines ;;
     refresh) bench_refresh ;;
     gpu) bench_gpu ;;
     budget) bench_budget ;;
