@@ -23,7 +23,7 @@ at 16x288x192 the first block's h table has 143 rows and its w table 95).
 torchvision MViT built for that input then loads the result strictly).
 
 usage: convert_mvit.py CHECKPOINT.{pth,pyth,safetensors} OUT[.safetensors] [--input TxHxW
-                       [--square-tables]]
+                       [--square-tables]] [--trust-pickle]
        convert_mvit.py --reverse OURS.safetensors OUT.pth [--slowfast]
 OUT without a .safetensors suffix is a folder that receives model.safetensors.
 --reverse writes a torchvision state dict (torch.save), or with --slowfast a PySlowFast
@@ -38,6 +38,10 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_checkpoint  # noqa: E402
 
 WRAPPERS = ("model_state", "model", "state_dict", "module")
 
@@ -90,13 +94,18 @@ class ConvertError(Exception):
     """A checkpoint this converter cannot turn into the other layout."""
 
 
-def load_state(path):
+def load_state(path, trust=False):
     """The tensors of a checkpoint file, unwrapped from the dicts public checkpoints use
     (`model_state`, `model`, `state_dict`, `module`) and from a `module.` prefix."""
     if path.endswith(".safetensors"):
         state = load_file(path)
     else:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ck = torch_checkpoint.load(path, trust)
+        except torch_checkpoint.UnsafeCheckpoint as e:
+            raise ConvertError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds; report them all
+            raise ConvertError(f"{path}: cannot read as a torch checkpoint: {e}") from e
         state = ck
         while isinstance(state, dict):
             inner = next((state[k] for k in WRAPPERS if isinstance(state.get(k), dict)), None)
@@ -201,8 +210,6 @@ def resize_tables(state, frames, height, width, path="<state dict>", square=Fals
     """Resizes the relative-position tables for MViTv2-S trained at frames x height x
     width, each spatial table from its own side (or, `square`, both from the longer side
     as torchvision sizes them); returns the names resized as 'name (old -> new)'."""
-    sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from refmodels import mvit
 
     classes = state["head.1.weight"].shape[0]
@@ -247,6 +254,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="read a checkpoint holding Python objects besides tensors (runs code from it)")
     ap.add_argument("--input", help="TxHxW the converted model will train at (resizes tables)")
     ap.add_argument("--square-tables", action="store_true",
                     help="with --input: both spatial tables from the longer side, as torchvision")
@@ -254,7 +263,7 @@ def main():
     ap.add_argument("--slowfast", action="store_true", help="with --reverse: PySlowFast names")
     a = ap.parse_args()
     try:
-        state = load_state(a.checkpoint)
+        state = load_state(a.checkpoint, a.trust_pickle)
         if a.reverse:
             check_ours(state, a.checkpoint)
             if a.input:

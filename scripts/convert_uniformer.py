@@ -15,7 +15,7 @@ none); --reverse writes them as 0. Tensors are copied bit for bit, dtype kept.
 Note: the official code builds its attention blocks' LayerNorms with eps 1e-6, mmaction2
 with 1e-5; the weights are the same either way.
 
-usage: convert_uniformer.py CHECKPOINT OUT [--reverse] [--layout mmaction|official]
+usage: convert_uniformer.py CHECKPOINT OUT [--reverse] [--layout mmaction|official] [--trust-pickle]
   CHECKPOINT  .pth/.pyth/.pt (torch.load) or .safetensors
   OUT         forward: a .safetensors file, or a folder that gets model.safetensors;
               --reverse: .pth (wrapped as the layout's checkpoints are) or .safetensors
@@ -29,6 +29,10 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_checkpoint  # noqa: E402
 
 WRAPPERS = ("state_dict", "model_state", "model", "module")
 
@@ -47,13 +51,15 @@ class ConvertError(Exception):
     pass
 
 
-def load_state(path):
+def load_state(path, trust=False):
     """The flat name -> tensor dict of a checkpoint file, wrappers removed."""
     if path.endswith(".safetensors"):
         state = load_file(path)
     else:
         try:
-            ck = torch.load(path, map_location="cpu", weights_only=False)
+            ck = torch_checkpoint.load(path, trust)
+        except torch_checkpoint.UnsafeCheckpoint as e:
+            raise ConvertError(str(e)) from None
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
             raise ConvertError(f"{path}: cannot read: {e}") from e
         state = ck
@@ -137,6 +143,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="read a checkpoint holding Python objects besides tensors (runs code from it)")
     ap.add_argument("--reverse", action="store_true", help="ours -> reference layout")
     ap.add_argument("--layout", choices=["mmaction", "official"], default="mmaction",
                     help="the reference layout --reverse writes (default mmaction)")
@@ -144,7 +152,7 @@ def main():
     try:
         if a.reverse:
             # Checks the names and the head (and takes any layout, ours included).
-            ours, _ = convert(load_state(a.checkpoint), a.checkpoint)
+            ours, _ = convert(load_state(a.checkpoint, a.trust_pickle), a.checkpoint)
             ref = reverse(ours, a.layout)
             if a.out.endswith(".safetensors"):
                 save_file(ref, a.out, metadata={"format": "pt"})
@@ -153,7 +161,7 @@ def main():
             print(f"{a.checkpoint} -> {a.out}: {len(ref)} tensors in the {a.layout} layout "
                   f"({sum(n.endswith('num_batches_tracked') for n in ref)} num_batches_tracked set to 0)")
             return
-        state = load_state(a.checkpoint)
+        state = load_state(a.checkpoint, a.trust_pickle)
         src = layout_of(state)
         ours, dropped = convert(state, a.checkpoint)
         out = a.out

@@ -13,7 +13,10 @@ otherwise. layer_norm_eps is 1e-6, the original code's value.
 
 usage: convert_videomae.py CHECKPOINT.pth OUT_DIR [--heads N] [--decoder-heads N]
        [--frames 16] [--image-size 224 | HxW] [--labels FILE] [--no-norm-pix-loss]
-Needs torch and safetensors (the repository's .venv has both).
+       [--trust-pickle]
+A checkpoint is read without running code from it (scripts/torch_checkpoint.py): one that
+holds Python objects besides tensors is refused unless --trust-pickle says its origin is
+trusted. Needs torch and safetensors (the repository's .venv has both).
 """
 
 import argparse
@@ -25,11 +28,18 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_checkpoint  # noqa: E402
+
 HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16}
 
 
-def load_state(path):
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+def load_state(path, trust=False):
+    try:
+        ck = torch_checkpoint.load(path, trust)
+    except torch_checkpoint.UnsafeCheckpoint as e:
+        sys.exit(str(e))
     if isinstance(ck, dict):
         for key in ("model", "module", "state_dict"):
             if key in ck and isinstance(ck[key], dict):
@@ -128,9 +138,11 @@ def main():
     ap.add_argument("--image-size", default="224")
     ap.add_argument("--labels", help="class names, one per line (fine-tuned checkpoints)")
     ap.add_argument("--no-norm-pix-loss", action="store_true")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="read a checkpoint holding Python objects besides tensors (runs code from it)")
     a = ap.parse_args()
 
-    tensors, pretraining = convert(load_state(a.checkpoint))
+    tensors, pretraining = convert(load_state(a.checkpoint, a.trust_pickle))
     names = list(tensors)
     proj = tensors["videomae.embeddings.patch_embeddings.projection.weight"]
     hidden, _, tubelet, patch, _ = proj.shape

@@ -22,7 +22,7 @@ pytorchvideo lacks is dropped only when it is the identity (to float tolerance);
 other is an error naming the tensor: such a model (trained with PySlowFast or here) has
 no pytorchvideo equivalent.
 
-usage: convert_x3d.py CHECKPOINT OUT [--reverse]
+usage: convert_x3d.py CHECKPOINT OUT [--reverse] [--trust-pickle]
   CHECKPOINT: .pth / .pyth / .pt (a state dict, or one under "model_state",
   "state_dict", "model" or "module") or .safetensors. OUT: a file, or a directory that
   receives model.safetensors (model.pth with --reverse).
@@ -36,6 +36,10 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_checkpoint  # noqa: E402
 
 BN = ("weight", "bias", "running_mean", "running_var")
 EPS = 1e-5
@@ -72,12 +76,14 @@ class ConvertError(Exception):
     """A checkpoint this converter cannot convert; the message names file and tensor."""
 
 
-def load_state(path):
+def load_state(path, trust=False):
     """The tensors of a checkpoint file, unwrapped from the usual containers."""
     if path.endswith(".safetensors"):
         return load_file(path)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch_checkpoint.load(path, trust)
+    except torch_checkpoint.UnsafeCheckpoint as e:
+        raise ConvertError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds; report them all
         raise ConvertError(f"{path}: cannot read as a torch checkpoint: {e}") from e
     if isinstance(ck, dict):
@@ -218,9 +224,10 @@ def output_path(out, default_name):
     return out
 
 
-def convert_file(src, out, reverse=False):
-    """Converts CHECKPOINT `src` into `out`; returns the line main prints."""
-    state = load_state(src)
+def convert_file(src, out, reverse=False, trust=False):
+    """Converts CHECKPOINT `src` into `out`; returns the line main prints. `trust`: read a
+    pickle that holds more than tensors (scripts/torch_checkpoint.py)."""
+    state = load_state(src, trust)
     kind = layout(state, src)
     if reverse:
         if kind != "ours":
@@ -250,10 +257,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="read a checkpoint holding Python objects besides tensors (runs code from it)")
     ap.add_argument("--reverse", action="store_true", help="ours -> pytorchvideo")
     a = ap.parse_args()
     try:
-        print(convert_file(a.checkpoint, a.out, a.reverse))
+        print(convert_file(a.checkpoint, a.out, a.reverse, a.trust_pickle))
     except ConvertError as e:
         sys.exit(str(e))
 

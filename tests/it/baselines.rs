@@ -244,3 +244,41 @@ fn a_torchvision_mvit_checkpoint_converted_for_a_portrait_input_starts_a_run() {
         "{reinit}"
     );
 }
+
+/// A checkpoint is data, not code: a `.pth` whose pickle would run a command as it loads
+/// is refused by every converter, naming the file and the way out (`--trust-pickle`),
+/// and the command never runs.
+#[test]
+fn converters_refuse_checkpoints_that_would_run_code() {
+    let env = Env::new();
+    let evil = env.path("evil.pth");
+    let marker = env.path("ran");
+    let script = format!(
+        "import os, torch\n\
+         class Payload:\n    def __reduce__(self):\n        return (os.system, ('touch ' + {marker:?},))\n\
+         torch.save({{'model_state': {{'w': torch.zeros(1)}}, 'extra': Payload()}}, {evil:?})\n",
+        marker = s(&marker),
+        evil = s(&evil),
+    );
+    crate::util::venv_python(["-c", script.as_str()]);
+    for converter in [
+        "convert_x3d.py",
+        "convert_mvit.py",
+        "convert_uniformer.py",
+        "convert_videomae.py",
+    ] {
+        let out = std::process::Command::new(repo().join(".venv/bin/python"))
+            .arg(repo().join("scripts").join(converter))
+            .arg(&evil)
+            .arg(env.path("out"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{converter} accepted it");
+        assert!(
+            stderr.contains(s(&evil)) && stderr.contains("--trust-pickle"),
+            "{converter}: {stderr}"
+        );
+        assert!(!marker.exists(), "{converter} ran the file's command");
+    }
+}
