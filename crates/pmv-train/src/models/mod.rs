@@ -233,6 +233,15 @@ impl Noise {
     }
 }
 
+/// `n` draws of the run generator's noise stream `seed`, on the CPU: the noise a test
+/// hands a training forward.
+#[cfg(test)]
+pub(crate) fn test_noise(n: usize, seed: u64) -> Noise {
+    let mut r = crate::rng::Rng::stream(seed, crate::rng::Purpose::Noise, 0, 0);
+    let v: Vec<f32> = (0..n).map(|_| r.f32()).collect();
+    Noise::new(&v, Device::Cpu)
+}
+
 /// A built model.
 pub enum Net {
     Tiny3d(Tiny3d),

@@ -755,7 +755,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::models::read_weights;
+    use crate::models::{read_weights, test_noise};
 
     thread_local! {
         /// Tables this thread's forwards resampled.
@@ -1067,22 +1067,7 @@ mod tests {
         let n = model.noise_len(b);
         assert_eq!(n, 2 * 16 * b + b * 768);
         let x = Tensor::randn([b as i64, 3, 2, 32, 32], (Kind::Float, Device::Cpu));
-        let draws = |seed: u64| -> Vec<f32> {
-            // A small LCG: any fixed uniform stream will do.
-            let mut s = seed;
-            (0..n)
-                .map(|_| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (s >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect()
-        };
-        let (n1, n2) = (
-            Noise::new(&draws(1), Device::Cpu),
-            Noise::new(&draws(2), Device::Cpu),
-        );
+        let (n1, n2) = (test_noise(n, 1), test_noise(n, 2));
         let y1 = model.forward(&x, true, Some(&n1));
         let y1b = model.forward(&x, true, Some(&n1));
         let y2 = model.forward(&x, true, Some(&n2));

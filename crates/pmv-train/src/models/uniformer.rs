@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
+use super::x3d::Bn;
 use super::{ModelError, Noise};
 use crate::device::Precision;
 
@@ -243,42 +244,6 @@ impl LayerNorm {
     }
 }
 
-/// BatchNorm3d (momentum 0.1, eps 1e-5) in fp32: batch statistics when training (the
-/// running ones updated), running statistics otherwise.
-struct BatchNorm {
-    w: Tensor,
-    b: Tensor,
-    mean: Tensor,
-    var: Tensor,
-}
-
-impl BatchNorm {
-    fn new(p: &nn::Path, name: &str, dim: usize) -> BatchNorm {
-        let p = p.sub(name);
-        let d = dim as i64;
-        BatchNorm {
-            w: p.var("weight", &[d], nn::Init::Const(1.0)),
-            b: p.var("bias", &[d], nn::Init::Const(0.0)),
-            mean: p.zeros_no_train("running_mean", &[d]),
-            var: p.ones_no_train("running_var", &[d]),
-        }
-    }
-
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        Tensor::batch_norm(
-            &x.to_kind(Kind::Float),
-            Some(&self.w),
-            Some(&self.b),
-            Some(&self.mean),
-            Some(&self.var),
-            train,
-            0.1,
-            1e-5,
-            true,
-        )
-    }
-}
-
 /// A patch embedding: a strided convolution, then LayerNorm over channels.
 struct PatchEmbed {
     proj: Conv,
@@ -308,11 +273,11 @@ impl PatchEmbed {
 /// Stage 1-2 block: local convolutional aggregation.
 struct CBlock {
     pos_embed: Conv,
-    norm1: BatchNorm,
+    norm1: Bn,
     conv1: Conv,
     attn: Conv,
     conv2: Conv,
-    norm2: BatchNorm,
+    norm2: Bn,
     fc1: Conv,
     fc2: Conv,
 }
@@ -322,11 +287,11 @@ impl CBlock {
         let mlp = p.sub("mlp");
         CBlock {
             pos_embed: Conv::depthwise(p, "pos_embed", dim, 3),
-            norm1: BatchNorm::new(p, "norm1", dim),
+            norm1: Bn::new(&p.sub("norm1"), dim, 1.0),
             conv1: Conv::pointwise(p, "conv1", dim, dim),
             attn: Conv::depthwise(p, "attn", dim, 5),
             conv2: Conv::pointwise(p, "conv2", dim, dim),
-            norm2: BatchNorm::new(p, "norm2", dim),
+            norm2: Bn::new(&p.sub("norm2"), dim, 1.0),
             fc1: Conv::pointwise(&mlp, "fc1", dim, hidden),
             fc2: Conv::pointwise(&mlp, "fc2", hidden, dim),
         }
@@ -425,7 +390,7 @@ pub struct Uniformer {
     patch_embed: [PatchEmbed; 4],
     /// Blocks of the four stages, in order, with their stochastic-depth rates.
     stages: [Vec<(Block, f64)>; 4],
-    norm: BatchNorm,
+    norm: Bn,
     head: Linear,
     precision: Precision,
 }
@@ -476,7 +441,7 @@ impl Uniformer {
                 })
                 .collect()
         });
-        let norm = BatchNorm::new(root, "norm", dims[3]);
+        let norm = Bn::new(&root.sub("norm"), dims[3], 1.0);
         let head = Linear::new(root, "head", dims[3], cfg.classes, true, 0.01);
         Ok(Uniformer {
             cfg: cfg.clone(),
@@ -581,7 +546,7 @@ mod tests {
     use tch::Device;
 
     use super::*;
-    use crate::models::read_weights;
+    use crate::models::{read_weights, test_noise};
 
     fn repo() -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -759,18 +724,7 @@ mod tests {
         .unwrap();
         assert_eq!(quiet.noise_len(b), 0);
         let x = Tensor::randn([b as i64, 3, 4, 64, 64], (Kind::Float, Device::Cpu));
-        let draws = |seed: u64| {
-            let mut s = seed;
-            let v: Vec<f32> = (0..model.noise_len(b))
-                .map(|_| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (s >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect();
-            Noise::new(&v, Device::Cpu)
-        };
+        let draws = |seed: u64| test_noise(model.noise_len(b), seed);
         let mean0 = vs.variables()["norm.running_mean"].copy();
         let y1 = model.forward(&x, true, Some(&draws(1)));
         let y1_again = model.forward(&x, true, Some(&draws(1)));

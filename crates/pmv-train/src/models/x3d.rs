@@ -100,8 +100,10 @@ fn round_width(width: f64, multiplier: f64) -> usize {
     out
 }
 
-/// BatchNorm with running statistics (momentum 0.1, eps 1e-5), always in fp32.
-struct Bn {
+/// BatchNorm with running statistics (momentum 0.1, eps 1e-5), always in fp32: batch
+/// statistics when training (the running ones updated), running statistics otherwise.
+/// UniFormer's convolution blocks use it too.
+pub(crate) struct Bn {
     gamma: Tensor,
     beta: Tensor,
     mean: Tensor,
@@ -109,7 +111,8 @@ struct Bn {
 }
 
 impl Bn {
-    fn new(p: &nn::Path, dim: usize, gamma: f64) -> Bn {
+    /// `weight`, `bias`, `running_mean`, `running_var` under `p`; γ starts at `gamma`.
+    pub(crate) fn new(p: &nn::Path, dim: usize, gamma: f64) -> Bn {
         let d = dim as i64;
         Bn {
             gamma: p.var("weight", &[d], nn::Init::Const(gamma)),
@@ -119,7 +122,7 @@ impl Bn {
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         Tensor::batch_norm(
             &x.to_kind(Kind::Float),
             Some(&self.gamma),
@@ -432,7 +435,7 @@ mod tests {
     use tch::Device;
 
     use super::*;
-    use crate::models::{ModelSpec, load_into, read_weights};
+    use crate::models::{ModelSpec, load_into, read_weights, test_noise};
 
     /// pytorchvideo's X3D-M with 400 classes (`sum(p.numel() for p in parameters())`).
     const PYTORCHVIDEO_X3D_M: i64 = 3_794_274;
@@ -627,19 +630,7 @@ mod tests {
         let x = Tensor::randn([2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
         let n = model.noise_len(2);
         assert_eq!(n, 2 * 2048);
-        let draws = |seed: u64| -> Vec<f32> {
-            let mut s = seed;
-            (0..n)
-                .map(|_| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (s >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect()
-        };
-        let a = Noise::new(&draws(1), Device::Cpu);
-        let b = Noise::new(&draws(2), Device::Cpu);
+        let (a, b) = (test_noise(n, 1), test_noise(n, 2));
         let ya = model.forward(&x, true, Some(&a));
         let yb = model.forward(&x, true, Some(&b));
         assert!(
