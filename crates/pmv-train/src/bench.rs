@@ -217,44 +217,12 @@ fn bench_spec(args: &BenchArgs) -> Result<ModelSpec, TrainError> {
             classes: args.classes,
             dropout: 0.3,
         },
-        ModelName::X3dM | ModelName::X3dL => ModelSpec::X3d {
-            name: args.model.as_str().into(),
-            config: super::models::x3d::X3dConfig::preset(args.model.as_str(), args.classes, 0.5)
-                .expect("a preset"),
-        },
         // The rates the PMV-400 recipes train with (scripts/bench_models_torch.py builds
         // the reference models with the same).
-        ModelName::MvitV2S => {
-            let config = super::models::mvit::MvitConfig::preset(
-                args.model.as_str(),
-                args.classes,
-                t,
-                (h, w),
-                0.5,
-                0.2,
-            )
-            .expect("a preset");
-            config.check_input([t, h, w]).map_err(TrainError::Usage)?;
-            ModelSpec::Mvit {
-                name: args.model.as_str().into(),
-                config,
-            }
-        }
-        ModelName::UniformerS => {
-            let config = super::models::uniformer::UniformerConfig::preset(
-                args.model.as_str(),
-                args.classes,
-                t,
-                (h, w),
-                0.0,
-                0.1,
-            )
-            .expect("a preset");
-            config.check_input([t, h, w]).map_err(TrainError::Usage)?;
-            ModelSpec::Uniformer {
-                name: args.model.as_str().into(),
-                config,
-            }
+        ModelName::X3dM | ModelName::X3dL | ModelName::MvitV2S | ModelName::UniformerS => {
+            ModelSpec::baseline(args.model.as_str(), args.classes, [t, h, w], None, None)
+                .expect("a baseline preset")
+                .map_err(TrainError::Usage)?
         }
         m if args.pretrain.is_some() => {
             let mut encoder = VideoMaeConfig::preset(m.as_str(), 0, t, (h, w))

@@ -224,51 +224,16 @@ pub(super) fn model_spec(
             classes,
             dropout: args.dropout.unwrap_or(0.3),
         }),
-        ModelName::X3dM | ModelName::X3dL => {
-            let name = args.model.as_str();
-            Ok(ModelSpec::X3d {
-                name: name.into(),
-                config: crate::models::x3d::X3dConfig::preset(
-                    name,
-                    classes,
-                    args.dropout.unwrap_or(0.5),
-                )
-                .expect("a preset"),
-            })
-        }
-        ModelName::MvitV2S => {
-            let name = args.model.as_str();
-            let config = crate::models::mvit::MvitConfig::preset(
-                name,
+        ModelName::X3dM | ModelName::X3dL | ModelName::MvitV2S | ModelName::UniformerS => {
+            ModelSpec::baseline(
+                args.model.as_str(),
                 classes,
-                t,
-                (h, w),
-                args.dropout.unwrap_or(0.5),
-                args.drop_path.unwrap_or(0.2),
+                input,
+                args.dropout,
+                args.drop_path,
             )
-            .expect("a preset");
-            config.check_input(input).map_err(TrainError::Usage)?;
-            Ok(ModelSpec::Mvit {
-                name: name.into(),
-                config,
-            })
-        }
-        ModelName::UniformerS => {
-            let name = args.model.as_str();
-            let config = crate::models::uniformer::UniformerConfig::preset(
-                name,
-                classes,
-                t,
-                (h, w),
-                args.dropout.unwrap_or(0.0),
-                args.drop_path.unwrap_or(0.1),
-            )
-            .expect("a preset");
-            config.check_input(input).map_err(TrainError::Usage)?;
-            Ok(ModelSpec::Uniformer {
-                name: name.into(),
-                config,
-            })
+            .expect("a baseline preset")
+            .map_err(TrainError::Usage)
         }
         ModelName::VitS | ModelName::VitB | ModelName::Videomae => {
             let name = args.model.as_str();

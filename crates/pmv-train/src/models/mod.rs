@@ -146,6 +146,52 @@ impl ModelSpec {
         }
     }
 
+    /// The CNN and transformer baselines by name (`x3d-m`, `x3d-l`, `mvit-v2-s`,
+    /// `uniformer-s`) for `classes` at `input` `[T, H, W]`, with the head dropout and
+    /// stochastic depth their PMV-400 recipes train with unless given (X3D: dropout 0.5,
+    /// no stochastic depth; MViTv2-S: 0.5 and 0.2; UniFormer-S: none and 0.1). `None` for
+    /// another name; the usage error when the input cannot run through the model.
+    pub fn baseline(
+        name: &str,
+        classes: usize,
+        input: [usize; 3],
+        dropout: Option<f64>,
+        drop_path: Option<f64>,
+    ) -> Option<Result<ModelSpec, String>> {
+        let [t, h, w] = input;
+        let spec = if let Some(config) = X3dConfig::preset(name, classes, dropout.unwrap_or(0.5)) {
+            ModelSpec::X3d {
+                name: name.into(),
+                config,
+            }
+        } else if let Some(config) = MvitConfig::preset(
+            name,
+            classes,
+            t,
+            (h, w),
+            dropout.unwrap_or(0.5),
+            drop_path.unwrap_or(0.2),
+        ) {
+            ModelSpec::Mvit {
+                name: name.into(),
+                config,
+            }
+        } else {
+            ModelSpec::Uniformer {
+                name: name.into(),
+                config: UniformerConfig::preset(
+                    name,
+                    classes,
+                    t,
+                    (h, w),
+                    dropout.unwrap_or(0.0),
+                    drop_path.unwrap_or(0.1),
+                )?,
+            }
+        };
+        Some(spec.check_input(input).map(|()| spec))
+    }
+
     /// Whether clips of `input` `[T, H, W]` can run through the model: the usage error
     /// if not (the ViTs' own rule is [`crate::cli::check_vit_input`]).
     pub fn check_input(&self, input: [usize; 3]) -> Result<(), String> {
@@ -231,6 +277,41 @@ impl Noise {
     pub fn from_tensor(t: Tensor) -> Noise {
         Noise(t)
     }
+
+    /// Inverted dropout at rate `p` of the features `x` `[B, C]`, from the B·C draws at
+    /// `start`: a feature is kept (and scaled by 1/(1-p)) when its draw is at least `p`.
+    pub fn dropout(&self, x: &Tensor, start: i64, p: f64) -> Tensor {
+        let (b, c) = x.size2().expect("features are [B, C]");
+        let keep = self
+            .slice(start, b * c)
+            .ge(p)
+            .to_kind(Kind::Float)
+            .view([b, c]);
+        x * keep / (1.0 - p)
+    }
+
+    /// Stochastic depth at rate `p` of block `block` for a batch of `b`: the per-sample
+    /// scales (0 or 1/(1-p), `[B]`) of its two residual branches, from the 2·B draws
+    /// at 2·block·B.
+    pub fn drop_path(&self, block: usize, b: i64, p: f64) -> (Tensor, Tensor) {
+        let u = self.slice(2 * block as i64 * b, 2 * b);
+        let keep = (u.ge(p).to_kind(Kind::Float) / (1.0 - p)).view([2, b]);
+        (keep.get(0), keep.get(1))
+    }
+}
+
+/// Stochastic-depth rates of `n` blocks: linear from 0 at the first to `max` at the
+/// last (VideoMAE's, MViTv2's and UniFormer's rule).
+pub fn depth_rates(max: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if n > 1 {
+                max * i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// `n` draws of the run generator's noise stream `seed`, on the CPU: the noise a test

@@ -330,13 +330,7 @@ impl Multimodal {
         let fused = Tensor::cat(&parts, 1);
         let mut h = fused.linear(&self.hidden_w, Some(&self.hidden_b)).relu();
         if let (true, Some(nz)) = (train && self.spec.dropout > 0.0, noise) {
-            let f = self.spec.fusion as i64;
-            let k = nz
-                .slice(vlen + n * 3, n * f)
-                .ge(self.spec.dropout)
-                .to_kind(Kind::Float)
-                .view([n, f]);
-            h = h * k / (1.0 - self.spec.dropout);
+            h = nz.dropout(&h, vlen + n * 3, self.spec.dropout);
         }
         h.linear(&self.head_w, Some(&self.head_b))
     }

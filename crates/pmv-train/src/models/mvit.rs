@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use super::videomae::{Linear, Norm, trunc_normal};
-use super::{ModelError, Noise};
+use super::{ModelError, Noise, depth_rates};
 use crate::device::Precision;
 
 /// One multiscale block.
@@ -644,13 +644,9 @@ impl Mvit {
             .blocks
             .iter()
             .zip(cfg.table_lengths())
+            .zip(depth_rates(cfg.drop_path, n))
             .enumerate()
-            .map(|(i, (b, tables))| {
-                let rate = if n > 1 {
-                    cfg.drop_path * i as f64 / (n - 1) as f64
-                } else {
-                    0.0
-                };
+            .map(|(i, ((b, tables), rate))| {
                 Block::new(
                     &blocks_p.sub(i),
                     b,
@@ -713,10 +709,8 @@ impl Mvit {
         for (i, block) in self.blocks.iter().enumerate() {
             let keep = match (train, noise) {
                 (true, Some(nz)) if block.drop_path > 0.0 => {
-                    let u = nz.slice((2 * i) as i64 * b, 2 * b);
-                    let p = block.drop_path;
-                    let keep = (u.ge(p).to_kind(Kind::Float) / (1.0 - p)).view([2, b, 1, 1]);
-                    Some((keep.get(0), keep.get(1)))
+                    let (a, m) = nz.drop_path(i, b, block.drop_path);
+                    Some((a.view([b, 1, 1]), m.view([b, 1, 1])))
                 }
                 _ => None,
             };
@@ -731,14 +725,8 @@ impl Mvit {
         let kind = self.precision.compute_kind();
         let mut f = self.features(x, train, noise);
         if let (true, Some(nz)) = (train && self.cfg.dropout > 0.0, noise) {
-            let (b, c) = f.size2().expect("[B, C]");
-            let start = self.cfg.block_draws(b as usize) as i64;
-            let keep = nz
-                .slice(start, b * c)
-                .ge(self.cfg.dropout)
-                .to_kind(Kind::Float)
-                .view([b, c]);
-            f = f * keep / (1.0 - self.cfg.dropout);
+            let start = self.cfg.block_draws(f.size()[0] as usize) as i64;
+            f = nz.dropout(&f, start, self.cfg.dropout);
         }
         self.head.forward(&f, kind).to_kind(Kind::Float)
     }
@@ -751,11 +739,10 @@ impl Mvit {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::models::{read_weights, test_noise};
+    use crate::models::{ModelSpec, load_into, read_weights, test_noise};
 
     thread_local! {
         /// Tables this thread's forwards resampled.
@@ -790,34 +777,18 @@ mod tests {
         (dir, String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Copies a safetensors file into `vs`: every variable present with its shape,
-    /// nothing left over.
-    fn load_strict(vs: &nn::VarStore, path: &Path) -> Result<usize, String> {
-        let mut given: BTreeMap<String, Tensor> = read_weights(path)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
-        let vars = vs.variables();
-        let mut problems = vec![];
-        let mut loads = vec![];
-        for (name, var) in &vars {
-            match given.remove(name) {
-                Some(t) if t.size() == var.size() => loads.push((var.shallow_clone(), t)),
-                Some(t) => problems.push(format!("{name}: {:?} vs {:?}", t.size(), var.size())),
-                None => problems.push(format!("{name}: missing")),
-            }
-        }
-        problems.extend(given.keys().map(|n| format!("{n}: unexpected")));
-        if !problems.is_empty() {
-            problems.sort();
-            return Err(problems.join("\n"));
-        }
-        tch::no_grad(|| {
-            for (mut var, t) in loads {
-                var.copy_(&t);
-            }
-        });
-        Ok(vars.len())
+    /// Loads a safetensors file into the model `cfg` built on `vs` as `--init` loads
+    /// strictly: every variable present with its shape, nothing left over. Returns the
+    /// tensors loaded.
+    fn load_strict(vs: &nn::VarStore, cfg: &MvitConfig, path: &Path) -> Result<usize, String> {
+        let spec = ModelSpec::Mvit {
+            name: "mvit-v2-s".into(),
+            config: cfg.clone(),
+        };
+        let tensors = read_weights(path).map_err(|e| e.to_string())?;
+        load_into(vs, &spec, path, tensors, false)
+            .map(|report| report.loaded)
+            .map_err(|e| e.to_string())
     }
 
     fn npy(path: &Path) -> Tensor {
@@ -871,7 +842,7 @@ mod tests {
         let expected = npy(&dir.path().join("expected.npy"));
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
-        assert_eq!(load_strict(&vs, &weights).unwrap(), 397);
+        assert_eq!(load_strict(&vs, &cfg, &weights).unwrap(), 397);
         let logits = tch::no_grad(|| model.forward(&x, false, None));
         // The forward resamples exactly the tables the configuration says it does.
         let input = [frames, h, w];
@@ -881,7 +852,7 @@ mod tests {
         // bf16 products stay close to the fp32 result.
         let vs = nn::VarStore::new(Device::Cpu);
         let bf = Mvit::new(&vs.root(), &cfg, Precision::Bf16).unwrap();
-        load_strict(&vs, &weights).unwrap();
+        load_strict(&vs, &cfg, &weights).unwrap();
         let lb = tch::no_grad(|| bf.forward(&x, false, None));
         let rel = max_diff(&lb, &logits) / logits.abs().max().double_value(&[]);
         assert!(rel < 5e-2, "bf16 relative difference {rel}");
@@ -927,7 +898,7 @@ mod tests {
         }
         let per_axis = dir.path().join("per-axis.safetensors");
         Tensor::write_safetensors(&tensors, &per_axis).unwrap();
-        assert_eq!(load_strict(&vs, &per_axis).unwrap(), 397);
+        assert_eq!(load_strict(&vs, &cfg, &per_axis).unwrap(), 397);
         let x = npy(&dir.path().join("input.npy"));
         assert_eq!(resampled_by(&model, &x), 0);
         let logits = tch::no_grad(|| model.forward(&x, false, None));
@@ -1111,7 +1082,7 @@ mod tests {
         let cfg = small(4, 96, 64, 7);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
-        load_strict(&vs, &dir.path().join("resized.safetensors")).unwrap();
+        load_strict(&vs, &cfg, &dir.path().join("resized.safetensors")).unwrap();
         let x = Tensor::randn([1, 3, 4, 96, 64], (Kind::Float, Device::Cpu));
         assert_eq!(
             tch::no_grad(|| model.forward(&x, false, None)).size(),
@@ -1121,7 +1092,7 @@ mod tests {
         let cfg = MvitConfig::preset("mvit-v2-s", 7, 4, (96, 64), 0.0, 0.0).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Mvit::new(&vs.root(), &cfg, Precision::Fp32).unwrap();
-        load_strict(&vs, &dir.path().join("resized-per-axis.safetensors")).unwrap();
+        load_strict(&vs, &cfg, &dir.path().join("resized-per-axis.safetensors")).unwrap();
         assert_eq!(resampled_by(&model, &x), 0);
     }
 }

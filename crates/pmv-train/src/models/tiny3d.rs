@@ -142,13 +142,7 @@ impl Tiny3d {
     pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
         let mut pooled = self.features(x, train);
         if let (true, Some(nz)) = (train && self.dropout > 0.0, noise) {
-            let (b, c) = pooled.size2().expect("[B, C]");
-            let keep = nz
-                .slice(0, b * c)
-                .ge(self.dropout)
-                .to_kind(Kind::Float)
-                .view([b, c]);
-            pooled = pooled * keep / (1.0 - self.dropout);
+            pooled = nz.dropout(&pooled, 0, self.dropout);
         }
         pooled.linear(&self.head_w, Some(&self.head_b))
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use super::x3d::Bn;
-use super::{ModelError, Noise};
+use super::{ModelError, Noise, depth_rates};
 use crate::device::Precision;
 
 /// The UniFormer architecture and its training-time regularisation.
@@ -407,14 +407,7 @@ impl Uniformer {
     ) -> Result<Uniformer, ModelError> {
         cfg.check().map_err(ModelError::Config)?;
         let dims = cfg.embed_dim;
-        let n = cfg.blocks();
-        let rate = |i: usize| {
-            if n > 1 {
-                cfg.drop_path * i as f64 / (n - 1) as f64
-            } else {
-                0.0
-            }
-        };
+        let mut rates = depth_rates(cfg.drop_path, cfg.blocks()).into_iter();
         let patch_embed = [0, 1, 2, 3].map(|s| {
             let inp = if s == 0 { 3 } else { dims[s - 1] };
             PatchEmbed::new(
@@ -424,7 +417,6 @@ impl Uniformer {
                 s == 0,
             )
         });
-        let mut index = 0;
         let stages = [0, 1, 2, 3].map(|s| {
             let p = root.sub(format!("blocks{}", s + 1));
             (0..cfg.depth[s])
@@ -436,8 +428,7 @@ impl Uniformer {
                     } else {
                         Block::Attention(Box::new(SaBlock::new(&bp, dims[s], hidden, cfg)))
                     };
-                    index += 1;
-                    (block, rate(index - 1))
+                    (block, rates.next().expect("a rate for every block"))
                 })
                 .collect()
         });
@@ -491,16 +482,15 @@ impl Uniformer {
     pub fn features(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
         let kind = self.precision.compute_kind();
         let b = x.size()[0];
-        let mut index = 0i64;
+        let mut index = 0;
         let mut h = x.shallow_clone();
         for (embed, stage) in self.patch_embed.iter().zip(&self.stages) {
             h = embed.forward(&h, kind);
             for (block, p) in stage {
                 let keep = match noise {
                     Some(nz) if train && *p > 0.0 => {
-                        let u = nz.slice(index * 2 * b, 2 * b);
-                        let k = (u.ge(*p).to_kind(Kind::Float) / (1.0 - p)).view([2, b]);
-                        Some([k.get(0), k.get(1)])
+                        let (a, m) = nz.drop_path(index, b, *p);
+                        Some([a, m])
                     }
                     _ => None,
                 };
@@ -526,14 +516,8 @@ impl Uniformer {
         let kind = self.precision.compute_kind();
         let mut f = self.features(x, train, noise);
         if let (true, Some(nz)) = (train && self.cfg.dropout > 0.0, noise) {
-            let (b, c) = f.size2().expect("[B, C]");
-            let start = self.drop_path_len(b as usize) as i64;
-            let keep = nz
-                .slice(start, b * c)
-                .ge(self.cfg.dropout)
-                .to_kind(Kind::Float)
-                .view([b, c]);
-            f = f * keep / (1.0 - self.cfg.dropout);
+            let start = self.drop_path_len(f.size()[0] as usize) as i64;
+            f = nz.dropout(&f, start, self.cfg.dropout);
         }
         self.head.forward(&f, kind).to_kind(Kind::Float)
     }
@@ -546,7 +530,7 @@ mod tests {
     use tch::Device;
 
     use super::*;
-    use crate::models::{read_weights, test_noise};
+    use crate::models::{ModelSpec, load_into, read_weights, test_noise};
 
     fn repo() -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -568,26 +552,15 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Copies a checkpoint into the model's variables, failing on any missing,
-    /// unexpected or mis-shaped tensor.
-    fn load_strict(vs: &nn::VarStore, path: &Path) {
-        let mut vars = vs.variables();
-        let mut unexpected = vec![];
-        for (name, t) in read_weights(path).unwrap() {
-            match vars.remove(&name) {
-                Some(mut v) => {
-                    assert_eq!(v.size(), t.size(), "{name}");
-                    tch::no_grad(|| v.copy_(&t));
-                }
-                None => unexpected.push(name),
-            }
-        }
-        let mut missing: Vec<_> = vars.into_keys().collect();
-        missing.sort();
-        assert!(
-            missing.is_empty() && unexpected.is_empty(),
-            "missing {missing:?}, unexpected {unexpected:?}"
-        );
+    /// Loads a checkpoint into the model `cfg` built on `vs` as `--init` loads strictly,
+    /// failing on any missing, unexpected or mis-shaped tensor.
+    fn load_strict(vs: &nn::VarStore, cfg: &UniformerConfig, path: &Path) {
+        let spec = ModelSpec::Uniformer {
+            name: "uniformer-s".into(),
+            config: cfg.clone(),
+        };
+        let report = load_into(vs, &spec, path, read_weights(path).unwrap(), false).unwrap();
+        assert_eq!(report.loaded, vs.variables().len());
     }
 
     /// UniFormer-S as mmaction2 builds it (the reference): its LayerNorm eps.
@@ -629,7 +602,7 @@ mod tests {
         let run = |precision| {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = Uniformer::new(&vs.root(), &cfg, precision).unwrap();
-            load_strict(&vs, &weights);
+            load_strict(&vs, &cfg, &weights);
             tch::no_grad(|| model.forward(&x, false, None))
         };
         let logits = run(Precision::Fp32);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor, nn};
 
-use super::{ModelError, Noise};
+use super::{ModelError, Noise, depth_rates};
 use crate::device::Precision;
 
 /// The architecture, as `transformers`' `VideoMAEConfig` spells it.
@@ -438,17 +438,10 @@ impl Encoder {
             },
         );
         let layers = p.sub("encoder").sub("layer");
-        let n = cfg.num_hidden_layers;
-        let blocks = (0..n)
-            .map(|i| {
-                // Stochastic depth grows linearly with depth, 0 at the first block.
-                let rate = if n > 1 {
-                    drop_path * i as f64 / (n - 1) as f64
-                } else {
-                    0.0
-                };
-                Block::new(&layers.sub(i), cfg, rate)
-            })
+        let blocks = depth_rates(drop_path, cfg.num_hidden_layers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, rate)| Block::new(&layers.sub(i), cfg, rate))
             .collect();
         let final_norm = (!cfg.use_mean_pooling)
             .then(|| Norm::new(p, "layernorm", cfg.hidden_size, cfg.layer_norm_eps));
@@ -544,11 +537,8 @@ impl Encoder {
         for (i, block) in self.blocks.iter().enumerate() {
             let keep = match noise {
                 Some(nz) if block.drop_path > 0.0 => {
-                    let u = nz.slice((i * 2) as i64 * b, 2 * b);
-                    let p = block.drop_path;
-                    let keep = u.ge(p).to_kind(Kind::Float) / (1.0 - p);
-                    let keep = keep.view([2, b, 1, 1]);
-                    Some((keep.get(0), keep.get(1)))
+                    let (a, m) = nz.drop_path(i, b, block.drop_path);
+                    Some((a.view([b, 1, 1]), m.view([b, 1, 1])))
                 }
                 _ => None,
             };

@@ -415,13 +415,7 @@ impl X3d {
     pub fn forward(&self, x: &Tensor, train: bool, noise: Option<&Noise>) -> Tensor {
         let mut f = self.features(x, train);
         if let (true, Some(nz)) = (train && self.cfg.dropout > 0.0, noise) {
-            let (b, c) = f.size2().expect("[B, C]");
-            let keep = nz
-                .slice(0, b * c)
-                .ge(self.cfg.dropout)
-                .to_kind(Kind::Float)
-                .view([b, c]);
-            f = f * keep / (1.0 - self.cfg.dropout);
+            f = nz.dropout(&f, 0, self.cfg.dropout);
         }
         f.linear(&self.proj_w, Some(&self.proj_b))
     }
