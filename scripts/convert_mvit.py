@@ -37,13 +37,12 @@ import re
 import sys
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_checkpoint  # noqa: E402
 
-WRAPPERS = ("model_state", "model", "state_dict", "module")
 
 # Our (torchvision) names. Anything else is refused.
 OURS = re.compile(
@@ -92,32 +91,6 @@ OURS_BLOCK_TO_SLOWFAST = [
 
 class ConvertError(Exception):
     """A checkpoint this converter cannot turn into the other layout."""
-
-
-def load_state(path, trust=False):
-    """The tensors of a checkpoint file, unwrapped from the dicts public checkpoints use
-    (`model_state`, `model`, `state_dict`, `module`) and from a `module.` prefix."""
-    if path.endswith(".safetensors"):
-        state = load_file(path)
-    else:
-        try:
-            ck = torch_checkpoint.load(path, trust)
-        except torch_checkpoint.UnsafeCheckpoint as e:
-            raise ConvertError(str(e)) from None
-        except Exception as e:  # noqa: BLE001 - torch raises many kinds; report them all
-            raise ConvertError(f"{path}: cannot read as a torch checkpoint: {e}") from e
-        state = ck
-        while isinstance(state, dict):
-            inner = next((state[k] for k in WRAPPERS if isinstance(state.get(k), dict)), None)
-            if inner is None:
-                break
-            state = inner
-        if not isinstance(state, dict):
-            raise ConvertError(f"{path}: no state dict (looked under {', '.join(WRAPPERS)})")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ConvertError(f"{path}: not tensors: {', '.join(map(str, bad[:10]))}")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def layout(state, path):
@@ -263,7 +236,7 @@ def main():
     ap.add_argument("--slowfast", action="store_true", help="with --reverse: PySlowFast names")
     a = ap.parse_args()
     try:
-        state = load_state(a.checkpoint, a.trust_pickle)
+        state = torch_checkpoint.state_dict(a.checkpoint, a.trust_pickle)
         if a.reverse:
             check_ours(state, a.checkpoint)
             if a.input:
@@ -294,7 +267,7 @@ def main():
         classes = tensors["head.1.weight"].shape[0]
         print(f"{a.checkpoint}: {kind} MViT, {blocks} blocks, {classes} classes, "
               f"{len(tensors)} tensors -> {dest}")
-    except ConvertError as e:
+    except (ConvertError, torch_checkpoint.CheckpointError) as e:
         sys.exit(str(e))
 
 

@@ -28,13 +28,12 @@ import re
 import sys
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_checkpoint  # noqa: E402
 
-WRAPPERS = ("state_dict", "model_state", "model", "module")
 
 # The trainer's names (the official layout without num_batches_tracked).
 OURS = re.compile(
@@ -49,31 +48,6 @@ OURS = re.compile(
 
 class ConvertError(Exception):
     pass
-
-
-def load_state(path, trust=False):
-    """The flat name -> tensor dict of a checkpoint file, wrappers removed."""
-    if path.endswith(".safetensors"):
-        state = load_file(path)
-    else:
-        try:
-            ck = torch_checkpoint.load(path, trust)
-        except torch_checkpoint.UnsafeCheckpoint as e:
-            raise ConvertError(str(e)) from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise ConvertError(f"{path}: cannot read: {e}") from e
-        state = ck
-        if isinstance(ck, dict):
-            for key in WRAPPERS:
-                if key in ck and isinstance(ck[key], dict):
-                    state = ck[key]
-                    break
-    if not isinstance(state, dict) or not state:
-        raise ConvertError(f"{path}: no state dict (looked under {', '.join(WRAPPERS)})")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ConvertError(f"{path}: not a tensor: {bad[0]}")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def layout_of(state):
@@ -152,7 +126,7 @@ def main():
     try:
         if a.reverse:
             # Checks the names and the head (and takes any layout, ours included).
-            ours, _ = convert(load_state(a.checkpoint, a.trust_pickle), a.checkpoint)
+            ours, _ = convert(torch_checkpoint.state_dict(a.checkpoint, a.trust_pickle), a.checkpoint)
             ref = reverse(ours, a.layout)
             if a.out.endswith(".safetensors"):
                 save_file(ref, a.out, metadata={"format": "pt"})
@@ -161,7 +135,7 @@ def main():
             print(f"{a.checkpoint} -> {a.out}: {len(ref)} tensors in the {a.layout} layout "
                   f"({sum(n.endswith('num_batches_tracked') for n in ref)} num_batches_tracked set to 0)")
             return
-        state = load_state(a.checkpoint, a.trust_pickle)
+        state = torch_checkpoint.state_dict(a.checkpoint, a.trust_pickle)
         src = layout_of(state)
         ours, dropped = convert(state, a.checkpoint)
         out = a.out
@@ -172,7 +146,7 @@ def main():
         print(f"{a.checkpoint} ({src} layout) -> {out}: {len(ours)} tensors, blocks per stage "
               f"{count_blocks(ours)}, {ours['head.weight'].shape[0]} classes; dropped {len(dropped)} "
               f"(num_batches_tracked, data_preprocessor)")
-    except ConvertError as e:
+    except (ConvertError, torch_checkpoint.CheckpointError) as e:
         sys.exit(str(e))
 
 

@@ -35,21 +35,6 @@ import torch_checkpoint  # noqa: E402
 HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16}
 
 
-def load_state(path, trust=False):
-    try:
-        ck = torch_checkpoint.load(path, trust)
-    except torch_checkpoint.UnsafeCheckpoint as e:
-        sys.exit(str(e))
-    if isinstance(ck, dict):
-        for key in ("model", "module", "state_dict"):
-            if key in ck and isinstance(ck[key], dict):
-                ck = ck[key]
-                break
-    if not isinstance(ck, dict) or not all(isinstance(v, torch.Tensor) for v in ck.values()):
-        sys.exit(f"{path}: not a VideoMAE state dict (expected tensors under 'model' or 'module')")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in ck.items()}
-
-
 def block_name(rest, prefix):
     """One encoder or decoder block tensor: blocks.N.<part> -> <prefix>.N.<hf part>."""
     m = re.match(r"blocks\.(\d+)\.(.+)$", rest)
@@ -142,7 +127,11 @@ def main():
                     help="read a checkpoint holding Python objects besides tensors (runs code from it)")
     a = ap.parse_args()
 
-    tensors, pretraining = convert(load_state(a.checkpoint, a.trust_pickle))
+    try:
+        state = torch_checkpoint.state_dict(a.checkpoint, a.trust_pickle)
+    except torch_checkpoint.CheckpointError as e:
+        sys.exit(str(e))
+    tensors, pretraining = convert(state)
     names = list(tensors)
     proj = tensors["videomae.embeddings.patch_embeddings.projection.weight"]
     hidden, _, tubelet, patch, _ = proj.shape

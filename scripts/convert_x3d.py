@@ -35,7 +35,7 @@ import re
 import sys
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in scripts/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,27 +74,6 @@ BRANCH2_BACK = {v: k for k, v in BRANCH2.items()}
 
 class ConvertError(Exception):
     """A checkpoint this converter cannot convert; the message names file and tensor."""
-
-
-def load_state(path, trust=False):
-    """The tensors of a checkpoint file, unwrapped from the usual containers."""
-    if path.endswith(".safetensors"):
-        return load_file(path)
-    try:
-        ck = torch_checkpoint.load(path, trust)
-    except torch_checkpoint.UnsafeCheckpoint as e:
-        raise ConvertError(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds; report them all
-        raise ConvertError(f"{path}: cannot read as a torch checkpoint: {e}") from e
-    if isinstance(ck, dict):
-        for key in ("model_state", "state_dict", "model", "module"):
-            if key in ck and isinstance(ck[key], dict):
-                ck = ck[key]
-                break
-    if not isinstance(ck, dict) or not ck or not all(isinstance(v, torch.Tensor) for v in ck.values()):
-        raise ConvertError(f"{path}: not an X3D state dict (expected tensors, or tensors under "
-                           "'model_state', 'state_dict', 'model' or 'module')")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in ck.items()}
 
 
 def layout(state, path):
@@ -227,7 +206,7 @@ def output_path(out, default_name):
 def convert_file(src, out, reverse=False, trust=False):
     """Converts CHECKPOINT `src` into `out`; returns the line main prints. `trust`: read a
     pickle that holds more than tensors (scripts/torch_checkpoint.py)."""
-    state = load_state(src, trust)
+    state = torch_checkpoint.state_dict(src, trust)
     kind = layout(state, src)
     if reverse:
         if kind != "ours":
@@ -263,7 +242,7 @@ def main():
     a = ap.parse_args()
     try:
         print(convert_file(a.checkpoint, a.out, a.reverse, a.trust_pickle))
-    except ConvertError as e:
+    except (ConvertError, torch_checkpoint.CheckpointError) as e:
         sys.exit(str(e))
 
 

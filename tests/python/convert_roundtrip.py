@@ -6,6 +6,7 @@ every tensor and compute exactly what the original model computes.
 usage: convert_roundtrip.py WORK_DIR   (prints one JSON line per case)
 """
 
+import argparse
 import json
 import os
 import re
@@ -84,7 +85,14 @@ def case(work, name, pretraining, mean_pooling):
     model = cls(cfg).eval()
     randomise(model)
     pth = os.path.join(work, f"{name}.pth")
-    torch.save({"module": official(model.state_dict(), pretraining)}, pth)
+    if pretraining:
+        # As VideoMAE's training scripts save: the weights beside the epoch and the
+        # argparse namespace, which the converter reads without a full unpickle.
+        ck = {"model": official(model.state_dict(), True), "epoch": 3,
+              "args": argparse.Namespace(model="pretrain_videomae", mask_ratio=0.9, lr=1.5e-4)}
+    else:
+        ck = {"module": official(model.state_dict(), False)}
+    torch.save(ck, pth)
     out = os.path.join(work, name)
     args = [sys.executable, CONVERTER, pth, out, "--frames", "4", "--image-size", "32", "--heads", "3"]
     if pretraining:
