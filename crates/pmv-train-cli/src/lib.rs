@@ -310,6 +310,22 @@ pub struct RuntimeArgs {
     pub threads: Option<i32>,
 }
 
+/// How `train`, `pretrain` and `eval` run on several processes (ranks): started by
+/// `--nproc` here, by `torchrun --no-python`, or by Slurm's `srun`.
+#[derive(Debug, Clone, Args)]
+pub struct DistArgs {
+    /// Start N local ranks (processes) on this machine and train data-parallel, one
+    /// device each (CUDA: cuda:0..N-1; CPU: N shares of the cores). Under torchrun or
+    /// srun the launcher's ranks are used instead
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub nproc: u32,
+
+    /// Seconds a rank waits for the others (joining, and each collective) before it
+    /// stops with an error naming the ranks it lost
+    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub dist_timeout: u64,
+}
+
 /// The options `train` and `pretrain` share: the data loop's shuffle and seed, the run
 /// directory and its checkpoints, how often to validate and log, and the runtime.
 /// `pretrain` keeps its own help for `--seed`, `--out` and `--eval-every`.
@@ -359,6 +375,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -879,6 +898,9 @@ pub struct EvalArgs {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 #[derive(Debug, Clone, Args)]

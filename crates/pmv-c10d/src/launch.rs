@@ -1,0 +1,2 @@
+//! Which rank this process is, from the launcher's environment (torchrun, Slurm, or
+//! `--nproc`).
