@@ -108,6 +108,7 @@ pub fn model_bench(args: &BenchArgs) -> Result<serde_json::Value, TrainError> {
                 pin: device.is_cuda().then_some(device),
                 ids: false,
                 extras: None,
+                share: Default::default(),
             });
             if spec.batches() == 0 {
                 return Err(TrainError::Usage("fewer samples than one batch".into()));
@@ -305,6 +306,7 @@ pub fn loader_bench(args: &BenchLoaderArgs) -> Result<serde_json::Value, TrainEr
         pin: None,
         ids: false,
         extras: None,
+        share: Default::default(),
     });
     let started = Instant::now();
     let (mut clips, mut bad) = (0u64, 0u64);

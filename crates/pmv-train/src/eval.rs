@@ -236,6 +236,7 @@ pub fn run(
         pin: device.is_cuda().then_some(device),
         ids: true,
         extras: super::run::extras_of(&cfg.model, &run_dir)?,
+        share: Default::default(),
     });
     // The moving average's reports sit beside the model's, never over them.
     let views_label = format!("{clips}x{crops}");

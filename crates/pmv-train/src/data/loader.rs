@@ -158,6 +158,20 @@ impl Labels {
     }
 }
 
+/// Which part of each epoch this process reads: rank `rank` of `world` data-parallel
+/// ranks (rank 0 of 1 reads everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Share {
+    fn default() -> Share {
+        Share { rank: 0, world: 1 }
+    }
+}
+
 /// Everything workers need, shared.
 pub struct LoaderSpec {
     pub shards: Vec<Arc<ShardReader>>,
@@ -181,6 +195,8 @@ pub struct LoaderSpec {
     pub ids: bool,
     /// Covers and texts for multimodal models.
     pub extras: Option<Arc<Extras>>,
+    /// This rank's part of each epoch.
+    pub share: Share,
 }
 
 /// What multimodal batches carry besides frames.
@@ -220,13 +236,48 @@ impl LoaderSpec {
         }
     }
 
-    /// Batches in an epoch.
+    /// This rank's batches in an epoch.
     pub fn batches(&self) -> usize {
         let n = self.samples();
+        let Share { rank, world } = self.share;
+        let world = world.max(1);
         if self.drop_last {
-            n / self.batch
+            n / (self.batch.max(1) * world)
         } else {
-            n.div_ceil(self.batch)
+            let all = n.div_ceil(self.batch.max(1));
+            all / world + usize::from(rank < all % world)
+        }
+    }
+
+    /// This rank's batches of an epoch, each as the position (in the epoch's order) of
+    /// its first sample and its samples.
+    ///
+    /// Training (`drop_last`) cuts the order into global batches of `batch × world`
+    /// samples, whole ones only, and gives rank r the r-th `batch` of each: one step of
+    /// `world` ranks sees the samples one rank with `batch × world` would, and every
+    /// sample of the epoch's whole batches is read once, by one rank. Evaluation cuts
+    /// it into batches of `batch` and deals them out in turn (rank r: batches r, r +
+    /// world, ...), so every sample is read once and the ranks' shares differ by at most
+    /// one batch. Positions key the random draws, so a sample gets the same views
+    /// whichever rank reads it.
+    pub fn plan(&self, epoch: u64) -> Vec<(usize, Vec<(u32, u32)>)> {
+        let order = self.order(epoch);
+        let b = self.batch.max(1);
+        let Share { rank, world } = self.share;
+        let world = world.max(1);
+        if self.drop_last {
+            order
+                .chunks_exact(b * world)
+                .enumerate()
+                .map(|(i, g)| (i * b * world + rank * b, g[rank * b..(rank + 1) * b].to_vec()))
+                .collect()
+        } else {
+            order
+                .chunks(b)
+                .enumerate()
+                .filter(|(i, _)| i % world == rank)
+                .map(|(i, c)| (i * b, c.to_vec()))
+                .collect()
         }
     }
 }
@@ -333,6 +384,8 @@ pub struct Batch {
     pub all_labels: Vec<Vec<u32>>,
     /// Samples of this batch that could not be used.
     pub errors: Vec<SampleError>,
+    /// Per sample: its position in the epoch's order (every rank's samples counted).
+    pub positions: Vec<u64>,
     /// uint8 `[N, H, W, 3]` covers (zeros where absent) and which samples have one.
     pub covers: Option<(Tensor, Vec<bool>)>,
     /// `[N × max_len]` token ids (0-padded) and which samples have text.
@@ -491,25 +544,18 @@ pub struct Loader {
     done: Receiver<Done>,
     workers: Vec<JoinHandle<()>>,
     pending: BTreeMap<usize, Batch>,
-    plan: Vec<Vec<(u32, u32)>>,
+    /// Each batch's first position and samples (taken when it is sent).
+    plan: Vec<(usize, Vec<(u32, u32)>)>,
     next_yield: usize,
     next_send: usize,
     depth: usize,
-    batch: usize,
 }
 
 impl Loader {
     /// Starts the workers on `epoch`, beginning at batch `start` (a resumed run skips the
     /// batches it has done without reading them).
     pub fn start(spec: Arc<LoaderSpec>, epoch: u64, start: usize) -> Loader {
-        let order = spec.order(epoch);
-        let mut plan: Vec<Vec<(u32, u32)>> = order
-            .chunks(spec.batch.max(1))
-            .map(|c| c.to_vec())
-            .collect();
-        if spec.drop_last && plan.last().is_some_and(|b| b.len() < spec.batch) {
-            plan.pop();
-        }
+        let plan = spec.plan(epoch);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -534,7 +580,6 @@ impl Loader {
             next_send: start.min(plan.len()),
             plan,
             depth,
-            batch: spec.batch.max(1),
         };
         loader.refill();
         loader
@@ -546,13 +591,13 @@ impl Loader {
     }
 
     fn refill(&mut self) {
-        let batch = self.batch;
         while self.next_send < self.plan.len() && self.next_send < self.next_yield + self.depth {
             let i = self.next_send;
+            let (first, items) = &mut self.plan[i];
             let job = Job {
                 index: i,
-                first: i * batch,
-                items: std::mem::take(&mut self.plan[i]),
+                first: *first,
+                items: std::mem::take(items),
             };
             if let Some(tx) = &self.jobs {
                 // A send fails only when every worker has stopped; `next` reports it.
@@ -666,6 +711,7 @@ struct Parts {
     ids: Vec<String>,
     all_labels: Vec<Vec<u32>>,
     errors: Vec<SampleError>,
+    positions: Vec<u64>,
     cover_present: Vec<bool>,
     tokens: Option<(Vec<i64>, usize, Vec<bool>)>,
     rects: Vec<EraseRect>,
@@ -742,6 +788,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut WorkerScratch) -> Ba
             }
             parts.rects.extend(rects);
             parts.extras(&read, cover_bytes.as_deref_mut(), n, tokenizer.as_deref());
+            parts.positions.push((job.first + pos) as u64);
             parts.push(spec, read);
         }
     }
@@ -767,7 +814,8 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut WorkerScratch) -> Ba
                 spec.seed,
                 Purpose::Augment,
                 epoch | ERASE_FILL,
-                job.index as u64,
+                // The batch's index in the whole epoch (every rank's batches counted).
+                (job.first / spec.batch.max(1)) as u64,
             )
             .next_u64(),
         }),
@@ -784,6 +832,7 @@ fn build(spec: &LoaderSpec, epoch: u64, job: Job, tmp: &mut WorkerScratch) -> Ba
         ids: parts.ids,
         all_labels: parts.all_labels,
         errors: parts.errors,
+        positions: parts.positions,
         erase,
     }
 }
@@ -799,6 +848,7 @@ impl Parts {
             ids: vec![],
             all_labels: Vec::with_capacity(n),
             errors: vec![],
+            positions: Vec::with_capacity(n),
             cover_present: Vec::with_capacity(n),
             tokens: tokenizer.map(|t| {
                 (
@@ -1368,6 +1418,7 @@ mod tests {
             pin: None,
             ids: false,
             extras: None,
+            share: Default::default(),
         }
     }
 
@@ -1539,5 +1590,64 @@ mod tests {
             let idx: Vec<u32> = a.iter().filter(|x| x.0 == s).map(|x| x.1).collect();
             assert!(idx.windows(2).all(|w| w[0] < w[1]));
         }
+    }
+
+    /// Two ranks with batch 2 read, step for step, the samples and views one rank with
+    /// batch 4 reads, every sample of the epoch once. Evaluation shares
+    /// cover every sample once.
+    #[test]
+    fn ranks_share_an_epoch_as_one_larger_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = synth_spec(dir.path(), 1, None, 2, Codec::Raw);
+        let one_batches: Vec<Batch> = {
+            let spec = Arc::new(std::mem::replace(
+                &mut one,
+                synth_spec(&dir.path().join("b"), 1, None, 2, Codec::Raw),
+            ));
+            Loader::start(spec, 1, 0).map(|b| b.unwrap()).collect()
+        };
+        let rank = |r: usize| {
+            let mut spec = synth_spec(&dir.path().join(format!("r{r}")), 1, None, 1, Codec::Raw);
+            spec.batch = 2;
+            spec.share = Share { rank: r, world: 2 };
+            let spec = Arc::new(spec);
+            assert_eq!(spec.batches(), 3);
+            Loader::start(spec, 1, 0)
+                .map(|b| b.unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (r0, r1) = (rank(0), rank(1));
+        assert_eq!(one_batches.len(), 3);
+        assert_eq!((r0.len(), r1.len()), (3, 3));
+        let mut seen = vec![];
+        for (i, b) in one_batches.iter().enumerate() {
+            let joined = Tensor::cat(&[&r0[i].frames, &r1[i].frames], 0);
+            assert!(joined.equal(&b.frames), "step {i}");
+            let keys: Vec<_> = r0[i].keys.iter().chain(&r1[i].keys).cloned().collect();
+            assert_eq!(keys, b.keys);
+            let pos: Vec<u64> = r0[i].positions.iter().chain(&r1[i].positions).copied().collect();
+            assert_eq!(pos, b.positions);
+            seen.extend(keys);
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 12, "each of the 12 samples once");
+
+        // Evaluation: 12 samples in batches of 5 (5, 5, 2) dealt to 2 ranks: 2 + 1.
+        let mut all = vec![];
+        for r in 0..2 {
+            let mut spec = synth_spec(&dir.path().join(format!("e{r}")), 1, None, 1, Codec::Raw);
+            spec.batch = 5;
+            spec.drop_last = false;
+            spec.shuffle = false;
+            spec.share = Share { rank: r, world: 2 };
+            assert_eq!(spec.batches(), 2 - r);
+            all.extend(spec.plan(0).into_iter().flat_map(|(first, items)| {
+                items.into_iter().enumerate().map(move |(j, it)| (first + j, it))
+            }));
+        }
+        all.sort();
+        let positions: Vec<usize> = all.iter().map(|(p, _)| *p).collect();
+        assert_eq!(positions, (0..12).collect::<Vec<_>>());
     }
 }

@@ -535,6 +535,7 @@ pub(super) fn feed(
         pin,
         ids: false,
         extras: extras.clone(),
+        share: Default::default(),
     });
     let val_readers = readers.val;
     let val_spec = (!val_readers.is_empty()).then(|| {
@@ -558,6 +559,7 @@ pub(super) fn feed(
             pin,
             ids: true,
             extras: extras.clone(),
+            share: Default::default(),
         })
     });
     let batches = train_spec.batches();
