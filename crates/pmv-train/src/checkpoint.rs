@@ -37,10 +37,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-/// A run directory, locked while this value lives.
+/// A run directory: locked while this value lives, unless it follows another process's
+/// ([`RunDir::follow`]).
 pub struct RunDir {
     path: PathBuf,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 impl RunDir {
@@ -65,8 +66,17 @@ impl RunDir {
         }
         Ok(RunDir {
             path: path.to_owned(),
-            _lock: file,
+            _lock: Some(file),
         })
+    }
+
+    /// `path` as another process holds it: no lock taken, nothing created. Data-parallel
+    /// ranks other than 0 read the run rank 0 has opened and locked.
+    pub fn follow(path: &Path) -> RunDir {
+        RunDir {
+            path: path.to_owned(),
+            _lock: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -106,6 +116,10 @@ pub struct State {
     /// Samples left out so far because they could not be read.
     pub bad_samples: u64,
     pub saved_at: i64,
+    /// Data-parallel ranks the run had when it saved this (`batch_in_epoch` counts
+    /// each rank's batches); 1 in runs written before.
+    #[serde(default = "one_rank")]
+    pub world: usize,
     /// The checkpoint's moving average of the weights (`--model-ema`), relative to the
     /// run directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +127,10 @@ pub struct State {
 }
 
 pub const STATE_VERSION: u32 = 1;
+
+fn one_rank() -> usize {
+    1
+}
 
 fn safetensors_dtype(kind: Kind) -> Option<&'static str> {
     Some(match kind {
@@ -364,6 +382,7 @@ mod tests {
             bad_samples: 0,
             saved_at: 0,
             ema: None,
+            world: 1,
         };
         for step in [1, 2, 3] {
             state.step = step;

@@ -32,6 +32,9 @@ pub enum TrainError {
     Usage(String),
     #[error("{0}")]
     Invalid(String),
+    /// A collective failed, or the ranks disagree (the message names the ranks).
+    #[error("{0}")]
+    Dist(String),
     /// SIGINT or SIGTERM stopped the run after a checkpoint (exit 130).
     #[error("interrupted at step {step}: checkpoint saved; continue with --resume --out {}", run_dir.display())]
     Interrupted { step: u64, run_dir: PathBuf },

@@ -14,13 +14,14 @@ use std::time::Instant;
 
 use pmv_core::report::{Reporter, Unit};
 use serde_json::json;
-use tch::{Device, Kind, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use super::checkpoint::{self, RunDir, State};
 use super::cli::EvalArgs;
 use super::data::loader::{Labels, Loader, LoaderSpec, Normalizer, SampleError, Views};
 use super::data::{self, ShardProblem};
 use super::device::device_name;
+use super::dist::Dist;
 use super::error::TrainError;
 use super::metrics::{self, Prediction, Summary, Tally};
 use super::models::{self, Net};
@@ -34,7 +35,19 @@ pub struct EvalResult {
     pub errors: Vec<SampleError>,
 }
 
-/// Runs every batch of `spec` through `net` (no gradients, eval mode).
+/// One evaluated sample, before the tally.
+struct Row {
+    position: u64,
+    key: String,
+    id: String,
+    labels: Vec<u32>,
+    probs: Vec<f32>,
+}
+
+/// Runs every batch of `spec` through `net` (no gradients, eval mode). With several
+/// ranks each evaluates its share of the batches, and every rank then holds every
+/// sample's result, tallied in the epoch's order as one rank would have.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     net: &Net,
     spec: Arc<LoaderSpec>,
@@ -43,12 +56,12 @@ pub fn evaluate(
     keep_predictions: bool,
     reporter: &dyn Reporter,
     label: &str,
+    dist: &Dist,
 ) -> Result<EvalResult, TrainError> {
     let classes = names.len();
     let multi = matches!(spec.labels, Labels::Multi(_));
     let norm = Normalizer::new(device);
-    let mut tally = Tally::new(classes, multi);
-    let mut predictions = vec![];
+    let mut rows: Vec<Row> = vec![];
     let mut errors = vec![];
     let loader = Loader::start(Arc::clone(&spec), 0, 0);
     reporter.begin(label, Some(loader.batches() as u64), Unit::Items);
@@ -77,27 +90,105 @@ pub fn evaluate(
             let flat: Vec<f32> = Vec::try_from(probs.view([-1]))
                 .map_err(|e| TrainError::Invalid(format!("reading predictions: {e}")))?;
             for i in 0..b.len() {
-                let top = tally.add(&flat[i * classes..(i + 1) * classes], &b.all_labels[i]);
-                if keep_predictions {
-                    predictions.push(Prediction {
-                        key: b.keys[i].clone(),
-                        id: b.ids.get(i).cloned().unwrap_or_default(),
-                        labels: b.all_labels[i].clone(),
-                        top,
-                        probs: flat[i * classes..(i + 1) * classes].to_vec(),
-                    });
-                }
+                rows.push(Row {
+                    position: b.positions.get(i).copied().unwrap_or_default(),
+                    key: b.keys[i].clone(),
+                    id: b.ids.get(i).cloned().unwrap_or_default(),
+                    labels: b.all_labels[i].clone(),
+                    probs: flat[i * classes..(i + 1) * classes].to_vec(),
+                });
             }
         }
         Ok(())
     });
     reporter.end();
     result?;
+    if dist.is_group() {
+        rows = gather_rows(dist, rows, classes)?;
+        errors = gather_errors(dist, &errors)?;
+    }
+    let mut tally = Tally::new(classes, multi);
+    let mut predictions = vec![];
+    for r in rows {
+        let top = tally.add(&r.probs, &r.labels);
+        if keep_predictions {
+            predictions.push(Prediction {
+                key: r.key,
+                id: r.id,
+                labels: r.labels,
+                top,
+                probs: r.probs,
+            });
+        }
+    }
     Ok(EvalResult {
         summary: tally.summary(names),
         predictions,
         errors,
     })
+}
+
+/// Every rank's rows, in the epoch's order: the probabilities as one tensor, the rest
+/// as lines of `position \t labels \t key \t id`.
+fn gather_rows(dist: &Dist, rows: Vec<Row>, classes: usize) -> Result<Vec<Row>, TrainError> {
+    let probs: Vec<f32> = rows.iter().flat_map(|r| r.probs.iter().copied()).collect();
+    let probs = Tensor::from_slice(&probs).view([rows.len() as i64, classes as i64]);
+    let mut text = String::new();
+    for r in &rows {
+        let labels: Vec<String> = r.labels.iter().map(u32::to_string).collect();
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            r.position,
+            labels.join(","),
+            r.key.replace(['\t', '\n'], " "),
+            r.id.replace(['\t', '\n'], " ")
+        ));
+    }
+    let probs = dist.gather_rows(&probs)?;
+    let probs: Vec<f32> = Vec::try_from(probs.flatten(0, -1))
+        .map_err(|e| TrainError::Dist(format!("gathering predictions: {e}")))?;
+    let mut all = vec![];
+    for part in dist.gather_bytes(text.as_bytes())? {
+        for line in String::from_utf8_lossy(&part).lines() {
+            let f: Vec<&str> = line.splitn(4, '\t').collect();
+            let [position, labels, key, id] = f[..] else {
+                return Err(TrainError::Dist(format!("gathering predictions: bad line {line:?}")));
+            };
+            let at = all.len() * classes;
+            all.push(Row {
+                position: position.parse().unwrap_or(u64::MAX),
+                key: key.to_owned(),
+                id: id.to_owned(),
+                labels: labels
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .filter_map(|l| l.parse().ok())
+                    .collect(),
+                probs: probs.get(at..at + classes).unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    if all.len() * classes != probs.len() {
+        return Err(TrainError::Dist(format!(
+            "gathering predictions: {} rows but {} probabilities",
+            all.len(),
+            probs.len()
+        )));
+    }
+    all.sort_by_key(|r| r.position);
+    Ok(all)
+}
+
+/// Every rank's unreadable samples.
+fn gather_errors(dist: &Dist, errors: &[SampleError]) -> Result<Vec<SampleError>, TrainError> {
+    let bytes = serde_json::to_vec(errors).unwrap_or_default();
+    let mut all = vec![];
+    for part in dist.gather_bytes(&bytes)? {
+        let mut e: Vec<SampleError> = serde_json::from_slice(&part)
+            .map_err(|e| TrainError::Dist(format!("gathering sample errors: {e}")))?;
+        all.append(&mut e);
+    }
+    Ok(all)
 }
 
 /// The weights an evaluation uses: `--checkpoint`, else the final model, else the last
@@ -164,7 +255,13 @@ pub fn run(
             dir.display()
         )));
     }
-    let run_dir = RunDir::open(&dir)?;
+    let (dist, device) = Dist::join(&args.dist, args.runtime.device)?;
+    // Rank 0 holds the run (its lock) and writes the reports; the others only read.
+    let run_dir = if dist.is_main() {
+        RunDir::open(&dir)?
+    } else {
+        RunDir::follow(&dir)
+    };
     let cfg: RunConfig = checkpoint::read_json(&run_dir.file("run.json"))?;
     if cfg.model.is_pretraining() {
         return Err(TrainError::Usage(format!(
@@ -197,7 +294,6 @@ pub fn run(
             .check_input([cfg.input[0], h, w])
             .map_err(|e| TrainError::Usage(format!("--input {h}x{w}: {e}")))?;
     }
-    let device = crate::device::resolve_device(args.runtime.device)?;
     if let Some(t) = args.runtime.threads {
         tch::set_num_threads(t);
     }
@@ -236,7 +332,7 @@ pub fn run(
         pin: device.is_cuda().then_some(device),
         ids: true,
         extras: super::run::extras_of(&cfg.model, &run_dir)?,
-        share: Default::default(),
+        share: dist.share(),
     });
     // The moving average's reports sit beside the model's, never over them.
     let views_label = format!("{clips}x{crops}");
@@ -249,7 +345,12 @@ pub fn run(
         true,
         reporter,
         &format!("eval {} ({views_label} views)", args.split),
+        &dist,
     )?;
+    if !dist.is_main() {
+        // Rank 0 writes the reports and speaks for the group.
+        return Ok((json!({"command": "eval", "rank": dist.rank()}), 0));
+    }
     let out_dir = match (&args.out, &args.shards) {
         (Some(p), _) => p.clone(),
         (None, None) => dir.join(format!("eval-{}-{dir_label}", args.split)),
@@ -270,6 +371,7 @@ pub fn run(
             "weights": weights,
             "ema": args.ema,
             "device": device_name(device),
+            "ranks": dist.world(),
             "precision": precision,
             "shards": split_data.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
             "duration_s": started.elapsed().as_secs_f64(),

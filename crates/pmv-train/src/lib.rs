@@ -32,6 +32,7 @@ pub mod checkpoint;
 pub use pmv_train_cli as cli;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod fit;

@@ -180,6 +180,18 @@ impl AdamW {
         }
     }
 
+    /// Every trainable parameter, as the one flat buffer they are views of (what
+    /// data-parallel ranks copy from rank 0 at the start).
+    pub fn params_mut(&mut self) -> &mut Tensor {
+        &mut self.flat
+    }
+
+    /// Every gradient, as the one flat buffer they are views of once bound (what
+    /// data-parallel ranks average after each backward pass).
+    pub fn grads_mut(&mut self) -> &mut Tensor {
+        &mut self.grad
+    }
+
     /// The global L2 norm of the gradients, on the device.
     pub fn grad_norm(&self) -> Tensor {
         self.grad.norm()

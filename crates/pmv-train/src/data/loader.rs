@@ -33,7 +33,7 @@ use crate::models::{MEAN, STD};
 use crate::rng::{Purpose, Rng};
 
 /// A sample that could not be used.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SampleError {
     pub shard: PathBuf,
     pub key: String,

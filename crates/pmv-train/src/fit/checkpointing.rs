@@ -42,7 +42,12 @@ pub(super) fn stop_requested() -> bool {
 impl Trainer<'_> {
     /// Saves a checkpoint at `at` (step, epoch, batch in the epoch), after syncing the
     /// line files, and keeps its state as the run's.
+    /// With several ranks, every rank calls it at the same step; rank 0 writes.
     pub(super) fn save(&mut self, at: (u64, u64, usize)) -> Result<(), TrainError> {
+        self.sync_buffers()?;
+        if !self.dist.is_main() {
+            return Ok(());
+        }
         self.metrics.sync()?;
         self.errors.sync()?;
         let weights: Vec<(String, Tensor)> = self.built.vs.variables().into_iter().collect();
@@ -52,6 +57,7 @@ impl Trainer<'_> {
             epoch: at.1,
             batch_in_epoch: at.2,
             bad_samples: self.pos.bad_samples,
+            world: self.dist.world(),
             ..self.state.clone()
         };
         self.state = checkpoint::save(

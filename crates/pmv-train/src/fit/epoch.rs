@@ -26,6 +26,11 @@ struct Window {
     micro: u64,
     counted: u64,
     clips: u64,
+    /// Samples left out since the last line (with several ranks, this rank's, whose
+    /// `errors.jsonl` lines wait in `error_lines` for rank 0 to write them).
+    bad: u64,
+    error_lines: Vec<serde_json::Value>,
+    steps: u64,
     start: Instant,
 }
 
@@ -37,6 +42,9 @@ impl Window {
             micro: 0,
             counted: 0,
             clips: 0,
+            bad: 0,
+            error_lines: vec![],
+            steps: 0,
             start: Instant::now(),
         }
     }
@@ -52,7 +60,7 @@ impl Trainer<'_> {
                 break;
             }
             self.end_epoch()?;
-            if super::checkpointing::stop_requested() {
+            if self.dist.any(super::checkpointing::stop_requested())? {
                 self.interrupted = true;
                 break;
             }
@@ -84,6 +92,8 @@ impl Trainer<'_> {
             self.accumulate(&mut loader, &mut window)?;
             let opt = &mut self.built.opt;
             opt.bind_grads();
+            // One all-reduce a step: the mean of every rank's gradients.
+            self.dist.average(opt.grads_mut())?;
             if let Some(c) = self.setup.hyper.clip_grad {
                 let _ = opt.clip(c);
             }
@@ -94,18 +104,28 @@ impl Trainer<'_> {
             }
             self.pos.step += 1;
             self.pos.batch_in_epoch += accum;
+            self.dist.set_progress(self.pos.step);
+            window.steps += 1;
             self.reporter.advance(1);
 
             let step = self.pos.step;
             let epoch_done = (self.pos.batch_in_epoch / accum) as u64 >= steps_per_epoch;
-            if step.is_multiple_of(self.args.run.log_every.max(1)) || epoch_done {
+            let log_now = step.is_multiple_of(self.args.run.log_every.max(1)) || epoch_done;
+            if log_now {
                 self.log_window(&mut window, lr)?;
             }
             let save_every = self.args.run.save_every;
             if save_every > 0 && step.is_multiple_of(save_every) && !epoch_done {
                 self.save((step, self.pos.epoch, self.pos.batch_in_epoch))?;
             }
-            if super::checkpointing::stop_requested() {
+            // Ranks stop together: a signal is heard at a metrics line (with one rank, at
+            // any step), so every rank saves at the same step.
+            let stop = if self.dist.is_group() {
+                log_now && self.dist.any(super::checkpointing::stop_requested())?
+            } else {
+                super::checkpointing::stop_requested()
+            };
+            if stop {
                 self.save((step, self.pos.epoch, self.pos.batch_in_epoch))?;
                 self.reporter.end();
                 return Ok(true);
@@ -130,9 +150,18 @@ impl Trainer<'_> {
             if !b.errors.is_empty() {
                 for e in &b.errors {
                     tracing::error!("{e}");
-                    self.errors.push(&json!({"step": step, "epoch": epoch, "shard": e.shard, "key": e.key, "error": e.error}))?;
+                    let line = json!({"step": step, "epoch": epoch, "shard": e.shard, "key": e.key, "error": e.error});
+                    if self.dist.is_group() {
+                        w.error_lines.push(line);
+                    } else {
+                        self.errors.push(&line)?;
+                    }
                 }
-                self.pos.bad_samples += b.errors.len() as u64;
+                if self.dist.is_group() {
+                    w.bad += b.errors.len() as u64;
+                } else {
+                    self.pos.bad_samples += b.errors.len() as u64;
+                }
                 if self.args.run.strict {
                     return Err(TrainError::BadSample(b.errors[0].to_string()));
                 }
@@ -149,6 +178,7 @@ impl Trainer<'_> {
                 hyper: &self.setup.hyper,
                 seed: self.args.run.seed,
                 micro_index,
+                rank: self.dist.rank() as u64,
                 device: self.built.device,
                 norm: &self.norm,
                 classes: self.setup.classes.len(),
@@ -173,17 +203,24 @@ impl Trainer<'_> {
         let step = self.pos.step;
         let steps_per_epoch = self.feed.steps_per_epoch;
         let accum = self.setup.hyper.accum;
-        // The one wait for the device: read the sums.
+        // The one wait for the device: read the sums (every rank's, with several).
+        let (loss_sum, correct) = if self.dist.is_group() {
+            self.gather_window(w)?
+        } else {
+            (w.loss_sum.double_value(&[]), w.correct.int64_value(&[]))
+        };
         let loss = if w.micro > 0 {
-            w.loss_sum.double_value(&[]) / w.micro as f64
+            loss_sum / w.micro as f64
         } else {
             f64::NAN
         };
         if w.micro > 0 && !loss.is_finite() {
             return Err(TrainError::Diverged { step, loss });
         }
-        let acc = (w.counted > 0).then(|| w.correct.int64_value(&[]) as f64 / w.counted as f64);
+        let acc = (w.counted > 0).then(|| correct as f64 / w.counted as f64);
         let secs = w.start.elapsed().as_secs_f64().max(1e-9);
+        let comm = self.dist.take_comm_secs();
+        let allreduce_s = (self.dist.is_group() && w.steps > 0).then(|| comm / w.steps as f64);
         self.metrics.push(&Record::Train {
             step,
             epoch: self.pos.epoch as f64
@@ -193,6 +230,7 @@ impl Trainer<'_> {
             lr,
             clips_per_s: w.clips as f64 / secs,
             elapsed_s: self.started.elapsed().as_secs_f64(),
+            allreduce_s,
         })?;
         tracing::info!(
             "step {step}/{}: loss {loss:.4}, lr {lr:.3e}, {:.1} clips/s",
@@ -206,23 +244,90 @@ impl Trainer<'_> {
         w.micro = 0;
         w.counted = 0;
         w.clips = 0;
+        w.steps = 0;
         w.start = Instant::now();
         Ok(())
+    }
+
+    /// Every rank's sums since the last line, added up (one all-reduce of six numbers),
+    /// and every rank's unreadable samples written to `errors.jsonl` by rank 0. Leaves
+    /// the group's counts in `w`; returns the loss sum and the hits.
+    fn gather_window(&mut self, w: &mut Window) -> Result<(f64, i64), TrainError> {
+        let device = w.loss_sum.device();
+        let counts = Tensor::from_slice(&[
+            w.micro as f64,
+            w.counted as f64,
+            w.clips as f64,
+            w.bad as f64,
+        ])
+        .to_device(device);
+        let mut all = Tensor::cat(
+            &[
+                w.loss_sum.to_kind(Kind::Double).view([1]),
+                w.correct.to_kind(Kind::Double).view([1]),
+                counts,
+            ],
+            0,
+        );
+        self.dist.sum(&mut all)?;
+        let v: Vec<f64> = Vec::try_from(all.to_device(tch::Device::Cpu))
+            .map_err(|e| TrainError::Dist(format!("reading the ranks' sums: {e}")))?;
+        w.micro = v[2] as u64;
+        w.counted = v[3] as u64;
+        w.clips = v[4] as u64;
+        self.pos.bad_samples += v[5] as u64;
+        w.bad = 0;
+        if v[5] > 0.0 {
+            let mine = serde_json::to_vec(&std::mem::take(&mut w.error_lines)).unwrap_or_default();
+            for part in self.dist.gather_bytes(&mine)? {
+                let lines: Vec<serde_json::Value> = serde_json::from_slice(&part).unwrap_or_default();
+                for l in &lines {
+                    self.errors.push(l)?;
+                }
+            }
+        }
+        Ok((v[0], v[1] as i64))
     }
 
     /// End of the epoch: validate, then checkpoint at the start of the next, and redraw
     /// the curves.
     fn end_epoch(&mut self) -> Result<(), TrainError> {
+        self.sync_buffers()?;
         self.validate_epoch()?;
         self.pos.epoch += 1;
         self.pos.batch_in_epoch = 0;
         self.save((self.pos.step, self.pos.epoch, 0))?;
-        let run_dir = &self.setup.run_dir;
-        let _ = draw_curves(
-            run_dir.path(),
-            &read_records(&run_dir.file("metrics.jsonl")),
-        )
-        .map_err(|e| tracing::warn!("{e}"));
+        if self.dist.is_main() {
+            let run_dir = &self.setup.run_dir;
+            let _ = draw_curves(
+                run_dir.path(),
+                &read_records(&run_dir.file("metrics.jsonl")),
+            )
+            .map_err(|e| tracing::warn!("{e}"));
+        }
         Ok(())
+    }
+
+    /// With several ranks: every rank's running statistics (batch norm's means and
+    /// variances, which each rank updates from its own batches) become their mean, so
+    /// validation and checkpoints see one model.
+    pub(super) fn sync_buffers(&mut self) -> Result<(), TrainError> {
+        if !self.dist.is_group() {
+            return Ok(());
+        }
+        let world = self.dist.world() as f64;
+        tch::no_grad(|| -> Result<(), TrainError> {
+            // In name order: every rank must make the same calls in the same order.
+            let mut vars: Vec<(String, Tensor)> = self.built.vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, mut t) in vars {
+                if t.requires_grad() || !t.is_floating_point() {
+                    continue;
+                }
+                self.dist.sum(&mut t)?;
+                let _ = t.g_div_scalar_(world);
+            }
+            Ok(())
+        })
     }
 }

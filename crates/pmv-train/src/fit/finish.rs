@@ -36,6 +36,16 @@ impl Trainer<'_> {
         mut self,
         train_secs: f64,
     ) -> Result<(serde_json::Value, u64), TrainError> {
+        if !self.dist.is_main() {
+            // Rank 0 writes the outputs and speaks for the group.
+            if self.interrupted {
+                return Err(TrainError::Interrupted {
+                    step: self.pos.step,
+                    run_dir: self.setup.run_dir.path().to_owned(),
+                });
+            }
+            return Ok((json!({"rank": self.dist.rank()}), 0));
+        }
         let outputs = self.write_outputs()?;
         let mut summary = self.summary(&outputs, train_secs);
         let run_dir = &self.setup.run_dir;
@@ -173,8 +183,10 @@ impl Trainer<'_> {
             "eval_json": val_report.as_ref().map(|w| &w.eval_json),
             "bad_samples": self.pos.bad_samples,
             "device": device_name(self.built.device),
+            "distributed": self.dist.describe(),
             "precision": self.built.precision,
-            "clips_per_s": self.clips_done as f64 / train_secs.max(1e-9),
+            // Every rank reads as many clips as rank 0.
+            "clips_per_s": (self.clips_done * self.dist.world() as u64) as f64 / train_secs.max(1e-9),
             "duration_s": self.started.elapsed().as_secs_f64(),
             "init": self.built.init_report,
             "files": {

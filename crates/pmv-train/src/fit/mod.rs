@@ -37,6 +37,7 @@ use serde_json::json;
 use crate::checkpoint::{self, STATE_VERSION, State};
 use crate::cli::TrainArgs;
 use crate::data::loader::Normalizer;
+use crate::dist::Dist;
 use crate::error::TrainError;
 use crate::eval;
 pub use records::{EmaScores, Record, draw_curves, read_records};
@@ -50,14 +51,29 @@ pub fn train(
     quiet: bool,
 ) -> Result<(serde_json::Value, u64), TrainError> {
     let started = Instant::now();
-    let (setup, readers) = setup::prepare(args)?;
-    let mut built = setup::build(args, &setup, quiet)?;
-    let pos = setup::resume(&setup, &mut built, quiet)?;
-    let feed = setup::feed(args, &setup, readers, built.device)?;
+    let (dist, device) = Dist::join(&args.run.dist, args.run.runtime.device)?;
+    // Ranks other than 0 train silently: rank 0 speaks and writes for the group.
+    let quiet = quiet || !dist.is_main();
+    let (setup, readers) = setup::prepare_ranks(args, &dist)?;
+    let mut built = setup::build(args, &setup, quiet, device)?;
+    setup::same_start(&dist, &mut built)?;
+    let pos = setup::resume(&setup, &mut built, quiet, &dist)?;
+    let feed = setup::feed(args, &setup, readers, built.device, dist.share())?;
+    let pos = setup::rescale(&setup, &feed, pos, &dist, quiet)?;
+    dist.check_same(
+        "(parameters, steps per epoch, step, epoch, batch)",
+        &[
+            built.params,
+            feed.steps_per_epoch as i64,
+            pos.step as i64,
+            pos.epoch as i64,
+            pos.batch_in_epoch as i64,
+        ],
+    )?;
     if !quiet {
-        setup::announce(&setup, &built, &feed);
+        setup::announce(&setup, &built, &feed, &dist);
     }
-    let mut trainer = Trainer::new(args, reporter, quiet, started, setup, built, feed, pos)?;
+    let mut trainer = Trainer::new(args, reporter, quiet, started, setup, built, feed, pos, dist)?;
     let train_started = Instant::now();
     trainer.run_epochs()?;
     let train_secs = train_started.elapsed().as_secs_f64();
@@ -91,6 +107,8 @@ struct Trainer<'a> {
     last_loss: f64,
     last_train_acc: Option<f64>,
     clips_done: u64,
+    /// This process's place among the data-parallel ranks.
+    dist: Dist,
 }
 
 impl<'a> Trainer<'a> {
@@ -107,11 +125,21 @@ impl<'a> Trainer<'a> {
         built: Built,
         feed: Feed,
         mut pos: Position,
+        dist: Dist,
     ) -> Result<Trainer<'a>, TrainError> {
         checkpointing::install_stop_handlers();
         let run_dir = &setup.run_dir;
-        let metrics = Metrics::open(run_dir.path(), !args.run.no_tensorboard)?;
-        let mut errors = Lines::open(run_dir.file("errors.jsonl"))?;
+        let main = dist.is_main();
+        let metrics = if main {
+            Metrics::open(run_dir.path(), !args.run.no_tensorboard)?
+        } else {
+            Metrics::none()
+        };
+        let mut errors = if main {
+            Lines::open(run_dir.file("errors.jsonl"))?
+        } else {
+            Lines::none()
+        };
         for p in &setup.shard_problems {
             if setup.state.is_none() {
                 errors.push(
@@ -142,12 +170,17 @@ impl<'a> Trainer<'a> {
             bad_samples: 0,
             saved_at: 0,
             ema: None,
+            world: dist.world(),
         });
         let model_spec = &setup.model_spec;
         let mut metadata: BTreeMap<String, String> = BTreeMap::new();
         metadata.insert("format".into(), "pt".into());
         metadata.insert("pmv_data_model".into(), model_spec.name().to_owned());
-        let hf = crate::run::hf_files(&setup.cfg);
+        let hf = if main {
+            crate::run::hf_files(&setup.cfg)
+        } else {
+            vec![]
+        };
         if !hf.is_empty() {
             // Beside the checkpoints, so any of them can be an --init.
             fs_err::create_dir_all(run_dir.checkpoints())
@@ -178,6 +211,7 @@ impl<'a> Trainer<'a> {
             last_loss: f64::NAN,
             last_train_acc: None,
             clips_done: 0,
+            dist,
         })
     }
 }

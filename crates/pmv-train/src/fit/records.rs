@@ -27,8 +27,13 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         accuracy: Option<f64>,
         lr: f64,
+        /// Clips per second, every rank's together.
         clips_per_s: f64,
         elapsed_s: f64,
+        /// Data-parallel runs: seconds per step spent averaging the gradients across
+        /// ranks (rank 0's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allreduce_s: Option<f64>,
     },
     Val {
         step: u64,
@@ -74,6 +79,14 @@ pub(super) struct Metrics {
 }
 
 impl Metrics {
+    /// Writes nothing (data-parallel ranks other than 0).
+    pub(super) fn none() -> Metrics {
+        Metrics {
+            lines: Lines::none(),
+            events: None,
+        }
+    }
+
     pub(super) fn open(run_dir: &Path, tensorboard: bool) -> Result<Metrics, TrainError> {
         let lines = Lines::open(run_dir.join("metrics.jsonl"))?;
         let events = if tensorboard {
@@ -114,10 +127,10 @@ impl Record {
     }
 }
 
-/// Appends lines to a JSON-lines file.
+/// Appends lines to a JSON-lines file (or, made with [`Lines::none`], nowhere).
 pub(super) struct Lines {
     path: PathBuf,
-    file: fs_err::File,
+    file: Option<fs_err::File>,
 }
 
 impl Lines {
@@ -127,19 +140,34 @@ impl Lines {
             .append(true)
             .open(&path)
             .map_err(TrainError::io(&path))?;
-        Ok(Lines { path, file })
+        Ok(Lines {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// Writes nothing (data-parallel ranks other than 0).
+    pub(super) fn none() -> Lines {
+        Lines {
+            path: PathBuf::new(),
+            file: None,
+        }
     }
 
     pub(super) fn push(&mut self, value: &impl Serialize) -> Result<(), TrainError> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
         let mut line = serde_json::to_vec(value).unwrap_or_default();
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(TrainError::io(&self.path))
+        file.write_all(&line).map_err(TrainError::io(&self.path))
     }
 
     pub(super) fn sync(&self) -> Result<(), TrainError> {
-        self.file.sync_data().map_err(TrainError::io(&self.path))
+        match &self.file {
+            Some(f) => f.sync_data().map_err(TrainError::io(&self.path)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -19,9 +19,10 @@ use super::records::truncate_lines;
 use super::tensorboard;
 use crate::checkpoint::{self, RunDir, State};
 use crate::cli::TrainArgs;
-use crate::data::loader::{AutoAugment, Labels, LoaderSpec, Views};
+use crate::data::loader::{AutoAugment, Labels, LoaderSpec, Share, Views};
 use crate::data::{self, ShardProblem, SplitData};
 use crate::device::{Precision, default_workers, device_name};
+use crate::dist::Dist;
 use crate::error::TrainError;
 use crate::models::mae::VideoMaePretrain;
 use crate::models::{self, InitReport, ModelSpec, Net};
@@ -75,10 +76,27 @@ struct OpenedData {
     val_shard_problems: Vec<ShardProblem>,
 }
 
+/// [`prepare`] on every rank: rank 0 first (it creates the run, or checks the one it
+/// resumes, and writes `run.json`), then the others, which read what rank 0 wrote. A
+/// rank that fails stops every rank: itself with its error, the others naming it.
+pub(super) fn prepare_ranks(args: &TrainArgs, dist: &Dist) -> Result<(Setup, Readers), TrainError> {
+    if !dist.is_group() {
+        return prepare(args, true);
+    }
+    let first = dist.is_main().then(|| prepare(args, true));
+    dist.agree(first.as_ref().is_none_or(Result::is_ok), "preparing the run")?;
+    let mine = match first {
+        Some(r) => r,
+        None => prepare(args, false),
+    };
+    dist.agree(mine.is_ok(), "opening the run rank 0 prepared")?;
+    mine
+}
+
 /// Checks the command line, opens (or creates) the run directory and the shards, and
 /// settles the model, the recipe and `run.json`: written for a fresh run, compared for
 /// a resumed one.
-pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> {
+fn prepare(args: &TrainArgs, main: bool) -> Result<(Setup, Readers), TrainError> {
     if args.batch_size == 0 || args.epochs == 0 {
         return Err(TrainError::Usage(
             "--batch-size and --epochs must be positive".into(),
@@ -97,7 +115,11 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
 
     // Where the run lives; with --resume, what it recorded.
     let plan = plan::plan_data(args, &root)?;
-    let opened = open_run(args, &root, &plan)?;
+    let opened = if main {
+        open_run(args, &root, &plan)?
+    } else {
+        follow_run(args, &root, &plan)?
+    };
     let data = open_data(args, &plan, opened.stored.as_ref())?;
     let OpenedData {
         val_split,
@@ -214,7 +236,35 @@ pub(super) fn prepare(args: &TrainArgs) -> Result<(Setup, Readers), TrainError> 
 /// `--resume`, the `run.json` and checkpoint it holds. A run already there without
 /// `--resume`, or one that has finished, is a usage error.
 fn open_run(args: &TrainArgs, root: &Path, plan: &DataPlan) -> Result<Opened, TrainError> {
-    let out = match &args.run.out {
+    let out = run_path(args, root, plan);
+    let existing = out.join("run.json").is_file();
+    if existing && !args.run.resume {
+        return Err(TrainError::Usage(format!(
+            "{} already holds a run: add --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    let run_dir = RunDir::open(&out)?;
+    read_run(args, out, run_dir, existing)
+}
+
+/// The run rank 0 has opened (and for a fresh run, created): its `run.json` and, with
+/// `--resume`, its checkpoint; no lock taken, nothing written.
+fn follow_run(args: &TrainArgs, root: &Path, plan: &DataPlan) -> Result<Opened, TrainError> {
+    let out = run_path(args, root, plan);
+    if !out.join("run.json").is_file() {
+        return Err(TrainError::Dist(format!(
+            "{} has no run.json: rank 0 did not create the run there (do the ranks share a file system?)",
+            out.display()
+        )));
+    }
+    let run_dir = RunDir::follow(&out);
+    read_run(args, out, run_dir, true)
+}
+
+/// `--out`, or the default run directory named after the data and model.
+fn run_path(args: &TrainArgs, root: &Path, plan: &DataPlan) -> PathBuf {
+    match &args.run.out {
         Some(o) => run::run_path(root, o),
         None => pmv_core::root::DataRoot::new(root)
             .training_runs_dir()
@@ -228,15 +278,17 @@ fn open_run(args: &TrainArgs, root: &Path, plan: &DataPlan) -> Result<Opened, Tr
                     ""
                 }
             )),
-    };
-    let existing = out.join("run.json").is_file();
-    if existing && !args.run.resume {
-        return Err(TrainError::Usage(format!(
-            "{} already holds a run: add --resume to continue it, or choose another --out",
-            out.display()
-        )));
     }
-    let run_dir = RunDir::open(&out)?;
+}
+
+/// What the run directory holds: `run.json` when `existing`, the checkpoint with
+/// `--resume`. A finished run is a usage error.
+fn read_run(
+    args: &TrainArgs,
+    out: PathBuf,
+    run_dir: RunDir,
+    existing: bool,
+) -> Result<Opened, TrainError> {
     let stored: Option<RunConfig> = if existing {
         Some(checkpoint::read_json(&run_dir.file("run.json"))?)
     } else {
@@ -336,9 +388,13 @@ pub(super) struct Built {
 /// Builds the model on the device the command asks for, loads `--init` into a fresh
 /// run (and says what it loaded), and sets up AdamW with the parameter rules (weight
 /// decay, layer-wise lr decay).
-pub(super) fn build(args: &TrainArgs, s: &Setup, quiet: bool) -> Result<Built, TrainError> {
+pub(super) fn build(
+    args: &TrainArgs,
+    s: &Setup,
+    quiet: bool,
+    device: Device,
+) -> Result<Built, TrainError> {
     // Model and optimiser.
-    let device = crate::device::resolve_device(args.run.runtime.device)?;
     if let Some(t) = args.run.runtime.threads {
         tch::set_num_threads(t);
     }
@@ -409,6 +465,31 @@ pub(super) fn build(args: &TrainArgs, s: &Setup, quiet: bool) -> Result<Built, T
     })
 }
 
+/// Every rank starts from rank 0's weights and buffers (the same seed builds the same
+/// model on every rank; this makes it so whatever a device's kernels do), after
+/// checking that every rank built a model of the same size.
+pub(super) fn same_start(dist: &Dist, b: &mut Built) -> Result<(), TrainError> {
+    if !dist.is_group() {
+        return Ok(());
+    }
+    dist.check_same("trainable parameters", &[b.params])?;
+    tch::no_grad(|| -> Result<(), TrainError> {
+        dist.broadcast(b.opt.params_mut())?;
+        // In name order: every rank must make the same calls in the same order.
+        let mut buffers: Vec<(String, Tensor)> = b
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| !t.requires_grad())
+            .collect();
+        buffers.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, mut t) in buffers {
+            dist.broadcast(&mut t)?;
+        }
+        Ok(())
+    })
+}
+
 /// Where the step loop stands: a fresh run at zero, a resumed one at its checkpoint.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Position {
@@ -418,14 +499,22 @@ pub(super) struct Position {
     pub(super) bad_samples: u64,
     /// The step a resumed run continued from.
     pub(super) resumed_from: Option<u64>,
+    /// The ranks the checkpoint was saved with (`batch_in_epoch` counts theirs).
+    pub(super) saved_world: usize,
 }
 
 /// With a checkpoint: loads its weights and optimiser state, and drops the lines of
 /// `metrics.jsonl`, its TensorBoard events and `errors.jsonl` written after it (they
 /// are written again).
-pub(super) fn resume(s: &Setup, b: &mut Built, quiet: bool) -> Result<Position, TrainError> {
+pub(super) fn resume(
+    s: &Setup,
+    b: &mut Built,
+    quiet: bool,
+    dist: &Dist,
+) -> Result<Position, TrainError> {
     let mut pos = Position {
         resumed_from: s.state.as_ref().map(|s| s.step),
+        saved_world: 1,
         ..Position::default()
     };
     let Some(st) = &s.state else {
@@ -452,6 +541,11 @@ pub(super) fn resume(s: &Setup, b: &mut Built, quiet: bool) -> Result<Position, 
     pos.epoch = st.epoch;
     pos.batch_in_epoch = st.batch_in_epoch;
     pos.bad_samples = st.bad_samples;
+    pos.saved_world = st.world.max(1);
+    if !dist.is_main() {
+        // Rank 0 cuts the run's line files back; the others only load.
+        return Ok(pos);
+    }
     // Lines written after the checkpoint are written again.
     // (A validation line belongs to an epoch the checkpoint has completed.)
     let (cut_step, cut_epoch) = (st.step, st.epoch);
@@ -498,6 +592,7 @@ pub(super) fn feed(
     s: &Setup,
     readers: Readers,
     device: Device,
+    share: Share,
 ) -> Result<Feed, TrainError> {
     let hp = &s.hyper;
     let input = s.input;
@@ -535,7 +630,7 @@ pub(super) fn feed(
         pin,
         ids: false,
         extras: extras.clone(),
-        share: Default::default(),
+        share,
     });
     let val_readers = readers.val;
     let val_spec = (!val_readers.is_empty()).then(|| {
@@ -559,7 +654,7 @@ pub(super) fn feed(
             pin,
             ids: true,
             extras: extras.clone(),
-            share: Default::default(),
+            share,
         })
     });
     let batches = train_spec.batches();
@@ -567,10 +662,15 @@ pub(super) fn feed(
     let steps_per_epoch = (batches / accum) as u64;
     if steps_per_epoch == 0 {
         return Err(TrainError::Usage(format!(
-            "{} training samples make no optimiser step of {} x {} clips",
+            "{} training samples make no optimiser step of {} x {} clips{}",
             train_spec.samples(),
             hp.batch_size,
-            accum
+            accum,
+            if share.world > 1 {
+                format!(" on each of {} ranks", share.world)
+            } else {
+                String::new()
+            }
         )));
     }
     let total_steps = steps_per_epoch * hp.epochs;
@@ -591,8 +691,50 @@ pub(super) fn feed(
     })
 }
 
+/// A checkpoint saved with another number of ranks: the same point of the epoch in
+/// this run's steps. Its samples done (`batch_in_epoch` × batch × its ranks) become this
+/// run's batches, whole optimiser steps only (a remainder is read again, and said);
+/// the step count becomes the epochs done × steps per epoch plus those steps, so the
+/// learning-rate schedule goes on at the same point of training.
+pub(super) fn rescale(
+    s: &Setup,
+    f: &Feed,
+    mut pos: Position,
+    dist: &Dist,
+    quiet: bool,
+) -> Result<Position, TrainError> {
+    let world = dist.world();
+    if s.state.is_none() || pos.saved_world == world {
+        return Ok(pos);
+    }
+    let hp = &s.hyper;
+    let done = pos.batch_in_epoch * hp.batch_size * pos.saved_world;
+    let per_step = hp.batch_size * hp.accum * world;
+    let steps = done / per_step;
+    let again = done - steps * per_step;
+    let old_step = pos.step;
+    pos.batch_in_epoch = steps * hp.accum;
+    pos.step = pos.epoch * f.steps_per_epoch + steps as u64;
+    if !quiet {
+        errln!(
+            "the checkpoint was saved by {} rank(s), this run has {world}: step {old_step} \
+             becomes step {} (epoch {}, {done} samples of it done{})",
+            pos.saved_world,
+            pos.step,
+            pos.epoch + 1,
+            if again > 0 {
+                format!("; the last {again} are read again")
+            } else {
+                String::new()
+            }
+        );
+    }
+    pos.saved_world = world;
+    Ok(pos)
+}
+
 /// The line that says what is about to be trained, on what, for how long.
-pub(super) fn announce(s: &Setup, b: &Built, f: &Feed) {
+pub(super) fn announce(s: &Setup, b: &Built, f: &Feed, dist: &Dist) {
     let input = s.input;
     errln!(
         "{} {} on {} ({} train samples in {} shards{}), {} classes, input {}x{}x{}, \
@@ -614,7 +756,16 @@ pub(super) fn announce(s: &Setup, b: &Built, f: &Feed) {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
         },
-        device_name(b.device),
+        if dist.is_group() {
+            format!(
+                "{} ({} ranks, {} each)",
+                device_name(b.device),
+                dist.world(),
+                dist.backend_name()
+            )
+        } else {
+            device_name(b.device)
+        },
         format_args!("{} loader threads", f.workers),
         s.hyper.epochs,
         f.steps_per_epoch

@@ -60,16 +60,18 @@ fn mix(x: &mut Tensor, y: &mut Tensor, r: &HyperParams, rng: &mut Rng) -> bool {
     true
 }
 
-/// The tube masks of a batch, from the run's mask stream at `index`.
+/// The tube masks of a batch, from the run's mask stream at `index` (and data-parallel
+/// `rank`: each rank masks its own samples).
 pub(super) fn draw_mask(
     mae: &VideoMaePretrain,
     x: &Tensor,
     seed: u64,
     index: u64,
+    rank: u64,
     device: Device,
 ) -> TubeMask {
     let (slots, per_slot) = mae.grid(x);
-    let mut rng = Rng::stream(seed, Purpose::Mask, index, 0);
+    let mut rng = Rng::stream(seed, Purpose::Mask, index, rank);
     TubeMask::draw(
         &mut rng,
         x.size()[0] as usize,
@@ -80,11 +82,18 @@ pub(super) fn draw_mask(
     )
 }
 
-/// Stochastic-depth and dropout draws of one micro-batch.
-fn noise_for(net: &Net, batch: usize, seed: u64, index: u64, device: Device) -> Option<Noise> {
+/// Stochastic-depth and dropout draws of one micro-batch (of data-parallel `rank`).
+fn noise_for(
+    net: &Net,
+    batch: usize,
+    seed: u64,
+    index: u64,
+    rank: u64,
+    device: Device,
+) -> Option<Noise> {
     let noise_len = net.noise_len(batch);
     (noise_len > 0).then(|| {
-        let mut rng = Rng::stream(seed, Purpose::Noise, index, 0);
+        let mut rng = Rng::stream(seed, Purpose::Noise, index, rank);
         let v: Vec<f32> = (0..noise_len).map(|_| rng.f32()).collect();
         Noise::new(&v, device)
     })
@@ -98,6 +107,8 @@ pub(super) struct MicroInput<'a> {
     pub(super) seed: u64,
     /// Global index of the micro-batch (keys its mixing and noise draws).
     pub(super) micro_index: u64,
+    /// The data-parallel rank (keys them too: ranks draw apart; rank 0 as one process).
+    pub(super) rank: u64,
     pub(super) device: Device,
     pub(super) norm: &'a Normalizer,
     pub(super) classes: usize,
@@ -118,8 +129,8 @@ pub(super) fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     let r = m.hyper;
     if let Some(mae) = m.net.mae() {
         let x = b.input(m.device, m.norm);
-        let mask = draw_mask(mae, &x, m.seed, m.micro_index, m.device);
-        let noise = noise_for(m.net, b.rows(), m.seed, m.micro_index, m.device);
+        let mask = draw_mask(mae, &x, m.seed, m.micro_index, m.rank, m.device);
+        let noise = noise_for(m.net, b.rows(), m.seed, m.micro_index, m.rank, m.device);
         return MicroOutput {
             loss: mae.loss(&x, &mask, noise.as_ref()),
             hits: None,
@@ -135,9 +146,9 @@ pub(super) fn micro_step(m: &MicroInput<'_>) -> MicroOutput {
     } else {
         smoothed(&labels, m.classes as i64, r.label_smoothing)
     };
-    let mut mix_rng = Rng::stream(m.seed, Purpose::Mix, m.micro_index, 0);
+    let mut mix_rng = Rng::stream(m.seed, Purpose::Mix, m.micro_index, m.rank);
     let mixed = mix(&mut x, &mut y, r, &mut mix_rng);
-    let noise = noise_for(m.net, b.rows(), m.seed, m.micro_index, m.device);
+    let noise = noise_for(m.net, b.rows(), m.seed, m.micro_index, m.rank, m.device);
     let extra = b.extra(m.device, m.norm);
     let logits = m.net.forward_with(&x, extra.as_ref(), true, noise.as_ref());
     let loss = if m.multi_label {

@@ -18,12 +18,14 @@ use super::Trainer;
 use super::records::{EmaScores, Record};
 use super::step::draw_mask;
 use crate::data::loader::{Loader, LoaderSpec, Normalizer, SampleError};
+use crate::dist::Dist;
 use crate::error::TrainError;
 use crate::eval;
 use crate::models::mae::VideoMaePretrain;
 
 /// The mean reconstruction loss of a pre-training model over `spec` (no gradients),
 /// with masks keyed by each batch's position, so every validation sees the same ones.
+/// With several ranks each takes its share of the batches and the sums are added up.
 fn validate_reconstruction(
     mae: &VideoMaePretrain,
     spec: Arc<LoaderSpec>,
@@ -31,6 +33,7 @@ fn validate_reconstruction(
     seed: u64,
     reporter: &dyn Reporter,
     label: &str,
+    dist: &Dist,
 ) -> Result<(f64, u64, Vec<SampleError>), TrainError> {
     let norm = Normalizer::new(device);
     let loader = Loader::start(Arc::clone(&spec), 0, 0);
@@ -39,7 +42,7 @@ fn validate_reconstruction(
     let mut samples = 0u64;
     let mut errors = vec![];
     let result = tch::no_grad(|| -> Result<(), TrainError> {
-        for (i, batch) in loader.enumerate() {
+        for batch in loader {
             let b = batch?;
             errors.extend(b.errors.iter().cloned());
             reporter.advance(1);
@@ -47,8 +50,10 @@ fn validate_reconstruction(
                 continue;
             }
             let x = b.input(device, &norm);
+            // The batch's index in the split, whichever rank reads it.
+            let i = b.positions.first().copied().unwrap_or_default() / spec.batch.max(1) as u64;
             // Validation masks live in their own corner of the mask stream.
-            let mask = draw_mask(mae, &x, seed ^ 0x7661_6c69_6461_7465, i as u64, device);
+            let mask = draw_mask(mae, &x, seed ^ 0x7661_6c69_6461_7465, i, 0, device);
             let loss = mae.loss(&x, &mask, None);
             let _ = sum.g_add_(&(loss.to_kind(Kind::Double) * b.len() as f64));
             samples += b.len() as u64;
@@ -57,8 +62,21 @@ fn validate_reconstruction(
     });
     reporter.end();
     result?;
+    let mut sum = sum.double_value(&[]);
+    if dist.is_group() {
+        let mut both = Tensor::from_slice(&[sum, samples as f64]);
+        dist.sum(&mut both)?;
+        sum = both.double_value(&[0]);
+        samples = both.double_value(&[1]) as u64;
+        let bytes = serde_json::to_vec(&errors).unwrap_or_default();
+        errors = vec![];
+        for part in dist.gather_bytes(&bytes)? {
+            let mut e: Vec<SampleError> = serde_json::from_slice(&part).unwrap_or_default();
+            errors.append(&mut e);
+        }
+    }
     let loss = if samples > 0 {
-        sum.double_value(&[]) / samples as f64
+        sum / samples as f64
     } else {
         f64::NAN
     };
@@ -105,6 +123,7 @@ impl Trainer<'_> {
             self.args.run.seed,
             self.reporter,
             &format!("validate epoch {}", epoch + 1),
+            &self.dist,
         )?;
         for e in &errs {
             self.errors.push(&json!({"step": step, "epoch": epoch, "split": "val", "shard": e.shard, "key": e.key, "error": e.error}))?;
@@ -148,6 +167,7 @@ impl Trainer<'_> {
             last_epoch,
             self.reporter,
             &format!("validate epoch {}", epoch + 1),
+            &self.dist,
         )?;
         for e in &r.errors {
             self.errors.push(&json!({"step": step, "epoch": epoch, "split": "val", "shard": e.shard, "key": e.key, "error": e.error}))?;
@@ -168,6 +188,7 @@ impl Trainer<'_> {
                 false,
                 self.reporter,
                 &format!("validate epoch {} (moving average)", epoch + 1),
+                &self.dist,
             )?),
             None => None,
         };
