@@ -11,6 +11,7 @@
 #include "shim.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -118,6 +119,94 @@ c10::intrusive_ptr<c10d::Store> connect(const std::string& addr, int port, bool 
 void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& w) { w->wait(g->timeout); }
 
 std::vector<at::Tensor> one(at::Tensor* t) { return std::vector<at::Tensor>{*t}; }
+
+void sum_across(Group* g, at::Tensor& t) {
+  std::vector<at::Tensor> v{t};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  o.timeout = g->timeout;
+  wait(g, g->backend->allreduce(v, o));
+}
+
+// Every dimension but the channels (1) of a [N, C, ...] tensor.
+std::vector<int64_t> reduced_dims(const at::Tensor& x) {
+  std::vector<int64_t> d{0};
+  for (int64_t i = 2; i < x.dim(); ++i) d.push_back(i);
+  return d;
+}
+
+at::Tensor per_channel(const at::Tensor& v, const at::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[1] = v.size(0);
+  return v.view(shape);
+}
+
+// Batch norm over every rank's batch (training mode): the forward adds up each channel's
+// count, sum and sum of squares across ranks; the backward adds up the sums of the
+// output gradient and of its product with the normalised input, so each rank's input
+// gradient is the one a single process with every rank's batch would compute. The
+// weight and bias gradients stay this rank's (data-parallel averaging adds them up).
+// Statistics in fp32 whatever the input's type.
+struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight, const at::Tensor& bias,
+                            at::Tensor running_mean, at::Tensor running_var, double eps,
+                            double momentum, int64_t group) {
+    auto* g = reinterpret_cast<Group*>(group);
+    auto dims = reduced_dims(x);
+    auto xf = x.to(at::kFloat);
+    int64_t channels = x.size(1);
+    double local = static_cast<double>(x.numel() / std::max<int64_t>(channels, 1));
+    auto stats = at::cat({xf.sum(dims), xf.square().sum(dims),
+                          at::full({1}, local, xf.options())});
+    sum_across(g, stats);
+    auto count = stats[2 * channels].item<double>();
+    auto mean = stats.narrow(0, 0, channels) / count;
+    auto var = (stats.narrow(0, channels, channels) / count - mean.square()).clamp_min(0);
+    auto invstd = (var + eps).rsqrt();
+    if (running_mean.defined() && running_var.defined()) {
+      at::NoGradGuard no_grad;
+      running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
+      auto unbiased = var * (count / std::max(count - 1, 1.0));
+      running_var.mul_(1 - momentum).add_(unbiased.to(running_var.scalar_type()), momentum);
+    }
+    auto y = (xf - per_channel(mean, x)) * per_channel(invstd, x);
+    if (weight.defined()) y = y * per_channel(weight.to(at::kFloat), x);
+    if (bias.defined()) y = y + per_channel(bias.to(at::kFloat), x);
+    ctx->save_for_backward({x, weight, mean, invstd});
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["count"] = count;
+    ctx->saved_data["has_bias"] = bias.defined();
+    return y.to(x.scalar_type());
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto x = saved[0], weight = saved[1], mean = saved[2], invstd = saved[3];
+    auto* g = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+    double count = ctx->saved_data["count"].toDouble();
+    auto dims = reduced_dims(x);
+    auto dy = grads[0].to(at::kFloat);
+    auto xhat = (x.to(at::kFloat) - per_channel(mean, x)) * per_channel(invstd, x);
+    auto sum_dy = dy.sum(dims);
+    auto sum_dy_xhat = (dy * xhat).sum(dims);
+    at::Tensor grad_weight, grad_bias;
+    if (weight.defined()) grad_weight = sum_dy_xhat.to(weight.scalar_type());
+    if (ctx->saved_data["has_bias"].toBool()) grad_bias = sum_dy.to(at::kFloat);
+    auto both = at::cat({sum_dy, sum_dy_xhat});
+    sum_across(g, both);
+    int64_t channels = mean.size(0);
+    auto mean_dy = both.narrow(0, 0, channels) / count;
+    auto mean_dy_xhat = both.narrow(0, channels, channels) / count;
+    auto scale = invstd;
+    if (weight.defined()) scale = scale * weight.to(at::kFloat);
+    auto dx = (dy - per_channel(mean_dy, x) - xhat * per_channel(mean_dy_xhat, x)) *
+              per_channel(scale, x);
+    return {dx.to(x.scalar_type()), grad_weight, grad_bias, at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -232,6 +321,22 @@ int pmv_c10d_all_gather(void* h, at::Tensor* out, at::Tensor* in) {
     o.timeout = g->timeout;
     wait(g, g->backend->_allgather_base(*out, *in, o));
   });
+}
+
+// Training-mode batch norm of `x` ([N, C, ...]) over every rank's batch (see
+// SyncBatchNorm). `weight`, `bias`, `running_mean`, `running_var` may be null. A new
+// tensor, or null on failure.
+at::Tensor* pmv_c10d_sync_batch_norm(void* h, at::Tensor* x, at::Tensor* weight, at::Tensor* bias,
+                                     at::Tensor* running_mean, at::Tensor* running_var,
+                                     double eps, double momentum) {
+  at::Tensor* out = nullptr;
+  guard([&] {
+    auto t = [](at::Tensor* p) { return p ? *p : at::Tensor(); };
+    auto y = SyncBatchNorm::apply(*x, t(weight), t(bias), t(running_mean), t(running_var), eps,
+                                  momentum, reinterpret_cast<int64_t>(h));
+    out = new at::Tensor(std::move(y));
+  });
+  return out;
 }
 
 // What this rank has done (the trainer's optimiser step), written with each heartbeat.

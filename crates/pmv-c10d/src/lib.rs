@@ -41,6 +41,16 @@ unsafe extern "C" {
         input: *mut torch_sys::C_tensor,
     ) -> c_int;
     fn pmv_c10d_set_progress(g: *mut c_void, progress: i64);
+    fn pmv_c10d_sync_batch_norm(
+        g: *mut c_void,
+        x: *mut torch_sys::C_tensor,
+        weight: *mut torch_sys::C_tensor,
+        bias: *mut torch_sys::C_tensor,
+        running_mean: *mut torch_sys::C_tensor,
+        running_var: *mut torch_sys::C_tensor,
+        eps: f64,
+        momentum: f64,
+    ) -> *mut torch_sys::C_tensor;
     fn pmv_c10d_heartbeats(g: *mut c_void, beats: *mut i64, progress: *mut i64) -> c_int;
 }
 
@@ -142,9 +152,11 @@ pub struct Group {
 }
 
 // SAFETY: the shim's group is a c10d backend and store, which libtorch uses from several
-// threads itself; this crate calls it from one thread at a time (`&self` collectives are
-// not reentrant in practice: the trainer runs them from its step loop).
+// threads itself (its collectives queue work for its own threads); the heartbeat state
+// is atomic.
 unsafe impl Send for Group {}
+// SAFETY: as above; every call goes through c10d's thread-safe backend.
+unsafe impl Sync for Group {}
 
 fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
@@ -255,6 +267,46 @@ impl Group {
         // SAFETY: `raw` is a live group.
         let rc = unsafe { pmv_c10d_barrier(self.raw.as_ptr()) };
         self.check(rc, "barrier")
+    }
+
+    /// Training-mode batch norm of `x` (`[N, C, ...]`) with the statistics of every
+    /// rank's batch, as if one process held them all: the forward adds up each
+    /// channel's count, sum and sum of squares across ranks (and updates the running
+    /// statistics with them), the backward the sums its input gradient needs. Every
+    /// rank must call it at the same point of the same model.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_batch_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<Tensor, DistError> {
+        let ptr = |t: Option<&Tensor>| {
+            t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut torch_sys::C_tensor)
+        };
+        // SAFETY: live tensor handles (or null for absent ones); the shim reads them and
+        // returns a new tensor it allocated, which `from_ptr` takes over.
+        let out = unsafe {
+            pmv_c10d_sync_batch_norm(
+                self.raw.as_ptr(),
+                x.as_ptr() as *mut torch_sys::C_tensor,
+                ptr(weight),
+                ptr(bias),
+                ptr(running_mean),
+                ptr(running_var),
+                eps,
+                momentum,
+            )
+        };
+        if out.is_null() {
+            self.check(-1, "batch norm statistics")?;
+        }
+        // SAFETY: non-null: a tensor the shim allocated with `new`, ours to own.
+        Ok(unsafe { Tensor::from_ptr(out) })
     }
 
     /// Every rank's equal-sized `t`, stacked in rank order: `[world, ...t's shape]`.
@@ -551,6 +603,63 @@ mod tests {
             let r = r as f32;
             assert_eq!(m, vec![r, r, 2.0, 2.0]);
             assert_eq!(gathered, vec![1.0, 1.0, 2.0, 2.0, 2.0, 2.0]);
+        }
+    }
+
+    /// Two ranks' synchronised batch norm gives each rank the output, and the input,
+    /// weight and bias gradients, that one batch norm over both batches gives (the
+    /// parameter gradients once added up across ranks, as data-parallel training does).
+    #[test]
+    fn synchronised_batch_norm_is_one_batch_norm_over_every_rank() {
+        let opts = (Kind::Float, tch::Device::Cpu);
+        tch::manual_seed(3);
+        let x = Tensor::randn([4, 3, 2, 5], opts) * 2.0 + 1.0;
+        let w0 = Tensor::randn([3], opts);
+        let b0 = Tensor::randn([3], opts);
+        let up = Tensor::randn([4, 3, 2, 5], opts);
+        // One process, both halves.
+        let xs = x.copy().set_requires_grad(true);
+        let w = w0.copy().set_requires_grad(true);
+        let b = b0.copy().set_requires_grad(true);
+        let (rm, rv) = (Tensor::zeros([3], opts), Tensor::ones([3], opts));
+        let y = Tensor::batch_norm(&xs, Some(&w), Some(&b), Some(&rm), Some(&rv), true, 0.1, 1e-5, false);
+        (&y * &up).sum(Kind::Float).backward();
+        let want = (y.detach(), xs.grad(), w.grad(), b.grad(), rm, rv);
+        // Tensors do not cross threads: their values do.
+        let v = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+        let (x2, w2, b2, up2) = (v(&x), v(&w0), v(&b0), v(&up));
+        let out = ranks(2, Duration::from_secs(30), move |g| {
+            let r = g.rank() as i64;
+            let x2 = Tensor::from_slice(&x2).view([4, 3, 2, 5]);
+            let up2 = Tensor::from_slice(&up2).view([4, 3, 2, 5]);
+            let xs = x2.narrow(0, 2 * r, 2).copy().set_requires_grad(true);
+            let w = Tensor::from_slice(&w2).set_requires_grad(true);
+            let b = Tensor::from_slice(&b2).set_requires_grad(true);
+            let (rm, rv) = (Tensor::zeros([3], opts), Tensor::ones([3], opts));
+            let y = g
+                .sync_batch_norm(&xs, Some(&w), Some(&b), Some(&rm), Some(&rv), 1e-5, 0.1)
+                .unwrap();
+            (&y * up2.narrow(0, 2 * r, 2)).sum(Kind::Float).backward();
+            let (mut gw, mut gb) = (w.grad(), b.grad());
+            g.all_reduce(&mut gw, ReduceOp::Sum).unwrap();
+            g.all_reduce(&mut gb, ReduceOp::Sum).unwrap();
+            [y.detach(), xs.grad(), gw, gb, rm, rv].map(|t| (v(&t), t.size()))
+        });
+        let t = |(data, size): &(Vec<f32>, Vec<i64>)| Tensor::from_slice(data).view(size.as_slice());
+        let out: Vec<Vec<Tensor>> = out.iter().map(|o| o.iter().map(t).collect()).collect();
+        let close = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "max |Δ| {d}");
+        };
+        let y = Tensor::cat(&[&out[0][0], &out[1][0]], 0);
+        let dx = Tensor::cat(&[&out[0][1], &out[1][1]], 0);
+        close(&y, &want.0);
+        close(&dx, &want.1);
+        for o in &out {
+            close(&o[2], &want.2);
+            close(&o[3], &want.3);
+            close(&o[4], &want.4);
+            close(&o[5], &want.5);
         }
     }
 
