@@ -11,6 +11,9 @@
 #   - timm, torchvision and Pillow in .venv: the augmentation tests compare against
 #     timm's RandAugment on PIL and torchvision's RandomResizedCrop;
 #   - tensorboard in .venv: the tests read the trainer's event files with it.
+#   - nvidia-cuda-crt and nvidia-cuda-cccl in .venv (header files only, about 15 MB),
+#     when torch brought CUDA 13.0's runtime: with the CUDA headers that brings,
+#     they let pmv-c10d compile its NCCL backend without a CUDA toolkit.
 # Nothing is installed when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,6 +142,37 @@ if ! have_refs; then
   have_refs || { echo "setup: the reference model packages did not install" >&2; exit 1; }
   .venv/bin/python -c "import pytorchvideo.models.x3d, fvcore.nn" || {
     echo "setup: pytorchvideo $PYTORCHVIDEO_VERSION does not import" >&2; exit 1; }
+fi
+
+# The CUDA headers pmv-c10d's NCCL half needs that the torch wheel's CUDA packages leave
+# out: crt/host_config.h (nvidia-cuda-crt) and nv/target (nvidia-cuda-cccl), of the CUDA
+# release of the cuda_runtime.h torch brought (nvidia-cuda-runtime 13.0.x), landing beside
+# it in site-packages/nvidia/cu13/include. Headers only: --no-deps keeps pip away from
+# torch's CUDA packages. Skipped without CUDA 13.0's runtime (pmv-c10d then builds Gloo
+# only). The check reads package metadata and does not import torch (2 s).
+CUDA_CRT_VERSION=13.0.88
+CUDA_CCCL_VERSION=13.0.85
+# Exit status 0: installed; 1: missing or another version; 2: not wanted.
+cuda_headers() {
+  .venv/bin/python - <<PY 2>/dev/null
+import sys
+from importlib.metadata import version, PackageNotFoundError
+def have(name):
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+if not (have("nvidia-cuda-runtime") or "").startswith("13.0."):
+    sys.exit(2)
+sys.exit(0 if (have("nvidia-cuda-crt"), have("nvidia-cuda-cccl")) == ("$CUDA_CRT_VERSION", "$CUDA_CCCL_VERSION") else 1)
+PY
+}
+status=0
+cuda_headers || status=$?
+if ((status == 1)); then
+  echo "setup: installing nvidia-cuda-crt==$CUDA_CRT_VERSION and nvidia-cuda-cccl==$CUDA_CCCL_VERSION (CUDA headers for NCCL) into .venv"
+  pip_install --no-deps "nvidia-cuda-crt==$CUDA_CRT_VERSION" "nvidia-cuda-cccl==$CUDA_CCCL_VERSION"
+  cuda_headers || { echo "setup: the CUDA header packages did not install" >&2; exit 1; }
 fi
 
 # .cargo/config.toml points LIBTORCH at .venv/libtorch, so a plain `cargo build` finds
