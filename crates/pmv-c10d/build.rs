@@ -81,7 +81,12 @@ fn nccl_includes(libtorch: &Path) -> Option<Vec<PathBuf>> {
     let mut candidates: Vec<PathBuf> = env::var_os("PMV_C10D_CUDA_INCLUDE")
         .map(|v| env::split_paths(&v).collect())
         .unwrap_or_default();
-    for sub in ["cu13/include", "cuda_runtime/include", "cuda_crt/include", "cuda_cccl/include"] {
+    for sub in [
+        "cu13/include",
+        "cuda_runtime/include",
+        "cuda_crt/include",
+        "cuda_cccl/include",
+    ] {
         candidates.push(nvidia.join(sub));
     }
     candidates.push(PathBuf::from("/usr/local/cuda/include"));
@@ -90,7 +95,11 @@ fn nccl_includes(libtorch: &Path) -> Option<Vec<PathBuf>> {
         find("cuda_runtime.h")?,
         find("crt/host_config.h")?,
         find("nv/target")?,
-        nvidia.join("nccl/include").join("nccl.h").exists().then(|| nvidia.join("nccl/include"))?,
+        nvidia
+            .join("nccl/include")
+            .join("nccl.h")
+            .exists()
+            .then(|| nvidia.join("nccl/include"))?,
     ];
     let mut dirs: Vec<PathBuf> = vec![];
     for d in need {

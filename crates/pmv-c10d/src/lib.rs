@@ -137,7 +137,11 @@ pub enum DistError {
         cause: String,
     },
     #[error("rank {rank}: {op}: {why}")]
-    Mismatch { rank: usize, op: String, why: String },
+    Mismatch {
+        rank: usize,
+        op: String,
+        why: String,
+    },
 }
 
 /// This process's membership of a group of ranks.
@@ -286,7 +290,9 @@ impl Group {
         momentum: f64,
     ) -> Result<Tensor, DistError> {
         let ptr = |t: Option<&Tensor>| {
-            t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut torch_sys::C_tensor)
+            t.map_or(std::ptr::null_mut(), |t| {
+                t.as_ptr() as *mut torch_sys::C_tensor
+            })
         };
         // SAFETY: live tensor handles (or null for absent ones); the shim reads them and
         // returns a new tensor it allocated, which `from_ptr` takes over.
@@ -313,12 +319,14 @@ impl Group {
     fn all_gather_equal(&self, t: &Tensor) -> Result<Tensor, DistError> {
         // Gloo wants the ranks' tensors end to end along the first dimension.
         let mut input = t.contiguous().flatten(0, -1);
-        let mut out = Tensor::empty([self.world as i64 * input.numel() as i64], (t.kind(), t.device()));
+        let mut out = Tensor::empty(
+            [self.world as i64 * input.numel() as i64],
+            (t.kind(), t.device()),
+        );
         // SAFETY: both are live tensor handles; `out` is contiguous with world × numel(t)
         // elements, as the shim's `_allgather_base` needs.
-        let rc = unsafe {
-            pmv_c10d_all_gather(self.raw.as_ptr(), out.as_mut_ptr(), input.as_mut_ptr())
-        };
+        let rc =
+            unsafe { pmv_c10d_all_gather(self.raw.as_ptr(), out.as_mut_ptr(), input.as_mut_ptr()) };
         self.check(rc, "all-gather")?;
         let mut shape = vec![self.world as i64];
         shape.extend(t.size());
@@ -342,9 +350,12 @@ impl Group {
         desc[1] = kind_code(t.kind());
         desc[2..2 + size.len()].copy_from_slice(&size);
         let shapes = self.all_gather_equal(&Tensor::from_slice(&desc).to_device(t.device()))?;
-        let shapes: Vec<i64> = Vec::<i64>::try_from(shapes.to_device(tch::Device::Cpu).flatten(0, -1))
-            .map_err(|e| self.mismatch(e.to_string()))?;
-        let rows: Vec<i64> = (0..self.world).map(|r| shapes[r * (DIMS + 2) + 2]).collect();
+        let shapes: Vec<i64> =
+            Vec::<i64>::try_from(shapes.to_device(tch::Device::Cpu).flatten(0, -1))
+                .map_err(|e| self.mismatch(e.to_string()))?;
+        let rows: Vec<i64> = (0..self.world)
+            .map(|r| shapes[r * (DIMS + 2) + 2])
+            .collect();
         for r in 0..self.world {
             let d = &shapes[r * (DIMS + 2)..(r + 1) * (DIMS + 2)];
             if d[0] != desc[0] || d[1] != desc[1] || d[3..] != desc[3..] {
@@ -622,7 +633,17 @@ mod tests {
         let w = w0.copy().set_requires_grad(true);
         let b = b0.copy().set_requires_grad(true);
         let (rm, rv) = (Tensor::zeros([3], opts), Tensor::ones([3], opts));
-        let y = Tensor::batch_norm(&xs, Some(&w), Some(&b), Some(&rm), Some(&rv), true, 0.1, 1e-5, false);
+        let y = Tensor::batch_norm(
+            &xs,
+            Some(&w),
+            Some(&b),
+            Some(&rm),
+            Some(&rv),
+            true,
+            0.1,
+            1e-5,
+            false,
+        );
         (&y * &up).sum(Kind::Float).backward();
         let want = (y.detach(), xs.grad(), w.grad(), b.grad(), rm, rv);
         // Tensors do not cross threads: their values do.
@@ -645,7 +666,8 @@ mod tests {
             g.all_reduce(&mut gb, ReduceOp::Sum).unwrap();
             [y.detach(), xs.grad(), gw, gb, rm, rv].map(|t| (v(&t), t.size()))
         });
-        let t = |(data, size): &(Vec<f32>, Vec<i64>)| Tensor::from_slice(data).view(size.as_slice());
+        let t =
+            |(data, size): &(Vec<f32>, Vec<i64>)| Tensor::from_slice(data).view(size.as_slice());
         let out: Vec<Vec<Tensor>> = out.iter().map(|o| o.iter().map(t).collect()).collect();
         let close = |a: &Tensor, b: &Tensor| {
             let d = (a - b).abs().max().double_value(&[]);
@@ -695,7 +717,10 @@ mod tests {
             panic!("{err}");
         };
         assert_eq!(ranks, &vec![1], "{err}");
-        assert!(err.to_string().contains("lost rank 1 (it stopped)"), "{err}");
+        assert!(
+            err.to_string().contains("lost rank 1 (it stopped)"),
+            "{err}"
+        );
         // Seen when the connection closes, not at the 30 s timeout.
         assert!(took < &Duration::from_secs(15), "{took:?}");
     }
@@ -716,7 +741,9 @@ mod tests {
         let err = out[1].as_ref().expect("rank 1 reports");
         let msg = err.to_string();
         assert!(
-            msg.contains("lost rank 0 (alive but not taking part: rank 0 at step 7; this rank is at step 8)"),
+            msg.contains(
+                "lost rank 0 (alive but not taking part: rank 0 at step 7; this rank is at step 8)"
+            ),
             "{msg}"
         );
     }
