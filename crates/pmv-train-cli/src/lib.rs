@@ -415,10 +415,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "X", conflicts_with = "base_lr")]
     pub lr: Option<f64>,
 
-    /// Peak learning rate per 256 clips: lr = X x batch x accum / 256 (VideoMAE's
-    /// --lr) [default: 1e-3 for ViTs]
+    /// Peak learning rate per 256 clips: lr = X x batch x accum x ranks / 256
+    /// (VideoMAE's --lr) [default: 1e-3 for ViTs]
     #[arg(long, value_name = "X")]
     pub base_lr: Option<f64>,
+
+    /// `pretrain`'s final and warm-up learning rates per 256 clips (scaled like
+    /// `--base-lr`), where `--min-lr` and `--warmup-lr` are not given.
+    #[arg(skip)]
+    pub base_min_lr: Option<f64>,
+    #[arg(skip)]
+    pub base_warmup_lr: Option<f64>,
 
     /// Final learning rate of the cosine [default: lr / 100]
     #[arg(long, value_name = "X")]
@@ -474,6 +481,11 @@ pub struct TrainArgs {
     /// Stochastic depth of the last ViT block [default: 0.1]
     #[arg(long, value_name = "P", value_parser = parse_fraction)]
     pub drop_path: Option<f64>,
+
+    /// With several ranks: batch norm's training statistics over every rank's batch
+    /// (as one process with the whole global batch), not each rank's own
+    #[arg(long)]
+    pub sync_bn: bool,
 
     /// Dropout before the classifier [default: tiny3d 0.3, X3D 0.5]
     #[arg(long, value_name = "P", value_parser = parse_fraction)]
@@ -714,11 +726,11 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 1.5e-4, value_name = "X")]
     pub base_lr: f64,
 
-    /// Final learning rate of the cosine [default: 1e-5 x batch x accum / 256]
+    /// Final learning rate of the cosine [default: 1e-5 x batch x accum x ranks / 256]
     #[arg(long, value_name = "X")]
     pub min_lr: Option<f64>,
 
-    /// Learning rate at the start of the warm-up [default: 1e-6 x batch x accum / 256]
+    /// Learning rate at the start of the warm-up [default: 1e-6 x batch x accum x ranks / 256]
     #[arg(long, value_name = "X")]
     pub warmup_lr: Option<f64>,
 
@@ -766,8 +778,6 @@ pub struct PretrainArgs {
 impl PretrainArgs {
     /// The training run this is: the same loop with a reconstruction objective.
     pub fn to_train_args(&self) -> TrainArgs {
-        let eff = (self.batch_size * self.accum.max(1)) as f64 / 256.0;
-        let lr = self.lr.unwrap_or(self.base_lr * eff);
         TrainArgs {
             data: self.data.clone(),
             recipe_file: self.recipe_file.clone(),
@@ -776,10 +786,13 @@ impl PretrainArgs {
             epochs: self.epochs,
             batch_size: self.batch_size,
             accum: self.accum,
-            lr: Some(lr),
-            base_lr: None,
-            min_lr: Some(self.min_lr.unwrap_or(1e-5 * eff)),
-            warmup_lr: Some(self.warmup_lr.unwrap_or(1e-6 * eff)),
+            // Scaled by the global batch where the ranks are known.
+            lr: self.lr,
+            base_lr: Some(self.base_lr),
+            base_min_lr: Some(1e-5),
+            base_warmup_lr: Some(1e-6),
+            min_lr: self.min_lr,
+            warmup_lr: self.warmup_lr,
             warmup_epochs: Some(
                 self.warmup_epochs
                     .unwrap_or_else(|| (self.epochs as f64 / 20.0).min(40.0)),
@@ -793,6 +806,7 @@ impl PretrainArgs {
             mix_prob: 1.0,
             drop_path: Some(self.drop_path),
             dropout: None,
+            sync_bn: false,
             clip_grad: self.clip_grad,
             width: 16,
             input: self.input,

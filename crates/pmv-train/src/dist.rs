@@ -9,6 +9,7 @@
 //! decides what a rank reads or writes (the loader's `Share` and rank 0's checks do).
 
 use std::cell::Cell;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use pmv_c10d::launch::{Launch, Launcher};
@@ -20,15 +21,55 @@ use crate::data::loader::Share;
 use crate::device::{DeviceError, resolve_device};
 use crate::error::TrainError;
 
+/// The group training-mode batch norm synchronises over, while a run asks for it.
+static SYNC_BN: RwLock<Option<Arc<Group>>> = RwLock::new(None);
+
+/// Training-mode batch norm over every rank's batch, when the run synchronises it
+/// (else `None`: the caller normalises over its own batch). A collective that fails
+/// here ends the process with the message naming the ranks lost (a forward pass has
+/// no error path).
+pub(crate) fn sync_batch_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+    momentum: f64,
+) -> Option<Tensor> {
+    let group = SYNC_BN.read().ok()?.clone()?;
+    Some(
+        group
+            .sync_batch_norm(
+                x,
+                Some(gamma),
+                Some(beta),
+                Some(mean),
+                Some(var),
+                eps,
+                momentum,
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
 /// This process's place among the ranks.
 pub struct Dist {
-    group: Option<Group>,
+    group: Option<Arc<Group>>,
     rank: usize,
     world: usize,
     local_rank: usize,
     launcher: Option<Launcher>,
     /// Seconds spent averaging gradients since the last [`Dist::take_comm_secs`].
     comm: Cell<f64>,
+}
+
+impl Drop for Dist {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = SYNC_BN.write() {
+            *slot = None;
+        }
+    }
 }
 
 impl Dist {
@@ -106,7 +147,7 @@ impl Dist {
         .map_err(Self::err)?;
         Ok((
             Dist {
-                group: Some(group),
+                group: Some(Arc::new(group)),
                 rank: launch.rank,
                 world: launch.world,
                 local_rank: launch.local_rank,
@@ -161,7 +202,8 @@ impl Dist {
         let flags = g
             .all_gather_rows(&Tensor::from_slice(&[i64::from(ok)]))
             .map_err(Self::err)?;
-        let flags: Vec<i64> = Vec::try_from(flags).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
+        let flags: Vec<i64> =
+            Vec::try_from(flags).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
         let failed: Vec<String> = flags
             .iter()
             .enumerate()
@@ -204,7 +246,8 @@ impl Dist {
         };
         let started = Instant::now();
         g.all_reduce(t, ReduceOp::Avg).map_err(Self::err)?;
-        self.comm.set(self.comm.get() + started.elapsed().as_secs_f64());
+        self.comm
+            .set(self.comm.get() + started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -263,11 +306,13 @@ impl Dist {
         let lens = g
             .all_gather_rows(&Tensor::from_slice(&[bytes.len() as i64]))
             .map_err(Self::err)?;
-        let lens: Vec<i64> = Vec::try_from(lens).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
+        let lens: Vec<i64> =
+            Vec::try_from(lens).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
         let all = g
             .all_gather_rows(&Tensor::from_slice(bytes))
             .map_err(Self::err)?;
-        let all: Vec<u8> = Vec::try_from(all).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
+        let all: Vec<u8> =
+            Vec::try_from(all).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
         let mut out = Vec::with_capacity(lens.len());
         let mut at = 0usize;
         for n in lens {
@@ -301,6 +346,14 @@ impl Dist {
         Ok(())
     }
 
+    /// Makes every training-mode batch norm of the models compute its statistics over
+    /// every rank's batch (`--sync-bn`), until this value is dropped.
+    pub fn synchronise_batch_norm(&self) {
+        if let (Some(g), Ok(mut slot)) = (&self.group, SYNC_BN.write()) {
+            *slot = Some(Arc::clone(g));
+        }
+    }
+
     /// Tells the group what this rank has done (its optimiser step), for the message
     /// a peer writes when this rank stops taking part.
     pub fn set_progress(&self, step: u64) {
@@ -311,6 +364,8 @@ impl Dist {
 
     /// A tensor of `values` on `device` (f64 sums of metrics).
     pub fn values(values: &[f64], device: Device) -> Tensor {
-        Tensor::from_slice(values).to_kind(Kind::Double).to_device(device)
+        Tensor::from_slice(values)
+            .to_kind(Kind::Double)
+            .to_device(device)
     }
 }

@@ -152,7 +152,9 @@ fn gather_rows(dist: &Dist, rows: Vec<Row>, classes: usize) -> Result<Vec<Row>, 
         for line in String::from_utf8_lossy(&part).lines() {
             let f: Vec<&str> = line.splitn(4, '\t').collect();
             let [position, labels, key, id] = f[..] else {
-                return Err(TrainError::Dist(format!("gathering predictions: bad line {line:?}")));
+                return Err(TrainError::Dist(format!(
+                    "gathering predictions: bad line {line:?}"
+                )));
             };
             let at = all.len() * classes;
             all.push(Row {

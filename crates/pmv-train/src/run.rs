@@ -98,6 +98,13 @@ pub struct HyperParams {
     /// Decay of the weights' moving average (`--model-ema`), when kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_ema: Option<f64>,
+    /// Data-parallel ranks at the run's start: the learning-rate rules per 256 clips
+    /// counted `ranks × batch_size × accum` (a resume on another number keeps them).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ranks: usize,
+    /// Batch norm's training statistics over every rank's batch (`--sync-bn`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_bn: bool,
 }
 
 fn one() -> usize {

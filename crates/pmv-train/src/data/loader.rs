@@ -269,7 +269,12 @@ impl LoaderSpec {
             order
                 .chunks_exact(b * world)
                 .enumerate()
-                .map(|(i, g)| (i * b * world + rank * b, g[rank * b..(rank + 1) * b].to_vec()))
+                .map(|(i, g)| {
+                    (
+                        i * b * world + rank * b,
+                        g[rank * b..(rank + 1) * b].to_vec(),
+                    )
+                })
                 .collect()
         } else {
             order
@@ -1625,7 +1630,12 @@ mod tests {
             assert!(joined.equal(&b.frames), "step {i}");
             let keys: Vec<_> = r0[i].keys.iter().chain(&r1[i].keys).cloned().collect();
             assert_eq!(keys, b.keys);
-            let pos: Vec<u64> = r0[i].positions.iter().chain(&r1[i].positions).copied().collect();
+            let pos: Vec<u64> = r0[i]
+                .positions
+                .iter()
+                .chain(&r1[i].positions)
+                .copied()
+                .collect();
             assert_eq!(pos, b.positions);
             seen.extend(keys);
         }
@@ -1643,7 +1653,10 @@ mod tests {
             spec.share = Share { rank: r, world: 2 };
             assert_eq!(spec.batches(), 2 - r);
             all.extend(spec.plan(0).into_iter().flat_map(|(first, items)| {
-                items.into_iter().enumerate().map(move |(j, it)| (first + j, it))
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(j, it)| (first + j, it))
             }));
         }
         all.sort();

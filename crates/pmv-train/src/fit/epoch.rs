@@ -280,7 +280,8 @@ impl Trainer<'_> {
         if v[5] > 0.0 {
             let mine = serde_json::to_vec(&std::mem::take(&mut w.error_lines)).unwrap_or_default();
             for part in self.dist.gather_bytes(&mine)? {
-                let lines: Vec<serde_json::Value> = serde_json::from_slice(&part).unwrap_or_default();
+                let lines: Vec<serde_json::Value> =
+                    serde_json::from_slice(&part).unwrap_or_default();
                 for l in &lines {
                     self.errors.push(l)?;
                 }

@@ -70,10 +70,15 @@ pub fn train(
             pos.batch_in_epoch as i64,
         ],
     )?;
+    if setup.hyper.sync_bn {
+        dist.synchronise_batch_norm();
+    }
     if !quiet {
         setup::announce(&setup, &built, &feed, &dist);
     }
-    let mut trainer = Trainer::new(args, reporter, quiet, started, setup, built, feed, pos, dist)?;
+    let mut trainer = Trainer::new(
+        args, reporter, quiet, started, setup, built, feed, pos, dist,
+    )?;
     let train_started = Instant::now();
     trainer.run_epochs()?;
     let train_secs = train_started.elapsed().as_secs_f64();

@@ -417,13 +417,16 @@ fn mae_spec(
     })
 }
 
-pub(super) fn hyper_params(args: &TrainArgs) -> HyperParams {
+/// The run's hyper-parameters. Learning-rate rules per 256 clips count the global
+/// batch, `ranks` (the data-parallel ranks the run started with) × batch × accum.
+pub(super) fn hyper_params(args: &TrainArgs, ranks: usize) -> HyperParams {
     let vit = args.model.is_vit();
-    let eff_batch = (args.batch_size * args.accum.max(1)) as f64;
+    let eff_batch = (args.batch_size * args.accum.max(1) * ranks.max(1)) as f64;
+    let per_256 = |x: f64| x * eff_batch / 256.0;
     let lr = match (args.lr, args.base_lr) {
         (Some(lr), _) => lr,
-        (None, Some(b)) => b * eff_batch / 256.0,
-        (None, None) if vit => 1e-3 * eff_batch / 256.0,
+        (None, Some(b)) => per_256(b),
+        (None, None) if vit => per_256(1e-3),
         (None, None) => 2e-3,
     };
     HyperParams {
@@ -431,8 +434,16 @@ pub(super) fn hyper_params(args: &TrainArgs) -> HyperParams {
         batch_size: args.batch_size,
         accum: args.accum.max(1),
         lr,
-        min_lr: args.min_lr.unwrap_or(lr / 100.0),
-        warmup_lr: args.warmup_lr.unwrap_or(lr / 100.0),
+        min_lr: args
+            .min_lr
+            .or(args.base_min_lr.map(per_256))
+            .unwrap_or(lr / 100.0),
+        warmup_lr: args
+            .warmup_lr
+            .or(args.base_warmup_lr.map(per_256))
+            .unwrap_or(lr / 100.0),
+        ranks: ranks.max(1),
+        sync_bn: args.sync_bn,
         warmup_epochs: args
             .warmup_epochs
             .unwrap_or_else(|| (args.epochs as f64 / 10.0).min(5.0)),

@@ -81,13 +81,17 @@ struct OpenedData {
 /// rank that fails stops every rank: itself with its error, the others naming it.
 pub(super) fn prepare_ranks(args: &TrainArgs, dist: &Dist) -> Result<(Setup, Readers), TrainError> {
     if !dist.is_group() {
-        return prepare(args, true);
+        return prepare(args, true, 1);
     }
-    let first = dist.is_main().then(|| prepare(args, true));
-    dist.agree(first.as_ref().is_none_or(Result::is_ok), "preparing the run")?;
+    let world = dist.world();
+    let first = dist.is_main().then(|| prepare(args, true, world));
+    dist.agree(
+        first.as_ref().is_none_or(Result::is_ok),
+        "preparing the run",
+    )?;
     let mine = match first {
         Some(r) => r,
-        None => prepare(args, false),
+        None => prepare(args, false, world),
     };
     dist.agree(mine.is_ok(), "opening the run rank 0 prepared")?;
     mine
@@ -96,7 +100,7 @@ pub(super) fn prepare_ranks(args: &TrainArgs, dist: &Dist) -> Result<(Setup, Rea
 /// Checks the command line, opens (or creates) the run directory and the shards, and
 /// settles the model, the recipe and `run.json`: written for a fresh run, compared for
 /// a resumed one.
-fn prepare(args: &TrainArgs, main: bool) -> Result<(Setup, Readers), TrainError> {
+fn prepare(args: &TrainArgs, main: bool, world: usize) -> Result<(Setup, Readers), TrainError> {
     if args.batch_size == 0 || args.epochs == 0 {
         return Err(TrainError::Usage(
             "--batch-size and --epochs must be positive".into(),
@@ -177,7 +181,9 @@ fn prepare(args: &TrainArgs, main: bool) -> Result<(Setup, Readers), TrainError>
             opened.existing,
         )?;
     }
-    let hyper = plan::hyper_params(args);
+    // A resumed run keeps the learning rates its start gave them, whatever the ranks now.
+    let ranks = opened.stored.as_ref().map_or(world, |c| c.hyper.ranks);
+    let hyper = plan::hyper_params(args, ranks);
     let rel_root = plan.rel_root.as_deref();
     let cfg = RunConfig {
         version: RUN_VERSION,
@@ -476,12 +482,11 @@ pub(super) fn same_start(dist: &Dist, b: &mut Built) -> Result<(), TrainError> {
     tch::no_grad(|| -> Result<(), TrainError> {
         dist.broadcast(b.opt.params_mut())?;
         // In name order: every rank must make the same calls in the same order.
-        let mut buffers: Vec<(String, Tensor)> = b
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| !t.requires_grad())
-            .collect();
+        let mut buffers: Vec<(String, Tensor)> =
+            b.vs.variables()
+                .into_iter()
+                .filter(|(_, t)| !t.requires_grad())
+                .collect();
         buffers.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, mut t) in buffers {
             dist.broadcast(&mut t)?;
@@ -758,7 +763,7 @@ pub(super) fn announce(s: &Setup, b: &Built, f: &Feed, dist: &Dist) {
         },
         if dist.is_group() {
             format!(
-                "{} ({} ranks, {} each)",
+                "{} ({} ranks over {})",
                 device_name(b.device),
                 dist.world(),
                 dist.backend_name()

@@ -704,3 +704,30 @@ mod tests {
         assert!(e.contains("missing ("), "{e}");
     }
 }
+
+/// Batch norm as every model here uses it (momentum 0.1, ε 1e-5, statistics in fp32):
+/// in training, over every data-parallel rank's batch when the run synchronises them
+/// (`--sync-bn`), else over this process's batch.
+pub(crate) fn batch_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    train: bool,
+) -> Tensor {
+    if train && let Some(y) = crate::dist::sync_batch_norm(x, gamma, beta, mean, var, 1e-5, 0.1) {
+        return y;
+    }
+    Tensor::batch_norm(
+        x,
+        Some(gamma),
+        Some(beta),
+        Some(mean),
+        Some(var),
+        train,
+        0.1,
+        1e-5,
+        true,
+    )
+}

@@ -147,18 +147,7 @@ impl CoverNet {
                 [1, 1],
                 1,
             );
-            h = Tensor::batch_norm(
-                &y.to_kind(Kind::Float),
-                Some(g),
-                Some(b),
-                Some(m),
-                Some(v),
-                train,
-                0.1,
-                1e-5,
-                true,
-            )
-            .relu();
+            h = super::batch_norm(&y.to_kind(Kind::Float), g, b, m, v, train).relu();
         }
         h.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
     }

@@ -52,16 +52,13 @@ impl Stage {
             [1, 1, 1],
             1,
         );
-        Tensor::batch_norm(
+        super::batch_norm(
             &y.to_kind(Kind::Float),
-            Some(&self.gamma),
-            Some(&self.beta),
-            Some(&self.mean),
-            Some(&self.var),
+            &self.gamma,
+            &self.beta,
+            &self.mean,
+            &self.var,
             train,
-            0.1,
-            1e-5,
-            true,
         )
         .relu()
     }

@@ -123,16 +123,13 @@ impl Bn {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        Tensor::batch_norm(
+        super::batch_norm(
             &x.to_kind(Kind::Float),
-            Some(&self.gamma),
-            Some(&self.beta),
-            Some(&self.mean),
-            Some(&self.var),
+            &self.gamma,
+            &self.beta,
+            &self.mean,
+            &self.var,
             train,
-            0.1,
-            1e-5,
-            true,
         )
     }
 }
