@@ -8,6 +8,8 @@ mod baselines;
 mod cli;
 #[cfg(all(feature = "media", feature = "train"))]
 mod demo;
+#[cfg(feature = "train")]
+mod distributed;
 mod douyin_cookies;
 mod fetch;
 mod fetch_api;

@@ -101,6 +101,7 @@ pub fn trainer_path() -> PathBuf {
             for c in [
                 "pmv-train",
                 "pmv-train-cli",
+                "pmv-c10d",
                 "pmv-core",
                 "pmv-catalog",
                 "pmv-shard",
