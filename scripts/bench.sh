@@ -28,6 +28,10 @@
 #            step of their PyTorch eager reference implementations (the models the parity
 #            tests compare with; scripts/bench_models_torch.py), 8x128x96, batch 2, two
 #            rounds alternating.
+#   distributed  data-parallel scaling on this CPU (Gloo): ViT-S fine-tuning steps
+#            (8x64x64, batch 4 a rank) by 1 rank on 1 core, 1 rank on 2 cores and 2 ranks
+#            of 1 core each; clips/s, scaling efficiency (2 ranks against twice one rank
+#            on one core), and the all-reduce's seconds per step and share of the step.
 #   refresh  a nightly refresh of the PMV-400 catalog (76,447 items whose links are all
 #            dead) that has nothing to do: the first run tries every link once; the
 #            second and third, timed, find nothing due.
@@ -41,7 +45,7 @@
 #            fragment), an FLV keyframe index declaring 200 million entries, and one
 #            8192x4320 H.264 frame; each is refused (exit 3), target < 300 MB.
 #
-# usage: scripts/bench.sh [ingest] [fetch] [shard] [augment] [loader] [models] [baselines] [refresh] [gpu] [budget] [media] [--quick]
+# usage: scripts/bench.sh [ingest] [fetch] [shard] [augment] [loader] [models] [baselines] [distributed] [refresh] [gpu] [budget] [media] [--quick]
 #        (--quick: fewer runs, no 10M-line list, a quarter of the fetch files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -221,6 +225,53 @@ print(f"{name:50} {a['clips_per_s']:8.2f} clips/s {a['step_ms']:9.1f} ms/step "
 PY
     done
   done
+}
+
+bench_distributed() {
+  echo "== distributed ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  local tbin d="$work/distributed"
+  tbin=$(train_bin)
+  rm -rf "$d"
+  mkdir -p "$d"
+  local per_class=8
+  ((quick)) && per_class=4
+  "$tbin" --quiet synth --out "$d/shards" --classes 8 --train "$per_class" --val 1 --frames 8 \
+    --size 64x64 --clips 1 >/dev/null
+  # name threads ranks: one ViT-S epoch (the first steps warm up; the rates are the
+  # metrics lines' after the first).
+  dp_case() {
+    local name=$1 threads=$2 nproc=$3
+    OMP_NUM_THREADS=$threads "$tbin" --quiet train --shards "$d/shards" --model vit-s \
+      --epochs 1 --batch-size 4 --device cpu --threads "$threads" --nproc "$nproc" --log-every 1 \
+      --no-tensorboard --val-split none --workers 1 --out "$d/$name" >/dev/null
+    python3 - "$d/$name/metrics.jsonl" "$name" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l][1:]
+rate = sum(l["clips_per_s"] for l in lines) / len(lines)
+ar = [l["allreduce_s"] for l in lines if "allreduce_s" in l]
+out = {"clips_per_s": rate, "steps": len(lines)}
+if ar:
+    out["allreduce_s"] = sum(ar) / len(ar)
+print(json.dumps(out))
+PY
+  }
+  local one two both
+  one=$(dp_case one-rank-1-core 1 1)
+  both=$(dp_case one-rank-2-cores 2 1)
+  two=$(dp_case two-ranks-1-core-each 1 2)
+  json_case "vit-s-1-rank-1-core" "$one"
+  json_case "vit-s-1-rank-2-cores" "$both"
+  json_case "vit-s-2-ranks-1-core-each" "$two"
+  python3 - "$one" "$both" "$two" <<'PY'
+import json, sys
+one, both, two = (json.loads(a) for a in sys.argv[1:])
+step = 8 / two["clips_per_s"]  # seconds a step takes: 2 ranks x batch 4 clips
+print(f"{'ViT-S 8x64x64, 1 rank on 1 core':50} {one['clips_per_s']:8.2f} clips/s")
+print(f"{'ViT-S 8x64x64, 1 rank on 2 cores':50} {both['clips_per_s']:8.2f} clips/s")
+print(f"{'ViT-S 8x64x64, 2 ranks of 1 core (Gloo)':50} {two['clips_per_s']:8.2f} clips/s "
+      f"(scaling efficiency {two['clips_per_s'] / (2 * one['clips_per_s']):.0%}; all-reduce "
+      f"{two['allreduce_s'] * 1000:.0f} ms a step, {two['allreduce_s'] / step:.0%} of it)")
+PY
 }
 
 bench_refresh() {
@@ -551,6 +602,7 @@ for s in "${sections[@]}"; do
     loader) bench_loader ;;
     models) bench_models ;;
     baselines) bench_baselines ;;
+    distributed) bench_distributed ;;
     refresh) bench_refresh ;;
     gpu) bench_gpu ;;
     budget) bench_budget ;;

@@ -31,8 +31,9 @@ ALLOWED_CRATES = {
     "pmv-shard": {"pmv-core"},
     "pmv-term": {"pmv-core"},
     "pmv-train-cli": set(),
+    "pmv-c10d": set(),
     "pmv-pipeline": {"pmv-core", "pmv-catalog", "pmv-shard"},
-    "pmv-train": {"pmv-core", "pmv-catalog", "pmv-shard", "pmv-term", "pmv-train-cli"},
+    "pmv-train": {"pmv-core", "pmv-catalog", "pmv-shard", "pmv-term", "pmv-train-cli", "pmv-c10d"},
     "pmv-data": {"pmv-core", "pmv-catalog", "pmv-pipeline", "pmv-term", "pmv-train-cli"},
 }
 

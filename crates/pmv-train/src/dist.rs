@@ -9,7 +9,7 @@
 //! decides what a rank reads or writes (the loader's `Share` and rank 0's checks do).
 
 use std::cell::Cell;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pmv_c10d::launch::{Launch, Launcher};
@@ -20,38 +20,6 @@ use crate::cli::{DeviceChoice, DistArgs};
 use crate::data::loader::Share;
 use crate::device::{DeviceError, resolve_device};
 use crate::error::TrainError;
-
-/// The group training-mode batch norm synchronises over, while a run asks for it.
-static SYNC_BN: RwLock<Option<Arc<Group>>> = RwLock::new(None);
-
-/// Training-mode batch norm over every rank's batch, when the run synchronises it
-/// (else `None`: the caller normalises over its own batch). A collective that fails
-/// here ends the process with the message naming the ranks lost (a forward pass has
-/// no error path).
-pub(crate) fn sync_batch_norm(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-    eps: f64,
-    momentum: f64,
-) -> Option<Tensor> {
-    let group = SYNC_BN.read().ok()?.clone()?;
-    Some(
-        group
-            .sync_batch_norm(
-                x,
-                Some(gamma),
-                Some(beta),
-                Some(mean),
-                Some(var),
-                eps,
-                momentum,
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-}
 
 /// This process's place among the ranks.
 pub struct Dist {
@@ -66,9 +34,7 @@ pub struct Dist {
 
 impl Drop for Dist {
     fn drop(&mut self) {
-        if let Ok(mut slot) = SYNC_BN.write() {
-            *slot = None;
-        }
+        crate::models::synchronise_batch_norm(None);
     }
 }
 
@@ -349,8 +315,8 @@ impl Dist {
     /// Makes every training-mode batch norm of the models compute its statistics over
     /// every rank's batch (`--sync-bn`), until this value is dropped.
     pub fn synchronise_batch_norm(&self) {
-        if let (Some(g), Ok(mut slot)) = (&self.group, SYNC_BN.write()) {
-            *slot = Some(Arc::clone(g));
+        if let Some(g) = &self.group {
+            crate::models::synchronise_batch_norm(Some(Arc::clone(g)));
         }
     }
 

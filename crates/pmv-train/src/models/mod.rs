@@ -716,8 +716,12 @@ pub(crate) fn batch_norm(
     var: &Tensor,
     train: bool,
 ) -> Tensor {
-    if train && let Some(y) = crate::dist::sync_batch_norm(x, gamma, beta, mean, var, 1e-5, 0.1) {
-        return y;
+    if train && let Some(group) = SYNC_BN.read().ok().and_then(|g| g.clone()) {
+        // A forward pass has no error path: a lost rank ends the process, with the
+        // message naming it.
+        return group
+            .sync_batch_norm(x, Some(gamma), Some(beta), Some(mean), Some(var), 1e-5, 0.1)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     Tensor::batch_norm(
         x,
@@ -730,4 +734,17 @@ pub(crate) fn batch_norm(
         1e-5,
         true,
     )
+}
+
+/// The group training-mode batch norm computes its statistics over, while a run asks
+/// for it (`--sync-bn` with several ranks).
+static SYNC_BN: std::sync::RwLock<Option<std::sync::Arc<pmv_c10d::Group>>> =
+    std::sync::RwLock::new(None);
+
+/// Makes [`batch_norm`] normalise over every rank of `group` (or, with `None`, over
+/// this process's batch again).
+pub(crate) fn synchronise_batch_norm(group: Option<std::sync::Arc<pmv_c10d::Group>>) {
+    if let Ok(mut slot) = SYNC_BN.write() {
+        *slot = group;
+    }
 }
