@@ -65,11 +65,13 @@ fn main() -> ExitCode {
     };
     if let Some(d) = dist {
         // --nproc N: this process only starts N ranks of itself and waits for them.
-        let launched =
-            train::spawn::should_launch(d.nproc, |k| std::env::var(k).ok()).and_then(|go| {
-                go.then(|| train::spawn::run_local(d.nproc, d.dist_timeout, &args))
-                    .transpose()
-            });
+        let launched = train::spawn::should_launch(d.nproc, |k| {
+            std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+        })
+        .and_then(|go| {
+            go.then(|| train::spawn::run_local(d.nproc, d.dist_timeout, &args))
+                .transpose()
+        });
         match launched {
             Ok(None) => {}
             Ok(Some(code)) => return ExitCode::from(code),

@@ -16,7 +16,7 @@
 //!
 //! Rank 0 keeps this process's stdout (its summary or `--json` document is the
 //! command's output); the other ranks' stdout goes to /dev/null. Every rank keeps
-//! stderr.
+//! stderr; none reads stdin (/dev/null).
 //!
 //! Signals: the ranks stay in this process's group, so a terminal's Ctrl-C (SIGINT)
 //! reaches every rank directly; this process only keeps waiting for them and does not
@@ -28,7 +28,9 @@
 //! one pending, or that caught SIGTERM at the last poll and no longer does (it just ran
 //! its handler, which resets it), is not sent the first one again. A rank that never
 //! caught SIGTERM (still starting) gets it and ends; the second SIGTERM to this process
-//! goes to every rank, as the second one ends the trainer.
+//! goes to every rank, as the second one ends the trainer. Should this process end
+//! without waiting (SIGKILL, the OOM killer), each rank gets a SIGTERM from the kernel
+//! (`PR_SET_PDEATHSIG`), so it checkpoints and stops instead of training on alone.
 //!
 //! Waiting: every rank is polled about every 100 ms. When a rank exits non-zero, the
 //! others stop by themselves within `--dist-timeout` (they notice the lost rank); a rank
@@ -276,6 +278,12 @@ impl Ranks {
                 .env("LOCAL_WORLD_SIZE", nproc.to_string())
                 .env("PMV_DATA_LAUNCHER", "nproc")
                 .stdin(Stdio::null());
+            // SAFETY: between fork and exec the closure calls only prctl() and
+            // getppid(), which are async-signal-safe, and allocates nothing.
+            let parent = std::process::id();
+            unsafe {
+                cmd.pre_exec(move || term_when_orphaned(parent));
+            }
             if rank > 0 {
                 cmd.stdout(Stdio::null());
             }
@@ -408,6 +416,21 @@ impl Ranks {
         }
         first.map_or(0, |(_, code, _)| code)
     }
+}
+
+/// In a rank between fork and exec: a SIGTERM when the thread that started it ends,
+/// and at once if `parent` has already gone.
+fn term_when_orphaned(parent: u32) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid() touch no memory of ours.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if u32::try_from(libc::getppid()).ok() != Some(parent) {
+            libc::raise(libc::SIGTERM);
+        }
+    }
+    Ok(())
 }
 
 /// A shell's status for `status`: the exit code, or 128 + the signal that ended it.
@@ -551,7 +574,7 @@ mod tests {
     fn the_first_rank_to_fail_gives_the_status() {
         let dir = tempfile::tempdir().unwrap();
         // Rank 1 fails at once with 3, rank 0 a moment later with 5, rank 2 succeeds.
-        let script = r#"case $RANK in 0) sleep 0.6; exit 5;; 1) exit 3;; *) exit 0;; esac"#;
+        let script = r#"case $RANK in 0) sleep 1.5; exit 5;; 1) exit 3;; *) exit 0;; esac"#;
         assert_eq!(run_sh(script, dir.path(), 3, Duration::from_secs(10)), 3);
         // A rank ended by a signal counts as 128 + the signal.
         let script = r#"if [ "$RANK" = 1 ]; then kill -KILL $$; fi; sleep 0.5"#;
@@ -605,6 +628,37 @@ mod tests {
             assert_eq!(seen.unwrap().trim(), "term", "rank {r}");
         }
         assert!(t.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn ranks_get_sigterm_when_their_launcher_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"trap 'echo term > "$1/term.$RANK"; exit 143' TERM
+            touch "$1/ready.$RANK"
+            i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done"#;
+        let args = os(&["-c", script, "sh", dir.path().to_str().unwrap()]);
+        let d = dir.path().to_owned();
+        let t = Instant::now();
+        // The thread that starts the ranks ends without waiting for them (once they
+        // trap SIGTERM), as a killed launcher would.
+        let ranks = std::thread::spawn(move || {
+            let ranks = Ranks::start(Path::new("/bin/sh"), None, &args, 2, &[]).unwrap();
+            while !(0..2).all(|r| d.join(format!("ready.{r}")).exists()) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "the ranks never started"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ranks
+        })
+        .join()
+        .unwrap();
+        assert_eq!(ranks.wait(Duration::from_secs(40), &|| false), 143);
+        assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
+        for r in 0..2 {
+            assert!(dir.path().join(format!("term.{r}")).exists(), "rank {r}");
+        }
     }
 
     #[test]
