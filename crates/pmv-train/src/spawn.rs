@@ -21,7 +21,7 @@
 //! Signals: the ranks stay in this process's group, so a terminal's Ctrl-C (SIGINT)
 //! reaches every rank directly; this process only keeps waiting for them and does not
 //! pass SIGINT on (a second SIGINT would end a rank before its checkpoint). To stop the
-//! ranks from elsewhere, send SIGTERM to this process (Slurm, cron and `timeout` do):
+//! ranks from elsewhere, send SIGTERM to this process (as `timeout` and `kill PID` do):
 //! it is passed on to every live rank. A SIGTERM sent to the whole process group
 //! (`kill %1` in a shell, systemd) reaches the ranks directly too, and the trainer ends
 //! the usual way on its second SIGTERM, before its checkpoint; so a rank that already has
