@@ -22,7 +22,9 @@
 //! - [`error`], then [`run`] (what `run.json` records, and the extra inputs a run's
 //!   model reads, which training and evaluation both need);
 //! - [`eval`], then [`fit`] (training, which validates through `eval`; `eval` never
-//!   imports `fit`), and [`bench`](mod@bench).
+//!   imports `fit`), and [`bench`](mod@bench);
+//! - [`spawn`] (`--nproc`: this binary starts its own local ranks) imports none of
+//!   the others.
 //!
 //! `eval` stays one file: it is one job (score a run's split and write its reports)
 //! and no part of it is shared. `bench` stays one file for the same reason.
@@ -43,6 +45,7 @@ pub mod plot;
 pub use pmv_train_cli::recipe_file;
 pub mod rng;
 pub mod run;
+pub mod spawn;
 
 use serde::Serialize;
 

@@ -57,6 +57,33 @@ fn main() -> ExitCode {
     pmv_term::logging::init(cli.verbose.min(2), cli.quiet);
     let json = cli.json;
     let command = cli.command.name();
+    let dist = match &cli.command {
+        Command::Train(a) => Some(&a.run.dist),
+        Command::Pretrain(a) => Some(&a.run.dist),
+        Command::Eval(a) => Some(&a.dist),
+        _ => None,
+    };
+    if let Some(d) = dist {
+        // --nproc N: this process only starts N ranks of itself and waits for them.
+        let launched = train::spawn::should_launch(d.nproc, |k| {
+            std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+        })
+        .and_then(|go| {
+            go.then(|| train::spawn::run_local(d.nproc, d.dist_timeout, &args))
+                .transpose()
+        });
+        match launched {
+            Ok(None) => {}
+            Ok(Some(code)) => return ExitCode::from(code),
+            Err(e) => {
+                errln!("error: {e}");
+                if json {
+                    output::error_json(Some(command), &e.to_string(), e.exit().code());
+                }
+                return e.exit().into();
+            }
+        }
+    }
     let exit = match run(cli) {
         Ok(exit) => exit,
         Err(err) => {
