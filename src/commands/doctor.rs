@@ -177,7 +177,7 @@ fn trainer_line(t: &Value) -> String {
     let i = &t["info"];
     match t["status"].as_str() {
         Some("ok") => format!(
-            "{path}: libtorch {} from {}; CUDA {} ({} devices), cuDNN {}, {} CPU threads",
+            "{path}: libtorch {} from {}; CUDA {} ({} devices), cuDNN {}, NCCL {}, {} CPU threads",
             i["libtorch"].as_str().unwrap_or("?"),
             i["lib_dir"].as_str().unwrap_or("?"),
             if i["cuda_available"] == true {
@@ -187,6 +187,7 @@ fn trainer_line(t: &Value) -> String {
             },
             i["cuda_devices"],
             if i["cudnn"] == true { "yes" } else { "no" },
+            if i["nccl"] == true { "yes" } else { "no" },
             i["cpu_threads"]
         ),
         Some("missing") if !cfg!(feature = "train") => format!(

@@ -21,6 +21,12 @@ use crate::data::loader::Share;
 use crate::device::{DeviceError, resolve_device};
 use crate::error::TrainError;
 
+/// Whether this process speaks for its group (prints the command's result): a single
+/// process, or rank 0 of a launcher's ranks.
+pub fn speaks() -> bool {
+    Launch::from_env().map_or(true, |l| l.is_none_or(|l| l.rank == 0))
+}
+
 /// This process's place among the ranks.
 pub struct Dist {
     group: Option<Arc<Group>>,
@@ -56,18 +62,13 @@ impl Dist {
     /// when there are more ranks on the machine than devices). NCCL moves CUDA tensors
     /// when each rank has a device of its own and this build has NCCL; Gloo does
     /// everything else.
+    /// (`--nproc` under another launcher is the binary's to refuse, before this.)
     pub fn join(args: &DistArgs, choice: DeviceChoice) -> Result<(Dist, Device), TrainError> {
         let launch = Launch::from_env().map_err(|e| TrainError::Usage(e.to_string()))?;
         let device = resolve_device(choice)?;
         let Some(launch) = launch else {
             return Ok((Dist::single(), device));
         };
-        if args.nproc > 1 {
-            return Err(TrainError::Usage(format!(
-                "--nproc starts ranks itself; under a launcher (this is rank {} of {}) leave it out",
-                launch.rank, launch.world
-            )));
-        }
         let (device, backend) = match device {
             Device::Cuda(_) => {
                 let count = tch::Cuda::device_count().max(1) as usize;

@@ -58,6 +58,8 @@ pub struct TorchInfo {
     pub cuda_available: bool,
     pub cuda_devices: i64,
     pub cudnn: bool,
+    /// Data-parallel ranks on CUDA can use NCCL (else Gloo).
+    pub nccl: bool,
     pub cpu_threads: i32,
     /// A small tensor computation gave the right answer.
     pub tensor_ok: bool,
@@ -72,6 +74,7 @@ pub fn info() -> TorchInfo {
         cuda_available: tch::Cuda::is_available(),
         cuda_devices: tch::Cuda::device_count(),
         cudnn: tch::Cuda::cudnn_is_available(),
+        nccl: pmv_c10d::has_nccl(),
         cpu_threads: tch::get_num_threads(),
         tensor_ok: (sum - 6.0).abs() < 1e-6,
     }

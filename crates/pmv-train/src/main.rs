@@ -112,7 +112,12 @@ fn main() -> ExitCode {
     exit.into()
 }
 
+/// Prints a command's result; ranks other than 0 of a data-parallel group print none
+/// (rank 0 speaks for them).
 fn print(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) {
+    if !train::dist::speaks() {
+        return;
+    }
     if json {
         outln!(
             "{}",
@@ -136,12 +141,13 @@ fn run(cli: Cli) -> Result<Exit, train::error::TrainError> {
             let v = serde_json::to_value(&info).unwrap_or_default();
             print(cli.json, &v, || {
                 format!(
-                    "libtorch {} from {}; CUDA {} ({} devices), cuDNN {}, {} CPU threads",
+                    "libtorch {} from {}; CUDA {} ({} devices), cuDNN {}, NCCL {}, {} CPU threads",
                     info.libtorch,
                     info.lib_dir,
                     if info.cuda_available { "yes" } else { "no" },
                     info.cuda_devices,
                     if info.cudnn { "yes" } else { "no" },
+                    if info.nccl { "yes" } else { "no" },
                     info.cpu_threads
                 )
             });
