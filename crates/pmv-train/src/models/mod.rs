@@ -638,6 +638,50 @@ pub fn checkpoint_config(weights: &Path) -> Result<VideoMaeConfig, ModelError> {
     VideoMaeConfig::from_hf(&v).map_err(|message| ModelError::Read { path, message })
 }
 
+/// Batch norm as every model here uses it (momentum 0.1, ε 1e-5, statistics in fp32):
+/// in training, over every data-parallel rank's batch when the run synchronises them
+/// (`--sync-bn`), else over this process's batch.
+pub(crate) fn batch_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    train: bool,
+) -> Tensor {
+    if train && let Some(group) = SYNC_BN.read().ok().and_then(|g| g.clone()) {
+        // A forward pass has no error path: a lost rank ends the process, with the
+        // message naming it.
+        return group
+            .sync_batch_norm(x, Some(gamma), Some(beta), Some(mean), Some(var), 1e-5, 0.1)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    Tensor::batch_norm(
+        x,
+        Some(gamma),
+        Some(beta),
+        Some(mean),
+        Some(var),
+        train,
+        0.1,
+        1e-5,
+        true,
+    )
+}
+
+/// The group training-mode batch norm computes its statistics over, while a run asks
+/// for it (`--sync-bn` with several ranks).
+static SYNC_BN: std::sync::RwLock<Option<std::sync::Arc<pmv_c10d::Group>>> =
+    std::sync::RwLock::new(None);
+
+/// Makes [`batch_norm`] normalise over every rank of `group` (or, with `None`, over
+/// this process's batch again).
+pub(crate) fn synchronise_batch_norm(group: Option<std::sync::Arc<pmv_c10d::Group>>) {
+    if let Ok(mut slot) = SYNC_BN.write() {
+        *slot = group;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,49 +746,5 @@ mod tests {
         .to_string();
         assert!(e.contains("unexpected (1): stray"), "{e}");
         assert!(e.contains("missing ("), "{e}");
-    }
-}
-
-/// Batch norm as every model here uses it (momentum 0.1, ε 1e-5, statistics in fp32):
-/// in training, over every data-parallel rank's batch when the run synchronises them
-/// (`--sync-bn`), else over this process's batch.
-pub(crate) fn batch_norm(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-    train: bool,
-) -> Tensor {
-    if train && let Some(group) = SYNC_BN.read().ok().and_then(|g| g.clone()) {
-        // A forward pass has no error path: a lost rank ends the process, with the
-        // message naming it.
-        return group
-            .sync_batch_norm(x, Some(gamma), Some(beta), Some(mean), Some(var), 1e-5, 0.1)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    Tensor::batch_norm(
-        x,
-        Some(gamma),
-        Some(beta),
-        Some(mean),
-        Some(var),
-        train,
-        0.1,
-        1e-5,
-        true,
-    )
-}
-
-/// The group training-mode batch norm computes its statistics over, while a run asks
-/// for it (`--sync-bn` with several ranks).
-static SYNC_BN: std::sync::RwLock<Option<std::sync::Arc<pmv_c10d::Group>>> =
-    std::sync::RwLock::new(None);
-
-/// Makes [`batch_norm`] normalise over every rank of `group` (or, with `None`, over
-/// this process's batch again).
-pub(crate) fn synchronise_batch_norm(group: Option<std::sync::Arc<pmv_c10d::Group>>) {
-    if let Ok(mut slot) = SYNC_BN.write() {
-        *slot = group;
     }
 }
