@@ -249,6 +249,7 @@ fn two_ranks_read_every_sample_once_an_epoch() {
     args.extend(strings(&[
         "--model", "tiny3d", "--width", "8", "--nproc", "2",
     ]));
+    args.insert(0, "--json".into());
     let r = env.run(&args);
     // Exit 3 (rank 0's, the first to fail): samples were left out, counted, reported.
     assert_eq!(r.code, 3, "{}", r.stderr);
@@ -256,6 +257,13 @@ fn two_ranks_read_every_sample_once_an_epoch() {
         r.stderr.contains("rank 0 exited with status 3"),
         "{}",
         r.stderr
+    );
+    // One result, rank 0's, as its schema says.
+    let doc = r.json();
+    crate::json_output::check(&doc);
+    assert_eq!(
+        doc["distributed"],
+        serde_json::json!({"world_size": 2, "backend": "gloo", "launcher": "nproc"})
     );
     let errors = std::fs::read_to_string(env.path("run/errors.jsonl")).unwrap();
     let mut seen: BTreeMap<(u64, String), usize> = BTreeMap::new();

@@ -194,6 +194,12 @@ impl Dist {
             "world_size": self.world,
             "backend": g.backend().name(),
             "launcher": match self.launcher {
+                // `--nproc` starts its ranks as torchrun does, and says so.
+                Some(Launcher::Torchrun)
+                    if std::env::var_os("PMV_DATA_LAUNCHER").is_some_and(|v| v == "nproc") =>
+                {
+                    "nproc"
+                }
                 Some(Launcher::Torchrun) => "torchrun",
                 Some(Launcher::Slurm) => "slurm",
                 None => "none",
