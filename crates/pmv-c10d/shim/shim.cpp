@@ -97,6 +97,7 @@ struct Group {
   std::chrono::milliseconds timeout;
   int rank;
   int world;
+  bool nccl;
   ~Group() {
     heartbeat.reset();
     backend.reset();
@@ -121,6 +122,13 @@ void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& w) { w->wait(g->timeou
 std::vector<at::Tensor> one(at::Tensor* t) { return std::vector<at::Tensor>{*t}; }
 
 void sum_across(Group* g, at::Tensor& t) {
+  if (!g->nccl && t.is_cuda()) {
+    // Gloo's CUDA paths are not in every build: through the host.
+    auto host = t.cpu();
+    sum_across(g, host);
+    t.copy_(host);
+    return;
+  }
   std::vector<at::Tensor> v{t};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
@@ -272,7 +280,7 @@ void* pmv_c10d_join(const char* backend, const char* addr, int port, int agent_s
     } else {
       throw std::runtime_error("unknown backend " + b);
     }
-    out = new Group{store, be, std::move(hb), timeout, rank, world};
+    out = new Group{store, be, std::move(hb), timeout, rank, world, b == "nccl"};
   });
   return out;
 }

@@ -150,6 +150,8 @@ pub struct Group {
     rank: usize,
     world: usize,
     backend: Backend,
+    /// NCCL's CUDA device.
+    device_index: usize,
     addr: String,
     port: u16,
     agent_store: bool,
@@ -211,6 +213,7 @@ impl Group {
             rank: o.rank,
             world: o.world,
             backend: o.backend,
+            device_index: o.device_index,
             addr: o.master_addr.clone(),
             port: o.master_port,
             agent_store: o.agent_store,
@@ -254,16 +257,52 @@ impl Group {
             ReduceOp::Avg => 1,
             ReduceOp::Max => 2,
         };
-        // SAFETY: `t` is a live tensor handle; the shim writes into its storage only.
-        let rc = unsafe { pmv_c10d_all_reduce(self.raw.as_ptr(), t.as_mut_ptr(), code) };
+        let rc = self.in_place(t, |raw, t| {
+            // SAFETY: `t` is a live tensor handle; the shim writes into its storage only.
+            unsafe { pmv_c10d_all_reduce(raw, t.as_mut_ptr(), code) }
+        });
         self.check(rc, "all-reduce")
     }
 
     /// Copies rank `root`'s `t` into every other rank's `t`.
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {
-        // SAFETY: as in `all_reduce`.
-        let rc = unsafe { pmv_c10d_broadcast(self.raw.as_ptr(), t.as_mut_ptr(), root as c_int) };
+        let rc = self.in_place(t, |raw, t| {
+            // SAFETY: as in `all_reduce`.
+            unsafe { pmv_c10d_broadcast(raw, t.as_mut_ptr(), root as c_int) }
+        });
         self.check(rc, "broadcast")
+    }
+
+    /// The device the backend moves tensors on, for `t`: NCCL's CUDA device for a CPU
+    /// tensor, the CPU for Gloo's CUDA tensors (Gloo's CUDA paths are not in every
+    /// build); `None` when `t` can go as it is.
+    fn staging(&self, t: &Tensor) -> Option<tch::Device> {
+        match (self.backend, t.device()) {
+            (Backend::Nccl, tch::Device::Cpu) => Some(tch::Device::Cuda(self.device_index)),
+            (Backend::Gloo, tch::Device::Cuda(_)) => Some(tch::Device::Cpu),
+            _ => None,
+        }
+    }
+
+    /// Runs `op` on `t`, or on a copy on the backend's device that is then copied back
+    /// into `t`. Returns the shim's status.
+    fn in_place(
+        &self,
+        t: &mut Tensor,
+        op: impl FnOnce(*mut c_void, &mut Tensor) -> c_int,
+    ) -> c_int {
+        let raw = self.raw.as_ptr();
+        match self.staging(t) {
+            None => op(raw, t),
+            Some(device) => {
+                let mut staged = t.to_device(device).contiguous();
+                let rc = op(raw, &mut staged);
+                if rc == 0 {
+                    t.copy_(&staged);
+                }
+                rc
+            }
+        }
     }
 
     /// Waits until every rank has reached this call.
@@ -317,11 +356,13 @@ impl Group {
 
     /// Every rank's equal-sized `t`, stacked in rank order: `[world, ...t's shape]`.
     fn all_gather_equal(&self, t: &Tensor) -> Result<Tensor, DistError> {
-        // Gloo wants the ranks' tensors end to end along the first dimension.
-        let mut input = t.contiguous().flatten(0, -1);
+        // The ranks' tensors end to end along the first dimension, on the backend's
+        // device; the result comes back on `t`'s.
+        let device = self.staging(t).unwrap_or(t.device());
+        let mut input = t.to_device(device).contiguous().flatten(0, -1);
         let mut out = Tensor::empty(
             [self.world as i64 * input.numel() as i64],
-            (t.kind(), t.device()),
+            (t.kind(), device),
         );
         // SAFETY: both are live tensor handles; `out` is contiguous with world × numel(t)
         // elements, as the shim's `_allgather_base` needs.
@@ -330,7 +371,7 @@ impl Group {
         self.check(rc, "all-gather")?;
         let mut shape = vec![self.world as i64];
         shape.extend(t.size());
-        Ok(out.view(shape.as_slice()))
+        Ok(out.view(shape.as_slice()).to_device(t.device()))
     }
 
     /// Every rank's rows (`t`'s first dimension may differ between ranks; the rest, and
