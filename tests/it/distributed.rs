@@ -458,3 +458,46 @@ fn a_two_rank_checkpoint_resumes_on_two_ranks_and_on_one() {
     );
     assert_eq!(st["finished"], true);
 }
+
+/// Masked pre-training on two ranks (`pmv-data pretrain --nproc 2`): each rank masks
+/// its own clips, and the validation loss counts every validation sample once.
+#[test]
+fn pretraining_runs_on_two_ranks() {
+    let env = Env::new();
+    let data = env.path("shards");
+    shards(&data, 4, 4, 1);
+    let out = env.path("pre");
+    let r = env.run(&[
+        "--json",
+        "pretrain",
+        "--shards",
+        s(&data),
+        "--model",
+        "vit-s",
+        "--decoder-depth",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--no-tensorboard",
+        "--nproc",
+        "2",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["steps"], 4, "16 samples / (2 × 2 ranks)");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let val: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "val_reconstruction")
+        .collect();
+    assert_eq!(val.len(), 1, "{metrics}");
+    assert_eq!(val[0]["samples"], 4);
+    assert!(val[0]["loss"].as_f64().unwrap().is_finite());
+}

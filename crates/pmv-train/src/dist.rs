@@ -111,7 +111,16 @@ impl Dist {
             },
             timeout: Duration::from_secs(args.dist_timeout),
         })
-        .map_err(Self::err)?;
+        .map_err(|e| {
+            let hint = match launch.launcher {
+                // An sbatch or salloc shell has SLURM_PROCID and SLURM_NTASKS too.
+                Launcher::Slurm => {
+                    " (Slurm: start one task per rank with srun; a batch script's own shell is not a rank)"
+                }
+                Launcher::Torchrun => "",
+            };
+            TrainError::Dist(format!("{e}{hint}"))
+        })?;
         Ok((
             Dist {
                 group: Some(Arc::new(group)),
