@@ -501,3 +501,72 @@ fn pretraining_runs_on_two_ranks() {
     assert_eq!(val[0]["samples"], 4);
     assert!(val[0]["loss"].as_f64().unwrap().is_finite());
 }
+
+/// SIGTERM to `--nproc`'s launcher (as Slurm or cron sends it): every rank stops at the
+/// same step after one checkpoint, exit 130, and `--resume` on two ranks ends with the
+/// weights of a run never stopped.
+#[test]
+fn sigterm_checkpoints_every_rank_at_one_step_and_resumes() {
+    let env = Env::new();
+    let data = env.path("shards");
+    shards(&data, 4, 30, 1);
+    let args = |out: &str| {
+        let mut a = plain(&data, &env.path(out), 2);
+        a.extend(strings(&[
+            "--model",
+            "tiny3d",
+            "--width",
+            "8",
+            "--sync-bn",
+            "--epochs",
+            "3",
+        ]));
+        a.extend(strings(&["--nproc", "2"]));
+        a
+    };
+    let r = crate::util::train_run(&args("whole").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let mut launcher = trainer()
+        .args(args("stopped"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = env.path("stopped/metrics.jsonl");
+    let waited = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(waited.elapsed() < Duration::from_secs(120), "no training");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling a child of this test.
+    unsafe {
+        libc::kill(launcher.id() as i32, libc::SIGTERM);
+    }
+    let mut err = String::new();
+    use std::io::Read;
+    launcher
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = launcher.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("stopped/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(st["finished"], false, "{st}");
+    let step = st["step"].as_u64().unwrap();
+    assert!(step > 0 && step < 180, "stopped at step {step} of 180");
+
+    let mut again = args("stopped");
+    again.push("--resume".into());
+    let r = crate::util::train_run(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let d = max_difference(
+        &env.path("whole/model.safetensors"),
+        &env.path("stopped/model.safetensors"),
+    );
+    assert!(d < SAME_WEIGHTS, "{d}");
+}
