@@ -31,7 +31,8 @@
 #   distributed  data-parallel scaling on this CPU (Gloo): ViT-S fine-tuning steps
 #            (8x64x64, batch 4 a rank) by 1 rank on 1 core, 1 rank on 2 cores and 2 ranks
 #            of 1 core each; clips/s, scaling efficiency (2 ranks against twice one rank
-#            on one core), and the all-reduce's seconds per step and share of the step.
+#            on one core), and the all-reduce's seconds per step and share of the step;
+#            with 2 or more GPUs, ViT-B 16x224 bf16 on 1 GPU against all of them (NCCL).
 #   refresh  a nightly refresh of the PMV-400 catalog (76,447 items whose links are all
 #            dead) that has nothing to do: the first run tries every link once; the
 #            second and third, timed, find nothing due.
@@ -272,6 +273,36 @@ print(f"{'ViT-S 8x64x64, 2 ranks of 1 core (Gloo)':50} {two['clips_per_s']:8.2f}
       f"(scaling efficiency {two['clips_per_s'] / (2 * one['clips_per_s']):.0%}; all-reduce "
       f"{two['allreduce_s'] * 1000:.0f} ms a step, {two['allreduce_s'] / step:.0%} of it)")
 PY
+  # With two or more GPUs: ViT-B fine-tuning at 16x224x224, bf16, batch 8 a rank, on one
+  # GPU and on all of them (NCCL). NCCL's all-reduce runs on its own stream, so the time
+  # a step spends in it shows in the scaling, not in allreduce_s (the time to queue it).
+  local gpus
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+  if ((gpus >= 2)); then
+    "$tbin" --quiet synth --out "$d/gpu-shards" --classes 8 --train 64 --val 1 --frames 16 \
+      --size 224x224 --clips 1 >/dev/null
+    gpu_case() {
+      local name=$1 nproc=$2
+      "$tbin" --quiet train --shards "$d/gpu-shards" --model vit-b --epochs 1 --batch-size 8 \
+        --device cuda --precision bf16 --nproc "$nproc" --log-every 4 --no-tensorboard \
+        --val-split none --out "$d/$name" >/dev/null
+      python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1]) if "\"train\"" in x][1:]; print(json.dumps({"clips_per_s": sum(x["clips_per_s"] for x in l)/len(l)}))' "$d/$name/metrics.jsonl"
+    }
+    local g1 gn
+    g1=$(gpu_case vit-b-1-gpu 1)
+    gn=$(gpu_case "vit-b-$gpus-gpus" "$gpus")
+    json_case "vit-b-16x224-bf16-1-gpu" "$g1"
+    json_case "vit-b-16x224-bf16-$gpus-gpus" "$gn"
+    python3 - "$g1" "$gn" "$gpus" <<'PY'
+import json, sys
+one, many, n = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+print(f"{'ViT-B 16x224x224 bf16, 1 GPU':50} {one['clips_per_s']:8.1f} clips/s")
+print(f"{f'ViT-B 16x224x224 bf16, {n} GPUs (NCCL)':50} {many['clips_per_s']:8.1f} clips/s "
+      f"(scaling efficiency {many['clips_per_s'] / (n * one['clips_per_s']):.0%}; target 90%)")
+PY
+  else
+    echo "(fewer than 2 GPUs here: the GPU scaling case is skipped)"
+  fi
 }
 
 bench_refresh() {

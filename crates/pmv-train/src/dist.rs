@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pmv_c10d::launch::{Launch, Launcher};
 use pmv_c10d::{Backend, Group, JoinOptions, ReduceOp};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::cli::{DeviceChoice, DistArgs};
 use crate::data::loader::Share;
@@ -342,12 +342,5 @@ impl Dist {
         if let Some(g) = &self.group {
             g.set_progress(step);
         }
-    }
-
-    /// A tensor of `values` on `device` (f64 sums of metrics).
-    pub fn values(values: &[f64], device: Device) -> Tensor {
-        Tensor::from_slice(values)
-            .to_kind(Kind::Double)
-            .to_device(device)
     }
 }
