@@ -263,15 +263,25 @@ PY
   json_case "vit-s-1-rank-1-core" "$one"
   json_case "vit-s-1-rank-2-cores" "$both"
   json_case "vit-s-2-ranks-1-core-each" "$two"
-  python3 - "$one" "$both" "$two" <<'PY'
+  # PyTorch's own Gloo all-reduce of a buffer of ViT-S's trainable parameters (what
+  # DistributedDataParallel averages), between two processes on the same cores.
+  local numel ref
+  numel=$("$tbin" --json --quiet bench --model vit-s --frames 8 --size 64x64 --batch 1 --device cpu \
+    --steps 1 --warmup 0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["parameters"])')
+  ref=$(OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc-per-node 2 --standalone \
+    scripts/bench_allreduce_torch.py "$numel" 2>/dev/null | tail -n 1)
+  json_case "pytorch-gloo-allreduce-vit-s-grads-2-ranks" "$ref"
+  python3 - "$one" "$both" "$two" "$ref" <<'PY'
 import json, sys
-one, both, two = (json.loads(a) for a in sys.argv[1:])
+one, both, two, ref = (json.loads(a) for a in sys.argv[1:])
 step = 8 / two["clips_per_s"]  # seconds a step takes: 2 ranks x batch 4 clips
 print(f"{'ViT-S 8x64x64, 1 rank on 1 core':50} {one['clips_per_s']:8.2f} clips/s")
 print(f"{'ViT-S 8x64x64, 1 rank on 2 cores':50} {both['clips_per_s']:8.2f} clips/s")
 print(f"{'ViT-S 8x64x64, 2 ranks of 1 core (Gloo)':50} {two['clips_per_s']:8.2f} clips/s "
       f"(scaling efficiency {two['clips_per_s'] / (2 * one['clips_per_s']):.0%}; all-reduce "
       f"{two['allreduce_s'] * 1000:.0f} ms a step, {two['allreduce_s'] / step:.0%} of it)")
+print(f"{'PyTorch Gloo all-reduce of the same ' + str(ref['numel']) + ' floats':50} "
+      f"{ref['allreduce_s'] * 1000:8.0f} ms")
 PY
   # With two or more GPUs: ViT-B fine-tuning at 16x224x224, bf16, batch 8 a rank, on one
   # GPU and on all of them (NCCL). NCCL's all-reduce runs on its own stream, so the time
