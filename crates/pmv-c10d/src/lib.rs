@@ -375,9 +375,14 @@ impl Group {
     }
 
     /// Every rank's rows (`t`'s first dimension may differ between ranks; the rest, and
-    /// the kind, may not), concatenated in rank order. Two collectives: the shapes, then
-    /// the rows padded to the longest.
+    /// the kind, may not), concatenated in rank order.
     pub fn all_gather_rows(&self, t: &Tensor) -> Result<Tensor, DistError> {
+        Ok(Tensor::cat(&self.all_gather_parts(t)?, 0))
+    }
+
+    /// Every rank's rows, one tensor a rank, in rank order (as [`Group::all_gather_rows`]
+    /// takes them). Two collectives: the shapes, then the rows padded to the longest.
+    pub fn all_gather_parts(&self, t: &Tensor) -> Result<Vec<Tensor>, DistError> {
         const DIMS: usize = 8;
         let size = t.size();
         if size.is_empty() || size.len() > DIMS {
@@ -417,12 +422,11 @@ impl Group {
             padded.narrow(0, 0, size[0]).copy_(t);
         }
         let all = self.all_gather_equal(&padded)?;
-        let parts: Vec<Tensor> = rows
+        Ok(rows
             .iter()
             .enumerate()
             .map(|(r, &n)| all.get(r as i64).narrow(0, 0, n))
-            .collect();
-        Ok(Tensor::cat(&parts, 0))
+            .collect())
     }
 
     fn mismatch(&self, why: String) -> DistError {

@@ -32,7 +32,6 @@ pub struct Dist {
     group: Option<Arc<Group>>,
     rank: usize,
     world: usize,
-    local_rank: usize,
     launcher: Option<Launcher>,
     /// Seconds spent averaging gradients since the last [`Dist::take_comm_secs`].
     comm: Cell<f64>,
@@ -51,7 +50,6 @@ impl Dist {
             group: None,
             rank: 0,
             world: 1,
-            local_rank: 0,
             launcher: None,
             comm: Cell::new(0.0),
         }
@@ -126,7 +124,6 @@ impl Dist {
                 group: Some(Arc::new(group)),
                 rank: launch.rank,
                 world: launch.world,
-                local_rank: launch.local_rank,
                 launcher: Some(launch.launcher),
                 comm: Cell::new(0.0),
             },
@@ -140,10 +137,6 @@ impl Dist {
 
     pub fn world(&self) -> usize {
         self.world
-    }
-
-    pub fn local_rank(&self) -> usize {
-        self.local_rank
     }
 
     /// Rank 0: the one that writes checkpoints, metrics and reports, and speaks.
@@ -178,8 +171,7 @@ impl Dist {
         let flags = g
             .all_gather_rows(&Tensor::from_slice(&[i64::from(ok)]))
             .map_err(Self::err)?;
-        let flags: Vec<i64> =
-            Vec::try_from(flags).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
+        let flags: Vec<i64> = Self::values(&flags)?;
         let failed: Vec<String> = flags
             .iter()
             .enumerate()
@@ -218,6 +210,14 @@ impl Dist {
 
     fn err(e: pmv_c10d::DistError) -> TrainError {
         TrainError::Dist(e.to_string())
+    }
+
+    /// A gathered tensor's values.
+    fn values<T>(t: &Tensor) -> Result<Vec<T>, TrainError>
+    where
+        Vec<T>: TryFrom<Tensor, Error = tch::TchError>,
+    {
+        Vec::<T>::try_from(t.flatten(0, -1)).map_err(|e| TrainError::Dist(e.to_string()))
     }
 
     /// Averages `t` (the flat gradient buffer) across ranks, in place, and counts the
@@ -264,14 +264,6 @@ impl Dist {
         }
     }
 
-    /// Waits for every rank.
-    pub fn barrier(&self) -> Result<(), TrainError> {
-        match &self.group {
-            Some(g) => g.barrier().map_err(Self::err),
-            None => Ok(()),
-        }
-    }
-
     /// Every rank's rows of `t` (first dimensions may differ), in rank order.
     pub fn gather_rows(&self, t: &Tensor) -> Result<Tensor, TrainError> {
         match &self.group {
@@ -285,24 +277,31 @@ impl Dist {
         let Some(g) = &self.group else {
             return Ok(vec![bytes.to_vec()]);
         };
-        let lens = g
-            .all_gather_rows(&Tensor::from_slice(&[bytes.len() as i64]))
-            .map_err(Self::err)?;
-        let lens: Vec<i64> =
-            Vec::try_from(lens).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
-        let all = g
-            .all_gather_rows(&Tensor::from_slice(bytes))
-            .map_err(Self::err)?;
-        let all: Vec<u8> =
-            Vec::try_from(all).map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
-        let mut out = Vec::with_capacity(lens.len());
-        let mut at = 0usize;
-        for n in lens {
-            let n = n.max(0) as usize;
-            out.push(all.get(at..at + n).unwrap_or_default().to_vec());
-            at += n;
+        g.all_gather_parts(&Tensor::from_slice(bytes))
+            .map_err(Self::err)?
+            .iter()
+            .map(Self::values)
+            .collect()
+    }
+
+    /// Every rank's `items`, in rank order (sent as JSON).
+    pub fn gather_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        items: Vec<T>,
+        what: &str,
+    ) -> Result<Vec<T>, TrainError> {
+        if !self.is_group() {
+            return Ok(items);
         }
-        Ok(out)
+        let bytes = serde_json::to_vec(&items)
+            .map_err(|e| TrainError::Dist(format!("gathering {what}: {e}")))?;
+        let mut all = vec![];
+        for part in self.gather_bytes(&bytes)? {
+            let mut theirs: Vec<T> = serde_json::from_slice(&part)
+                .map_err(|e| TrainError::Dist(format!("gathering {what}: {e}")))?;
+            all.append(&mut theirs);
+        }
+        Ok(all)
     }
 
     /// Checks that every rank computes the same thing before the first collective on
@@ -315,8 +314,7 @@ impl Dist {
         let all = g
             .all_gather_rows(&Tensor::from_slice(values).view([1, -1]))
             .map_err(Self::err)?;
-        let all: Vec<i64> = Vec::try_from(all.flatten(0, -1))
-            .map_err(|e: tch::TchError| TrainError::Dist(e.to_string()))?;
+        let all: Vec<i64> = Self::values(&all)?;
         for (r, theirs) in all.chunks(values.len().max(1)).enumerate() {
             if theirs != values {
                 return Err(TrainError::Dist(format!(

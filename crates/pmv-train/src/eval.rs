@@ -105,7 +105,7 @@ pub fn evaluate(
     result?;
     if dist.is_group() {
         rows = gather_rows(dist, rows, classes)?;
-        errors = gather_errors(dist, &errors)?;
+        errors = dist.gather_json(errors, "sample errors")?;
     }
     let mut tally = Tally::new(classes, multi);
     let mut predictions = vec![];
@@ -178,18 +178,6 @@ fn gather_rows(dist: &Dist, rows: Vec<Row>, classes: usize) -> Result<Vec<Row>, 
         )));
     }
     all.sort_by_key(|r| r.position);
-    Ok(all)
-}
-
-/// Every rank's unreadable samples.
-fn gather_errors(dist: &Dist, errors: &[SampleError]) -> Result<Vec<SampleError>, TrainError> {
-    let bytes = serde_json::to_vec(errors).unwrap_or_default();
-    let mut all = vec![];
-    for part in dist.gather_bytes(&bytes)? {
-        let mut e: Vec<SampleError> = serde_json::from_slice(&part)
-            .map_err(|e| TrainError::Dist(format!("gathering sample errors: {e}")))?;
-        all.append(&mut e);
-    }
     Ok(all)
 }
 

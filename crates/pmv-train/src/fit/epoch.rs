@@ -278,13 +278,9 @@ impl Trainer<'_> {
         self.pos.bad_samples += v[5] as u64;
         w.bad = 0;
         if v[5] > 0.0 {
-            let mine = serde_json::to_vec(&std::mem::take(&mut w.error_lines)).unwrap_or_default();
-            for part in self.dist.gather_bytes(&mine)? {
-                let lines: Vec<serde_json::Value> =
-                    serde_json::from_slice(&part).unwrap_or_default();
-                for l in &lines {
-                    self.errors.push(l)?;
-                }
+            let mine = std::mem::take(&mut w.error_lines);
+            for l in &self.dist.gather_json(mine, "errors.jsonl lines")? {
+                self.errors.push(l)?;
             }
         }
         Ok((v[0], v[1] as i64))
@@ -318,11 +314,8 @@ impl Trainer<'_> {
         }
         let world = self.dist.world() as f64;
         tch::no_grad(|| -> Result<(), TrainError> {
-            // In name order: every rank must make the same calls in the same order.
-            let mut vars: Vec<(String, Tensor)> = self.built.vs.variables().into_iter().collect();
-            vars.sort_by(|a, b| a.0.cmp(&b.0));
-            for (_, mut t) in vars {
-                if t.requires_grad() || !t.is_floating_point() {
+            for (_, mut t) in super::setup::buffers(&self.built.vs) {
+                if !t.is_floating_point() {
                     continue;
                 }
                 self.dist.sum(&mut t)?;

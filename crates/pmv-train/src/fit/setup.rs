@@ -481,18 +481,23 @@ pub(super) fn same_start(dist: &Dist, b: &mut Built) -> Result<(), TrainError> {
     dist.check_same("trainable parameters", &[b.params])?;
     tch::no_grad(|| -> Result<(), TrainError> {
         dist.broadcast(b.opt.params_mut())?;
-        // In name order: every rank must make the same calls in the same order.
-        let mut buffers: Vec<(String, Tensor)> =
-            b.vs.variables()
-                .into_iter()
-                .filter(|(_, t)| !t.requires_grad())
-                .collect();
-        buffers.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, mut t) in buffers {
+        for (_, mut t) in buffers(&b.vs) {
             dist.broadcast(&mut t)?;
         }
         Ok(())
     })
+}
+
+/// The model's tensors that are not trained (batch norm's running statistics, fixed
+/// tables), in name order: every rank makes its collectives on them in the same order.
+pub(super) fn buffers(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut buffers: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| !t.requires_grad())
+        .collect();
+    buffers.sort_by(|a, b| a.0.cmp(&b.0));
+    buffers
 }
 
 /// Where the step loop stands: a fresh run at zero, a resumed one at its checkpoint.

@@ -68,12 +68,7 @@ fn validate_reconstruction(
         dist.sum(&mut both)?;
         sum = both.double_value(&[0]);
         samples = both.double_value(&[1]) as u64;
-        let bytes = serde_json::to_vec(&errors).unwrap_or_default();
-        errors = vec![];
-        for part in dist.gather_bytes(&bytes)? {
-            let mut e: Vec<SampleError> = serde_json::from_slice(&part).unwrap_or_default();
-            errors.append(&mut e);
-        }
+        errors = dist.gather_json(errors, "sample errors")?;
     }
     let loss = if samples > 0 {
         sum / samples as f64
